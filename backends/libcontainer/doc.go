@@ -1,0 +1,52 @@
+// Package libcontainer is berth's embedded engine and its default: runc's
+// libcontainer run inside the calling program, with no daemon.
+//
+// # The one call in main
+//
+// libcontainer starts a container's init by re-executing the calling
+// binary, and berth keeps a small monitor per container the same way. A
+// program using this backend must call Init first thing in main (and in
+// TestMain for tests):
+//
+//	func main() {
+//		libcontainer.Init() // returns at once unless this process is a re-exec
+//		...
+//	}
+//
+// Importing this package also links runc's nsenter (the C constructor that
+// joins namespaces before the Go runtime starts) and the cgroup devices
+// controller; both are imported here, once, and nowhere else.
+//
+// # State and restarts
+//
+// Everything lives under the root directory given to Open (default
+// /var/lib/berth): containers/<id>/ holds berth's record of the container
+// (its spec, labels, exit status, log and the mount point of an ID-mapped
+// root filesystem), runc/<id>/ holds libcontainer's state. A new Open on the
+// same root, in this or any later process, lists and controls the
+// containers that an earlier process created.
+//
+// # The monitor
+//
+// Each container's init is the child of a small monitor process (a re-exec
+// of the calling binary, in its own session), like LXC's lxc-start monitor.
+// The monitor records the init's exit status under containers/<id>/ and
+// exits, so Wait works from any process, and the caller may exit while the
+// container runs. The monitor holds a lock on containers/<id>/monitor.lock
+// for its lifetime, which is how other processes know it is alive.
+//
+// # User namespaces
+//
+// When the spec holds a user namespace (allocated by package runtime), the
+// root filesystem is presented to the container through an ID-mapped bind
+// mount at containers/<id>/rootfs: files owned by host root appear owned by
+// the container's mapped root, so root in the container can write them,
+// without a copy or a chown of the tree (O(1), the source is left
+// unchanged). This needs a filesystem that supports ID-mapped mounts (ext4,
+// xfs, btrfs, tmpfs, overlayfs on Linux 6.x); others are refused with
+// not-implemented.
+//
+// # Native access
+//
+// Runtime.As accepts **Runtime (this backend's own type).
+package libcontainer

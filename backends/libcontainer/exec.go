@@ -1,0 +1,121 @@
+package libcontainer
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	lc "github.com/opencontainers/runc/libcontainer"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Exec implements driver.Runtime. The process is a child of the calling
+// process; its output is copied by libcontainer into the given writers.
+func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.load(id)
+	if err != nil {
+		return nil, err
+	}
+	sp := *rec.Spec.Process
+	sp.Args = ps.Args
+	sp.Env = mergeEnv(sp.Env, ps.Env)
+	if ps.Cwd != "" {
+		sp.Cwd = ps.Cwd
+	}
+	if ps.User != nil {
+		sp.User = *ps.User
+	}
+	p := nativeProcess(&sp, false)
+	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
+	if err := c.Run(p); err != nil {
+		return nil, classify(err)
+	}
+	proc := &process{p: p, done: make(chan struct{})}
+	go proc.wait()
+	return proc, nil
+}
+
+// mergeEnv overlays extra KEY=VALUE entries on base.
+func mergeEnv(base, extra []string) []string {
+	out := append([]string(nil), base...)
+	for _, e := range extra {
+		k, _, _ := strings.Cut(e, "=")
+		replaced := false
+		for i, b := range out {
+			if bk, _, _ := strings.Cut(b, "="); bk == k {
+				out[i], replaced = e, true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type process struct {
+	p    *lc.Process
+	done chan struct{}
+	st   driver.ExitStatus
+	err  error
+}
+
+
+func (p *process) wait() {
+	defer close(p.done)
+	ps, err := p.p.Wait()
+	p.st.ExitedAt = time.Now().UTC()
+	var ee *exec.ExitError
+	if ps == nil && errors.As(err, &ee) {
+		ps = ee.ProcessState
+	}
+	if ps == nil {
+		p.err = classify(err)
+		return
+	}
+	p.st = exitStatusOf(ps.Sys().(syscall.WaitStatus))
+}
+
+func exitStatusOf(ws syscall.WaitStatus) driver.ExitStatus {
+	st := driver.ExitStatus{ExitedAt: time.Now().UTC(), Code: -1}
+	switch {
+	case ws.Signaled():
+		st.Signal = ws.Signal()
+		st.Code = 128 + int(ws.Signal())
+	case ws.Exited():
+		st.Code = ws.ExitStatus()
+	}
+	return st
+}
+
+func (p *process) Pid() int {
+	pid, _ := p.p.Pid()
+	return pid
+}
+
+func (p *process) Wait(ctx context.Context) (driver.ExitStatus, error) {
+	select {
+	case <-p.done:
+		return p.st, p.err
+	case <-ctx.Done():
+		return driver.ExitStatus{}, ctx.Err()
+	}
+}
+
+func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return errors.New("process already exited")
+	default:
+	}
+	return classify(p.p.Signal(sig))
+}

@@ -1,0 +1,437 @@
+package libcontainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	lc "github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// DefaultRoot is where state lives unless Open is given another directory.
+const DefaultRoot = "/var/lib/berth"
+
+// Runtime is the embedded engine. It implements driver.Runtime; wrap it with
+// runtime.New.
+type Runtime struct {
+	root         string
+	cgroupParent string
+
+	mu sync.Mutex
+	// copies tracks output copied by this process for containers created
+	// with non-file writers; Wait returns only once it is done.
+	copies map[string]*sync.WaitGroup
+}
+
+// Option configures Open.
+type Option func(*Runtime) error
+
+// WithCgroupParent sets the cgroup under which containers are placed
+// (default "berth": /sys/fs/cgroup/<controller>/berth/<id>).
+func WithCgroupParent(p string) Option {
+	return func(r *Runtime) error {
+		if p == "" || filepath.IsAbs(p) || p != filepath.Clean(p) {
+			return fmt.Errorf("cgroup parent %q must be a clean relative path: %w", p, errdefs.ErrInvalidArgument)
+		}
+		r.cgroupParent = p
+		return nil
+	}
+}
+
+// Open returns the engine keeping its state under root (created if needed).
+// Containers created by earlier processes on the same root are found again.
+func Open(root string, opts ...Option) (*Runtime, error) {
+	if root == "" {
+		root = DefaultRoot
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runtime{root: abs, cgroupParent: "berth", copies: map[string]*sync.WaitGroup{}}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, err
+		}
+	}
+	// 0711: a user-namespaced container's init must traverse down to its
+	// ID-mapped root filesystem, but must not list other containers.
+	for _, d := range []string{r.root, r.containersDir(), r.runcRoot()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("state root: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, fmt.Errorf("state root: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Root returns the state directory.
+func (r *Runtime) Root() string { return r.root }
+
+func (r *Runtime) containersDir() string     { return filepath.Join(r.root, "containers") }
+func (r *Runtime) runcRoot() string          { return filepath.Join(r.root, "runc") }
+func (r *Runtime) dir(id string) string      { return filepath.Join(r.containersDir(), id) }
+func (r *Runtime) recordPath(id string) string { return filepath.Join(r.dir(id), "record.json") }
+
+// record is berth's own state for a container, written before any action.
+type record struct {
+	ID         string            `json:"id"`
+	CreatedAt  time.Time         `json:"created_at"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Spec       *specs.Spec       `json:"spec"`
+	Rootfs     string            `json:"rootfs"`
+	IDMapped   bool              `json:"id_mapped,omitempty"`
+	MonitorPid int               `json:"monitor_pid,omitempty"`
+}
+
+func (r *Runtime) readRecord(id string) (*record, error) {
+	var rec record
+	if err := fsutil.ReadJSON(r.recordPath(id), &rec); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no such container: %w", errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// Capabilities implements driver.Runtime.
+func (r *Runtime) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Exec: true, Pause: true, Update: true, Stats: true, Logs: true,
+		UserNamespace: true, CgroupNamespace: true,
+	}
+}
+
+// As implements driver.Runtime: **Runtime.
+func (r *Runtime) As(i any) bool {
+	p, ok := i.(**Runtime)
+	if ok {
+		*p = r
+	}
+	return ok
+}
+
+// Close implements driver.Runtime. Containers keep running.
+func (r *Runtime) Close() error { return nil }
+
+func (r *Runtime) load(id string) (*lc.Container, error) {
+	c, err := lc.Load(r.runcRoot(), id)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return c, nil
+}
+
+// Create implements driver.Runtime.
+func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
+	dir := r.dir(req.ID)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("container exists: %w", errdefs.ErrAlreadyExists)
+		}
+		return err
+	}
+	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path}
+	defer func() {
+		if retErr != nil {
+			_ = r.cleanup(req.ID, rec)
+		}
+	}()
+	userns := slices.ContainsFunc(req.Spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+	if userns {
+		rec.Rootfs = filepath.Join(dir, "rootfs")
+		rec.IDMapped = true
+	}
+	// The record goes down before anything is mounted or spawned, so that a
+	// crash at any later point leaves something Delete can clean up.
+	if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
+		return err
+	}
+	if userns {
+		if err := os.Mkdir(rec.Rootfs, 0o755); err != nil {
+			return err
+		}
+		if err := idmap.BindMount(req.Spec.Root.Path, rec.Rootfs, req.Spec.Linux.UIDMappings, req.Spec.Linux.GIDMappings); err != nil {
+			return fmt.Errorf("ID-mapped root filesystem: %v: %w", err, errdefs.ErrNotImplemented)
+		}
+	}
+	cfg, err := nativeConfig(req.ID, r.cgroupParent, req.Spec, rec.Rootfs)
+	if err != nil {
+		return err
+	}
+	pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO)
+	if err != nil {
+		return err
+	}
+	rec.MonitorPid = pid
+	return fsutil.WriteJSON(r.recordPath(req.ID), rec)
+}
+
+// Start implements driver.Runtime.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Exec())
+}
+
+// Wait implements driver.Runtime.
+func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error) {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+		return driver.ExitStatus{}, err
+	}
+	r.mu.Lock()
+	wg := r.copies[id]
+	r.mu.Unlock()
+	if wg != nil {
+		wg.Wait()
+	}
+	st, err := r.readExit(id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	return *st, nil
+}
+
+func (r *Runtime) readExit(id string) (*driver.ExitStatus, error) {
+	var st driver.ExitStatus
+	err := fsutil.ReadJSON(filepath.Join(r.dir(id), exitFile), &st)
+	if errors.Is(err, os.ErrNotExist) {
+		// The monitor died before the container's init (it was killed):
+		// the exit code is lost.
+		return &driver.ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Kill implements driver.Runtime.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Signal(sig))
+}
+
+// Delete implements driver.Runtime.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return err
+	}
+	if c, err := lc.Load(r.runcRoot(), id); err == nil {
+		st, err := c.Status()
+		if err != nil {
+			return classify(err)
+		}
+		switch st {
+		case lc.Running, lc.Paused:
+			return fmt.Errorf("container is %s: %w", st, errdefs.ErrFailedPrecondition)
+		case lc.Created:
+			// The init waits on its exec fifo; end it and let the monitor
+			// record that before the cgroup goes.
+			_ = c.Signal(unix.SIGKILL)
+			if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+				return err
+			}
+		}
+		if err := c.Destroy(); err != nil {
+			return classify(err)
+		}
+	}
+	// The monitor exits once the init is gone; let it write its record
+	// before the directory goes.
+	if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+		return err
+	}
+	return r.cleanup(id, rec)
+}
+
+// cleanup removes what Create made, in reverse: libcontainer's state, the
+// root filesystem mount, the directory. It tolerates any of them missing,
+// so it also finishes a create that crashed half-way.
+func (r *Runtime) cleanup(id string, rec *record) error {
+	if c, err := lc.Load(r.runcRoot(), id); err == nil {
+		_ = c.Signal(unix.SIGKILL)
+		_ = c.Destroy()
+	}
+	_ = os.RemoveAll(filepath.Join(r.runcRoot(), id))
+	if rec.IDMapped {
+		if err := unix.Unmount(rec.Rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount root filesystem: %w", err)
+		}
+	}
+	r.mu.Lock()
+	delete(r.copies, id)
+	r.mu.Unlock()
+	return os.RemoveAll(r.dir(id))
+}
+
+// State implements driver.Runtime.
+func (r *Runtime) State(ctx context.Context, id string) (*driver.Info, error) {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	info := &driver.Info{ID: id, CreatedAt: rec.CreatedAt, Labels: rec.Labels, Spec: rec.Spec, Status: driver.StatusUnknown}
+	c, err := lc.Load(r.runcRoot(), id)
+	switch {
+	case err == nil:
+		st, err := c.Status()
+		if err != nil {
+			return nil, classify(err)
+		}
+		info.Status = map[lc.Status]driver.Status{
+			lc.Created: driver.StatusCreated, lc.Running: driver.StatusRunning,
+			lc.Paused: driver.StatusPaused, lc.Stopped: driver.StatusStopped,
+		}[st]
+		if st != lc.Stopped {
+			if s, err := c.State(); err == nil {
+				info.Pid = s.InitProcessPid
+			}
+		}
+	case errors.Is(err, lc.ErrNotExist) || errors.Is(err, os.ErrNotExist):
+		// No engine state: a create in progress or one that crashed.
+		if !r.monitorAlive(id) {
+			info.Status = driver.StatusStopped
+		}
+	default:
+		return nil, classify(err)
+	}
+	if info.Status == driver.StatusStopped {
+		if st, err := r.readExit(id); err == nil && st.Code != -1 {
+			info.Exit = st
+		}
+	}
+	return info, nil
+}
+
+// List implements driver.Runtime.
+func (r *Runtime) List(ctx context.Context) ([]*driver.Info, error) {
+	ents, err := os.ReadDir(r.containersDir())
+	if err != nil {
+		return nil, err
+	}
+	var out []*driver.Info
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		info, err := r.State(ctx, e.Name())
+		if errdefs.IsNotFound(err) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", e.Name(), err)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// Pause implements driver.Runtime.
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Pause())
+}
+
+// Resume implements driver.Runtime.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Resume())
+}
+
+// Update implements driver.Runtime.
+func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	cfg := c.Config()
+	cg := *cfg.Cgroups
+	rs := *cg.Resources
+	if res.MemoryLimit != nil {
+		rs.Memory = *res.MemoryLimit
+	}
+	if res.CPUShares != nil {
+		rs.CpuShares = *res.CPUShares
+	}
+	if res.CPUQuota != nil {
+		rs.CpuQuota = *res.CPUQuota
+	}
+	if res.CPUPeriod != nil {
+		rs.CpuPeriod = *res.CPUPeriod
+	}
+	if res.PidsLimit != nil {
+		rs.PidsLimit = res.PidsLimit
+	}
+	cg.Resources = &rs
+	cfg.Cgroups = &cg
+	return classify(c.Set(cfg))
+}
+
+// Stats implements driver.Runtime.
+func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
+	c, err := r.load(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.Stats()
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := &driver.Stats{Time: time.Now().UTC()}
+	if cs := s.CgroupStats; cs != nil {
+		out.MemoryUsage = cs.MemoryStats.Usage.Usage
+		if l := cs.MemoryStats.Usage.Limit; l < 1<<62 {
+			out.MemoryLimit = l
+		}
+		out.CPUUsageNanos = cs.CpuStats.CpuUsage.TotalUsage
+		out.Pids = cs.PidsStats.Current
+		out.PidsLimit = cs.PidsStats.Limit
+	}
+	return out, nil
+}
+
+// Logs implements driver.Runtime.
+func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
+	if _, err := r.readRecord(id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(r.dir(id), logFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("container output went to the caller's writers, no log kept: %w", errdefs.ErrNotFound)
+	}
+	return f, err
+}

@@ -1,0 +1,100 @@
+package libcontainer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	lc "github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/configs/validate"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// rlimits maps the OCI names berth accepts to the kernel's resources.
+var rlimits = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// nativeConfig turns a checked OCI spec into libcontainer's config, with the
+// root filesystem at rootfs and the cgroup under parent/id.
+func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.Config, error) {
+	s := *spec
+	s.Root = &specs.Root{Path: rootfs, Readonly: spec.Root.Readonly}
+	l := *spec.Linux
+	if l.CgroupsPath == "" {
+		l.CgroupsPath = "/" + filepath.Join(parent, id)
+	}
+	s.Linux = &l
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &s})
+	if err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if s.Process != nil {
+		for _, r := range s.Process.Rlimits {
+			k, ok := rlimits[r.Type]
+			if !ok {
+				return nil, fmt.Errorf("spec: unknown rlimit %q: %w", r.Type, errdefs.ErrInvalidArgument)
+			}
+			cfg.Rlimits = append(cfg.Rlimits, configs.Rlimit{Type: k, Hard: r.Hard, Soft: r.Soft})
+		}
+	}
+	if err := validate.Validate(cfg); err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return cfg, nil
+}
+
+// nativeProcess turns an OCI process into a libcontainer one.
+func nativeProcess(p *specs.Process, init bool) *lc.Process {
+	np := &lc.Process{
+		Args: p.Args,
+		Env:  p.Env,
+		Cwd:  p.Cwd,
+		UID:  int(p.User.UID),
+		GID:  int(p.User.GID),
+		Init: init,
+	}
+	for _, g := range p.User.AdditionalGids {
+		np.AdditionalGroups = append(np.AdditionalGroups, int(g))
+	}
+	if np.Cwd == "" {
+		np.Cwd = "/"
+	}
+	return np
+}
+
+// classify gives libcontainer's errors their errdefs class.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) ||
+		errdefs.IsAlreadyExists(err) || errdefs.IsNotImplemented(err) || errdefs.IsUnknown(err):
+		return err
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, lc.ErrNotExist):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+	case errors.Is(err, lc.ErrExist):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrAlreadyExists)
+	case errors.Is(err, lc.ErrNotRunning), errors.Is(err, lc.ErrNotPaused), errors.Is(err, lc.ErrRunning), errors.Is(err, lc.ErrPaused):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec"):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	case strings.Contains(msg, "device or resource busy"):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
+}

@@ -1,0 +1,118 @@
+// Command quickstart runs one container on berth's embedded engine from a
+// busybox root filesystem and prints what it did at each step.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/runtime"
+)
+
+func main() {
+	libcontainer.Init()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	work, err := os.MkdirTemp("", "berth-quickstart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o711); err != nil {
+		return err
+	}
+	rootfs := filepath.Join(work, "rootfs")
+	if err := fixture.Busybox(rootfs); err != nil {
+		return err
+	}
+	fmt.Println("built a busybox root filesystem in", rootfs)
+
+	root := filepath.Join(work, "state")
+	engine, err := libcontainer.Open(root)
+	if err != nil {
+		return err
+	}
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	fmt.Printf("opened the embedded engine on %s (capabilities %+v)\n", root, rt.Capabilities())
+
+	var out bytes.Buffer
+	spec := runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "echo hello from $(hostname); cat /proc/self/uid_map; exec sleep 30")
+	c, err := rt.Create(ctx, "quickstart", &runtime.Config{Spec: spec, UserNamespace: true, IO: runtime.IO{Stdout: &out, Stderr: &out}})
+	if err != nil {
+		return err
+	}
+	fmt.Println("created container", c.ID(), "in its own user namespace")
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	st, _ := c.State(ctx)
+	fmt.Println("started it; state:", st)
+
+	var execOut bytes.Buffer
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "id; ls /"}}, runtime.IO{Stdout: &execOut, Stderr: &execOut})
+	if err != nil {
+		return err
+	}
+	es, err := p.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("exec'd `id; ls /` (exit %d):\n%s", es.Code, indent(execOut.String()))
+
+	mem := int64(64 << 20)
+	if err := c.Update(ctx, runtime.Resources{MemoryLimit: &mem}); err != nil {
+		return err
+	}
+	stats, err := c.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("set its memory limit live to 64 MiB; stats: memory %d/%d bytes, %d pids\n", stats.MemoryUsage, stats.MemoryLimit, stats.Pids)
+
+	if err := c.Pause(ctx); err != nil {
+		return err
+	}
+	st, _ = c.State(ctx)
+	fmt.Println("paused it; state:", st)
+	if err := c.Resume(ctx); err != nil {
+		return err
+	}
+	if err := c.Kill(ctx, syscall.SIGKILL); err != nil {
+		return err
+	}
+	es, err = c.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("resumed and killed it: exit code %d (signal %d); its output:\n%s", es.Code, es.Signal, indent(out.String()))
+	if err := c.Delete(ctx, runtime.DeleteOptions{}); err != nil {
+		return err
+	}
+	fmt.Println("deleted it: no cgroup, mount or state left")
+	return nil
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,131 @@
+package runtime
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Config is what a container is created from: an OCI runtime spec plus
+// berth's own fields.
+type Config struct {
+	// Spec is the OCI runtime spec. Start from DefaultSpec. Root.Path is
+	// the root filesystem directory.
+	Spec *specs.Spec
+	// UserNamespace asks for a private user namespace: berth allocates a
+	// host ID range for the container from the runtime's pool and maps
+	// the container's 0..size-1 onto it. Any user namespace or ID mapping
+	// already in Spec is refused: the pool is the only source of ranges.
+	UserNamespace bool
+	// Labels are kept with the container.
+	Labels map[string]string
+	// IO connects the init process's standard streams. Without writers
+	// the output is kept in a log that Container.Logs reads back.
+	IO IO
+}
+
+// DefaultSpec returns the spec berth uses when the caller has no opinion:
+// private PID, mount, IPC, UTS, network (loopback only) and cgroup
+// namespaces, the capability set Docker grants by default, no new
+// privileges, the usual pseudo filesystems and masked kernel paths.
+func DefaultSpec(rootfs string, args ...string) *specs.Spec {
+	caps := []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
+		"CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+		"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+		"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	}
+	rw := "rwm"
+	return &specs.Spec{
+		Version: specs.Version,
+		Root:    &specs.Root{Path: rootfs},
+		Process: &specs.Process{
+			Args: args,
+			Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"},
+			Cwd:  "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  slices.Clone(caps),
+				Effective: slices.Clone(caps),
+				Permitted: slices.Clone(caps),
+			},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			NoNewPrivileges: true,
+		},
+		Hostname: "berth",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.CgroupNamespace},
+			},
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: rw}},
+			},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+				"/proc/scsi", "/sys/devices/virtual/powercap",
+			},
+			ReadonlyPaths: []string{
+				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+			},
+		},
+	}
+}
+
+// validateConfig checks what every backend relies on. Backends get specs
+// that passed it.
+func validateConfig(id string, c *Config) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("container %q: %s: %w", id, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+	}
+	if c == nil || c.Spec == nil {
+		return bad("no spec")
+	}
+	s := c.Spec
+	if s.Root == nil || s.Root.Path == "" {
+		return bad("spec has no root filesystem")
+	}
+	if !filepath.IsAbs(s.Root.Path) {
+		return bad("root filesystem %q is not an absolute path", s.Root.Path)
+	}
+	if s.Process == nil || len(s.Process.Args) == 0 {
+		return bad("spec has no process arguments")
+	}
+	if s.Process.Cwd != "" && !filepath.IsAbs(s.Process.Cwd) {
+		return bad("working directory %q is not absolute", s.Process.Cwd)
+	}
+	if s.Linux == nil {
+		return bad("spec has no linux section")
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			return bad("user namespaces are requested with Config.UserNamespace, not in the spec")
+		}
+	}
+	if len(s.Linux.UIDMappings) > 0 || len(s.Linux.GIDMappings) > 0 {
+		return bad("ID mappings come from the runtime's pool, not from the spec")
+	}
+	for _, m := range s.Mounts {
+		if !filepath.IsAbs(m.Destination) {
+			return bad("mount destination %q is not absolute", m.Destination)
+		}
+	}
+	if r := s.Linux.Resources; r != nil {
+		if err := validateResources(id, fromSpecResources(r)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Container is a handle on one container. It holds no state of its own:
+// every call asks the backend, so several handles (or processes) may
+// control the same container.
+type Container struct {
+	r  *Runtime
+	id string
+}
+
+// ID returns the container's ID.
+func (c *Container) ID() string { return c.id }
+
+// Info describes the container as the backend sees it now.
+func (c *Container) Info(ctx context.Context) (*Info, error) {
+	i, err := c.r.d.State(ctx, c.id)
+	if err != nil {
+		return nil, wrap(c.id, err)
+	}
+	return i, nil
+}
+
+// State returns the container's lifecycle state.
+func (c *Container) State(ctx context.Context) (Status, error) {
+	i, err := c.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	return i.Status, nil
+}
+
+// require fails with failed-precondition unless the container is in one of
+// the allowed states.
+func (c *Container) require(ctx context.Context, op string, allowed ...Status) (*Info, error) {
+	i, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(allowed, i.Status) {
+		return nil, fmt.Errorf("container %q: cannot %s a %s container: %w", c.id, op, i.Status, errdefs.ErrFailedPrecondition)
+	}
+	return i, nil
+}
+
+func (c *Container) capable(op string, ok bool) error {
+	if !ok {
+		return fmt.Errorf("container %q: %s: %w", c.id, op, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+// Start runs the container's process.
+func (c *Container) Start(ctx context.Context) error {
+	if _, err := c.require(ctx, "start", StatusCreated); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Start(ctx, c.id))
+}
+
+// Wait blocks until the container's process exits, or ctx ends.
+func (c *Container) Wait(ctx context.Context) (ExitStatus, error) {
+	st, err := c.r.d.Wait(ctx, c.id)
+	return st, wrap(c.id, err)
+}
+
+// Kill sends sig to the container's init process.
+func (c *Container) Kill(ctx context.Context, sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return fmt.Errorf("container %q: signal %d: %w", c.id, sig, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.require(ctx, "kill", StatusCreated, StatusRunning, StatusPaused); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Kill(ctx, c.id, sig))
+}
+
+// DeleteOptions tune Delete.
+type DeleteOptions struct {
+	// Force kills a running or paused container first.
+	Force bool
+}
+
+// Delete removes the container and everything held for it: cgroups,
+// mounts, state, and its user namespace block.
+func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
+	i, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	switch i.Status {
+	case StatusRunning, StatusPaused:
+		if !opts.Force {
+			return fmt.Errorf("container %q: cannot delete a %s container without force: %w", c.id, i.Status, errdefs.ErrFailedPrecondition)
+		}
+		if err := c.r.d.Kill(ctx, c.id, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
+			return wrap(c.id, err)
+		}
+		if _, err := c.r.d.Wait(ctx, c.id); err != nil {
+			return wrap(c.id, err)
+		}
+	}
+	if err := c.r.d.Delete(ctx, c.id); err != nil {
+		return wrap(c.id, err)
+	}
+	if hasUserNamespace(i.Spec) {
+		if err := c.r.ids.release(c.id); err != nil {
+			return wrap(c.id, err)
+		}
+	}
+	return nil
+}
+
+func hasUserNamespace(s *specs.Spec) bool {
+	if s == nil || s.Linux == nil {
+		return false
+	}
+	return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+}
+
+// Exec starts an extra process in the running container.
+func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process, error) {
+	if err := c.capable("exec", c.r.caps.Exec); err != nil {
+		return nil, err
+	}
+	if p == nil || len(p.Args) == 0 {
+		return nil, fmt.Errorf("container %q: exec without arguments: %w", c.id, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.require(ctx, "exec in", StatusRunning); err != nil {
+		return nil, err
+	}
+	dp, err := c.r.d.Exec(ctx, c.id, p, pio)
+	if err != nil {
+		return nil, wrap(c.id, err)
+	}
+	return &Process{c: c, p: dp}, nil
+}
+
+// Pause freezes every process of the container.
+func (c *Container) Pause(ctx context.Context) error {
+	if err := c.capable("pause", c.r.caps.Pause); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "pause", StatusRunning); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Pause(ctx, c.id))
+}
+
+// Resume thaws a paused container.
+func (c *Container) Resume(ctx context.Context) error {
+	if err := c.capable("resume", c.r.caps.Pause); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "resume", StatusPaused); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Resume(ctx, c.id))
+}
+
+// Update changes resource limits while the container lives.
+func (c *Container) Update(ctx context.Context, res Resources) error {
+	if err := c.capable("update", c.r.caps.Update); err != nil {
+		return err
+	}
+	if err := validateResources(c.id, &res); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "update", StatusCreated, StatusRunning, StatusPaused); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Update(ctx, c.id, &res))
+}
+
+// Stats reads the container's usage.
+func (c *Container) Stats(ctx context.Context) (*Stats, error) {
+	if err := c.capable("stats", c.r.caps.Stats); err != nil {
+		return nil, err
+	}
+	if _, err := c.require(ctx, "read stats of", StatusCreated, StatusRunning, StatusPaused); err != nil {
+		return nil, err
+	}
+	s, err := c.r.d.Stats(ctx, c.id)
+	return s, wrap(c.id, err)
+}
+
+// Logs reads back the output kept for a container created without writers.
+func (c *Container) Logs(ctx context.Context) (io.ReadCloser, error) {
+	if err := c.capable("logs", c.r.caps.Logs); err != nil {
+		return nil, err
+	}
+	rc, err := c.r.d.Logs(ctx, c.id)
+	return rc, wrap(c.id, err)
+}
+
+// Process is an extra process started by Exec.
+type Process struct {
+	c *Container
+	p driver.Process
+}
+
+// Pid is the process's pid on the host (0 if the backend cannot tell).
+func (p *Process) Pid() int { return p.p.Pid() }
+
+// Wait blocks until the process exits and its output has been copied.
+func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
+	st, err := p.p.Wait(ctx)
+	return st, wrap(p.c.id, err)
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
+	return wrap(p.c.id, p.p.Signal(ctx, sig))
+}
+
+// validateResources refuses limits no engine could apply.
+func validateResources(id string, r *Resources) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("container %q: %s: %w", id, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+	}
+	if r.MemoryLimit != nil && *r.MemoryLimit != -1 && *r.MemoryLimit < 4<<20 {
+		return bad("memory limit %d is below the 4 MiB minimum", *r.MemoryLimit)
+	}
+	if r.CPUShares != nil && (*r.CPUShares < 2 || *r.CPUShares > 262144) {
+		return bad("CPU shares %d out of 2..262144", *r.CPUShares)
+	}
+	if r.CPUPeriod != nil && (*r.CPUPeriod < 1000 || *r.CPUPeriod > 1000000) {
+		return bad("CPU period %d out of 1000..1000000 µs", *r.CPUPeriod)
+	}
+	if r.CPUQuota != nil && *r.CPUQuota != -1 && *r.CPUQuota < 1000 {
+		return bad("CPU quota %d below 1000 µs", *r.CPUQuota)
+	}
+	if r.PidsLimit != nil && *r.PidsLimit != -1 && *r.PidsLimit < 1 {
+		return bad("pids limit %d below 1", *r.PidsLimit)
+	}
+	return nil
+}
+
+// fromSpecResources reads the updatable part of OCI resources.
+func fromSpecResources(r *specs.LinuxResources) *Resources {
+	out := &Resources{}
+	if r.Memory != nil {
+		out.MemoryLimit = r.Memory.Limit
+	}
+	if r.CPU != nil {
+		out.CPUShares = r.CPU.Shares
+		out.CPUQuota = r.CPU.Quota
+		out.CPUPeriod = r.CPU.Period
+	}
+	if r.Pids != nil {
+		out.PidsLimit = r.Pids.Limit
+	}
+	return out
+}

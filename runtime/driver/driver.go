@@ -1,0 +1,161 @@
+package driver
+
+import (
+	"context"
+	"io"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Status is the lifecycle state of a container.
+type Status string
+
+// The states a container moves through.
+const (
+	StatusCreated Status = "created"
+	StatusRunning Status = "running"
+	StatusPaused  Status = "paused"
+	StatusStopped Status = "stopped"
+	// StatusUnknown is reported for a container whose engine state cannot
+	// be read (for example a create interrupted by a crash).
+	StatusUnknown Status = "unknown"
+)
+
+// Capabilities lists what a backend can do beyond the mandatory lifecycle
+// (create, start, wait, kill, delete, state, list). The conformance suite
+// gates its tests on these fields, never on a backend's name.
+type Capabilities struct {
+	Exec          bool // extra processes in a running container
+	Pause         bool // freeze and thaw
+	Update        bool // live change of memory, CPU and pids limits
+	Stats         bool // memory, CPU and pids usage
+	Logs          bool // stdout/stderr kept and readable when no writer is given
+	UserNamespace bool // a private user namespace per container
+	RawBlock      bool // block device nodes exposed into the container
+	HotAttach     bool // volumes attached to and detached from a running container
+	DiskResize    bool // the container's root disk can grow while it runs
+	Snapshot      bool // consistent copy of the root filesystem while running
+	// CgroupNamespace is true when a container sees its own cgroup at
+	// /sys/fs/cgroup, so that its limits can be read from inside.
+	CgroupNamespace bool
+}
+
+// IO is where a process's standard streams go. A nil reader or writer means
+// the stream is not connected (for containers without any writer the backend
+// keeps a log instead, see Capabilities.Logs).
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// CreateRequest is a container creation after the portable layer checked it.
+type CreateRequest struct {
+	ID string
+	// Spec is a complete OCI runtime spec. Root.Path is an absolute
+	// directory. When the container asked for a user namespace the spec
+	// already holds the user namespace and its ID mappings, allocated by
+	// the portable layer; the backend makes the root filesystem writable
+	// for the mapped root.
+	Spec *specs.Spec
+	// Labels are kept with the container and returned by State.
+	Labels map[string]string
+	// IO for the container's init process. Without writers, output goes to
+	// the backend's log (see Runtime.Logs).
+	IO IO
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	// Code is the exit code; for a process killed by a signal it is
+	// 128+signal, as a shell reports it.
+	Code int
+	// Signal is the signal that killed the process, or 0.
+	Signal syscall.Signal
+	// ExitedAt is when the exit was observed.
+	ExitedAt time.Time
+}
+
+// Info describes one container.
+type Info struct {
+	ID        string
+	Status    Status
+	Pid       int // init's pid on the host; 0 when not running
+	CreatedAt time.Time
+	Labels    map[string]string
+	// Spec is the spec the container was created with.
+	Spec *specs.Spec
+	// Exit is set once the container has stopped and its exit is known.
+	Exit *ExitStatus
+}
+
+// Resources are the limits that can change while a container runs. A nil
+// field is left unchanged.
+type Resources struct {
+	MemoryLimit *int64  // bytes
+	CPUShares   *uint64 // relative weight
+	CPUQuota    *int64  // microseconds per CPUPeriod; -1 for no limit
+	CPUPeriod   *uint64 // microseconds
+	PidsLimit   *int64  // -1 for no limit
+}
+
+// Stats is a point-in-time reading of a container's usage.
+type Stats struct {
+	MemoryUsage   uint64 // bytes
+	MemoryLimit   uint64 // bytes; 0 when unlimited
+	CPUUsageNanos uint64 // total CPU time consumed
+	Pids          uint64
+	PidsLimit     uint64 // 0 when unlimited
+	Time          time.Time
+}
+
+// ProcessSpec is an extra process run in a container.
+type ProcessSpec struct {
+	Args []string
+	Env  []string
+	Cwd  string
+	// User inside the container; nil means the container's own user.
+	User *specs.User
+}
+
+// Process is a running extra process.
+type Process interface {
+	Pid() int
+	// Wait blocks until the process exits and its output was copied.
+	Wait(ctx context.Context) (ExitStatus, error)
+	Signal(ctx context.Context, sig syscall.Signal) error
+}
+
+// Runtime is what a backend implements. IDs reaching a backend are valid and
+// state transitions were checked by the caller, but a backend must still
+// report engine refusals with the right class.
+type Runtime interface {
+	Capabilities() Capabilities
+
+	Create(ctx context.Context, req *CreateRequest) error
+	Start(ctx context.Context, id string) error
+	// Wait blocks until the container's init exits. It works for containers
+	// created by another process on the same root.
+	Wait(ctx context.Context, id string) (ExitStatus, error)
+	Kill(ctx context.Context, id string, sig syscall.Signal) error
+	// Delete removes a stopped or created container and everything the
+	// backend holds for it (cgroups, mounts, state). Forced deletion of a
+	// running container is done by the portable layer with Kill and Wait.
+	Delete(ctx context.Context, id string) error
+	State(ctx context.Context, id string) (*Info, error)
+	List(ctx context.Context) ([]*Info, error)
+
+	Exec(ctx context.Context, id string, p *ProcessSpec, io IO) (Process, error)
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	Update(ctx context.Context, id string, r *Resources) error
+	Stats(ctx context.Context, id string) (*Stats, error)
+	// Logs returns the container's kept output.
+	Logs(ctx context.Context, id string) (io.ReadCloser, error)
+
+	// As reaches backend-native types (see the backend's documentation).
+	As(i any) bool
+	Close() error
+}

@@ -1,0 +1,33 @@
+package runtime
+
+import "github.com/berthrun/berth/runtime/driver"
+
+// These types are shared with the driver contract so that a value reported
+// by a backend reaches the caller unchanged.
+type (
+	// Status is a container's lifecycle state.
+	Status = driver.Status
+	// ExitStatus is how a container or process ended.
+	ExitStatus = driver.ExitStatus
+	// Resources are limits that can change while a container runs.
+	Resources = driver.Resources
+	// Stats is a reading of a container's usage.
+	Stats = driver.Stats
+	// ProcessSpec describes an extra process for Exec.
+	ProcessSpec = driver.ProcessSpec
+	// Capabilities lists what the backend can do.
+	Capabilities = driver.Capabilities
+	// IO connects standard streams.
+	IO = driver.IO
+	// Info describes a container.
+	Info = driver.Info
+)
+
+// The lifecycle states.
+const (
+	StatusCreated = driver.StatusCreated
+	StatusRunning = driver.StatusRunning
+	StatusPaused  = driver.StatusPaused
+	StatusStopped = driver.StatusStopped
+	StatusUnknown = driver.StatusUnknown
+)
