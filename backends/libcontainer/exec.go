@@ -69,7 +69,6 @@ type process struct {
 	err  error
 }
 
-
 func (p *process) wait() {
 	defer close(p.done)
 	ps, err := p.p.Wait()

@@ -348,4 +348,3 @@ func (r *Runtime) waitMonitor(ctx context.Context, id string, pid int) error {
 		}
 	}
 }
-

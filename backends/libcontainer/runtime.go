@@ -84,9 +84,9 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 // Root returns the state directory.
 func (r *Runtime) Root() string { return r.root }
 
-func (r *Runtime) containersDir() string     { return filepath.Join(r.root, "containers") }
-func (r *Runtime) runcRoot() string          { return filepath.Join(r.root, "runc") }
-func (r *Runtime) dir(id string) string      { return filepath.Join(r.containersDir(), id) }
+func (r *Runtime) containersDir() string       { return filepath.Join(r.root, "containers") }
+func (r *Runtime) runcRoot() string            { return filepath.Join(r.root, "runc") }
+func (r *Runtime) dir(id string) string        { return filepath.Join(r.containersDir(), id) }
 func (r *Runtime) recordPath(id string) string { return filepath.Join(r.dir(id), "record.json") }
 
 // record is berth's own state for a container, written before any action.
