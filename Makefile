@@ -1,0 +1,25 @@
+# berth: two commands on a fresh machine (as root):
+#   make demo   set up if needed, then run the quickstart on the embedded engine
+#   make test   set up if needed, then the whole suite with the race detector
+GO ?= go
+GOTESTFLAGS ?= -race -count=1 -timeout 25m
+
+.PHONY: demo test setup bench vet
+
+demo: setup
+	$(GO) run ./examples/quickstart
+
+test: setup vet
+	$(GO) test $(GOTESTFLAGS) ./...
+
+vet:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+# setup.sh is idempotent and quick when all is in place, so it always runs:
+# it also restarts what a reboot stopped.
+setup:
+	./scripts/setup.sh
+
+bench: setup
+	./scripts/bench-run.sh

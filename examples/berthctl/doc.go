@@ -1,0 +1,57 @@
+// Command berthctl is a command-line client over berth's portable runtime
+// API: every container operation of the library, one subcommand each.
+//
+// Usage:
+//
+//	berthctl [--root DIR] [--backend NAME] COMMAND [ARG...]
+//
+// Global flags come before the command:
+//
+//	--root DIR       state directory (default /var/lib/berth)
+//	--backend NAME   engine (default libcontainer; the only one so far)
+//
+// Commands:
+//
+//	run [--rm] [--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]
+//	create [--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]
+//	start ID
+//	exec [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
+//	kill ID [SIGNAL]
+//	pause ID
+//	resume ID
+//	update ID [--memory BYTES] [--cpus N] [--pids N]
+//	stats ID
+//	ps [-q]
+//	rm [-f] ID...
+//	logs ID
+//	wait ID
+//	version
+//	help [COMMAND]
+//
+// BYTES is an integer, optionally suffixed with k, m or g (KiB, MiB, GiB;
+// any case). --cpus N is a fraction of one CPU, applied as a CFS quota of
+// N*100000 µs per 100000 µs period. SIGNAL is a name (TERM, SIGTERM) or a
+// number; kill sends KILL by default.
+//
+// run forwards the container's output to its own stdout and stderr (and its
+// stdin with -i), proxies SIGINT, SIGTERM and SIGHUP to the container while
+// it waits, and exits with the container's exit code; exec does the same
+// for an extra process. create keeps the container's output in a log that
+// logs prints.
+//
+// # Errors
+//
+// When berthctl itself refuses or fails (bad usage, an error from the
+// library) it exits 125 and prints one line on stderr:
+//
+//	berthctl: <class>: <message>
+//
+// where class is the error's errdefs class in kebab case: invalid-argument,
+// not-found, already-exists, failed-precondition, permission-denied,
+// not-implemented, resource-exhausted or unknown. Scripts test the class,
+// never the message. Only run and exec pass a container's own exit code
+// through.
+//
+// The libcontainer backend re-executes this binary as each container's init
+// and monitor, which is why main calls libcontainer.Init first.
+package main

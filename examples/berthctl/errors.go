@@ -1,0 +1,65 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// exitFailure is the exit code of any failure of berthctl itself, as
+// docker uses it, so that it stands apart from a container's own codes.
+const exitFailure = 125
+
+// errorClasses names the errdefs classes berthctl reports, in the order
+// they are tested; an error in none of them is "unknown".
+var errorClasses = []struct {
+	name string
+	is   func(error) bool
+}{
+	{"invalid-argument", errdefs.IsInvalidArgument},
+	{"not-found", errdefs.IsNotFound},
+	{"already-exists", errdefs.IsAlreadyExists},
+	{"failed-precondition", errdefs.IsFailedPrecondition},
+	{"permission-denied", errdefs.IsPermissionDenied},
+	{"not-implemented", errdefs.IsNotImplemented},
+	{"resource-exhausted", errdefs.IsResourceExhausted},
+}
+
+// errorClass returns err's errdefs class in kebab case.
+func errorClass(err error) string {
+	for _, c := range errorClasses {
+		if c.is(err) {
+			return c.name
+		}
+	}
+	return "unknown"
+}
+
+// report prints err as the one line scripts can parse.
+func report(w io.Writer, err error) {
+	fmt.Fprintf(w, "berthctl: %s: %s\n", errorClass(err), oneLine(err.Error()))
+}
+
+var newlines = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")
+
+func oneLine(s string) string {
+	return strings.TrimSpace(newlines.Replace(s))
+}
+
+// usageErrorf is bad usage of berthctl: invalid-argument, without the
+// class's own text repeated in the message.
+func usageErrorf(format string, a ...any) error {
+	return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf(format, a...))
+}
+
+// flagError turns a flag package error into an invalid-argument one.
+func flagError(fs *flag.FlagSet, err error) error {
+	return usageErrorf("%s: %v", fs.Name(), err)
+}
+
+// errHelpShown ends a command whose -h printed its usage: exit 0.
+var errHelpShown = errors.New("help shown")

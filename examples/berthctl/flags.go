@@ -1,0 +1,206 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// newFlagSet returns a set that reports errors to its caller instead of
+// printing them and exiting: berthctl prints every failure the same way.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// envList is a repeatable --env K=V flag.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, ",") }
+
+func (e *envList) Set(v string) error {
+	k, _, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q is not KEY=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
+// byteSize is a --memory BYTES flag; set tells whether it was given.
+type byteSize struct {
+	n   int64
+	set bool
+}
+
+func (b *byteSize) String() string {
+	if b == nil || !b.set {
+		return ""
+	}
+	return strconv.FormatInt(b.n, 10)
+}
+
+func (b *byteSize) Set(v string) error {
+	n, err := parseBytes(v)
+	if err != nil {
+		return err
+	}
+	b.n, b.set = n, true
+	return nil
+}
+
+// byteUnits are the suffixes BYTES accepts, lower case.
+var byteUnits = map[byte]uint{'k': 10, 'm': 20, 'g': 30}
+
+// parseBytes reads an integer optionally suffixed with k, m or g (KiB,
+// MiB, GiB, any case).
+func parseBytes(v string) (int64, error) {
+	num, shift := v, uint(0)
+	if v != "" {
+		if s, ok := byteUnits[strings.ToLower(v[len(v)-1:])[0]]; ok {
+			num, shift = v[:len(v)-1], s
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || num == "" || num[0] == '+' {
+		return 0, fmt.Errorf("%q is not a byte count (an integer, optionally with k, m or g)", v)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q is too large", v)
+	}
+	return n << shift, nil
+}
+
+// cpuPeriod is the CFS period --cpus is expressed against, in µs.
+const cpuPeriod = 100000
+
+// cpus is a --cpus N flag: a positive number of CPUs, fractions allowed.
+type cpus struct {
+	n   float64
+	set bool
+}
+
+func (c *cpus) String() string {
+	if c == nil || !c.set {
+		return ""
+	}
+	return strconv.FormatFloat(c.n, 'g', -1, 64)
+}
+
+func (c *cpus) Set(v string) error {
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || n <= 0 || n > math.MaxInt64/cpuPeriod {
+		return fmt.Errorf("%q is not a positive number of CPUs", v)
+	}
+	c.n, c.set = n, true
+	return nil
+}
+
+// quota is the CFS quota for the period, in µs.
+func (c *cpus) quota() int64 { return int64(math.Round(c.n * cpuPeriod)) }
+
+// optInt is an integer flag that knows whether it was given.
+type optInt struct {
+	n   int64
+	set bool
+}
+
+func (o *optInt) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatInt(o.n, 10)
+}
+
+func (o *optInt) Set(v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not an integer", v)
+	}
+	o.n, o.set = n, true
+	return nil
+}
+
+// parseSignal reads a signal name (KILL, SIGKILL, any case) or number.
+// The range of a number is the library's to check.
+func parseSignal(v string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(v); err == nil {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(v)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if s := unix.SignalNum(name); s != 0 {
+		return s, nil
+	}
+	return 0, usageErrorf("unknown signal %q", v)
+}
+
+// parseUser reads UID[:GID]; without a GID the group is 0, as runc does.
+func parseUser(v string) (*specs.User, error) {
+	u, g, hasGID := strings.Cut(v, ":")
+	uid, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return nil, usageErrorf("user %q is not UID[:GID]", v)
+	}
+	var gid uint64
+	if hasGID {
+		if gid, err = strconv.ParseUint(g, 10, 32); err != nil {
+			return nil, usageErrorf("user %q is not UID[:GID]", v)
+		}
+	}
+	return &specs.User{UID: uint32(uid), GID: uint32(gid)}, nil
+}
+
+// parse parses a command's flags. -h prints the command's usage and ends
+// it with errHelpShown.
+func (a *app) parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == flag.ErrHelp {
+		cmd, _ := lookupCommand(fs.Name())
+		fmt.Fprintf(a.stdout, "usage: berthctl %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+		if hasFlags(fs) {
+			fmt.Fprintf(a.stdout, "\nflags:\n")
+			fs.SetOutput(a.stdout)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+		return errHelpShown
+	}
+	if err != nil {
+		return flagError(fs, err)
+	}
+	return nil
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// commandArgs returns the command after its optional "--" separator.
+func commandArgs(args []string) []string {
+	if len(args) > 0 && args[0] == "--" {
+		return args[1:]
+	}
+	return args
+}
+
+// exactArgs checks a command's positional arguments.
+func exactArgs(fs *flag.FlagSet, n int) error {
+	if fs.NArg() != n {
+		cmd, _ := lookupCommand(fs.Name())
+		return usageErrorf("%s: want %d argument(s), got %d (usage: berthctl %s %s)", fs.Name(), n, fs.NArg(), cmd.name, cmd.args)
+	}
+	return nil
+}

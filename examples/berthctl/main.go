@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/runtime"
+)
+
+func main() {
+	// In a re-executed container init or monitor this does that job and
+	// never returns.
+	libcontainer.Init()
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	os.Exit(a.main(os.Args[1:]))
+}
+
+// app is one invocation of berthctl.
+type app struct {
+	root    string
+	backend string
+
+	open func(root string) (*runtime.Runtime, error)
+	rt   *runtime.Runtime
+
+	// Files, not writers: the container's streams are handed to the
+	// engine as they are.
+	stdin, stdout, stderr *os.File
+}
+
+// main runs the command line and returns the process's exit code.
+func (a *app) main(args []string) int {
+	code, err := a.execute(args)
+	if a.rt != nil {
+		if cerr := a.rt.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	if errors.Is(err, errHelpShown) {
+		return 0
+	}
+	if err != nil {
+		report(a.stderr, err)
+		return exitFailure
+	}
+	return code
+}
+
+func (a *app) execute(args []string) (int, error) {
+	fs := newFlagSet("berthctl")
+	fs.StringVar(&a.root, "root", runtime.DefaultStateDir, "state `DIR`")
+	fs.StringVar(&a.backend, "backend", defaultBackend, "engine `NAME`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			a.usage(a.stdout)
+			return 0, nil
+		}
+		return 0, flagError(fs, err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return 0, usageErrorf("no command given (see berthctl help)")
+	}
+	cmd, ok := lookupCommand(rest[0])
+	if !ok {
+		return 0, usageErrorf("unknown command %q (see berthctl help)", rest[0])
+	}
+	open, err := lookupBackend(a.backend)
+	if err != nil {
+		return 0, err
+	}
+	a.open = open
+	sub := newFlagSet(cmd.name)
+	return cmd.run(a, sub, rest[1:])
+}
+
+// runtime opens the backend on first use, so that commands that do not
+// need it (help, version, bad usage) leave the state directory alone.
+func (a *app) runtime() (*runtime.Runtime, error) {
+	if a.rt != nil {
+		return a.rt, nil
+	}
+	rt, err := a.open(a.root)
+	if err != nil {
+		return nil, err
+	}
+	a.rt = rt
+	return rt, nil
+}
+
+// container opens the backend and returns the container named id.
+func (a *app) container(ctx context.Context, id string) (*runtime.Container, error) {
+	rt, err := a.runtime()
+	if err != nil {
+		return nil, err
+	}
+	return rt.Get(ctx, id)
+}
+
+func (a *app) usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: berthctl [--root DIR] [--backend NAME] COMMAND [ARG...]\n\n")
+	fmt.Fprintf(w, "global flags:\n  --root DIR      state directory (default %s)\n", runtime.DefaultStateDir)
+	fmt.Fprintf(w, "  --backend NAME  engine: %s (default %s)\n\ncommands:\n", backendNames(), defaultBackend)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'berthctl COMMAND -h' for a command's flags.\n")
+}

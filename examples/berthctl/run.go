@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/runtime"
+)
+
+// createFlags are the flags run and create share.
+type createFlags struct {
+	name   string
+	rootfs string
+	userns bool
+	memory byteSize
+	cpus   cpus
+	env    envList
+	stdin  bool
+}
+
+func (f *createFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.name, "name", "", "container `ID` (default: 12 random hex digits)")
+	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `DIR` (required)")
+	fs.BoolVar(&f.userns, "userns", false, "run in a private user namespace")
+	fs.Var(&f.memory, "memory", "memory limit in `BYTES` (suffixes k, m, g)")
+	fs.Var(&f.cpus, "cpus", "CPU quota as a number `N` of CPUs (e.g. 0.5)")
+	fs.Var(&f.env, "env", "environment variable `K=V` (repeatable)")
+	fs.BoolVar(&f.stdin, "i", false, "attach standard input")
+}
+
+// config builds the container's config from the flags and the command.
+func (f *createFlags) config(name string, args []string) (string, *runtime.Config, error) {
+	if f.rootfs == "" {
+		return "", nil, usageErrorf("%s: --rootfs is required", name)
+	}
+	if len(args) == 0 {
+		return "", nil, usageErrorf("%s: no command given (berthctl %s ... -- CMD [ARG...])", name, name)
+	}
+	rootfs, err := filepath.Abs(f.rootfs)
+	if err != nil {
+		return "", nil, usageErrorf("%s: --rootfs %q: %v", name, f.rootfs, err)
+	}
+	id := f.name
+	if id == "" {
+		if id, err = randomID(); err != nil {
+			return "", nil, err
+		}
+	}
+	spec := runtime.DefaultSpec(rootfs, args...)
+	spec.Process.Env = append(spec.Process.Env, f.env...)
+	if spec.Linux.Resources == nil {
+		spec.Linux.Resources = &specs.LinuxResources{}
+	}
+	if f.memory.set {
+		n := f.memory.n
+		spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &n}
+	}
+	if f.cpus.set {
+		q, p := f.cpus.quota(), uint64(cpuPeriod)
+		spec.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &q, Period: &p}
+	}
+	return id, &runtime.Config{Spec: spec, UserNamespace: f.userns}, nil
+}
+
+// randomID is a fresh container ID: 12 hex digits, as docker shows them.
+func randomID() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("container ID: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (a *app) cmdCreate(fs *flag.FlagSet, args []string) (int, error) {
+	var f createFlags
+	f.register(fs)
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	id, cfg, err := f.config(fs.Name(), fs.Args())
+	if err != nil {
+		return 0, err
+	}
+	if f.stdin {
+		cfg.IO.Stdin = a.stdin
+	}
+	rt, err := a.runtime()
+	if err != nil {
+		return 0, err
+	}
+	c, err := rt.Create(context.Background(), id, cfg)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(a.stdout, c.ID())
+	return 0, nil
+}
+
+func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
+	var f createFlags
+	f.register(fs)
+	rm := fs.Bool("rm", false, "delete the container once it exits")
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	id, cfg, err := f.config(fs.Name(), fs.Args())
+	if err != nil {
+		return 0, err
+	}
+	cfg.IO = runtime.IO{Stdout: a.stdout, Stderr: a.stderr}
+	if f.stdin {
+		cfg.IO.Stdin = a.stdin
+	}
+	rt, err := a.runtime()
+	if err != nil {
+		return 0, err
+	}
+	ctx := context.Background()
+	// Caught from before the container exists, so that a signal arriving
+	// meanwhile reaches it instead of killing berthctl half-way.
+	proxy := catchSignals()
+	defer proxy.stop()
+	c, err := rt.Create(ctx, id, cfg)
+	if err != nil {
+		return 0, err
+	}
+	proxy.forward(func(s syscall.Signal) error { return c.Kill(ctx, s) })
+	code, err := startAndWait(ctx, c)
+	if *rm {
+		if derr := c.Delete(ctx, runtime.DeleteOptions{Force: true}); derr != nil && err == nil {
+			err = derr
+		}
+	}
+	return code, err
+}
+
+func startAndWait(ctx context.Context, c *runtime.Container) (int, error) {
+	if err := c.Start(ctx); err != nil {
+		return 0, err
+	}
+	st, err := c.Wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return exitCode(c.ID(), st)
+}
+
+// exitCode passes a container's or process's exit code through.
+func exitCode(id string, st runtime.ExitStatus) (int, error) {
+	if st.Code < 0 || st.Code > 255 {
+		return 0, fmt.Errorf("container %q: exit status lost (code %d): %w", id, st.Code, errdefs.ErrUnknown)
+	}
+	return st.Code, nil
+}
+
+func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
+	var (
+		env  envList
+		cwd  string
+		user string
+	)
+	fs.Var(&env, "env", "environment variable `K=V` (repeatable)")
+	fs.StringVar(&cwd, "w", "", "working `DIR` (absolute)")
+	fs.StringVar(&user, "u", "", "user `UID[:GID]`")
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	if fs.NArg() == 0 {
+		return 0, usageErrorf("exec: no container ID given")
+	}
+	id, cmdArgs := fs.Arg(0), commandArgs(fs.Args()[1:])
+	if len(cmdArgs) == 0 {
+		return 0, usageErrorf("exec: no command given (berthctl exec ... ID -- CMD [ARG...])")
+	}
+	if cwd != "" && !filepath.IsAbs(cwd) {
+		return 0, usageErrorf("exec: working directory %q is not absolute", cwd)
+	}
+	ps := &runtime.ProcessSpec{Args: cmdArgs, Env: env, Cwd: cwd}
+	if user != "" {
+		u, err := parseUser(user)
+		if err != nil {
+			return 0, err
+		}
+		ps.User = u
+	}
+	ctx := context.Background()
+	c, err := a.container(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	proxy := catchSignals()
+	defer proxy.stop()
+	p, err := c.Exec(ctx, ps, runtime.IO{Stdout: a.stdout, Stderr: a.stderr})
+	if err != nil {
+		return 0, err
+	}
+	proxy.forward(func(s syscall.Signal) error { return p.Signal(ctx, s) })
+	st, err := p.Wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return exitCode(id, st)
+}

@@ -1,0 +1,116 @@
+package runtime
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/stretchr/testify/require"
+)
+
+func TestValidateID(t *testing.T) {
+	for _, id := range []string{"a", "web-1", "A.b_c-9", strings.Repeat("x", 64)} {
+		require.NoError(t, ValidateID(id), id)
+	}
+	for _, id := range []string{"", "-a", ".a", "_a", "a/b", "..", "a b", "a\x00", strings.Repeat("x", 65), "é"} {
+		err := ValidateID(id)
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%q: %v", id, err)
+		require.Contains(t, err.Error(), "container ID")
+	}
+}
+
+func TestIDPoolBlocksDoNotOverlap(t *testing.T) {
+	a := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 8}, dir: t.TempDir()}
+	var mu sync.Mutex
+	got := map[uint32]string{}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := string(rune('a' + i))
+			r, err := a.allocate(id, nil)
+			require.NoError(t, err)
+			require.Equal(t, uint32(65536), r.Size)
+			require.Zero(t, (r.HostID-100000)%65536)
+			mu.Lock()
+			defer mu.Unlock()
+			require.NotContains(t, got, r.HostID)
+			got[r.HostID] = id
+		}()
+	}
+	wg.Wait()
+	require.Len(t, got, 8)
+
+	_, err := a.allocate("z", nil)
+	require.Truef(t, errdefs.IsResourceExhausted(err), "full pool: %v", err)
+	_, err = a.allocate("a", nil)
+	require.Truef(t, errdefs.IsAlreadyExists(err), "second block for one owner: %v", err)
+
+	require.NoError(t, a.release("c"))
+	r, err := a.allocate("z", nil)
+	require.NoError(t, err)
+	require.Equal(t, "c", got[r.HostID], "the released block is reused")
+
+	// Blocks of owners that no longer exist are reclaimed when full.
+	r, err = a.allocate("y", func(owner string) bool { return owner != "d" })
+	require.NoError(t, err)
+	require.Equal(t, "d", got[r.HostID])
+}
+
+func TestIDPoolSkipsSubordinateRanges(t *testing.T) {
+	if _, err := os.Stat("/etc/subuid"); err != nil {
+		t.Skip("no /etc/subuid")
+	}
+	spans := append(readSubordinate("/etc/subuid"), readSubordinate("/etc/subgid")...)
+	a := &idAllocator{pool: DefaultIDPool, dir: t.TempDir()}
+	for i := range 4 {
+		r, err := a.allocate(string(rune('a'+i)), nil)
+		require.NoError(t, err)
+		require.False(t, overlaps(spans, uint64(r.HostID), uint64(r.HostID)+uint64(r.Size)), "block %d overlaps a subordinate range", r.HostID)
+	}
+}
+
+func TestReadSubordinate(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "subuid")
+	require.NoError(t, os.WriteFile(p, []byte("dockremap:100000:65536\nbad line\nx:y:z\nlxd:1000000:1000000000\n"), 0o644))
+	require.Equal(t, []idSpan{{100000, 165536}, {1000000, 1001000000}}, readSubordinate(p))
+	require.True(t, overlaps(readSubordinate(p), 165535, 165536))
+	require.False(t, overlaps(readSubordinate(p), 165536, 231072))
+}
+
+func TestValidateConfig(t *testing.T) {
+	ok := &Config{Spec: DefaultSpec("/rootfs", "/bin/true")}
+	require.NoError(t, validateConfig("x", ok))
+	bad := map[string]func(*Config){
+		"relative root":  func(c *Config) { c.Spec.Root.Path = "rootfs" },
+		"no args":        func(c *Config) { c.Spec.Process.Args = nil },
+		"userns in spec": func(c *Config) { c.Spec.Linux.Namespaces = append(c.Spec.Linux.Namespaces, userNS()) },
+		"relative mount": func(c *Config) { c.Spec.Mounts[0].Destination = "proc" },
+		"tiny memory": func(c *Config) {
+			l := int64(100)
+			c.Spec.Linux.Resources.Memory = memory(l)
+		},
+	}
+	for name, mutate := range bad {
+		c := &Config{Spec: DefaultSpec("/rootfs", "/bin/true")}
+		mutate(c)
+		err := validateConfig("x", c)
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", name, err)
+		require.Contains(t, err.Error(), `"x"`)
+	}
+}
+
+// TestLayering enforces the design's one rule on imports: the portable
+// packages never depend on a backend.
+func TestLayering(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/berthrun/berth/runtime", "github.com/berthrun/berth/volume/...", "github.com/berthrun/berth/image/...").CombinedOutput()
+	require.NoError(t, err, string(out))
+	for _, dep := range strings.Fields(string(out)) {
+		require.Falsef(t, strings.HasPrefix(dep, "github.com/berthrun/berth/backends"), "portable packages import %s", dep)
+	}
+}
