@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"syscall"
 
@@ -137,6 +138,9 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 	}
 	if p == nil || len(p.Args) == 0 {
 		return nil, fmt.Errorf("container %q: exec without arguments: %w", c.id, errdefs.ErrInvalidArgument)
+	}
+	if p.Cwd != "" && !filepath.IsAbs(p.Cwd) {
+		return nil, fmt.Errorf("container %q: exec working directory %q is not absolute: %w", c.id, p.Cwd, errdefs.ErrInvalidArgument)
 	}
 	if _, err := c.require(ctx, "exec in", StatusRunning); err != nil {
 		return nil, err

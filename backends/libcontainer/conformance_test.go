@@ -18,15 +18,19 @@ import (
 
 func TestMain(m *testing.M) {
 	libcontainer.Init()
+	if mode := os.Getenv(childEnv); mode != "" {
+		os.Exit(runChild(mode))
+	}
 	os.Exit(m.Run())
 }
 
 type harness struct {
+	opts   []libcontainer.Option
 	rootfs sync.Map // *testing.T -> rootfs dir
 }
 
 func (h *harness) open(t *testing.T, root string) *runtime.Runtime {
-	e, err := libcontainer.Open(root)
+	e, err := libcontainer.Open(root, h.opts...)
 	require.NoError(t, err)
 	rt, err := runtime.New(e, runtime.WithStateDir(root))
 	require.NoError(t, err)
@@ -94,4 +98,10 @@ func mountsUnder(t *testing.T, dir string) []string {
 func TestConformance(t *testing.T) {
 	fixture.RequireRoot(t)
 	runtimetest.Run(t, &harness{})
+}
+
+// The attached mode (no monitor process) keeps the same contract.
+func TestConformanceAttached(t *testing.T) {
+	fixture.RequireRoot(t)
+	runtimetest.Run(t, &harness{opts: []libcontainer.Option{libcontainer.Attached()}})
 }

@@ -237,21 +237,19 @@ func runMonitor(args []string) int {
 		return err == nil
 	}
 	fail := func(err error) int {
-		err = classify(err)
 		fmt.Fprintln(os.Stderr, "berth monitor:", err)
-		report(monitorStatus{Error: err.Error(), Class: className(err)})
+		report(monitorStatus{Error: err.Error(), Class: className(classify(err))})
 		return 1
 	}
-
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0)
+	// The lock stays held until this process exits: that is how others
+	// know the monitor lives.
+	lock, err := lockMonitor(dir)
 	if err != nil {
 		return fail(err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fail(err)
-	}
-	// lock stays open (and locked) until this process exits.
-
+	// Closed (unlocked) on return, after the exit is recorded; the defer
+	// also keeps the file from being finalized, and unlocked, earlier.
+	defer lock.Close()
 	var cfg configs.Config
 	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
 		return fail(err)
@@ -260,15 +258,9 @@ func runMonitor(args []string) int {
 	if err := fsutil.ReadJSON(filepath.Join(dir, processFile), &proc); err != nil {
 		return fail(err)
 	}
-	c, err := lc.Create(runcRoot, id, &cfg)
-	if err != nil {
-		return fail(err)
-	}
-	p := nativeProcess(&proc, true)
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
-	p.Stdin, p.Stdout, p.Stderr = stdin, stdout, stderr
-	if err := c.Start(p); err != nil {
-		_ = c.Destroy()
+	c, p, err := startInit(runcRoot, id, &cfg, &proc, driver.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	if err != nil {
 		return fail(err)
 	}
 	// The init holds its own copies; ours would keep the caller's pipes open.
@@ -284,6 +276,86 @@ func runMonitor(args []string) int {
 		_ = c.Destroy()
 		return 1
 	}
+	if err := recordExit(dir, p); err != nil {
+		fmt.Fprintln(os.Stderr, "berth monitor:", err)
+		return 1
+	}
+	return 0
+}
+
+// startAttached runs the monitor's job in this process: it becomes the
+// init's parent and records its exit.
+func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO) error {
+	dir := r.dir(id)
+	lockf, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	lockf.Close()
+	lock, err := lockMonitor(dir)
+	if err != nil {
+		return err
+	}
+	if pio.Stdout == nil && pio.Stderr == nil {
+		log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			lock.Close()
+			return err
+		}
+		defer log.Close()
+		pio.Stdout, pio.Stderr = log, log
+	}
+	_, p, err := startInit(r.runcRoot(), id, cfg, proc, pio)
+	if err != nil {
+		lock.Close()
+		return classify(err)
+	}
+	exited := make(chan struct{})
+	r.mu.Lock()
+	r.exited[id] = exited
+	r.mu.Unlock()
+	go func() {
+		defer close(exited)
+		defer lock.Close()
+		if err := recordExit(dir, p); err != nil {
+			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
+		}
+	}()
+	return nil
+}
+
+// lockMonitor takes the container's monitor lock for as long as the returned
+// file stays open.
+func lockMonitor(dir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return lock, nil
+}
+
+// startInit creates the container in libcontainer and its init, which then
+// waits on the exec fifo for Start.
+func startInit(runcRoot, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO) (*lc.Container, *lc.Process, error) {
+	c, err := lc.Create(runcRoot, id, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := nativeProcess(proc, true)
+	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
+	if err := c.Start(p); err != nil {
+		_ = c.Destroy()
+		return nil, nil, err
+	}
+	return c, p, nil
+}
+
+// recordExit waits for the init and writes how it ended.
+func recordExit(dir string, p *lc.Process) error {
 	ps, err := p.Wait()
 	var ee *exec.ExitError
 	if ps == nil && errors.As(err, &ee) {
@@ -296,10 +368,9 @@ func runMonitor(args []string) int {
 		fmt.Fprintln(os.Stderr, "berth monitor: wait:", err)
 	}
 	if err := fsutil.WriteJSON(filepath.Join(dir, exitFile), st); err != nil {
-		fmt.Fprintln(os.Stderr, "berth monitor: record exit:", err)
-		return 1
+		return fmt.Errorf("record exit: %w", err)
 	}
-	return 0
+	return nil
 }
 
 // monitorAlive reports whether the container's monitor holds its lock.
@@ -315,29 +386,30 @@ func (r *Runtime) monitorAlive(id string) bool {
 	return false
 }
 
-// waitMonitor returns once the container's monitor has exited (and so has
-// recorded the init's exit), or ctx ends. It works from any process: the
-// pidfd is trusted only while the monitor's lock is held, which rules out a
-// reused pid.
+// waitMonitor returns once the container's monitor is gone (and so has
+// recorded the init's exit), or ctx ends. It works from any process. The
+// monitor is alive while it holds its lock; a monitor process is also
+// watched through a pidfd so its exit is seen at once. The pidfd is trusted
+// only while the lock is held, which rules out a reused pid.
 func (r *Runtime) waitMonitor(ctx context.Context, id string, pid int) error {
-	if pid <= 0 {
-		return nil
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil
+	var fds []unix.PollFd
+	if pid > 0 {
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pidfd_open monitor: %w", err)
 		}
-		return fmt.Errorf("pidfd_open monitor: %w", err)
+		if err == nil {
+			defer unix.Close(pidfd)
+			fds = []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		}
 	}
-	defer unix.Close(pidfd)
-	if !r.monitorAlive(id) {
-		return nil
-	}
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
+	for r.monitorAlive(id) {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if fds == nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
 		}
 		n, err := unix.Poll(fds, 100)
 		if err != nil && !errors.Is(err, unix.EINTR) {
@@ -347,4 +419,5 @@ func (r *Runtime) waitMonitor(ctx context.Context, id string, pid int) error {
 			return nil
 		}
 	}
+	return nil
 }

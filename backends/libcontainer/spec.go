@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
@@ -36,7 +37,7 @@ func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.
 		l.CgroupsPath = "/" + filepath.Join(parent, id)
 	}
 	s.Linux = &l
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &s})
+	cfg, err := convertSpec(id, &s)
 	if err != nil {
 		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -53,6 +54,30 @@ func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.
 		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return cfg, nil
+}
+
+// specconvMu serializes specconv, which is not safe for concurrent use: it
+// puts pointers to its global AllowedDevices into the config and, for a user
+// namespace, sets their owner in place (runc v1.5.3, specconv
+// setupUserNamespace). Left alone, concurrent creates race, and a container
+// without a user namespace created after one with it gets device nodes owned
+// by the other's mapped root.
+var specconvMu sync.Mutex
+
+func convertSpec(id string, s *specs.Spec) (*configs.Config, error) {
+	specconvMu.Lock()
+	defer specconvMu.Unlock()
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s})
+	if err == nil {
+		for i, d := range cfg.Devices {
+			own := *d // keeps the owner set for this container
+			cfg.Devices[i] = &own
+		}
+	}
+	for _, d := range specconv.AllowedDevices {
+		d.Uid, d.Gid = 0, 0
+	}
+	return cfg, err
 }
 
 // nativeProcess turns an OCI process into a libcontainer one.
@@ -82,6 +107,8 @@ func classify(err error) error {
 	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) ||
 		errdefs.IsAlreadyExists(err) || errdefs.IsNotImplemented(err) || errdefs.IsUnknown(err):
 		return err
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, os.ErrNotExist) || errors.Is(err, lc.ErrNotExist):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 	case errors.Is(err, lc.ErrExist):
@@ -91,7 +118,10 @@ func classify(err error) error {
 	}
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec"):
+	// The init reports its failures as text through a pipe: a missing
+	// program or working directory is the caller's mistake.
+	case strings.Contains(msg, "executable file not found"),
+		strings.Contains(msg, "no such file or directory") && (strings.Contains(msg, "exec") || strings.Contains(msg, "chdir to cwd")):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	case strings.Contains(msg, "device or resource busy"):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)

@@ -15,11 +15,18 @@ const defaultBackend = "libcontainer"
 
 // backends maps --backend names to the function that opens that engine on
 // a state directory. docker and parallels join this table when they exist.
-var backends = map[string]func(root string) (*runtime.Runtime, error){
+var backends = map[string]func(root string, o openOptions) (*runtime.Runtime, error){
 	"libcontainer": openLibcontainer,
 }
 
-func lookupBackend(name string) (func(string) (*runtime.Runtime, error), error) {
+// openOptions are what a command asks of the backend it opens.
+type openOptions struct {
+	// attached: the command waits for its containers in the foreground,
+	// so they may be children of this process (a backend may ignore it).
+	attached bool
+}
+
+func lookupBackend(name string) (func(string, openOptions) (*runtime.Runtime, error), error) {
 	open, ok := backends[name]
 	if !ok {
 		return nil, fmt.Errorf("backend %q (available: %s): %w", name, backendNames(), errdefs.ErrNotImplemented)
@@ -36,8 +43,12 @@ func backendNames() string {
 	return strings.Join(names, ", ")
 }
 
-func openLibcontainer(root string) (*runtime.Runtime, error) {
-	engine, err := libcontainer.Open(root)
+func openLibcontainer(root string, o openOptions) (*runtime.Runtime, error) {
+	var opts []libcontainer.Option
+	if o.attached {
+		opts = append(opts, libcontainer.Attached())
+	}
+	engine, err := libcontainer.Open(root, opts...)
 	if err != nil {
 		return nil, err
 	}

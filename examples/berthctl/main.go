@@ -25,8 +25,11 @@ type app struct {
 	root    string
 	backend string
 
-	open func(root string) (*runtime.Runtime, error)
+	open func(root string, o openOptions) (*runtime.Runtime, error)
 	rt   *runtime.Runtime
+	// attached asks for containers tied to this process (see
+	// libcontainer.Attached): set by run before the backend opens.
+	attached bool
 
 	// Files, not writers: the container's streams are handed to the
 	// engine as they are.
@@ -85,7 +88,7 @@ func (a *app) runtime() (*runtime.Runtime, error) {
 	if a.rt != nil {
 		return a.rt, nil
 	}
-	rt, err := a.open(a.root)
+	rt, err := a.open(a.root, openOptions{attached: a.attached})
 	if err != nil {
 		return nil, err
 	}

@@ -119,6 +119,9 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 	if f.stdin {
 		cfg.IO.Stdin = a.stdin
 	}
+	// run stays in the foreground until the container exits: berthctl
+	// itself can be the container's parent, with no monitor process.
+	a.attached = true
 	rt, err := a.runtime()
 	if err != nil {
 		return 0, err

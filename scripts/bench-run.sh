@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Times `berthctl run --rm` against `runc run` and `lxc-execute` on the same
+# busybox root filesystem, interleaved in one run, and prints the median of
+# each and the ratios. Usage: scripts/bench-run.sh [ROUNDS] (default 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-30}
+
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+chmod 711 "$work"
+trap 'rm -rf "$work"' EXIT
+
+go build -o "$work/berthctl" ./examples/berthctl
+go run ./internal/fixture/mkrootfs "$work/rootfs"
+
+# runc: a bundle whose config runs /bin/true without a terminal.
+mkdir -p "$work/bundle"
+(cd "$work/bundle" && runc spec)
+sed -i -e 's/"terminal": true/"terminal": false/' -e 's/"sh"/"\/bin\/true"/' \
+	-e "s#\"path\": \"rootfs\"#\"path\": \"$work/rootfs\"#" "$work/bundle/config.json"
+
+# lxc-execute: a container without network on the same rootfs.
+mkdir -p "$work/lxc"
+cat >"$work/lxc.conf" <<CONF
+lxc.rootfs.path = dir:$work/rootfs
+lxc.uts.name = bench
+lxc.net.0.type = empty
+lxc.mount.auto = proc:mixed sys:ro
+lxc.apparmor.profile = unconfined
+CONF
+
+now() { echo "${EPOCHREALTIME/./}"; } # microseconds, no fork
+declare -a t_berth t_runc t_lxc
+run_timed() { # name command...
+	local t0 t1
+	t0=$(now)
+	"${@:2}" >/dev/null
+	t1=$(now)
+	eval "t_$1+=($((t1 - t0)))"
+}
+
+# One untimed round warms page caches for all three.
+"$work/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
+runc --root "$work/runc" run --bundle "$work/bundle" warm >/dev/null
+lxc-execute -P "$work/lxc" -n warm -f "$work/lxc.conf" -- /bin/true
+
+for i in $(seq "$rounds"); do
+	run_timed berth "$work/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
+	run_timed runc runc --root "$work/runc" run --bundle "$work/bundle" "b$i"
+	run_timed lxc lxc-execute -P "$work/lxc" -n "b$i" -f "$work/lxc.conf" -- /bin/true
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+mb=$(median "${t_berth[@]}")
+mr=$(median "${t_runc[@]}")
+ml=$(median "${t_lxc[@]}")
+awk -v b="$mb" -v r="$mr" -v l="$ml" -v n="$rounds" 'BEGIN {
+	printf "create+start+wait+delete of /bin/true, median of %d runs each\n", n
+	printf "  berthctl run --rm   %7.1f ms\n", b/1000
+	printf "  runc run            %7.1f ms\n", r/1000
+	printf "  lxc-execute         %7.1f ms\n", l/1000
+	printf "  berthctl/runc  = %.2f (target <= 0.50)\n", b/r
+	printf "  berthctl/lxc   = %.2f (target <= 1.00)\n", b/l
+}'
