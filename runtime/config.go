@@ -13,8 +13,12 @@ import (
 // berth's own fields.
 type Config struct {
 	// Spec is the OCI runtime spec. Start from DefaultSpec. Root.Path is
-	// the root filesystem directory.
+	// the root filesystem directory, unless Image is set.
 	Spec *specs.Spec
+	// Image, when set, is the reference of the image the root filesystem
+	// comes from, and Root.Path must be empty. Backends that do not take
+	// images refuse it with not-implemented.
+	Image string
 	// UserNamespace asks for a private user namespace: berth allocates a
 	// host ID range for the container from the runtime's pool and maps
 	// the container's 0..size-1 onto it. Any user namespace or ID mapping
@@ -94,10 +98,13 @@ func validateConfig(id string, c *Config) error {
 		return bad("no spec")
 	}
 	s := c.Spec
-	if s.Root == nil || s.Root.Path == "" {
-		return bad("spec has no root filesystem")
-	}
-	if !filepath.IsAbs(s.Root.Path) {
+	switch {
+	case c.Image != "" && s.Root != nil && s.Root.Path != "":
+		return bad("both an image and a root filesystem directory given")
+	case c.Image != "":
+	case s.Root == nil || s.Root.Path == "":
+		return bad("spec has no root filesystem and no image")
+	case !filepath.IsAbs(s.Root.Path):
 		return bad("root filesystem %q is not an absolute path", s.Root.Path)
 	}
 	if s.Process == nil || len(s.Process.Args) == 0 {

@@ -90,8 +90,10 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err := validateConfig(id, cfg); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
+	if cfg.Image == "" {
+		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
+		}
 	}
 	if _, err := r.d.State(ctx, id); err == nil {
 		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
@@ -115,7 +117,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		spec.Linux.UIDMappings = m
 		spec.Linux.GIDMappings = m
 	}
-	err := r.d.Create(ctx, &driver.CreateRequest{ID: id, Spec: spec, Labels: cfg.Labels, IO: cfg.IO})
+	err := r.d.Create(ctx, &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO})
 	if err != nil {
 		if cfg.UserNamespace && !errdefs.IsAlreadyExists(err) {
 			_ = r.ids.release(id)

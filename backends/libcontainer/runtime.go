@@ -159,6 +159,9 @@ func (r *Runtime) load(id string) (*lc.Container, error) {
 
 // Create implements driver.Runtime.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
+	if req.Image != "" {
+		return fmt.Errorf("image %q: this engine runs root filesystem directories: %w", req.Image, errdefs.ErrNotImplemented)
+	}
 	dir := r.dir(req.ID)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		if errors.Is(err, os.ErrExist) {

@@ -55,11 +55,14 @@ type IO struct {
 type CreateRequest struct {
 	ID string
 	// Spec is a complete OCI runtime spec. Root.Path is an absolute
-	// directory. When the container asked for a user namespace the spec
+	// directory, or empty when Image is set. When the container asked for a user namespace the spec
 	// already holds the user namespace and its ID mappings, allocated by
 	// the portable layer; the backend makes the root filesystem writable
 	// for the mapped root.
 	Spec *specs.Spec
+	// Image is the reference of the image to run, or empty. A backend that
+	// does not take images returns not-implemented.
+	Image string
 	// Labels are kept with the container and returned by State.
 	Labels map[string]string
 	// IO for the container's init process. Without writers, output goes to
