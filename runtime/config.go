@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/volume"
 )
 
 // Config is what a container is created from: an OCI runtime spec plus
@@ -24,6 +26,10 @@ type Config struct {
 	// the container's 0..size-1 onto it. Any user namespace or ID mapping
 	// already in Spec is refused: the pool is the only source of ranges.
 	UserNamespace bool
+	// Volumes are attached before the container is created, through the
+	// runtime's volume policy (see package volume), and detached when it
+	// is deleted.
+	Volumes []volume.Spec
 	// Labels are kept with the container.
 	Labels map[string]string
 	// IO connects the init process's standard streams. Without writers

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/volume"
 )
 
 // Container is a handle on one container. It holds no state of its own:
@@ -113,7 +114,15 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 			return wrap(c.id, err)
 		}
 	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
+		return wrap(c.id, err)
+	}
+	if err := c.r.volumes.DetachAll(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
 	if hasUserNamespace(i.Spec) {
@@ -207,6 +216,76 @@ func (c *Container) Logs(ctx context.Context) (io.ReadCloser, error) {
 	}
 	rc, err := c.r.d.Logs(ctx, c.id)
 	return rc, wrap(c.id, err)
+}
+
+// AttachVolume attaches a volume to the created or running container, which
+// sees it at once, without a restart. The volume goes through the runtime's
+// policy exactly as at create.
+func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
+	if err := c.capable("hot attach", c.r.caps.HotAttach); err != nil {
+		return err
+	}
+	if v.Mode == volume.ModeRawBlock && !c.r.caps.RawBlock {
+		return fmt.Errorf("container %q: volume %s: raw block devices: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
+	}
+	i, err := c.require(ctx, "attach a volume to", StatusCreated, StatusRunning)
+	if err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	var opts volume.AttachOptions
+	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 {
+		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID}
+	}
+	att, err := c.r.volumes.Attach(ctx, c.id, v, opts)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	if err := c.r.d.AttachVolume(ctx, c.id, toDriver(att, i.Spec)); err != nil {
+		_ = c.r.volumes.Detach(ctx, c.id, att.Spec.Destination)
+		return wrap(c.id, err)
+	}
+	return nil
+}
+
+// DetachVolume removes the volume at dst from the container, then from the
+// host (unmount, loop device, node).
+func (c *Container) DetachVolume(ctx context.Context, dst string) error {
+	if err := c.capable("hot detach", c.r.caps.HotAttach); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "detach a volume from", StatusCreated, StatusRunning); err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	if !slices.ContainsFunc(c.volumeSpecs(), func(v volume.Spec) bool { return v.Destination == filepath.Clean(dst) }) {
+		return fmt.Errorf("container %q: no volume at %s: %w", c.id, dst, errdefs.ErrNotFound)
+	}
+	if err := c.r.d.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
+		return wrap(c.id, err)
+	}
+	return wrap(c.id, c.r.volumes.Detach(ctx, c.id, dst))
+}
+
+// Volumes lists the volumes attached to the container.
+func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
+	if _, err := c.Info(ctx); err != nil {
+		return nil, err
+	}
+	return c.volumeSpecs(), nil
+}
+
+func (c *Container) volumeSpecs() []volume.Spec {
+	v, _ := c.r.volumes.Attachments(c.id)
+	return v
 }
 
 // Process is an extra process started by Exec.

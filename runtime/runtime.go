@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/volume"
 )
 
 // DefaultStateDir is where berth keeps its records when no other directory
@@ -18,14 +20,16 @@ const DefaultStateDir = "/var/lib/berth"
 // Runtime runs containers on one backend. It is safe for concurrent use,
 // and several processes may open runtimes on the same state directory.
 type Runtime struct {
-	d    driver.Runtime
-	caps driver.Capabilities
-	ids  *idAllocator
+	d       driver.Runtime
+	caps    driver.Capabilities
+	ids     *idAllocator
+	volumes *volume.Manager
 }
 
 type options struct {
 	stateDir string
 	pool     IDPool
+	policy   volume.Policy
 }
 
 // Option configures a Runtime.
@@ -58,20 +62,46 @@ func WithIDPool(p IDPool) Option {
 	}
 }
 
-// New returns a Runtime over a backend.
+// WithVolumePolicy sets the rules every volume goes through (default
+// volume.DefaultPolicy()).
+func WithVolumePolicy(p volume.Policy) Option {
+	return func(o *options) error {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		o.policy = p
+		return nil
+	}
+}
+
+// New returns a Runtime over a backend. It also finishes what a crashed
+// process left half-done: volumes attached to containers that were never
+// created (or were deleted) are detached.
 func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
-	o := options{stateDir: DefaultStateDir, pool: DefaultIDPool}
+	o := options{stateDir: DefaultStateDir, pool: DefaultIDPool, policy: volume.DefaultPolicy()}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
+	ctx := context.Background()
+	vm, err := volume.OpenManager(filepath.Join(o.stateDir, "volumes"), o.policy, func(owner string) bool {
+		_, err := d.State(ctx, owner)
+		return !errdefs.IsNotFound(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volumes: %w", classify(err))
+	}
 	return &Runtime{
-		d:    d,
-		caps: d.Capabilities(),
-		ids:  &idAllocator{pool: o.pool, dir: o.stateDir},
+		d:       d,
+		caps:    d.Capabilities(),
+		ids:     &idAllocator{pool: o.pool, dir: o.stateDir},
+		volumes: vm,
 	}, nil
 }
+
+// VolumePolicy returns the policy volumes go through.
+func (r *Runtime) VolumePolicy() volume.Policy { return r.volumes.Policy() }
 
 // Capabilities reports what the backend can do.
 func (r *Runtime) Capabilities() Capabilities { return r.caps }
@@ -101,11 +131,13 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		return nil, wrap(id, err)
 	}
 	spec := cloneSpec(cfg.Spec)
+	var rng IDRange
 	if cfg.UserNamespace {
 		if !r.caps.UserNamespace {
 			return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
 		}
-		rng, err := r.ids.allocate(id, func(owner string) bool {
+		var err error
+		rng, err = r.ids.allocate(id, func(owner string) bool {
 			_, err := r.d.State(ctx, owner)
 			return !errdefs.IsNotFound(err)
 		})
@@ -117,10 +149,24 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		spec.Linux.UIDMappings = m
 		spec.Linux.GIDMappings = m
 	}
-	err := r.d.Create(ctx, &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO})
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO}
+	// The owner lock keeps volume recovery in another process from taking
+	// these attachments for leftovers while the container does not exist.
+	unlock, err := r.volumes.LockOwner(id)
 	if err != nil {
-		if cfg.UserNamespace && !errdefs.IsAlreadyExists(err) {
-			_ = r.ids.release(id)
+		return nil, wrap(id, err)
+	}
+	defer unlock()
+	err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
+	if err == nil {
+		err = r.d.Create(ctx, req)
+	}
+	if err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			_ = r.volumes.DetachAll(ctx, id)
+			if cfg.UserNamespace {
+				_ = r.ids.release(id)
+			}
 		}
 		return nil, wrap(id, err)
 	}
@@ -176,8 +222,57 @@ func classify(err error) error {
 	return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
 }
 
+// attachVolumes attaches each volume through the manager (policy, probe,
+// host mount) and hands the backend only the result: bind mounts and
+// device nodes.
+func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, vols []volume.Spec, rng IDRange) error {
+	if len(vols) == 0 {
+		return nil
+	}
+	userns := rng.Size > 0
+	for _, v := range vols {
+		if v.Mode == volume.ModeRawBlock && !r.caps.RawBlock {
+			return fmt.Errorf("volume %s: raw block devices: %w", v.Destination, errdefs.ErrNotImplemented)
+		}
+		att, err := r.volumes.Attach(ctx, req.ID, v, volume.AttachOptions{UserNamespace: userns, RootUID: rng.HostID, RootGID: rng.HostID})
+		if err != nil {
+			return err
+		}
+		da := toDriver(att, req.Spec)
+		if da.Mount != nil {
+			req.Spec.Mounts = append(req.Spec.Mounts, *da.Mount)
+		}
+		if da.Device != nil {
+			req.Devices = append(req.Devices, *da.Device)
+		}
+	}
+	return nil
+}
+
+// toDriver turns a volume attachment into what a backend takes. In a user
+// namespace, bind mounts are ID-mapped with the container's mapping, so the
+// volume's root-owned files belong to the container's root.
+func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
+	da := &driver.Attachment{}
+	if att.Mount != nil {
+		m := *att.Mount
+		m.Options = append([]string(nil), m.Options...)
+		if m.Type == "bind" && spec.Linux != nil && len(spec.Linux.UIDMappings) > 0 {
+			m.Options = append(m.Options, "idmap")
+			m.UIDMappings = spec.Linux.UIDMappings
+			m.GIDMappings = spec.Linux.GIDMappings
+		}
+		da.Mount = &m
+	}
+	if d := att.Device; d != nil {
+		da.Device = &driver.Device{HostPath: d.HostPath, Path: d.Path, Major: d.Major, Minor: d.Minor, ReadOnly: d.ReadOnly}
+	}
+	return da
+}
+
 func cloneSpec(s *specs.Spec) *specs.Spec {
 	c := *s
+	c.Mounts = append([]specs.Mount(nil), s.Mounts...)
 	if s.Linux != nil {
 		l := *s.Linux
 		l.Namespaces = append([]specs.LinuxNamespace(nil), s.Linux.Namespaces...)

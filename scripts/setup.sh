@@ -11,7 +11,8 @@ fi
 packages=(
 	busybox-static  # the root filesystem fixture
 	runc lxc        # peers in the benchmarks
-	e2fsprogs xfsprogs btrfs-progs squashfs-tools dosfstools util-linux
+	e2fsprogs xfsprogs btrfs-progs squashfs-tools dosfstools util-linux  # volumes
+	erofs-utils genisoimage ntfs-3g cryptsetup-bin fdisk                 # probe tests: one image per format
 )
 
 missing=()

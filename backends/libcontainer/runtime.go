@@ -133,7 +133,7 @@ func (r *Runtime) readRecord(id string) (*record, error) {
 func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Exec: true, Pause: true, Update: true, Stats: true, Logs: true,
-		UserNamespace: true, CgroupNamespace: true,
+		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true,
 	}
 }
 
@@ -193,7 +193,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 			return fmt.Errorf("ID-mapped root filesystem: %v: %w", err, errdefs.ErrNotImplemented)
 		}
 	}
-	cfg, err := nativeConfig(req.ID, r.cgroupParent, req.Spec, rec.Rootfs)
+	cfg, err := nativeConfig(req.ID, r.cgroupParent, withDevices(req.Spec, req.Devices), rec.Rootfs)
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,15 @@ type Capabilities struct {
 	Stats         bool // memory, CPU and pids usage
 	Logs          bool // stdout/stderr kept and readable when no writer is given
 	UserNamespace bool // a private user namespace per container
-	RawBlock      bool // block device nodes exposed into the container
-	HotAttach     bool // volumes attached to and detached from a running container
-	DiskResize    bool // the container's root disk can grow while it runs
-	Snapshot      bool // consistent copy of the root filesystem while running
+	// UserNamespaceShared is true when every user-namespaced container
+	// gets the engine's one ID mapping (Docker's userns-remap) instead of
+	// its own block from the runtime's pool; Info reports the mapping in
+	// force.
+	UserNamespaceShared bool
+	RawBlock            bool // block device nodes exposed into the container
+	HotAttach           bool // volumes attached to and detached from a running container
+	DiskResize          bool // the container's root disk can grow while it runs
+	Snapshot            bool // consistent copy of the root filesystem while running
 	// CgroupNamespace is true when a container sees its own cgroup at
 	// /sys/fs/cgroup, so that its limits can be read from inside.
 	CgroupNamespace bool
@@ -63,11 +68,32 @@ type CreateRequest struct {
 	// Image is the reference of the image to run, or empty. A backend that
 	// does not take images returns not-implemented.
 	Image string
+	// Devices are raw block devices to expose (volumes in raw-block
+	// mode), already checked by the volume policy. Host-mounted volumes
+	// arrive as bind mounts in Spec.Mounts.
+	Devices []Device
 	// Labels are kept with the container and returned by State.
 	Labels map[string]string
 	// IO for the container's init process. Without writers, output goes to
 	// the backend's log (see Runtime.Logs).
 	IO IO
+}
+
+// Device is a block device node berth made for one container: the backend
+// exposes HostPath at Path and allows it in the devices cgroup. The node is
+// owned by the container's root.
+type Device struct {
+	HostPath     string
+	Path         string
+	Major, Minor uint32
+	ReadOnly     bool
+}
+
+// Attachment is a volume attached to a running container: a mount (a bind
+// of a host mount or directory, or a tmpfs) or a device.
+type Attachment struct {
+	Mount  *specs.Mount
+	Device *Device
 }
 
 // ExitStatus is how a process ended.
@@ -157,6 +183,11 @@ type Runtime interface {
 	Stats(ctx context.Context, id string) (*Stats, error)
 	// Logs returns the container's kept output.
 	Logs(ctx context.Context, id string) (io.ReadCloser, error)
+	// AttachVolume makes a volume appear in a created or running
+	// container without a restart (Capabilities.HotAttach).
+	AttachVolume(ctx context.Context, id string, a *Attachment) error
+	// DetachVolume removes the volume at dst from the running container.
+	DetachVolume(ctx context.Context, id string, dst string) error
 
 	// As reaches backend-native types (see the backend's documentation).
 	As(i any) bool

@@ -1,0 +1,302 @@
+package libcontainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups/devices/config"
+	lc "github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// withDevices adds raw-block devices to a spec: a bind mount of berth's
+// node (owned by the container's root, which works in a user namespace
+// where mknod does not) and a devices cgroup rule for it.
+func withDevices(spec *specs.Spec, devs []driver.Device) *specs.Spec {
+	if len(devs) == 0 {
+		return spec
+	}
+	s := *spec
+	s.Mounts = slices.Clone(spec.Mounts)
+	l := *spec.Linux
+	res := specs.LinuxResources{}
+	if l.Resources != nil {
+		res = *l.Resources
+	}
+	res.Devices = slices.Clone(res.Devices)
+	for _, d := range devs {
+		opts := []string{"bind", "nosuid"}
+		if d.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: d.Path, Type: "bind", Source: d.HostPath, Options: opts})
+		major, minor := int64(d.Major), int64(d.Minor)
+		res.Devices = append(res.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &major, Minor: &minor, Access: access(d)})
+	}
+	l.Resources = &res
+	s.Linux = &l
+	return &s
+}
+
+func access(d driver.Device) string {
+	if d.ReadOnly {
+		return "r"
+	}
+	return "rw"
+}
+
+// AttachVolume implements driver.Runtime: the mount is prepared on the host
+// as a detached mount (open_tree or fsmount), then moved into the
+// container's mount namespace; a device is also allowed in its cgroup.
+func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	st, err := c.State()
+	if err != nil {
+		return classify(err)
+	}
+	cfg := c.Config()
+	rootUID, rootGID := 0, 0
+	if len(cfg.UIDMappings) > 0 {
+		rootUID, rootGID = int(cfg.UIDMappings[0].HostID), int(cfg.GIDMappings[0].HostID)
+	}
+	var tree int
+	var dst string
+	isFile := false
+	switch {
+	case a.Device != nil:
+		dst, isFile = a.Device.Path, true
+		flags := uint64(unix.MOUNT_ATTR_NOSUID)
+		if a.Device.ReadOnly {
+			flags |= unix.MOUNT_ATTR_RDONLY
+		}
+		tree, err = detachedBind(a.Device.HostPath, flags, -1)
+		if err == nil {
+			err = r.allowDevice(c, *a.Device, true)
+		}
+	case a.Mount != nil && a.Mount.Type == "bind":
+		dst = a.Mount.Destination
+		userns := -1
+		if slices.Contains(a.Mount.Options, "idmap") {
+			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", st.InitProcessPid))
+			if err != nil {
+				return fmt.Errorf("container's user namespace: %w", err)
+			}
+			defer f.Close()
+			userns = int(f.Fd())
+		}
+		tree, err = detachedBind(a.Mount.Source, mountAttrs(a.Mount.Options), userns)
+	case a.Mount != nil && a.Mount.Type == "tmpfs":
+		dst = a.Mount.Destination
+		tree, err = detachedTmpfs(a.Mount.Options, rootUID, rootGID)
+	default:
+		return fmt.Errorf("volume: unknown attachment: %w", errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	err = inMountNS(st.InitProcessPid, rootUID, rootGID, func() error {
+		if err := makeMountpoint(dst, isFile); err != nil {
+			return err
+		}
+		return unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	})
+	if err != nil {
+		if a.Device != nil {
+			_ = r.allowDevice(c, *a.Device, false)
+		}
+		return fmt.Errorf("volume %s: mount in container: %w", dst, classify(err))
+	}
+	return nil
+}
+
+// DetachVolume implements driver.Runtime.
+func (r *Runtime) DetachVolume(ctx context.Context, id, dst string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	st, err := c.State()
+	if err != nil {
+		return classify(err)
+	}
+	cfg := c.Config()
+	rootUID, rootGID := 0, 0
+	if len(cfg.UIDMappings) > 0 {
+		rootUID, rootGID = int(cfg.UIDMappings[0].HostID), int(cfg.GIDMappings[0].HostID)
+	}
+	var dev *unix.Stat_t
+	err = inMountNS(st.InitProcessPid, rootUID, rootGID, func() error {
+		var s unix.Stat_t
+		if unix.Stat(dst, &s) == nil && s.Mode&unix.S_IFMT == unix.S_IFBLK {
+			dev = &s
+		}
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", dst, err)
+		}
+		if dev != nil {
+			_ = unix.Unlink(dst) // the placeholder file of a device bind
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", dst, classify(err))
+	}
+	if dev != nil {
+		d := driver.Device{Major: unix.Major(dev.Rdev), Minor: unix.Minor(dev.Rdev)}
+		return r.allowDevice(c, d, false)
+	}
+	return nil
+}
+
+// allowDevice adds (or removes) a device's rule in the container's cgroup
+// through libcontainer, so its recorded config stays in step.
+func (r *Runtime) allowDevice(c *lc.Container, d driver.Device, allow bool) error {
+	cfg := c.Config()
+	cg := *cfg.Cgroups
+	res := *cg.Resources
+	res.Devices = slices.DeleteFunc(slices.Clone(res.Devices), func(rule *config.Rule) bool {
+		return rule.Type == config.BlockDevice && rule.Major == int64(d.Major) && rule.Minor == int64(d.Minor) && rule.Allow
+	})
+	if allow {
+		res.Devices = append(res.Devices, &config.Rule{Type: config.BlockDevice, Major: int64(d.Major), Minor: int64(d.Minor), Permissions: config.Permissions(access(d)), Allow: true})
+	}
+	cg.Resources = &res
+	cfg.Cgroups = &cg
+	if err := c.Set(cfg); err != nil {
+		return fmt.Errorf("devices cgroup: %w", classify(err))
+	}
+	return nil
+}
+
+// mountAttrs turns OCI mount options into mount_setattr flags.
+func mountAttrs(opts []string) uint64 {
+	var attr uint64
+	for _, o := range opts {
+		switch o {
+		case "ro":
+			attr |= unix.MOUNT_ATTR_RDONLY
+		case "nosuid":
+			attr |= unix.MOUNT_ATTR_NOSUID
+		case "nodev":
+			attr |= unix.MOUNT_ATTR_NODEV
+		case "noexec":
+			attr |= unix.MOUNT_ATTR_NOEXEC
+		}
+	}
+	return attr
+}
+
+// detachedBind clones src as a mount not attached anywhere yet, with attrs
+// set, ID-mapped through the user namespace usernsFD when it is >= 0.
+func detachedBind(src string, attrs uint64, usernsFD int) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	attr := unix.MountAttr{Attr_set: attrs, Propagation: unix.MS_PRIVATE}
+	if usernsFD >= 0 {
+		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
+		attr.Userns_fd = uint64(usernsFD)
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("mount_setattr %s: %w", src, err)
+	}
+	return fd, nil
+}
+
+// detachedTmpfs makes a tmpfs from OCI options (size, mode, flags), its
+// root owned by the container's root.
+func detachedTmpfs(opts []string, uid, gid int) (int, error) {
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(fsfd)
+	set := func(k, v string) error { return unix.FsconfigSetString(fsfd, k, v) }
+	for _, o := range opts {
+		if k, v, ok := strings.Cut(o, "="); ok && (k == "size" || k == "mode") {
+			if err := set(k, v); err != nil {
+				return -1, fmt.Errorf("tmpfs %s: %w", o, err)
+			}
+		}
+	}
+	if err := set("uid", strconv.Itoa(uid)); err != nil {
+		return -1, err
+	}
+	if err := set("gid", strconv.Itoa(gid)); err != nil {
+		return -1, err
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("tmpfs: %w", err)
+	}
+	return unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(mountAttrs(opts)))
+}
+
+// inMountNS runs fn on a thread that has entered the mount namespace of
+// pid, with its filesystem IDs set to the container's root (so files it
+// creates belong to that root, in and out of a user namespace). The thread
+// is thrown away afterwards.
+func inMountNS(pid, uid, gid int, fn func() error) error {
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return fmt.Errorf("container's mount namespace: %w", err)
+	}
+	defer ns.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the changed thread dies with this goroutine.
+		goruntime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("unshare fs: %w", err)
+			return
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		unix.Setfsgid(gid)
+		unix.Setfsuid(uid)
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// makeMountpoint creates dst (a directory, or an empty file for a device)
+// and its parents inside the container's namespace, where absolute paths
+// and symlinks resolve within the container's root.
+func makeMountpoint(dst string, file bool) error {
+	dir := dst
+	if file {
+		dir = filepath.Dir(dst)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if !file {
+		return nil
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+	if err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if f != nil {
+		f.Close()
+	}
+	return nil
+}

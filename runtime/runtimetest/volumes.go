@@ -1,0 +1,260 @@
+package runtimetest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/volume"
+)
+
+// ext4Image makes a small ext4 image file for volume tests.
+func ext4Image(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vol.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(32<<20))
+	require.NoError(t, f.Close())
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput()
+	require.NoError(t, err, "mkfs.ext4: %s", out)
+	return p
+}
+
+// readExt4 reads a file from an ext4 image without mounting it.
+func readExt4(t *testing.T, img, path string) string {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", "cat "+path, img).Output()
+	require.NoError(t, err)
+	return string(out)
+}
+
+// requireDetached checks the host holds nothing for the image any more: no
+// mount of its loop device and no loop device backed by it.
+func requireDetached(t *testing.T, img string) {
+	t.Helper()
+	bound, err := os.ReadDir("/sys/block")
+	require.NoError(t, err)
+	for _, e := range bound {
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
+		if err == nil {
+			require.NotEqual(t, img, strings.TrimSpace(string(b)), "%s still backs /dev/%s", img, e.Name())
+		}
+	}
+}
+
+// volumeLine returns the /proc/mounts line for dst as the container sees it.
+func mountsLine(out, dst string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[1] == dst {
+			return l
+		}
+	}
+	return ""
+}
+
+func testVolumeHostMount(t *testing.T, h Harness) {
+	for _, userns := range []bool{false, true} {
+		name := "plain"
+		if userns {
+			name = "userns"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			rt := h.Open(t)
+			if userns && !rt.Capabilities().UserNamespace {
+				t.Skip("backend has no user namespaces")
+			}
+			img := ext4Image(t)
+			out := newBuffer()
+			cfg := h.Config(t, "/bin/sh", "-c", "grep ' /data ' /proc/mounts; echo written > /data/marker && echo wrote")
+			cfg.UserNamespace = userns
+			cfg.Volumes = []volume.Spec{{Source: img, Destination: "/data"}}
+			cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+			id := NewID("vol")
+			c := create(t, rt, id, cfg)
+			vols, err := c.Volumes(ctx)
+			require.NoError(t, err)
+			require.Len(t, vols, 1)
+			require.NoError(t, c.Start(ctx))
+			es, err := c.Wait(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 0, es.Code, "output: %s", out.String())
+			line := mountsLine(out.String(), "/data")
+			require.NotEmpty(t, line, "the volume is mounted at its destination: %s", out.String())
+			require.Contains(t, line, " ext4 ")
+			require.Contains(t, line, "nosuid")
+			require.Contains(t, line, "nodev")
+			require.Contains(t, out.String(), "wrote", "root in the container writes the volume")
+			require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+			requireDetached(t, img)
+			require.Equal(t, "written\n", readExt4(t, img, "/marker"))
+			requireGone(t, h, rt, id, nil)
+		})
+	}
+}
+
+func testVolumeRefused(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	img := filepath.Join(t.TempDir(), "vfat.img")
+	f, err := os.Create(img)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(16<<20))
+	require.NoError(t, f.Close())
+	out, err := exec.Command("mkfs.vfat", img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	// Other tests mount and unmount concurrently: look only for vfat.
+	vfat := mountinfo.FSTypeFilter("vfat")
+	before, err := mountinfo.GetMounts(vfat)
+	require.NoError(t, err)
+	cfg := h.Config(t, "/bin/true")
+	cfg.Volumes = []volume.Spec{{Source: img, Destination: "/data"}}
+	id := NewID("volbad")
+	_, err = rt.Create(ctx, id, cfg)
+	require.Truef(t, isInvalidArgument(err), "vfat is off the default whitelist: %v", err)
+	require.Contains(t, err.Error(), "vfat")
+	after, err := mountinfo.GetMounts(vfat)
+	require.NoError(t, err)
+	require.Equal(t, len(before), len(after), "vfat was mounted")
+	requireDetached(t, img)
+	_, err = rt.Get(ctx, id)
+	require.True(t, isNotFound(err), "no container was created")
+}
+
+func zeroImage(t *testing.T, size int64) string {
+	p := filepath.Join(t.TempDir(), "raw.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+	return p
+}
+
+func testVolumeRawBlock(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	img := zeroImage(t, 8<<20)
+	raw := []volume.Spec{{Source: img, Destination: "/dev/xvdb", Mode: volume.ModeRawBlock}}
+	if !caps.RawBlock {
+		cfg := h.Config(t, "/bin/true")
+		cfg.Volumes = raw
+		_, err := rt.Create(ctx, NewID("noraw"), cfg)
+		require.Truef(t, isNotImplemented(err), "raw block on a backend without it: %v", err)
+		return
+	}
+	// Without a user namespace root could mount it: refused.
+	cfg := h.Config(t, "/bin/true")
+	cfg.Volumes = raw
+	_, err := rt.Create(ctx, NewID("rawnouserns"), cfg)
+	require.Truef(t, isFailedPrecondition(err), "raw block without a user namespace: %v", err)
+	requireDetached(t, img)
+	if !caps.UserNamespace {
+		return
+	}
+	out := newBuffer()
+	cfg = h.Config(t, "/bin/sh", "-c", strings.Join([]string{
+		"echo berth-raw-marker | dd of=/dev/xvdb conv=fsync 2>/dev/null && echo write-ok",
+		"head -c 16 /dev/xvdb | grep -q berth-raw-marker && echo read-ok",
+		"mkdir -p /mnt/x; mount /dev/xvdb /mnt/x 2>/dev/null && echo mount-allowed",
+		"mknod /dev/other b 7 0 2>/dev/null && echo mknod-allowed",
+		"true",
+	}, "; "))
+	cfg.UserNamespace = true
+	cfg.Volumes = raw
+	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+	id := NewID("raw")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	_, err = c.Wait(ctx)
+	require.NoError(t, err)
+	require.Contains(t, out.String(), "write-ok")
+	require.Contains(t, out.String(), "read-ok")
+	require.NotContains(t, out.String(), "mount-allowed", "the kernel refuses mounts in a user namespace")
+	require.NotContains(t, out.String(), "mknod-allowed")
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	requireDetached(t, img)
+	b, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(b), "berth-raw-marker\n"), "the host reads the container's marker")
+	requireGone(t, h, rt, id, nil)
+}
+
+func testVolumeHotAttach(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	img := ext4Image(t)
+	if !caps.HotAttach {
+		c := create(t, rt, NewID("nohot"), h.Config(t, "/bin/sleep", "1000"))
+		require.NoError(t, c.Start(ctx))
+		err := c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data"})
+		require.Truef(t, isNotImplemented(err), "hot attach on a backend without it: %v", err)
+		return
+	}
+	require.True(t, caps.Exec, "hot attach is checked through exec")
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.UserNamespace = caps.UserNamespace
+	id := NewID("hot")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	exec := func(script string) string {
+		t.Helper()
+		out := newBuffer()
+		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
+		require.NoError(t, err)
+		_, err = p.Wait(ctx)
+		require.NoError(t, err)
+		return out.String()
+	}
+
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data"}))
+	got := exec("cat /proc/mounts; echo hot > /data/marker && echo wrote")
+	line := mountsLine(got, "/data")
+	require.NotEmpty(t, line, "attached volume visible without a restart: %s", got)
+	require.Contains(t, line, "nosuid")
+	require.Contains(t, line, "nodev")
+	require.Contains(t, got, "wrote")
+	err := c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/other"})
+	require.Truef(t, isFailedPrecondition(err), "a read-write volume is attached once: %v", err)
+
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/scratch", TmpfsSize: 4 << 20}))
+	got = exec("echo t > /scratch/f && echo tmpfs-ok; grep ' /scratch ' /proc/mounts")
+	require.Contains(t, got, "tmpfs-ok")
+	require.Contains(t, got, "size=4096k")
+
+	if caps.RawBlock && caps.UserNamespace {
+		raw := zeroImage(t, 4<<20)
+		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: raw, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}))
+		got = exec("echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
+		require.Contains(t, got, "raw-ok")
+		require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
+		got = exec("test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
+		require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
+		requireDetached(t, raw)
+		b, err := os.ReadFile(raw)
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(string(b), "hot-raw\n"))
+	}
+
+	require.NoError(t, c.DetachVolume(ctx, "/data"))
+	got = exec("grep ' /data ' /proc/mounts || echo not-mounted")
+	require.Contains(t, got, "not-mounted")
+	requireDetached(t, img)
+	require.Equal(t, "hot\n", readExt4(t, img, "/marker"))
+	require.True(t, isNotFound(c.DetachVolume(ctx, "/data")), "detach twice")
+
+	require.NoError(t, c.Kill(ctx, syscall.SIGKILL))
+	_, err = c.Wait(ctx)
+	require.NoError(t, err)
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	requireGone(t, h, rt, id, nil)
+}

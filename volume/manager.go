@@ -1,0 +1,696 @@
+package volume
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/loop"
+)
+
+// Manager attaches and detaches volumes under one state directory. Every
+// attach writes its record before it acts and marks it complete after, so
+// that Open, in the next process, undoes whatever a crash interrupted: no
+// mount, loop device or node is ever leaked. Several processes may share a
+// directory; a lock file serializes their changes.
+type Manager struct {
+	dir    string
+	policy Policy
+}
+
+// Attachment is one attached volume, ready for a container: either a mount
+// or a device node.
+type Attachment struct {
+	ID    string
+	Owner string
+	Spec  Spec
+	// FS is the probed filesystem of a block or image volume.
+	FS Filesystem
+	// Mount is what the container mounts (a bind of the host mount or a
+	// directory, or a tmpfs); nil for raw block.
+	Mount *specs.Mount
+	// Device is the node a raw-block volume exposes; nil otherwise.
+	Device *Device
+}
+
+// Device is a block device node made for one container.
+type Device struct {
+	// HostPath is the node berth made, owned by the container's root.
+	HostPath string
+	// Path is where the container sees it.
+	Path         string
+	Major, Minor uint32
+	ReadOnly     bool
+}
+
+// AttachOptions describe the container a volume is attached to.
+type AttachOptions struct {
+	// UserNamespace is true when the container has its own user
+	// namespace; RootUID/RootGID are the host IDs of its root.
+	UserNamespace    bool
+	RootUID, RootGID uint32
+}
+
+// record is the on-disk state of one attachment.
+type record struct {
+	ID       string     `json:"id"`
+	Owner    string     `json:"owner"`
+	Spec     Spec       `json:"spec"`
+	Complete bool       `json:"complete"`
+	FS       Filesystem `json:"fs,omitempty"`
+	// Identity names the source (device number or file inode) for
+	// sharing and exclusivity.
+	Identity string `json:"identity,omitempty"`
+	// MountKey names the host mount under mnt/, shared by read-only
+	// attachments of one source.
+	MountKey string `json:"mount_key,omitempty"`
+	// Node is a raw-block device node under dev/.
+	Node         string `json:"node,omitempty"`
+	Major, Minor uint32
+	Opts         AttachOptions `json:"opts"`
+}
+
+// testHook, when set by a test, is called at each step of an attach so the
+// test can kill the process there.
+var testHook func(step string)
+
+func hook(step string) {
+	if testHook != nil {
+		testHook(step)
+	}
+}
+
+// OpenManager opens (creating) the volume state under dir with policy p and
+// undoes what an earlier process left half-done. live reports whether an
+// owner (a container) still exists; attachments of owners that do not are
+// detached too. live may be nil to keep them.
+func OpenManager(dir string, p Policy, live func(owner string) bool) (*Manager, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "records"), filepath.Join(dir, "mnt"), filepath.Join(dir, "dev"), filepath.Join(dir, "owners")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manager{dir: dir, policy: p}
+	if err := m.Recover(live); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Policy returns the policy the manager enforces.
+func (m *Manager) Policy() Policy { return m.policy }
+
+func (m *Manager) lock() (func(), error) { return flock(filepath.Join(m.dir, "lock"), true) }
+
+// LockOwner serializes volume changes for one owner across processes; the
+// runtime holds it while it attaches volumes and creates the container, so
+// that recovery never mistakes a create in progress for a crash.
+func (m *Manager) LockOwner(owner string) (func(), error) {
+	return flock(filepath.Join(m.dir, "owners", owner+".lock"), true)
+}
+
+func flock(path string, block bool) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.LOCK_EX
+	if !block {
+		how |= unix.LOCK_NB
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+func (m *Manager) recordPath(id string) string {
+	return filepath.Join(m.dir, "records", id+".json")
+}
+
+func (m *Manager) records() ([]*record, error) {
+	ents, err := os.ReadDir(filepath.Join(m.dir, "records"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*record
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		var r record
+		if err := fsutil.ReadJSON(filepath.Join(m.dir, "records", e.Name()), &r); err != nil {
+			return nil, fmt.Errorf("volume record %s: %w", e.Name(), err)
+		}
+		out = append(out, &r)
+	}
+	return out, nil
+}
+
+// attachmentID is stable for an owner and destination.
+func attachmentID(owner, dst string) string {
+	h := sha256.Sum256([]byte(dst))
+	return owner + "." + hex.EncodeToString(h[:6])
+}
+
+// Attach attaches spec to owner: it resolves the source, enforces the
+// policy and exclusivity, probes and checks block and image volumes, mounts
+// them on the host (or makes the raw node), and returns what the container
+// needs.
+func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts AttachOptions) (*Attachment, error) {
+	sp, err := spec.resolve()
+	if err != nil {
+		return nil, err
+	}
+	name := sp.Destination
+	fail := func(err error) error { return fmt.Errorf("volume %s: %w", name, err) }
+	if sp.Mode == ModeRawBlock && !opts.UserNamespace && !m.policy.RawBlockWithoutUserNamespace {
+		return nil, fail(fmt.Errorf("raw block needs a container with its own user namespace (root outside one could mount it): %w", errdefs.ErrFailedPrecondition))
+	}
+	unlock, err := m.lock()
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer unlock()
+	recs, err := m.records()
+	if err != nil {
+		return nil, fail(err)
+	}
+	rec := &record{ID: attachmentID(owner, sp.Destination), Owner: owner, Spec: sp, Opts: opts}
+	for _, r := range recs {
+		if r.ID == rec.ID {
+			return nil, fail(fmt.Errorf("already attached to %s: %w", owner, errdefs.ErrAlreadyExists))
+		}
+	}
+	if sp.Kind == KindBlock || sp.Kind == KindImage {
+		if rec.Identity, err = identity(sp); err != nil {
+			return nil, fail(err)
+		}
+		if err := exclusive(rec, recs); err != nil {
+			return nil, fail(err)
+		}
+	}
+	if sp.Mode == ModeHostMount && (sp.Kind == KindBlock || sp.Kind == KindImage) {
+		rec.MountKey = mountKey(rec.Identity, sp.ReadOnly)
+	}
+	// The record goes down before anything is attached.
+	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
+		return nil, fail(err)
+	}
+	att, err := m.act(ctx, rec, recs)
+	if err != nil {
+		_ = m.undo(rec, recs)
+		return nil, fail(err)
+	}
+	rec.Complete = true
+	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
+		_ = m.undo(rec, recs)
+		return nil, fail(err)
+	}
+	hook("complete")
+	return att, nil
+}
+
+// identity names the source for sharing: a device number, or a file's
+// device and inode.
+func identity(sp Spec) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(sp.Source, &st); err != nil {
+		return "", err
+	}
+	if sp.Kind == KindBlock {
+		return fmt.Sprintf("blk:%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
+	}
+	return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
+}
+
+func mountKey(identity string, ro bool) string {
+	h := sha256.Sum256([]byte(identity + ":" + strconv.FormatBool(ro)))
+	return hex.EncodeToString(h[:8])
+}
+
+// exclusive refuses a read-write attach of a source in use, and any attach
+// of a source attached read-write: only read-only attachments share.
+func exclusive(rec *record, recs []*record) error {
+	for _, r := range recs {
+		if r.Identity != rec.Identity {
+			continue
+		}
+		if !r.Spec.ReadOnly || !rec.Spec.ReadOnly || r.Spec.Mode == ModeRawBlock || rec.Spec.Mode == ModeRawBlock {
+			return fmt.Errorf("source %s is attached to %s at %s; only read-only host mounts share: %w", rec.Spec.Source, r.Owner, r.Spec.Destination, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if sharedMountOf(rec, recs) {
+		return nil
+	}
+	// Not ours to share: a source the host itself uses is refused.
+	switch rec.Spec.Kind {
+	case KindBlock:
+		mounted, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+			return fmt.Sprintf("blk:%d:%d", i.Major, i.Minor) != rec.Identity, false
+		})
+		if err != nil {
+			return err
+		}
+		if len(mounted) > 0 {
+			return fmt.Errorf("block device %s is mounted at %s: %w", rec.Spec.Source, mounted[0].Mountpoint, errdefs.ErrFailedPrecondition)
+		}
+	case KindImage:
+		bound, err := loop.Backing()
+		if err != nil {
+			return err
+		}
+		for dev, file := range bound {
+			if file == rec.Spec.Source {
+				return fmt.Errorf("image %s is already attached on %s: %w", rec.Spec.Source, dev, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+	return nil
+}
+
+// sharedMountOf reports whether another complete record already holds the
+// host mount rec would use.
+func sharedMountOf(rec *record, recs []*record) bool {
+	key := mountKey(rec.Identity, rec.Spec.ReadOnly)
+	for _, r := range recs {
+		if r.ID != rec.ID && r.MountKey == key && r.Complete {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) mountpoint(key string) string { return filepath.Join(m.dir, "mnt", key) }
+
+// act does the attach.
+func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attachment, error) {
+	sp := rec.Spec
+	att := &Attachment{ID: rec.ID, Owner: rec.Owner, Spec: sp}
+	flags := []string{"nosuid", "nodev"}
+	if m.policy.NoExec {
+		flags = append(flags, "noexec")
+	}
+	if sp.ReadOnly {
+		flags = append(flags, "ro")
+	}
+	switch {
+	case sp.Kind == KindTmpfs:
+		if !m.policy.allows("tmpfs") {
+			return nil, fmt.Errorf("tmpfs is not allowed by the policy: %w", errdefs.ErrInvalidArgument)
+		}
+		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "tmpfs", Source: "tmpfs",
+			Options: append(flags, "size="+strconv.FormatInt(sp.TmpfsSize, 10), "mode=1777")}
+		return att, nil
+	case sp.Kind == KindDir:
+		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: sp.Source, Options: append([]string{"rbind", "rprivate"}, flags...)}
+		return att, nil
+	case sp.Mode == ModeRawBlock:
+		return m.attachRaw(rec, att)
+	}
+	mp := m.mountpoint(rec.MountKey)
+	if sharedMountOf(rec, recs) {
+		// Another read-only attachment holds this mount: share it.
+		var other *record
+		for _, r := range recs {
+			if r.MountKey == rec.MountKey && r.Complete {
+				other = r
+				break
+			}
+		}
+		rec.FS, att.FS = other.FS, other.FS
+	} else {
+		fs, err := m.hostMount(ctx, sp, mp)
+		if err != nil {
+			return nil, err
+		}
+		rec.FS, att.FS = fs, fs
+	}
+	att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "rprivate"}, flags...)}
+	return att, nil
+}
+
+// openSource opens a block device or image file, attaching the file to an
+// autoclear loop device. The returned file is the device that is probed,
+// checked and mounted; closing it releases the loop unless a mount holds it.
+func openSource(sp Spec) (dev *os.File, path string, err error) {
+	mode := os.O_RDWR
+	if sp.ReadOnly {
+		mode = os.O_RDONLY
+	}
+	f, err := os.OpenFile(sp.Source, mode|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	if sp.Kind == KindBlock {
+		return f, sp.Source, nil
+	}
+	defer f.Close()
+	ld, err := loop.Attach(f, loop.Options{ReadOnly: sp.ReadOnly, Autoclear: true})
+	if err != nil {
+		return nil, "", err
+	}
+	hook("loop-attached")
+	return ld.File, ld.Path, nil
+}
+
+func deviceSize(f *os.File) (int64, error) {
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return n, err
+}
+
+// hostMount probes, checks and mounts a block or image source at mp. The
+// device that is probed is the one mounted (the loop device holding the
+// open image, or the block device), with the probed type named: the kernel
+// never guesses.
+func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (Filesystem, error) {
+	dev, path, err := openSource(sp)
+	if err != nil {
+		return Filesystem{}, err
+	}
+	defer dev.Close()
+	size, err := deviceSize(dev)
+	if err != nil {
+		return Filesystem{}, err
+	}
+	fs, err := Probe(dev, size)
+	if err != nil {
+		return Filesystem{}, err
+	}
+	if err := m.policy.Check(fs); err != nil {
+		return fs, err
+	}
+	if m.policy.Fsck {
+		if err := Fsck(ctx, path, fs); err != nil {
+			return fs, err
+		}
+	}
+	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fs, err
+	}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if m.policy.NoExec {
+		flags |= unix.MS_NOEXEC
+	}
+	data := ""
+	if sp.ReadOnly {
+		flags |= unix.MS_RDONLY
+		// Read-only must mean no write at all: no journal replay.
+		switch fs.Driver {
+		case "ext4":
+			data = "noload"
+		case "xfs":
+			data = "norecovery"
+		}
+	}
+	if err := unix.Mount(path, mp, fs.Driver, flags, data); err != nil {
+		_ = os.Remove(mp)
+		return fs, fmt.Errorf("mount %s (%s) at %s: %v: %w", sp.Source, fs.Type, mp, err, errdefs.ErrInvalidArgument)
+	}
+	hook("mounted")
+	return fs, nil
+}
+
+// attachRaw makes a device node for the container's root.
+func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
+	sp := rec.Spec
+	var rdev uint64
+	if sp.Kind == KindImage {
+		mode := os.O_RDWR
+		if sp.ReadOnly {
+			mode = os.O_RDONLY
+		}
+		f, err := os.OpenFile(sp.Source, mode|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		// No autoclear: nothing but the container keeps this device, and
+		// only while it has the node open. Recovery finds it by its
+		// backing file.
+		ld, err := loop.Attach(f, loop.Options{ReadOnly: sp.ReadOnly})
+		if err != nil {
+			return nil, err
+		}
+		hook("loop-attached")
+		var st unix.Stat_t
+		err = unix.Fstat(int(ld.File.Fd()), &st)
+		ld.Close()
+		if err != nil {
+			return nil, err
+		}
+		rdev = st.Rdev
+	} else {
+		var st unix.Stat_t
+		if err := unix.Stat(sp.Source, &st); err != nil {
+			return nil, err
+		}
+		rdev = st.Rdev
+	}
+	rec.Major, rec.Minor = unix.Major(rdev), unix.Minor(rdev)
+	rec.Node = filepath.Join(m.dir, "dev", rec.ID)
+	_ = os.Remove(rec.Node)
+	if err := unix.Mknod(rec.Node, unix.S_IFBLK|0o600, int(rdev)); err != nil {
+		return nil, fmt.Errorf("mknod: %w", err)
+	}
+	if err := os.Chown(rec.Node, int(rec.Opts.RootUID), int(rec.Opts.RootGID)); err != nil {
+		return nil, err
+	}
+	att.Device = &Device{HostPath: rec.Node, Path: sp.Destination, Major: rec.Major, Minor: rec.Minor, ReadOnly: sp.ReadOnly}
+	return att, nil
+}
+
+// undo removes whatever rec may have attached, tolerating missing pieces,
+// and its record. recs are the other records (to keep shared mounts).
+func (m *Manager) undo(rec *record, recs []*record) error {
+	var errs []error
+	if rec.MountKey != "" {
+		shared := false
+		for _, r := range recs {
+			if r.ID != rec.ID && r.MountKey == rec.MountKey {
+				shared = true
+			}
+		}
+		if !shared {
+			mp := m.mountpoint(rec.MountKey)
+			var dev string
+			if mi, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp)); err == nil && len(mi) == 1 {
+				dev = mi[0].Source
+			}
+			errs = append(errs, unmountDir(mp))
+			if rec.Spec.Kind == KindImage && strings.HasPrefix(dev, "/dev/loop") {
+				errs = append(errs, awaitLoopRelease(dev, rec.Spec.Source))
+			}
+		}
+	}
+	if rec.Node != "" {
+		if err := os.Remove(rec.Node); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if rec.Spec.Mode == ModeRawBlock && rec.Spec.Kind == KindImage {
+		errs = append(errs, detachLoopsOf(rec.Spec.Source, rec.Identity))
+	}
+	if err := os.Remove(m.recordPath(rec.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// unmountDir unmounts mp if it is a mount point and removes it. With the
+// mount gone, an autoclear loop device under it frees itself.
+func unmountDir(mp string) error {
+	for {
+		mounted, err := mountinfo.Mounted(mp)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !mounted {
+			break
+		}
+		if err := unix.Unmount(mp, 0); err != nil {
+			if !errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("unmount %s: %w", mp, err)
+			}
+			// Still used (a container's view): detach it from the host
+			// now; the kernel frees it with the last user.
+			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount %s: %w", mp, err)
+			}
+		}
+	}
+	if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// awaitLoopRelease waits for an autoclear loop device to let go of source
+// once its mount is gone. The kernel frees it asynchronously, and later
+// still when a dying container's mount namespace held the last reference;
+// after a grace period the device is detached outright.
+func awaitLoopRelease(dev, source string) error {
+	sys := filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")
+	for i := 0; i < 500; i++ {
+		b, err := os.ReadFile(sys)
+		if err != nil || strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") != source {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fi, err := os.Stat(source)
+	if err != nil {
+		return nil
+	}
+	return loop.DetachPath(dev, fi)
+}
+
+// detachLoopsOf detaches every loop device backed by the file source whose
+// identity is still id.
+func detachLoopsOf(source, id string) error {
+	fi, err := os.Stat(source)
+	if err != nil {
+		return nil
+	}
+	if ident, err := identity(Spec{Source: source, Kind: KindImage}); err != nil || ident != id {
+		return nil
+	}
+	bound, err := loop.Backing()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for dev, file := range bound {
+		if file == source || strings.TrimSuffix(file, " (deleted)") == source {
+			errs = append(errs, loop.DetachPath(dev, fi))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Detach undoes owner's attachment at dst.
+func (m *Manager) Detach(ctx context.Context, owner, dst string) error {
+	unlock, err := m.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	recs, err := m.records()
+	if err != nil {
+		return err
+	}
+	id := attachmentID(owner, filepath.Clean(dst))
+	for _, r := range recs {
+		if r.ID == id {
+			if err := m.undo(r, recs); err != nil {
+				return fmt.Errorf("volume %s: detach: %w", dst, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+}
+
+// DetachAll undoes every attachment of owner.
+func (m *Manager) DetachAll(ctx context.Context, owner string) error {
+	unlock, err := m.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	recs, err := m.records()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, r := range recs {
+		if r.Owner == owner {
+			errs = append(errs, m.undo(r, recs))
+			recs[i] = &record{} // gone: no longer shares a mount
+		}
+	}
+	_ = os.Remove(filepath.Join(m.dir, "owners", owner+".lock"))
+	return errors.Join(errs...)
+}
+
+// Attachments lists owner's complete attachments.
+func (m *Manager) Attachments(owner string) ([]Spec, error) {
+	recs, err := m.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []Spec
+	for _, r := range recs {
+		if r.Owner == owner && r.Complete {
+			out = append(out, r.Spec)
+		}
+	}
+	return out, nil
+}
+
+// Recover undoes attachments a crashed process left incomplete, and, when
+// live is given, those whose owner no longer exists. Owners locked by a live
+// process (a create in progress) are left alone.
+func (m *Manager) Recover(live func(owner string) bool) error {
+	unlock, err := m.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	recs, err := m.records()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, r := range recs {
+		if r.Complete && (live == nil || live(r.Owner)) {
+			continue
+		}
+		release, err := flock(filepath.Join(m.dir, "owners", r.Owner+".lock"), false)
+		if err != nil {
+			continue // its owner is being created or changed right now
+		}
+		errs = append(errs, m.undo(r, recs))
+		recs[i] = &record{}
+		release()
+	}
+	// Mount points no record names: a crash between mount and record is
+	// impossible (the record comes first), but an operator may have
+	// removed records by hand.
+	used := map[string]bool{}
+	for _, r := range recs {
+		used[r.MountKey] = true
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.dir, "mnt"))
+	for _, e := range ents {
+		if !used[e.Name()] {
+			errs = append(errs, unmountDir(m.mountpoint(e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,288 @@
+package volume
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/internal/loop"
+)
+
+// The crash test re-executes the test binary as a process that attaches a
+// volume and stops at a given step, to be killed there.
+const crashEnv = "BERTH_VOLUME_CRASH_AT"
+
+func TestMain(m *testing.M) {
+	if step := os.Getenv(crashEnv); step != "" {
+		os.Exit(crashChild(step))
+	}
+	os.Exit(m.Run())
+}
+
+func crashChild(step string) int {
+	testHook = func(s string) {
+		if s == step {
+			fmt.Println("at", s)
+			time.Sleep(time.Hour)
+		}
+	}
+	var sp Spec
+	sp.Source, sp.Destination = os.Getenv("BERTH_VOLUME_SOURCE"), "/data"
+	if os.Getenv("BERTH_VOLUME_RAW") != "" {
+		sp.Mode = ModeRawBlock
+	}
+	m, err := OpenManager(os.Getenv("BERTH_VOLUME_DIR"), DefaultPolicy(), nil)
+	if err == nil {
+		_, err = m.Attach(context.Background(), "victim", sp, AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000})
+	}
+	fmt.Println("attach returned", err)
+	return 1
+}
+
+// snapshot is the host state a refused or undone attach must leave as it
+// was: the mount table, and loop devices backed by the image.
+type snapshot struct {
+	mounts string
+	loops  []string
+}
+
+func takeSnapshot(t *testing.T, image string) snapshot {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	bound, err := loop.Backing()
+	require.NoError(t, err)
+	var loops []string
+	for dev, file := range bound {
+		if file == image {
+			loops = append(loops, dev)
+		}
+	}
+	return snapshot{string(b), loops}
+}
+
+// requireClean checks that nothing of dir's is mounted, no loop device is
+// backed by image, and no record, mount point or node is left.
+func requireClean(t *testing.T, dir, image string) {
+	t.Helper()
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	require.NoError(t, err)
+	require.Empty(t, mounts, "mounts left under %s", dir)
+	require.Empty(t, takeSnapshot(t, image).loops, "loop devices left for %s", image)
+	for _, sub := range []string{"records", "mnt", "dev"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		require.NoError(t, err)
+		require.Empty(t, ents, "left in %s", sub)
+	}
+}
+
+func newManager(t *testing.T, p Policy) (*Manager, string) {
+	fixture.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "volumes")
+	m, err := OpenManager(dir, p, nil)
+	require.NoError(t, err)
+	return m, dir
+}
+
+// Off-whitelist, signature-less and ambiguous images are refused before
+// any mount: the mount table is unchanged and no loop device is left.
+func TestAttachRefusedBeforeMount(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	imgs := t.TempDir()
+	for _, kind := range []string{"btrfs", "vfat", "squashfs", "zeros", "ext4+iso9660", "crypto_LUKS", "swap", "dos"} {
+		t.Run(kind, func(t *testing.T) {
+			img := makeImage(t, imgs, kind)
+			before := takeSnapshot(t, img)
+			_, err := m.Attach(context.Background(), "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+			require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", kind, err)
+			require.Contains(t, err.Error(), "/data", "the error names the volume")
+			require.Equal(t, before, takeSnapshot(t, img), "mount table or loop devices changed")
+			requireClean(t, dir, img)
+		})
+	}
+}
+
+func TestFsckRefusesCorruptExt4(t *testing.T) {
+	p := DefaultPolicy()
+	p.Fsck = true
+	m, dir := newManager(t, p)
+	img := makeImage(t, t.TempDir(), "ext4-corrupt")
+	before := takeSnapshot(t, img)
+	_, err := m.Attach(context.Background(), "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
+	require.Contains(t, err.Error(), "check failed")
+	require.Equal(t, before, takeSnapshot(t, img))
+	requireClean(t, dir, img)
+
+	// A sound image passes the same check.
+	good := makeImage(t, t.TempDir(), "ext4")
+	_, err = m.Attach(context.Background(), "c1", Spec{Source: good, Destination: "/data"}, AttachOptions{})
+	require.NoError(t, err)
+	require.NoError(t, m.DetachAll(context.Background(), "c1"))
+	requireClean(t, dir, good)
+}
+
+func mountOf(t *testing.T, path string) *mountinfo.Info {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	require.NoError(t, err)
+	require.Len(t, ms, 1, "%s is not a mount point", path)
+	return ms[0]
+}
+
+func TestHostMountExt4(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	ctx := context.Background()
+	img := makeImage(t, t.TempDir(), "ext4")
+	att, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "ext4", att.FS.Type)
+	require.NotNil(t, att.Mount)
+	require.Equal(t, "/data", att.Mount.Destination)
+	require.Subset(t, att.Mount.Options, []string{"nosuid", "nodev"})
+	mi := mountOf(t, att.Mount.Source)
+	require.Equal(t, "ext4", mi.FSType, "mounted with the probed type")
+	require.Contains(t, mi.Options, "nosuid")
+	require.Contains(t, mi.Options, "nodev")
+	require.True(t, strings.HasPrefix(mi.Source, "/dev/loop"), "source %s", mi.Source)
+	require.NoError(t, os.WriteFile(filepath.Join(att.Mount.Source, "marker"), []byte("x"), 0o644))
+
+	_, err = m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsAlreadyExists(err), "same destination twice: %v", err)
+	_, err = m.Attach(ctx, "c2", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "a read-write volume is exclusive: %v", err)
+
+	require.NoError(t, m.Detach(ctx, "c1", "/data"))
+	requireClean(t, dir, img)
+	require.True(t, errdefs.IsNotFound(m.Detach(ctx, "c1", "/data")))
+}
+
+// Read-only attachments of one source share one host mount, which stays
+// until the last one goes; the mount is read-only and replays no journal.
+func TestReadOnlyShared(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	ctx := context.Background()
+	img := makeImage(t, t.TempDir(), "ext4")
+	a, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err)
+	b, err := m.Attach(ctx, "c2", Spec{Source: img, Destination: "/ro", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err)
+	require.Equal(t, a.Mount.Source, b.Mount.Source, "one host mount")
+	mi := mountOf(t, a.Mount.Source)
+	require.True(t, strings.HasPrefix(mi.Options, "ro"), "options %s", mi.Options)
+	require.Contains(t, mi.VFSOptions, "norecovery", "ext4 mounted read-only with noload")
+	require.Len(t, takeSnapshot(t, img).loops, 1)
+
+	_, err = m.Attach(ctx, "c3", Spec{Source: img, Destination: "/rw"}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "read-write while shared read-only: %v", err)
+
+	require.NoError(t, m.Detach(ctx, "c1", "/data"))
+	mountOf(t, b.Mount.Source) // still mounted for c2
+	require.NoError(t, m.DetachAll(ctx, "c2"))
+	requireClean(t, dir, img)
+}
+
+func TestRawBlock(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	ctx := context.Background()
+	img := makeImage(t, t.TempDir(), "ext4")
+	_, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/dev/xvdb", Mode: ModeRawBlock}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "raw block without a user namespace: %v", err)
+	requireClean(t, dir, img)
+
+	att, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/dev/xvdb", Mode: ModeRawBlock}, AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100001})
+	require.NoError(t, err)
+	require.Nil(t, att.Mount)
+	require.NotNil(t, att.Device)
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(att.Device.HostPath, &st))
+	require.Equal(t, uint32(unix.S_IFBLK), st.Mode&unix.S_IFMT)
+	require.Equal(t, uint32(100000), st.Uid, "owned by the container's root")
+	require.Equal(t, uint32(100001), st.Gid)
+	require.Equal(t, att.Device.Major, unix.Major(st.Rdev))
+	require.Len(t, takeSnapshot(t, img).loops, 1)
+	require.NoError(t, m.Detach(ctx, "c1", "/dev/xvdb"))
+	requireClean(t, dir, img)
+
+	allow := DefaultPolicy()
+	allow.RawBlockWithoutUserNamespace = true
+	m2, dir2 := newManager(t, allow)
+	_, err = m2.Attach(ctx, "c1", Spec{Source: img, Destination: "/dev/xvdb", Mode: ModeRawBlock}, AttachOptions{})
+	require.NoError(t, err, "the explicit switch allows it")
+	require.NoError(t, m2.DetachAll(ctx, "c1"))
+	requireClean(t, dir2, img)
+}
+
+func TestTmpfsAndDirectory(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	ctx := context.Background()
+	att, err := m.Attach(ctx, "c1", Spec{Destination: "/scratch", TmpfsSize: 8 << 20}, AttachOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "tmpfs", att.Mount.Type)
+	require.Subset(t, att.Mount.Options, []string{"nosuid", "nodev", "size=8388608"})
+	share := t.TempDir()
+	att, err = m.Attach(ctx, "c1", Spec{Source: share, Destination: "/share", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err)
+	require.Equal(t, share, att.Mount.Source)
+	require.Subset(t, att.Mount.Options, []string{"rbind", "nosuid", "nodev", "ro"})
+	_, err = m.Attach(ctx, "c1", Spec{Destination: "/nosize"}, AttachOptions{})
+	require.True(t, errdefs.IsInvalidArgument(err))
+	noTmpfs := Policy{Filesystems: []string{"ext4"}}
+	m2, _ := newManager(t, noTmpfs)
+	_, err = m2.Attach(ctx, "c1", Spec{Destination: "/scratch", TmpfsSize: 1 << 20}, AttachOptions{})
+	require.True(t, errdefs.IsInvalidArgument(err), "tmpfs off the whitelist")
+	require.NoError(t, m.DetachAll(ctx, "c1"))
+	requireClean(t, dir, "")
+}
+
+// A process killed at any step of an attach leaves nothing once the next
+// Open has run.
+func TestCrashMidAttach(t *testing.T) {
+	fixture.RequireRoot(t)
+	for _, tc := range []struct {
+		step string
+		raw  bool
+	}{{"loop-attached", false}, {"mounted", false}, {"complete", false}, {"loop-attached", true}, {"complete", true}} {
+		name := tc.step
+		if tc.raw {
+			name = "raw-" + name
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "volumes")
+			img := makeImage(t, t.TempDir(), "ext4")
+			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			cmd.Env = append(os.Environ(), crashEnv+"="+tc.step, "BERTH_VOLUME_DIR="+dir, "BERTH_VOLUME_SOURCE="+img)
+			if tc.raw {
+				cmd.Env = append(cmd.Env, "BERTH_VOLUME_RAW=1")
+			}
+			out, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			require.Equal(t, "at "+tc.step+"\n", line)
+			require.NoError(t, cmd.Process.Kill())
+			_ = cmd.Wait()
+			if tc.step != "loop-attached" || tc.raw {
+				require.NotEmpty(t, takeSnapshot(t, img).loops, "the killed process did attach a loop device")
+			}
+
+			// The next process opens the same state: the owner "victim"
+			// never became a container.
+			_, err = OpenManager(dir, DefaultPolicy(), func(string) bool { return false })
+			require.NoError(t, err)
+			requireClean(t, dir, img)
+		})
+	}
+}

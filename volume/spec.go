@@ -1,0 +1,166 @@
+package volume
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// Kind is what a volume's source is.
+type Kind string
+
+// The sources berth attaches.
+const (
+	// KindBlock is a host block device (what os-brick leaves after
+	// connecting a Cinder volume).
+	KindBlock Kind = "block"
+	// KindImage is a filesystem image file, attached on a loop device.
+	KindImage Kind = "image"
+	// KindDir is a host directory or an already mounted share (Manila).
+	KindDir Kind = "dir"
+	// KindTmpfs is a fresh tmpfs of a given size.
+	KindTmpfs Kind = "tmpfs"
+)
+
+// Mode is how a block device or image reaches the container.
+type Mode string
+
+// The modes.
+const (
+	// ModeHostMount (the default) mounts the filesystem on the host after
+	// the probe, the policy and the optional fsck, and binds the mount
+	// into the container: the container never holds the device.
+	ModeHostMount Mode = "host-mount"
+	// ModeRawBlock exposes the device node itself, owned by the
+	// container's root; allowed only in a user namespace unless the policy
+	// says otherwise.
+	ModeRawBlock Mode = "raw-block"
+)
+
+// Spec asks for one volume.
+type Spec struct {
+	// Source is the host path (block device, image file, directory); empty
+	// for tmpfs.
+	Source string
+	// Destination is the absolute path inside the container.
+	Destination string
+	ReadOnly    bool
+	Mode        Mode
+	// Kind is found from Source when empty.
+	Kind Kind
+	// TmpfsSize is the size of a tmpfs volume in bytes (0: the kernel's
+	// default of half the RAM is refused; give a size).
+	TmpfsSize int64
+}
+
+// ParseSpec reads the command-line form SRC:DST[:ro][:raw], or
+// tmpfs:DST[:size=BYTES][:ro] for a tmpfs.
+func ParseSpec(s string) (Spec, error) {
+	bad := func(format string, a ...any) (Spec, error) {
+		return Spec{}, fmt.Errorf("volume %q: %s: %w", s, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+	}
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 {
+		return bad("want SRC:DST[:ro][:raw]")
+	}
+	sp := Spec{Source: parts[0], Destination: parts[1], Mode: ModeHostMount}
+	if sp.Source == "tmpfs" {
+		sp.Source, sp.Kind = "", KindTmpfs
+	}
+	for _, opt := range parts[2:] {
+		switch {
+		case opt == "ro":
+			sp.ReadOnly = true
+		case opt == "rw":
+		case opt == "raw":
+			sp.Mode = ModeRawBlock
+		case strings.HasPrefix(opt, "size=") && sp.Kind == KindTmpfs:
+			n, err := ParseBytes(strings.TrimPrefix(opt, "size="))
+			if err != nil {
+				return bad("%v", err)
+			}
+			sp.TmpfsSize = n
+		default:
+			return bad("unknown option %q", opt)
+		}
+	}
+	return sp, nil
+}
+
+// ParseBytes reads a size with an optional k, m, g or t suffix (powers of
+// 1024).
+func ParseBytes(v string) (int64, error) {
+	mult := int64(1)
+	lower := strings.ToLower(strings.TrimSuffix(strings.ToLower(v), "b"))
+	for suffix, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40} {
+		if strings.HasSuffix(lower, suffix) {
+			mult, lower = m, strings.TrimSuffix(lower, suffix)
+			break
+		}
+	}
+	n, err := strconv.ParseInt(lower, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want BYTES with an optional k, m, g or t suffix", v)
+	}
+	return n * mult, nil
+}
+
+// resolve checks the spec and fills in Kind from the source.
+func (s Spec) resolve() (Spec, error) {
+	name := s.Destination
+	bad := func(format string, a ...any) (Spec, error) {
+		return Spec{}, fmt.Errorf("volume %s: %s: %w", name, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(s.Destination) || filepath.Clean(s.Destination) != s.Destination || s.Destination == "/" {
+		return bad("destination %q must be a clean absolute path other than /", s.Destination)
+	}
+	if s.Mode == "" {
+		s.Mode = ModeHostMount
+	}
+	if s.Mode != ModeHostMount && s.Mode != ModeRawBlock {
+		return bad("unknown mode %q", s.Mode)
+	}
+	if s.Kind == KindTmpfs || (s.Kind == "" && s.Source == "") {
+		s.Kind = KindTmpfs
+		if s.Source != "" {
+			return bad("a tmpfs has no source")
+		}
+		if s.TmpfsSize <= 0 {
+			return bad("a tmpfs needs a size")
+		}
+		if s.Mode == ModeRawBlock {
+			return bad("a tmpfs cannot be raw")
+		}
+		return s, nil
+	}
+	if !filepath.IsAbs(s.Source) {
+		return bad("source %q is not an absolute path", s.Source)
+	}
+	fi, err := os.Stat(s.Source)
+	if err != nil {
+		return bad("source: %v", err)
+	}
+	var kind Kind
+	switch {
+	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+		kind = KindBlock
+	case fi.Mode().IsRegular():
+		kind = KindImage
+	case fi.IsDir():
+		kind = KindDir
+	default:
+		return bad("source %s is neither a block device, a file nor a directory", s.Source)
+	}
+	if s.Kind != "" && s.Kind != kind {
+		return bad("source %s is a %s, not a %s", s.Source, kind, s.Kind)
+	}
+	s.Kind = kind
+	if s.Kind == KindDir && s.Mode == ModeRawBlock {
+		return bad("a directory cannot be raw")
+	}
+	return s, nil
+}
