@@ -4,13 +4,21 @@
 GO ?= go
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench vet
+.PHONY: demo test setup bench bench-volume vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
 
+# Fuzz targets run briefly on every test run (one package per invocation).
+FUZZTIME ?= 10s
+FUZZ_TARGETS = ./volume:FuzzProbe
+
 test: setup vet
 	$(GO) test $(GOTESTFLAGS) ./...
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) "$${t%%:*}" || exit 1; \
+	done
 
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
@@ -23,3 +31,6 @@ setup:
 
 bench: setup
 	./scripts/bench-run.sh
+
+bench-volume: setup
+	./scripts/bench-volume.sh

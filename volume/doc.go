@@ -1,9 +1,47 @@
-// Package volume will own berth's volumes: block devices, filesystem image
-// files, host directories and shares attached to containers, with a
-// filesystem-type whitelist checked on the superblock before any mount, raw
-// block devices exposed only to user-namespaced containers, and crash-safe
-// attach records so that no mount or loop device is ever leaked.
+// Package volume attaches volumes to containers without letting a tenant's
+// bytes reach the host kernel unchecked.
 //
-// The portable runtime layer applies it, so no backend can bypass it. It is
-// being built; see the volumes issue.
+// Sources are host block devices (what os-brick leaves after connecting a
+// Cinder volume), filesystem image files (attached to a loop device with
+// LOOP_CONFIGURE: autoclear, no partition scan), host directories or
+// already mounted shares (Manila-style), and tmpfs with a size.
+//
+// # Probe and policy
+//
+// Probe reads the superblock area and names the format (KnownFilesystems:
+// ext2/3/4, xfs, btrfs, vfat, exfat, ntfs, squashfs, erofs, iso9660, swap,
+// LUKS, DOS and GPT partition tables); tests compare it with `blkid -p`.
+// Bytes with two valid signatures are ambiguous and refused, bytes with none
+// are refused. The device probed is the device mounted (the loop device
+// holding the open image), and the mount names the probed type: the kernel
+// never auto-detects. Policy is one value held by the runtime: the
+// filesystem whitelist (default ext4, which also serves ext2 and ext3, xfs
+// and tmpfs), forced nosuid and nodev (noexec optional), read-only mounts
+// that also skip journal replay (noload, norecovery), an optional read-only
+// fsck (e2fsck -n -f, xfs_repair -n) whose failure refuses the attach, and
+// the raw-block rule. berth never formats a volume.
+//
+// # Modes
+//
+// Host-mount (the default for block devices and images) mounts the checked
+// filesystem on the host under the state directory and binds it into the
+// container; the container never holds the device. Read-only attachments of
+// one source share one host mount, counted by their records; a read-write
+// block or image volume is exclusive, and a block device the host has
+// mounted is refused.
+//
+// Raw-block exposes a device node made for the container, owned by its
+// mapped root, and allowed in its devices cgroup. It is only allowed for a
+// container with its own user namespace, where the kernel refuses to mount
+// block filesystems; without one it is failed-precondition unless
+// Policy.RawBlockWithoutUserNamespace says otherwise.
+//
+// # Crash safety
+//
+// Manager writes each attachment's record before it acts and marks it
+// complete after; OpenManager in the next process undoes incomplete ones
+// and, given a liveness check, those of containers that no longer exist.
+// Loop devices of host mounts are autoclear (the mount holds them), loop
+// devices of raw images are found again by their backing file: a process
+// killed at any point leaks no mount, loop device or node.
 package volume
