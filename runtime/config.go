@@ -21,6 +21,16 @@ type Config struct {
 	// comes from, and Root.Path must be empty. Backends that do not take
 	// images refuse it with not-implemented.
 	Image string
+	// RootDisk, when set, is an existing filesystem image file to adopt
+	// as the container's root disk (a snapshot, or a disk moved from
+	// another root), on backends with Capabilities.RootDisk; Root.Path
+	// must then be empty. The disk goes through the volume policy.
+	RootDisk string
+	// DiskSize is the size in bytes of the container's own root disk, on
+	// backends that give it one (Capabilities.RootDisk); 0 takes the
+	// backend's default. Other backends refuse a size with
+	// not-implemented.
+	DiskSize int64
 	// UserNamespace asks for a private user namespace: berth allocates a
 	// host ID range for the container from the runtime's pool and maps
 	// the container's 0..size-1 onto it. Any user namespace or ID mapping
@@ -104,13 +114,20 @@ func validateConfig(id string, c *Config) error {
 		return bad("no spec")
 	}
 	s := c.Spec
+	sources := 0
+	for _, set := range []bool{c.Image != "", c.RootDisk != "", s.Root != nil && s.Root.Path != ""} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case c.Image != "" && s.Root != nil && s.Root.Path != "":
-		return bad("both an image and a root filesystem directory given")
-	case c.Image != "":
-	case s.Root == nil || s.Root.Path == "":
-		return bad("spec has no root filesystem and no image")
-	case !filepath.IsAbs(s.Root.Path):
+	case sources > 1:
+		return bad("give one of a root filesystem directory, an image or a root disk")
+	case sources == 0:
+		return bad("spec has no root filesystem, image or root disk")
+	case c.RootDisk != "" && !filepath.IsAbs(c.RootDisk):
+		return bad("root disk %q is not an absolute path", c.RootDisk)
+	case s.Root != nil && s.Root.Path != "" && !filepath.IsAbs(s.Root.Path):
 		return bad("root filesystem %q is not an absolute path", s.Root.Path)
 	}
 	if s.Process == nil || len(s.Process.Args) == 0 {

@@ -225,6 +225,9 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 	if err := c.capable("hot attach", c.r.caps.HotAttach); err != nil {
 		return err
 	}
+	if filepath.Clean(v.Destination) == "/" {
+		return fmt.Errorf("container %q: volume %s: a volume cannot replace the root filesystem: %w", c.id, v.Destination, errdefs.ErrInvalidArgument)
+	}
 	if v.Mode == volume.ModeRawBlock && !c.r.caps.RawBlock {
 		return fmt.Errorf("container %q: volume %s: raw block devices: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
 	}
@@ -286,6 +289,34 @@ func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
 func (c *Container) volumeSpecs() []volume.Spec {
 	v, _ := c.r.volumes.Attachments(c.id)
 	return v
+}
+
+// ResizeDisk grows the container's root disk to size bytes; a running
+// container sees the space at once (Capabilities.DiskResize).
+func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
+	if err := c.capable("resize disk", c.r.caps.DiskResize); err != nil {
+		return err
+	}
+	if size <= 0 {
+		return fmt.Errorf("container %q: disk size %d: %w", c.id, size, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.require(ctx, "resize the disk of", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.ResizeDisk(ctx, c.id, size))
+}
+
+// Snapshot writes an uncompressed tar archive of the container's root
+// filesystem as it was at one instant; a running container is frozen only
+// for as long as the backend needs (Capabilities.Snapshot).
+func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
+	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.d.Snapshot(ctx, c.id, w))
 }
 
 // Process is an extra process started by Exec.

@@ -120,7 +120,10 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err := validateConfig(id, cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Image == "" {
+	if cfg.RootDisk != "" && !r.caps.RootDisk {
+		return nil, fmt.Errorf("container %q: root disk: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.Image == "" && cfg.RootDisk == "" {
 		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
 		}
@@ -129,6 +132,12 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
 		return nil, wrap(id, err)
+	}
+	if cfg.DiskSize != 0 && !r.caps.RootDisk {
+		return nil, fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.DiskSize < 0 {
+		return nil, fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
 	}
 	spec := cloneSpec(cfg.Spec)
 	var rng IDRange
@@ -149,7 +158,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		spec.Linux.UIDMappings = m
 		spec.Linux.GIDMappings = m
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, DiskSize: cfg.DiskSize, RootDisk: cfg.RootDisk, Labels: cfg.Labels, IO: cfg.IO}
 	// The owner lock keeps volume recovery in another process from taking
 	// these attachments for leftovers while the container does not exist.
 	unlock, err := r.volumes.LockOwner(id)
@@ -231,6 +240,9 @@ func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, 
 	}
 	userns := rng.Size > 0
 	for _, v := range vols {
+		if filepath.Clean(v.Destination) == "/" {
+			return fmt.Errorf("volume %s: a volume cannot replace the root filesystem: %w", v.Destination, errdefs.ErrInvalidArgument)
+		}
 		if v.Mode == volume.ModeRawBlock && !r.caps.RawBlock {
 			return fmt.Errorf("volume %s: raw block devices: %w", v.Destination, errdefs.ErrNotImplemented)
 		}

@@ -126,6 +126,28 @@ func (m *Manager) LockOwner(owner string) (func(), error) {
 	return flock(filepath.Join(m.dir, "owners", owner+".lock"), true)
 }
 
+// TryLockOwner is LockOwner without waiting: it fails at once (EWOULDBLOCK)
+// while another holder has the owner.
+func (m *Manager) TryLockOwner(owner string) (func(), error) {
+	return flock(filepath.Join(m.dir, "owners", owner+".lock"), false)
+}
+
+// HostMount returns the host mount point of owner's host-mounted volume at
+// dst (where its filesystem is mounted on the host).
+func (m *Manager) HostMount(owner, dst string) (string, error) {
+	recs, err := m.records()
+	if err != nil {
+		return "", err
+	}
+	id := attachmentID(owner, filepath.Clean(dst))
+	for _, r := range recs {
+		if r.ID == id && r.Complete && r.MountKey != "" {
+			return m.mountpoint(r.MountKey), nil
+		}
+	}
+	return "", fmt.Errorf("volume %s: no host mount for %s: %w", dst, owner, errdefs.ErrNotFound)
+}
+
 func flock(path string, block bool) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -414,18 +436,23 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (Filesystem
 	if m.policy.NoExec {
 		flags |= unix.MS_NOEXEC
 	}
-	data := ""
+	var data []string
+	if fs.Driver == "xfs" {
+		// Copies of one filesystem (snapshots) share a UUID; xfs would
+		// refuse all but the first.
+		data = append(data, "nouuid")
+	}
 	if sp.ReadOnly {
 		flags |= unix.MS_RDONLY
 		// Read-only must mean no write at all: no journal replay.
 		switch fs.Driver {
 		case "ext4":
-			data = "noload"
+			data = append(data, "noload")
 		case "xfs":
-			data = "norecovery"
+			data = append(data, "norecovery")
 		}
 	}
-	if err := unix.Mount(path, mp, fs.Driver, flags, data); err != nil {
+	if err := unix.Mount(path, mp, fs.Driver, flags, strings.Join(data, ",")); err != nil {
 		_ = os.Remove(mp)
 		return fs, fmt.Errorf("mount %s (%s) at %s: %v: %w", sp.Source, fs.Type, mp, err, errdefs.ErrInvalidArgument)
 	}

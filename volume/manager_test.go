@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,8 +61,6 @@ type snapshot struct {
 
 func takeSnapshot(t *testing.T, image string) snapshot {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	require.NoError(t, err)
 	bound, err := loop.Backing()
 	require.NoError(t, err)
 	var loops []string
@@ -70,7 +69,17 @@ func takeSnapshot(t *testing.T, image string) snapshot {
 			loops = append(loops, dev)
 		}
 	}
-	return snapshot{string(b), loops}
+	// Other test packages mount containers meanwhile: what an attach of
+	// image could add is a mount of one of its loop devices.
+	ms, err := mountinfo.GetMounts(func(i *mountinfo.Info) (bool, bool) {
+		return !strings.HasPrefix(i.Source, "/dev/loop") || !slices.Contains(loops, i.Source), false
+	})
+	require.NoError(t, err)
+	var mounts []string
+	for _, m := range ms {
+		mounts = append(mounts, m.Source+" "+m.Mountpoint)
+	}
+	return snapshot{strings.Join(mounts, "\n"), loops}
 }
 
 // requireClean checks that nothing of dir's is mounted, no loop device is

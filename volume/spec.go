@@ -115,8 +115,8 @@ func (s Spec) resolve() (Spec, error) {
 	bad := func(format string, a ...any) (Spec, error) {
 		return Spec{}, fmt.Errorf("volume %s: %s: %w", name, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
 	}
-	if !filepath.IsAbs(s.Destination) || filepath.Clean(s.Destination) != s.Destination || s.Destination == "/" {
-		return bad("destination %q must be a clean absolute path other than /", s.Destination)
+	if !filepath.IsAbs(s.Destination) || filepath.Clean(s.Destination) != s.Destination {
+		return bad("destination %q must be a clean absolute path", s.Destination)
 	}
 	if s.Mode == "" {
 		s.Mode = ModeHostMount

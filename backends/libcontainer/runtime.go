@@ -133,7 +133,7 @@ func (r *Runtime) readRecord(id string) (*record, error) {
 func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Exec: true, Pause: true, Update: true, Stats: true, Logs: true,
-		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true,
+		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true, Snapshot: true,
 	}
 }
 

@@ -259,7 +259,7 @@ func inMountNS(pid, uid, gid int, fn func() error) error {
 	}
 	defer ns.Close()
 	errc := make(chan error, 1)
-	go func() {
+	work := func() {
 		// Never unlocked: the changed thread dies with this goroutine.
 		goruntime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
@@ -273,6 +273,20 @@ func inMountNS(pid, uid, gid int, fn func() error) error {
 		unix.Setfsgid(gid)
 		unix.Setfsuid(uid)
 		errc <- fn()
+	}
+	go func() {
+		goruntime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			work()
+			return
+		}
+		// The main thread never ends, so it would stay in the container's
+		// namespace (and keep its root filesystem busy): hold it here
+		// while the work happens on another thread.
+		done := make(chan struct{})
+		go func() { defer close(done); work() }()
+		<-done
+		goruntime.UnlockOSThread()
 	}()
 	return <-errc
 }

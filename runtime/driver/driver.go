@@ -40,8 +40,9 @@ type Capabilities struct {
 	UserNamespaceShared bool
 	RawBlock            bool // block device nodes exposed into the container
 	HotAttach           bool // volumes attached to and detached from a running container
+	RootDisk            bool // each container's root filesystem is a disk of its own size (CreateRequest.DiskSize)
 	DiskResize          bool // the container's root disk can grow while it runs
-	Snapshot            bool // consistent copy of the root filesystem while running
+	Snapshot            bool // consistent archive of the root filesystem while running
 	// CgroupNamespace is true when a container sees its own cgroup at
 	// /sys/fs/cgroup, so that its limits can be read from inside.
 	CgroupNamespace bool
@@ -68,6 +69,12 @@ type CreateRequest struct {
 	// Image is the reference of the image to run, or empty. A backend that
 	// does not take images returns not-implemented.
 	Image string
+	// DiskSize is the size in bytes of the container's root disk, for
+	// backends with Capabilities.RootDisk (0: the backend's default).
+	DiskSize int64
+	// RootDisk is an existing filesystem image to adopt as the root disk
+	// (Capabilities.RootDisk), or empty.
+	RootDisk string
 	// Devices are raw block devices to expose (volumes in raw-block
 	// mode), already checked by the volume policy. Host-mounted volumes
 	// arrive as bind mounts in Spec.Mounts.
@@ -188,6 +195,13 @@ type Runtime interface {
 	AttachVolume(ctx context.Context, id string, a *Attachment) error
 	// DetachVolume removes the volume at dst from the running container.
 	DetachVolume(ctx context.Context, id string, dst string) error
+	// ResizeDisk grows the container's root disk to size bytes, online
+	// (Capabilities.DiskResize).
+	ResizeDisk(ctx context.Context, id string, size int64) error
+	// Snapshot writes an uncompressed tar archive of the container's root
+	// filesystem as it was at one instant, even while it runs
+	// (Capabilities.Snapshot).
+	Snapshot(ctx context.Context, id string, w io.Writer) error
 
 	// As reaches backend-native types (see the backend's documentation).
 	As(i any) bool

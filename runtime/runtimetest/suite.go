@@ -54,6 +54,8 @@ func Run(t *testing.T, h Harness) {
 		{"VolumeRefused", testVolumeRefused},
 		{"VolumeRawBlock", testVolumeRawBlock},
 		{"VolumeHotAttach", testVolumeHotAttach},
+		{"Snapshot", testSnapshot},
+		{"RootDisk", testRootDisk},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,51 @@
+package libcontainer
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/containerd/errdefs"
+	lc "github.com/opencontainers/runc/libcontainer"
+
+	"github.com/berthrun/berth/internal/tarutil"
+)
+
+// ResizeDisk implements driver.Runtime: containers of this engine have no
+// disk of their own.
+func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
+	return fmt.Errorf("resize disk: containers of the embedded engine share the host's filesystem: %w", errdefs.ErrNotImplemented)
+}
+
+// Snapshot implements driver.Runtime: the container is frozen while its
+// root filesystem is archived, so the archive is one instant of it.
+func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return err
+	}
+	return r.frozen(id, func() error {
+		// The source tree, not the ID-mapped view: the archive keeps the
+		// owners as the container sees them.
+		return tarutil.WriteDir(w, rec.Spec.Root.Path)
+	})
+}
+
+// frozen runs fn with the container paused if it runs, and thaws it after.
+func (r *Runtime) frozen(id string, fn func() error) error {
+	c, err := lc.Load(r.runcRoot(), id)
+	if err != nil {
+		return fn() // never started, or destroyed: nothing runs
+	}
+	st, err := c.Status()
+	if err != nil {
+		return classify(err)
+	}
+	if st == lc.Running {
+		if err := c.Pause(); err != nil {
+			return fmt.Errorf("freeze: %w", classify(err))
+		}
+		defer func() { _ = c.Resume() }()
+	}
+	return fn()
+}

@@ -1,0 +1,211 @@
+package parallels
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// A diskFS is a filesystem a root disk can be made of.
+type diskFS struct {
+	name string
+	// minSize is the smallest disk mkfs accepts.
+	minSize int64
+	// populate makes the filesystem in the image file at path from the
+	// tree under rootfs, without mounting anything; it returns directories
+	// whose modes must be fixed once mounted.
+	populate func(ctx context.Context, path, rootfs string) ([]fixup, error)
+	// grow extends the mounted filesystem at mp on device dev to the
+	// device's new size.
+	grow func(ctx context.Context, dev, mp string) error
+	// growCapability is the capability online growth needs.
+	growCapability int
+}
+
+// fixup is a mode a protofile cannot express (the sticky bit).
+type fixup struct {
+	rel  string
+	mode os.FileMode
+}
+
+// diskFilesystems lists the root disk filesystems: ext4 (the default,
+// filled by mkfs.ext4 -d) and xfs (filled from a protofile). Online growth
+// of ext4 needs CAP_SYS_RESOURCE, of xfs CAP_SYS_ADMIN.
+var diskFilesystems = map[string]diskFS{
+	"ext4": {name: "ext4", minSize: 16 << 20, populate: populateExt4, grow: growExt4, growCapability: unix.CAP_SYS_RESOURCE},
+	"xfs":  {name: "xfs", minSize: 300 << 20, populate: populateXFS, grow: growXFS, growCapability: unix.CAP_SYS_ADMIN},
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func populateExt4(ctx context.Context, path, rootfs string) ([]fixup, error) {
+	return nil, run(ctx, "mkfs.ext4", "-q", "-F", "-L", "berth-root", "-E", "root_owner=0:0", "-d", rootfs, path)
+}
+
+func growExt4(ctx context.Context, dev, mp string) error { return run(ctx, "resize2fs", dev) }
+
+func growXFS(ctx context.Context, dev, mp string) error { return run(ctx, "xfs_growfs", mp) }
+
+// populateXFS writes an xfs protofile describing rootfs (owners, modes,
+// symlinks, device nodes, file contents by host path) and lets mkfs.xfs
+// build the filesystem from it. Protofiles cannot hold names with blanks,
+// the sticky bit (returned as fixups) or hard links (copied).
+func populateXFS(ctx context.Context, path, rootfs string) ([]fixup, error) {
+	proto, err := os.CreateTemp(filepath.Dir(path), "proto-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(proto.Name())
+	w := bufio.NewWriter(proto)
+	var fixups []fixup
+	fmt.Fprintln(w, "berth")
+	fmt.Fprintln(w, "0 0")
+	var walk func(dir, rel string, depth int) error
+	entry := func(fi fs.FileInfo) (string, error) {
+		st := fi.Sys().(*syscall.Stat_t)
+		m := fi.Mode()
+		t := "-"
+		switch {
+		case m.IsDir():
+			t = "d"
+		case m&fs.ModeSymlink != 0:
+			t = "l"
+		case m&fs.ModeCharDevice != 0:
+			t = "c"
+		case m&fs.ModeDevice != 0:
+			t = "b"
+		case m&fs.ModeNamedPipe != 0:
+			t = "p"
+		case m.IsRegular():
+		default:
+			return "", nil // sockets
+		}
+		u, g := "-", "-"
+		if m&fs.ModeSetuid != 0 {
+			u = "u"
+		}
+		if m&fs.ModeSetgid != 0 {
+			g = "g"
+		}
+		return fmt.Sprintf("%s%s%s%03o %d %d", t, u, g, m.Perm(), st.Uid, st.Gid), nil
+	}
+	walk = func(dir, rel string, depth int) error {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if strings.ContainsAny(name, " \t\n$") {
+				return fmt.Errorf("%s: names with blanks or $ cannot go on an xfs root disk: %w", filepath.Join(rel, name), errdefs.ErrInvalidArgument)
+			}
+			full := filepath.Join(dir, name)
+			fi, err := os.Lstat(full)
+			if err != nil {
+				return err
+			}
+			head, err := entry(fi)
+			if err != nil || head == "" {
+				continue
+			}
+			indent := strings.Repeat(" ", depth)
+			st := fi.Sys().(*syscall.Stat_t)
+			switch head[0] {
+			case '-':
+				fmt.Fprintf(w, "%s%s %s %s\n", indent, name, head, full)
+			case 'l':
+				target, err := os.Readlink(full)
+				if err != nil {
+					return err
+				}
+				if strings.ContainsAny(target, " \t\n") {
+					return fmt.Errorf("%s: symlink target with blanks: %w", filepath.Join(rel, name), errdefs.ErrInvalidArgument)
+				}
+				fmt.Fprintf(w, "%s%s %s %s\n", indent, name, head, target)
+			case 'b', 'c':
+				fmt.Fprintf(w, "%s%s %s %d %d\n", indent, name, head, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+			case 'p':
+				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
+			case 'd':
+				if fi.Mode()&fs.ModeSticky != 0 {
+					fixups = append(fixups, fixup{filepath.Join(rel, name), fi.Mode()})
+				}
+				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
+				if err := walk(full, filepath.Join(rel, name), depth+1); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%s$\n", indent)
+			}
+		}
+		return nil
+	}
+	rootFI, err := os.Lstat(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	head, _ := entry(rootFI)
+	fmt.Fprintln(w, head)
+	if err := walk(rootfs, "", 1); err != nil {
+		proto.Close()
+		return nil, err
+	}
+	fmt.Fprintln(w, "$")
+	if err := w.Flush(); err != nil {
+		proto.Close()
+		return nil, err
+	}
+	if err := proto.Close(); err != nil {
+		return nil, err
+	}
+	return fixups, run(ctx, "mkfs.xfs", "-q", "-f", "-L", "berth-root", "-p", proto.Name(), path)
+}
+
+// applyFixups sets the modes a protofile could not, under the freshly
+// mounted disk at mp (nothing has run on it yet).
+func applyFixups(mp string, fixups []fixup) error {
+	for _, f := range fixups {
+		p, err := securejoin.SecureJoin(mp, f.rel)
+		if err != nil {
+			return err
+		}
+		mode := uint32(f.mode.Perm())
+		if f.mode&fs.ModeSticky != 0 {
+			mode |= unix.S_ISVTX
+		}
+		if f.mode&fs.ModeSetgid != 0 {
+			mode |= unix.S_ISGID
+		}
+		if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.EOPNOTSUPP {
+			return fmt.Errorf("chmod %s: %w", f.rel, err)
+		}
+	}
+	return nil
+}
+
+// hasCapability reports whether this process holds cap in its effective
+// set (a sandbox may lack CAP_SYS_RESOURCE, which ext4's online resize
+// needs).
+func hasCapability(cap int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[cap/32].Effective&(1<<(uint(cap)%32)) != 0
+}

@@ -1,0 +1,107 @@
+package parallels_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/backends/parallels"
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/runtime/runtimetest"
+)
+
+func runOut(t *testing.T, ctx context.Context, rt *runtime.Runtime, id string, cfg *runtime.Config) string {
+	t.Helper()
+	var out syncBuf
+	cfg.IO = runtime.IO{Stdout: &out, Stderr: &out}
+	c, err := rt.Create(ctx, id, cfg)
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	_, err = c.Wait(ctx)
+	require.NoError(t, err)
+	return out.String()
+}
+
+// Cold move: a stopped container's disk and config go to another root,
+// where the container starts again with its data.
+func TestColdMove(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := &harness{fs: "ext4"}
+	src, dst := h.Open(t), h.Open(t)
+	id := runtimetest.NewID("move")
+	cfg := h.Config(t, "/bin/sh", "-c", "echo moved-data > /data-file; cat /proc/self/uid_map")
+	cfg.UserNamespace = true
+	first := runOut(t, ctx, src, id, cfg)
+	c, err := src.Get(ctx, id)
+	require.NoError(t, err)
+
+	var engine *parallels.Runtime
+	require.True(t, src.As(&engine))
+	dir := filepath.Join(t.TempDir(), "moving")
+	require.NoError(t, engine.Export(ctx, id, dir))
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	require.Empty(t, leftovers(t, stateRoot(t, src), id))
+
+	exp, disk, err := parallels.ReadExport(dir)
+	require.NoError(t, err)
+	require.True(t, exp.UserNamespace)
+	exp.Spec.Process.Args = []string{"/bin/sh", "-c", "cat /data-file; cat /proc/self/uid_map"}
+	out := runOut(t, ctx, dst, id, &runtime.Config{Spec: exp.Spec, RootDisk: disk, UserNamespace: exp.UserNamespace})
+	require.Contains(t, out, "moved-data\n", "the data came along")
+	require.Contains(t, first, "0 ")
+	c2, err := dst.Get(ctx, id)
+	require.NoError(t, err)
+	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
+	require.Empty(t, leftovers(t, stateRoot(t, dst), id))
+
+	// A running container cannot be moved.
+	c3, err := src.Create(ctx, runtimetest.NewID("busy"), h.Config(t, "/bin/sleep", "100"))
+	require.NoError(t, err)
+	require.NoError(t, c3.Start(ctx))
+	err = engine.Export(ctx, c3.ID(), filepath.Join(t.TempDir(), "x"))
+	require.Error(t, err)
+	require.NoError(t, c3.Delete(ctx, runtime.DeleteOptions{Force: true}))
+}
+
+// A disk snapshot of a running container starts as a new container holding
+// what was written before it.
+func TestSnapshotDiskStartsElsewhere(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := &harness{fs: "ext4"}
+	rt := h.Open(t)
+	var out syncBuf
+	cfg := h.Config(t, "/bin/sh", "-c", "echo before-snapshot > /state; echo ready; sleep 1000")
+	cfg.IO = runtime.IO{Stdout: &out, Stderr: &out}
+	c, err := rt.Create(ctx, runtimetest.NewID("live"), cfg)
+	require.NoError(t, err)
+	defer c.Delete(context.Background(), runtime.DeleteOptions{Force: true})
+	require.NoError(t, c.Start(ctx))
+	require.Eventually(t, func() bool { return out.String() == "ready\n" }, time.Minute, 20*time.Millisecond)
+
+	var engine *parallels.Runtime
+	require.True(t, rt.As(&engine))
+	snap := filepath.Join(t.TempDir(), "snap.img")
+	require.NoError(t, engine.SnapshotDisk(ctx, c.ID(), snap))
+	st, err := c.State(ctx)
+	require.NoError(t, err)
+	require.Equal(t, runtime.StatusRunning, st, "thawed after the snapshot")
+
+	other := h.Open(t)
+	spec := runtime.DefaultSpec("", "/bin/cat", "/state")
+	spec.Root = nil
+	id := runtimetest.NewID("fromsnap")
+	got := runOut(t, ctx, other, id, &runtime.Config{Spec: spec, RootDisk: snap})
+	require.Equal(t, "before-snapshot\n", got)
+	c2, err := other.Get(ctx, id)
+	require.NoError(t, err)
+	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
+	require.Empty(t, leftovers(t, stateRoot(t, other), id))
+}
