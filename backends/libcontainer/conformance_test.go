@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -26,7 +25,7 @@ func TestMain(m *testing.M) {
 
 type harness struct {
 	opts   []libcontainer.Option
-	rootfs sync.Map // *testing.T -> rootfs dir
+	rootfs fixture.PerTest
 }
 
 func (h *harness) open(t *testing.T, root string) *runtime.Runtime {
@@ -53,13 +52,7 @@ func (h *harness) Reopen(t *testing.T, rt *runtime.Runtime) *runtime.Runtime {
 }
 
 func (h *harness) Config(t *testing.T, args ...string) *runtime.Config {
-	dir, ok := h.rootfs.Load(t)
-	if !ok {
-		dir = fixture.BusyboxTB(t)
-		h.rootfs.Store(t, dir)
-		t.Cleanup(func() { h.rootfs.Delete(t) })
-	}
-	return &runtime.Config{Spec: runtime.DefaultSpec(dir.(string), args...)}
+	return &runtime.Config{Spec: runtime.DefaultSpec(h.rootfs.For(t), args...)}
 }
 
 func (h *harness) Leftovers(t *testing.T, rt *runtime.Runtime, id string) []string {

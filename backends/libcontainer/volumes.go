@@ -60,18 +60,9 @@ func access(d driver.Device) string {
 // as a detached mount (open_tree or fsmount), then moved into the
 // container's mount namespace; a device is also allowed in its cgroup.
 func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
-	c, err := r.load(id)
+	c, st, rootUID, rootGID, err := r.running(id)
 	if err != nil {
 		return err
-	}
-	st, err := c.State()
-	if err != nil {
-		return classify(err)
-	}
-	cfg := c.Config()
-	rootUID, rootGID := 0, 0
-	if len(cfg.UIDMappings) > 0 {
-		rootUID, rootGID = int(cfg.UIDMappings[0].HostID), int(cfg.GIDMappings[0].HostID)
 	}
 	var tree int
 	var dst string
@@ -124,20 +115,25 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 	return nil
 }
 
+// running loads a container with its state and the host IDs of its root.
+func (r *Runtime) running(id string) (c *lc.Container, st *lc.State, rootUID, rootGID int, err error) {
+	if c, err = r.load(id); err != nil {
+		return nil, nil, 0, 0, err
+	}
+	if st, err = c.State(); err != nil {
+		return nil, nil, 0, 0, classify(err)
+	}
+	if cfg := c.Config(); len(cfg.UIDMappings) > 0 {
+		rootUID, rootGID = int(cfg.UIDMappings[0].HostID), int(cfg.GIDMappings[0].HostID)
+	}
+	return c, st, rootUID, rootGID, nil
+}
+
 // DetachVolume implements driver.Runtime.
 func (r *Runtime) DetachVolume(ctx context.Context, id, dst string) error {
-	c, err := r.load(id)
+	c, st, rootUID, rootGID, err := r.running(id)
 	if err != nil {
 		return err
-	}
-	st, err := c.State()
-	if err != nil {
-		return classify(err)
-	}
-	cfg := c.Config()
-	rootUID, rootGID := 0, 0
-	if len(cfg.UIDMappings) > 0 {
-		rootUID, rootGID = int(cfg.UIDMappings[0].HostID), int(cfg.GIDMappings[0].HostID)
 	}
 	var dev *unix.Stat_t
 	err = inMountNS(st.InitProcessPid, rootUID, rootGID, func() error {

@@ -3,7 +3,6 @@ package parallels_test
 import (
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,7 +21,7 @@ func TestMain(m *testing.M) {
 
 type harness struct {
 	fs     string
-	rootfs sync.Map
+	rootfs fixture.PerTest
 }
 
 func (h *harness) open(t *testing.T, root string) *runtime.Runtime {
@@ -50,13 +49,7 @@ func stateRoot(t *testing.T, rt *runtime.Runtime) string {
 }
 
 func (h *harness) Config(t *testing.T, args ...string) *runtime.Config {
-	dir, ok := h.rootfs.Load(t)
-	if !ok {
-		dir = fixture.BusyboxTB(t)
-		h.rootfs.Store(t, dir)
-		t.Cleanup(func() { h.rootfs.Delete(t) })
-	}
-	return &runtime.Config{Spec: runtime.DefaultSpec(dir.(string), args...)}
+	return &runtime.Config{Spec: runtime.DefaultSpec(h.rootfs.For(t), args...)}
 }
 
 func (h *harness) Leftovers(t *testing.T, rt *runtime.Runtime, id string) []string {
