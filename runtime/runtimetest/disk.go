@@ -18,7 +18,7 @@ func testSnapshot(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt := h.Open(t)
 	out := newBuffer()
-	cfg := h.Config(t, "/bin/sh", "-c", "echo snapped > /snapmarker; echo ready; i=0; while true; do i=$((i+1)); echo $i > /counter.tmp; mv /counter.tmp /counter; sleep 0.05; done")
+	cfg := h.Config(t, "/bin/sh", "-c", "echo snapped > /snapmarker; echo 0 > /counter; echo ready; i=0; while true; do i=$((i+1)); echo $i > /counter.tmp; mv /counter.tmp /counter; sleep 0.05; done")
 	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
 	c := create(t, rt, NewID("snap"), cfg)
 	if !rt.Capabilities().Snapshot {
