@@ -4,7 +4,7 @@
 GO ?= go
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench bench-volume vet
+.PHONY: demo test setup bench bench-volume bench-docker vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
@@ -34,3 +34,6 @@ bench: setup
 
 bench-volume: setup
 	./scripts/bench-volume.sh
+
+bench-docker: setup
+	./scripts/bench-docker.sh

@@ -145,18 +145,22 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		if !r.caps.UserNamespace {
 			return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
 		}
-		var err error
-		rng, err = r.ids.allocate(id, func(owner string) bool {
-			_, err := r.d.State(ctx, owner)
-			return !errdefs.IsNotFound(err)
-		})
-		if err != nil {
-			return nil, wrap(id, err)
-		}
 		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
-		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
-		spec.Linux.UIDMappings = m
-		spec.Linux.GIDMappings = m
+		// An engine with one mapping for all (Docker's userns-remap)
+		// fills it in itself; the others get a block of their own.
+		if !r.caps.UserNamespaceShared {
+			var err error
+			rng, err = r.ids.allocate(id, func(owner string) bool {
+				_, err := r.d.State(ctx, owner)
+				return !errdefs.IsNotFound(err)
+			})
+			if err != nil {
+				return nil, wrap(id, err)
+			}
+			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
+			spec.Linux.UIDMappings = m
+			spec.Linux.GIDMappings = m
+		}
 	}
 	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, DiskSize: cfg.DiskSize, RootDisk: cfg.RootDisk, Labels: cfg.Labels, IO: cfg.IO}
 	// The owner lock keeps volume recovery in another process from taking
@@ -173,7 +177,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err != nil {
 		if !errdefs.IsAlreadyExists(err) {
 			_ = r.volumes.DetachAll(ctx, id)
-			if cfg.UserNamespace {
+			if rng.Size > 0 {
 				_ = r.ids.release(id)
 			}
 		}
@@ -238,7 +242,10 @@ func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, 
 	if len(vols) == 0 {
 		return nil
 	}
-	userns := rng.Size > 0
+	opts := volume.AttachOptions{UserNamespace: hasUserNamespace(req.Spec)}
+	if rng.Size > 0 {
+		opts.RootUID, opts.RootGID = rng.HostID, rng.HostID
+	}
 	for _, v := range vols {
 		if filepath.Clean(v.Destination) == "/" {
 			return fmt.Errorf("volume %s: a volume cannot replace the root filesystem: %w", v.Destination, errdefs.ErrInvalidArgument)
@@ -246,7 +253,7 @@ func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, 
 		if v.Mode == volume.ModeRawBlock && !r.caps.RawBlock {
 			return fmt.Errorf("volume %s: raw block devices: %w", v.Destination, errdefs.ErrNotImplemented)
 		}
-		att, err := r.volumes.Attach(ctx, req.ID, v, volume.AttachOptions{UserNamespace: userns, RootUID: rng.HostID, RootGID: rng.HostID})
+		att, err := r.volumes.Attach(ctx, req.ID, v, opts)
 		if err != nil {
 			return err
 		}
@@ -269,7 +276,9 @@ func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
 	if att.Mount != nil {
 		m := *att.Mount
 		m.Options = append([]string(nil), m.Options...)
-		if m.Type == "bind" && spec.Linux != nil && len(spec.Linux.UIDMappings) > 0 {
+		if m.Type == "bind" && hasUserNamespace(spec) {
+			// With the container's mapping when the runtime gave it one;
+			// an engine with a shared mapping applies its own.
 			m.Options = append(m.Options, "idmap")
 			m.UIDMappings = spec.Linux.UIDMappings
 			m.GIDMappings = spec.Linux.GIDMappings

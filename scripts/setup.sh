@@ -34,4 +34,5 @@ for c in memory cpu pids freezer; do
 		exit 1
 	fi
 done
+"$(dirname "$0")/setup-docker.sh" # containerd, and the plain and userns-remap dockerd of the docker backend
 echo "setup: ready"

@@ -1,0 +1,119 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/runtime/runtimetest"
+)
+
+// The daemons scripts/setup-docker.sh starts; BERTH_DOCKER_HOST and
+// BERTH_DOCKER_USERNS_HOST point the tests elsewhere.
+var (
+	plainHost  = envOr("BERTH_DOCKER_HOST", "unix:///run/docker.sock")
+	usernsHost = envOr("BERTH_DOCKER_USERNS_HOST", "unix:///run/berth-docker-userns.sock")
+)
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// images holds the busybox image reference per daemon, imported once.
+var images sync.Map // host -> func() (string, error)
+
+// requireDaemon skips (fails under CI=true) unless a daemon answers at
+// host, and returns the busybox image there.
+func requireDaemon(t *testing.T, host string) string {
+	t.Helper()
+	fixture.RequireRoot(t)
+	err := fixture.DockerAnswers(context.Background(), host)
+	fixture.Require(t, err == nil, fmt.Sprintf("no Docker daemon answers at %s (scripts/setup-docker.sh starts one): %v", host, err))
+	once, _ := images.LoadOrStore(host, sync.OnceValues(func() (string, error) {
+		return fixture.DockerBusybox(context.Background(), host)
+	}))
+	ref, err := once.(func() (string, error))()
+	require.NoError(t, err)
+	return ref
+}
+
+type harness struct {
+	host, image string
+	states      sync.Map // *runtime.Runtime -> state dir
+}
+
+// open returns a runtime whose scope is its state directory, as berthctl
+// does: tests running in parallel never see each other's containers.
+func (h *harness) open(t *testing.T, state string) *runtime.Runtime {
+	e, err := Open(WithHost(h.host), WithScope(state))
+	require.NoError(t, err)
+	rt, err := runtime.New(e, runtime.WithStateDir(state))
+	require.NoError(t, err)
+	h.states.Store(rt, state)
+	t.Cleanup(func() { rt.Close() })
+	return rt
+}
+
+func (h *harness) Open(t *testing.T) *runtime.Runtime {
+	return h.open(t, fixture.TempDir(t))
+}
+
+func (h *harness) Reopen(t *testing.T, rt *runtime.Runtime) *runtime.Runtime {
+	state, ok := h.states.Load(rt)
+	require.True(t, ok)
+	return h.open(t, state.(string))
+}
+
+func (h *harness) Config(t *testing.T, args ...string) *runtime.Config {
+	return &runtime.Config{Spec: runtime.DefaultSpec("", args...), Image: h.image}
+}
+
+// Leftovers: the Docker container (by name or by label) and what this
+// process held for it (attached streams, cached ID).
+func (h *harness) Leftovers(t *testing.T, rt *runtime.Runtime, id string) []string {
+	var e *Runtime
+	require.True(t, rt.As(&e))
+	var cli *client.Client
+	require.True(t, rt.As(&cli))
+	ctx := context.Background()
+	var left []string
+	if _, err := cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil {
+		left = append(left, "docker container named "+id)
+	}
+	res, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", LabelID+"="+id)})
+	require.NoError(t, err)
+	for _, c := range res.Items {
+		left = append(left, "docker container "+c.ID+" labelled "+id)
+	}
+	if _, err := os.Lstat(e.mountsDir(id)); err == nil {
+		left = append(left, "ID-mapped mounts in "+e.mountsDir(id))
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.streams[id] != nil {
+		left = append(left, "attached streams of "+id)
+	}
+	if e.ids[id] != "" {
+		left = append(left, "cached Docker ID of "+id)
+	}
+	return left
+}
+
+func TestConformance(t *testing.T) {
+	runtimetest.Run(t, &harness{host: plainHost, image: requireDaemon(t, plainHost)})
+}
+
+// The userns-remap daemon: every container in the daemon's user namespace.
+func TestConformanceUserns(t *testing.T) {
+	runtimetest.Run(t, &harness{host: usernsHost, image: requireDaemon(t, usernsHost)})
+}

@@ -1,0 +1,137 @@
+// Package docker is berth's backend on the Docker Engine: it runs berth's
+// containers through a dockerd's Engine API (github.com/moby/moby/client,
+// with API version negotiation; Docker 20.10's API 1.41 and later).
+//
+//	engine, err := docker.Open(docker.WithHost("unix:///run/docker.sock"))
+//	rt, err := runtime.New(engine, runtime.WithStateDir("/var/lib/berth"))
+//	c, err := rt.Create(ctx, "web-1", &runtime.Config{
+//		Spec: runtime.DefaultSpec("", "/bin/echo", "hi"), Image: "busybox:latest"})
+//
+// The backend calls a dozen and a half Engine API operations, declared as a
+// small interface of its own (engine.go) so that unit tests run against a
+// fake; the conformance suite runs against real daemons.
+//
+// # Record and scope
+//
+// Berth keeps no state of its own for a Docker container: the Docker name
+// is the berth ID, and labels carry the rest (org.berthrun.berth=1, the ID,
+// the runtime's scope, and the spec and caller's labels as JSON). Docker
+// keeps them across restarts of berth and of the daemon, so Wait, List and
+// every operation work from any process, at any time. Containers without
+// these labels, or of another scope (WithScope), are neither listed nor
+// touched; creating a container whose name another one holds is
+// already-exists. Docker names need two characters: a one-character ID is
+// invalid-argument.
+//
+// # Capabilities
+//
+// Exec, Pause, Update, Stats: yes. Logs: unless the daemon's log driver is
+// "none" (Docker keeps output in its log whether or not writers were given;
+// Logs reads all of it). CgroupNamespace: with API 1.41. UserNamespace and
+// UserNamespaceShared: on a userns-remap daemon only (its security options
+// name userns). RawBlock, HotAttach, DiskResize, RootDisk, Snapshot: no
+// (not-implemented).
+//
+// # User namespaces
+//
+// Docker's userns-remap maps every container of a daemon onto one range.
+// On such a daemon a container asking for a user namespace gets the
+// daemon's: the runtime's pool block cannot be honoured, and the spec
+// kept (Info) holds the mapping in force instead, the same for every
+// container (UserNamespaceShared). A container asking for none runs in the
+// host's user namespace, as its spec says (UsernsMode "host"). On a plain
+// daemon a user namespace is not-implemented. Bind mounts the spec asks to
+// be ID-mapped ("idmap", berth's volumes in a user namespace) are mounted
+// ID-mapped with the daemon's mapping by berth on the host, under the state
+// directory (WithStateDir, default /run/berth/docker), and bound into the
+// container from there: Docker cannot ID-map a bind itself.
+//
+// # From OCI spec to Docker
+//
+// What Docker can express is translated; what it cannot is refused with
+// not-implemented (or invalid-argument when the request is wrong), never
+// dropped. A create warning from the daemon (a setting the kernel cannot
+// apply) is refused the same way, and the container removed.
+//
+//	process.args             Entrypoint = args[0], Cmd = args[1:] (the image's are replaced)
+//	process.env, cwd         Env (Docker adds HOSTNAME, and image variables the spec lacks), WorkingDir ("/" if empty)
+//	process.user             User "UID:GID", GroupAdd; umask, username: not-implemented
+//	process.capabilities     CapDrop ALL + CapAdd the set; bounding, effective and permitted
+//	                         must be equal (Docker has one set); ambient, inheritable: not-implemented
+//	process.rlimits          Ulimits (RLIMIT_AS: not-implemented, Docker refuses it)
+//	process.noNewPrivileges  SecurityOpt no-new-privileges:true|false (always explicit)
+//	process.apparmorProfile  SecurityOpt apparmor=PROFILE
+//	process.oomScoreAdj      OomScoreAdj
+//	process.terminal, consoleSize, scheduler, selinuxLabel, ioPriority, execCPUAffinity: not-implemented
+//	hostname, domainname     Hostname, Domainname
+//	root.path                not-implemented (images only, for now); root.readonly: ReadonlyRootfs
+//	image                    Config.Image: a reference the daemon already has (no pulls)
+//	namespaces               own (Docker's default) when listed, the host's when absent:
+//	                         network: NetworkMode none with networking disabled (a new
+//	                         namespace, loopback only) or host; pid, ipc, uts, cgroup:
+//	                         private or host; mount is required; user: see above;
+//	                         time, or any namespace path: not-implemented
+//	mounts                   /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys,
+//	                         /sys/fs/cgroup must be there with Docker's options (Docker
+//	                         mounts them anyway; /dev/shm's size becomes ShmSize, devpts
+//	                         gets gid=5); bind: Mounts (bind/rbind, ro, propagation;
+//	                         nosuid, nodev, noexec only if the source's mount has them,
+//	                         as a bind inherits them); tmpfs: Tmpfs; others: not-implemented
+//	linux.resources          memory limit (swap unlimited unless given, not Docker's 2x),
+//	                         reservation, swap, swappiness, OOM killer; CPU shares, quota,
+//	                         period, realtime, cpus, mems; pids; block I/O weight; device
+//	                         rules: a leading deny-all then allow rules (DeviceCgroupRules);
+//	                         kernel memory, burst, idle, hugepages, network, RDMA, unified,
+//	                         per-device block I/O: not-implemented
+//	linux.devices            Devices: the host's node of the same type and numbers (found
+//	                         through /sys/dev), with the access the spec's rules grant;
+//	                         owner and mode are the host node's
+//	linux.maskedPaths,       MaskedPaths, ReadonlyPaths as given; absent (nil): Docker's
+//	linux.readonlyPaths      defaults
+//	linux.seccomp            SecurityOpt seccomp=JSON (Docker's format is a superset of
+//	                         OCI's); absent: Docker's default profile (berth does not
+//	                         relax the daemon's confinement by omission); flags, listener:
+//	                         not-implemented
+//	linux.sysctl             Sysctls
+//	hooks, annotations, cgroupsPath, rootfsPropagation, mountLabel, intelRdt,
+//	personality, memoryPolicy, netDevices, timeOffsets: not-implemented
+//
+// Docker also gives every container /etc/hostname, /etc/hosts and
+// /etc/resolv.conf, and berth sets Init false (the command is PID 1) and
+// the restart policy "no".
+//
+// # Exit status
+//
+// Docker reports an exit code only: 128+N is read as death by signal N, as
+// a shell reads $?, so a process that exits 137 by itself looks killed by
+// SIGKILL.
+//
+// # IO
+//
+// With writers in the request, the container is attached before it starts
+// and its stdout and stderr are copied (demultiplexed) by the creating
+// process for as long as it lives; Wait in that process returns once the
+// output is copied. A reader becomes the container's stdin (closed when
+// the reader ends). Docker keeps the output in its log all the same.
+// Docker carries stdout and stderr apart: their relative order is not
+// kept, even when both go to one writer.
+//
+// # Signals and paused containers
+//
+// Docker resumes a paused container to deliver any signal but SIGKILL: Kill
+// refuses those with failed-precondition. The Engine API cannot signal an
+// exec'd process; Process.Signal signals its host pid (through a pidfd,
+// after checking it still runs), which needs the daemon on this host (a
+// unix socket); otherwise it is not-implemented.
+//
+// # Daemon restarts
+//
+// Run dockerd with --live-restore (scripts/setup-docker.sh does): containers
+// keep running while it restarts. Berth loses nothing either way (its
+// record is Docker's), and a Wait in progress reconnects for up to two
+// minutes.
+//
+// # Native access
+//
+// Runtime.As accepts **Runtime and **client.Client (the Engine API client).
+package docker

@@ -1,0 +1,168 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Exec implements driver.Runtime. The process is attached whether or not
+// the caller gave streams: Docker ends the attach stream when the process
+// is done, which is how Wait learns of it.
+func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
+	opts := client.ExecCreateOptions{
+		Cmd: ps.Args, Env: ps.Env, WorkingDir: ps.Cwd,
+		AttachStdin: pio.Stdin != nil, AttachStdout: pio.Stdout != nil, AttachStderr: pio.Stderr != nil,
+	}
+	if u := ps.User; u != nil {
+		if len(u.AdditionalGids) > 0 || u.Umask != nil || u.Username != "" {
+			return nil, notImplemented("exec: Docker takes a user as UID:GID only")
+		}
+		opts.User = fmt.Sprintf("%d:%d", u.UID, u.GID)
+	}
+	var execID string
+	err := r.do(ctx, id, func(did string) error {
+		res, err := r.eng.ExecCreate(ctx, did, opts)
+		execID = res.ID
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.eng.ExecAttach(ctx, execID, client.ExecAttachOptions{})
+	if err != nil {
+		return nil, classify(err)
+	}
+	p := &process{r: r, execID: execID, done: make(chan struct{})}
+	a := copyStreams(res.HijackedResponse, pio)
+	go p.wait(a)
+	return p, nil
+}
+
+// process is a process started by Exec.
+type process struct {
+	r      *Runtime
+	execID string
+
+	mu  sync.Mutex
+	pid int
+
+	done chan struct{}
+	st   driver.ExitStatus
+	err  error
+}
+
+// wait records the exit once the output is copied. The exit code is set
+// by the daemon when the process's exit event arrives, which may follow
+// the end of the stream by a moment.
+func (p *process) wait(a *attachment) {
+	defer close(p.done)
+	<-a.done
+	ctx, cancel := context.WithTimeout(context.Background(), reconnectTimeout)
+	defer cancel()
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		res, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+		if err != nil {
+			p.err = classify(err)
+			return
+		}
+		if !res.Running {
+			p.st = exitStatus(res.ExitCode, time.Now().UTC())
+			return
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			p.err = fmt.Errorf("exec %s: no exit reported: %w", p.execID, errdefs.ErrUnknown)
+			return
+		}
+	}
+}
+
+// Pid implements driver.Process: the host pid, or 0 if Docker does not
+// report one (the process has not started within a few seconds, or ended).
+func (p *process) Pid() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pid, _ := p.started(ctx)
+	return pid
+}
+
+// started waits until Docker reports the process running: Docker starts it
+// only after the attach stream is set up, a moment after Exec returned.
+func (p *process) started(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pid > 0 {
+		return p.pid, nil
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		res, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+		if err != nil {
+			return 0, classify(err)
+		}
+		if res.Running && res.PID > 0 {
+			p.pid = res.PID
+			return p.pid, nil
+		}
+		select {
+		case <-p.done:
+			return 0, fmt.Errorf("process exited: %w", errdefs.ErrFailedPrecondition)
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Wait implements driver.Process.
+func (p *process) Wait(ctx context.Context) (driver.ExitStatus, error) {
+	select {
+	case <-p.done:
+		return p.st, p.err
+	case <-ctx.Done():
+		return driver.ExitStatus{}, ctx.Err()
+	}
+}
+
+// Signal implements driver.Process. The Engine API cannot signal an exec'd
+// process; berth signals its host pid, which needs the daemon on this host.
+// The pidfd is opened first and the process checked alive after, so a
+// reused pid is never signalled.
+func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	if !p.r.local {
+		return notImplemented("signal to an exec'd process: the Engine API has none, and the daemon is not on this host")
+	}
+	pid, err := p.started(ctx)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("process is not running: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	defer unix.Close(fd)
+	again, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+	if err != nil {
+		return classify(err)
+	}
+	if !again.Running || again.PID != pid {
+		return fmt.Errorf("process is not running: %w", errdefs.ErrFailedPrecondition)
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("process exited: %w", errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("signal: %w: %w", err, errdefs.ErrUnknown)
+	}
+	return nil
+}
