@@ -29,8 +29,13 @@
 // "none" (Docker keeps output in its log whether or not writers were given;
 // Logs reads all of it). CgroupNamespace: with API 1.41. UserNamespace and
 // UserNamespaceShared: on a userns-remap daemon only (its security options
-// name userns). RawBlock, HotAttach, DiskResize, RootDisk, Snapshot: no
-// (not-implemented).
+// name userns). RawBlock: yes; the runtime's volume policy keeps raw
+// devices to user-namespaced containers, so on a plain daemon they are
+// refused with failed-precondition, and on a userns-remap daemon the node
+// berth made is handed to the daemon's root and bound into the container
+// with a devices cgroup rule (Docker's --device would bind the host node of
+// the container's path in a user namespace). HotAttach, DiskResize,
+// RootDisk, Snapshot: no (not-implemented).
 //
 // # User namespaces
 //

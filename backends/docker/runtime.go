@@ -108,7 +108,7 @@ func Open(opts ...Option) (*Runtime, error) {
 		return nil, err
 	}
 	r.caps = driver.Capabilities{
-		Exec: true, Pause: true, Update: true, Stats: true,
+		Exec: true, Pause: true, Update: true, Stats: true, RawBlock: true,
 		Logs:                info.Info.LoggingDriver != "none",
 		UserNamespace:       r.remap != nil,
 		UserNamespaceShared: r.remap != nil,
@@ -235,6 +235,9 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	defer func() { idm.done(created) }()
 	t := &translation{remap: r.remap, cgroupns: r.cgroupns, mapBind: idm.mapBind}
 	if err := translate(spec, t); err != nil {
+		return err
+	}
+	if err := translateRawDevices(req.Devices, t); err != nil {
 		return err
 	}
 	labels, err := newLabels(req.ID, r.scope, &record{Spec: spec, Labels: req.Labels})
