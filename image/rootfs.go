@@ -1,0 +1,393 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/image/layer"
+	"github.com/berthrun/berth/image/unpack"
+)
+
+// UnpackOptions relax Unpack's defaults.
+type UnpackOptions struct {
+	// AllowDevices creates the device nodes layers hold; by default they
+	// are dropped.
+	AllowDevices bool
+	// AllowSetid keeps setuid/setgid bits and file capabilities; by
+	// default they are cleared.
+	AllowSetid bool
+}
+
+// UnpackResult says what an unpack did and dropped.
+type UnpackResult struct {
+	unpack.Stats
+}
+
+// Unpack applies the layers of the image ref names, in order, into dir,
+// which must not exist (its parent must). No entry can write outside dir
+// (see package unpack). Each blob's digest and each layer's diff ID is
+// verified again as it streams (data-loss when the store's copy rotted).
+// On failure dir is removed.
+func (s *Store) Unpack(ctx context.Context, ref, dir string, opts UnpackOptions) (*UnpackResult, error) {
+	im, err := s.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, classifyOS(err))
+	}
+	res, err := s.unpackInto(ctx, im, dir, opts)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, err)
+	}
+	return res, nil
+}
+
+// unpackInto applies im's layers to the existing directory dir. Reading,
+// verifying and decompressing a layer runs beside writing its files.
+func (s *Store) unpackInto(ctx context.Context, im *Image, dir string, opts UnpackOptions) (*UnpackResult, error) {
+	// The import enforced the limits it was given; the unpacker checks
+	// every name and type again, whatever they were.
+	u, err := unpack.New(dir, unpack.Options{AllowDevices: opts.AllowDevices, AllowSetid: opts.AllowSetid})
+	if err != nil {
+		return nil, err
+	}
+	defer u.Close()
+	var blobs []*verifiedReader
+	err = s.shared(ctx, func() error {
+		for _, l := range im.manifest.Layers {
+			vr, err := s.openVerified(l.Digest, l.Size)
+			if err != nil {
+				return err
+			}
+			blobs = append(blobs, vr)
+		}
+		return nil
+	})
+	defer func() {
+		for _, b := range blobs {
+			b.Close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	diffIDs := im.config.RootFS.DiffIDs
+	if len(diffIDs) != len(blobs) {
+		return nil, fmt.Errorf("stored config names %d diff IDs for %d layers: %w", len(diffIDs), len(blobs), errdefs.ErrDataLoss)
+	}
+	for i, b := range blobs {
+		if err := s.applyLayer(ctx, u, b, diffIDs[i]); err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i, b.d, err)
+		}
+	}
+	if err := u.Close(); err != nil {
+		return nil, err
+	}
+	return &UnpackResult{Stats: u.Stats()}, nil
+}
+
+// applyLayer streams one verified blob, decompressed, into u.
+func (s *Store) applyLayer(ctx context.Context, u *unpack.Unpacker, b *verifiedReader, diffID digest.Digest) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cp := newChunkPipe()
+	done := make(chan error, 1)
+	go func() {
+		err := produce(ctx, cp, b, diffID)
+		cp.closeWrite(err)
+		done <- err
+	}()
+	applyErr := u.Apply(ctx, cp)
+	if applyErr != nil {
+		cancel()
+	}
+	cp.closeRead()
+	prodErr := <-done
+	cp.recycle()
+	// A rotten blob may also make a bad tar: the rot is the cause.
+	if prodErr != nil && (applyErr == nil || errdefs.IsDataLoss(prodErr)) {
+		return prodErr
+	}
+	return applyErr
+}
+
+// produce reads the blob to its end (verifying it), decompresses it and
+// checks its diff ID, handing chunks to the unpacker while it reads. An
+// uncompressed layer's diff ID is its blob digest, verified once.
+func produce(ctx context.Context, cp *chunkPipe, b *verifiedReader, diffID digest.Digest) error {
+	rc, comp, err := layer.Decompress(b)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var h digest.Digester
+	if comp != layer.None {
+		h = digest.SHA256.Digester()
+	} else if b.d != diffID {
+		return fmt.Errorf("uncompressed layer %s is not its diff ID %s: %w", b.d, diffID, errdefs.ErrDataLoss)
+	}
+	var spare []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf, ok := cp.get()
+		if !ok {
+			// The unpacker is done (the tar's end): the rest is still
+			// read, the digests cover it.
+			if spare == nil {
+				spare = make([]byte, chunkSize)
+			}
+			buf = spare
+		}
+		n, err := io.ReadFull(rc, buf)
+		if h != nil {
+			h.Hash().Write(buf[:n])
+		}
+		if ok {
+			cp.put(buf[:n])
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			if errdefs.IsDataLoss(err) {
+				return err
+			}
+			return fmt.Errorf("stored layer: %v: %w", err, errdefs.ErrDataLoss)
+		}
+	}
+	// Whatever follows the compressed stream must still be read for the
+	// blob's digest.
+	if _, err := io.Copy(io.Discard, b); err != nil {
+		return err
+	}
+	if h != nil && h.Digest() != diffID {
+		return fmt.Errorf("stored layer decompresses to %s, not its diff ID %s: %w", h.Digest(), diffID, errdefs.ErrDataLoss)
+	}
+	return nil
+}
+
+// UnpackExt4 unpacks the image ref names into a new ext4 image file of
+// size bytes (0: sized to fit, with room to spare) built by mkfs.ext4 -d,
+// so that nothing from the image is ever mounted on the host to build it.
+// file must not exist; on failure it is removed.
+func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, opts UnpackOptions) (*UnpackResult, error) {
+	fail := func(err error) (*UnpackResult, error) {
+		return nil, fmt.Errorf("unpack %q into ext4 image %q: %w", ref, file, err)
+	}
+	if size < 0 {
+		return fail(fmt.Errorf("negative size %d: %w", size, errdefs.ErrInvalidArgument))
+	}
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		return fail(fmt.Errorf("mkfs.ext4 (e2fsprogs) is not installed: %w", errdefs.ErrNotImplemented))
+	}
+	im, err := s.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	in, err := s.newIngest(DefaultLimits)
+	if err != nil {
+		return fail(err)
+	}
+	defer in.close()
+	tree := filepath.Join(in.dir, "tree")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		return fail(classifyOS(err))
+	}
+	res, err := s.unpackInto(ctx, im, tree, opts)
+	if err != nil {
+		return fail(err)
+	}
+	if size == 0 {
+		used, inodes, err := treeUsage(tree)
+		if err != nil {
+			return fail(err)
+		}
+		// Room for metadata (an inode per 16 KiB, journal) and a spare 25%.
+		size = (used+inodes*256)*5/4 + 64<<20
+		size = (size + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fail(classifyOS(err))
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(file)
+		}
+	}()
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fail(classifyOS(err))
+	}
+	if err := f.Close(); err != nil {
+		return fail(classifyOS(err))
+	}
+	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4", "-d", tree, "-E", "root_owner=0:0", file)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		var cls error = errdefs.ErrUnknown
+		if strings.Contains(string(out), "Could not allocate") || strings.Contains(string(out), "No space") {
+			cls = errdefs.ErrResourceExhausted
+		}
+		return fail(fmt.Errorf("mkfs.ext4: %v: %s: %w", err, strings.TrimSpace(string(out)), cls))
+	}
+	ok = true
+	return res, nil
+}
+
+// treeUsage sums the disk blocks and inodes of a tree.
+func treeUsage(dir string) (int64, int64, error) {
+	var used, inodes int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		inodes++
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			used += st.Blocks * 512
+		}
+		return nil
+	})
+	return used, inodes, classifyOS(err)
+}
+
+// RootfsOptions tune Rootfs.
+type RootfsOptions struct {
+	// Holder names who uses the tree (a container ID): the tree is then
+	// kept, even after the image is removed, until ReleaseRootfs(Holder).
+	// Without a holder the tree lives as long as the image.
+	Holder string
+}
+
+// Rootfs returns the unpacked root filesystem of the image ref names,
+// unpacking it the first time (once, even when several goroutines or
+// processes ask at once) under the store's rootfs/ directory, with the
+// default UnpackOptions. The tree is shared: callers use it read-only,
+// for example as an overlay's lower directory under a per-container upper
+// one.
+//
+// Garbage collection: a tree goes when its image is removed and no holder
+// holds it any more: Remove deletes it when nobody holds it, and
+// ReleaseRootfs of its last holder deletes it when its image is gone.
+func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (string, error) {
+	if opts.Holder != "" && !validHolder(opts.Holder) {
+		return "", fmt.Errorf("rootfs holder %q: want 1 to 128 characters of [a-zA-Z0-9_.-]: %w", opts.Holder, errdefs.ErrInvalidArgument)
+	}
+	var d digest.Digest
+	err := s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		if d, err = resolveRef(idx, ref); err != nil {
+			return err
+		}
+		if opts.Holder == "" {
+			return nil
+		}
+		if cur, ok := idx.Holders[opts.Holder]; ok {
+			if cur != d {
+				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", opts.Holder, cur, errdefs.ErrFailedPrecondition)
+			}
+			return nil
+		}
+		idx.Holders[opts.Holder] = d
+		return s.writeIndex(idx)
+	})
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.dir, rootfsDir, d.Encoded())
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	release, err := lock(ctx, filepath.Join(s.dir, rootfsDir, d.Encoded()+".lock"), unix.LOCK_EX)
+	if err != nil {
+		return "", s.dropHolder(opts.Holder, err)
+	}
+	defer release()
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	tmp := filepath.Join(s.dir, rootfsDir, ".tmp-"+d.Encoded()+"-"+randomID())
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return "", s.dropHolder(opts.Holder, classifyOS(err))
+	}
+	idx, err := s.readIndex()
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", s.dropHolder(opts.Holder, err)
+	}
+	im, err := s.load(idx, d)
+	if err == nil {
+		_, err = s.unpackInto(ctx, im, tmp, UnpackOptions{})
+	}
+	if err == nil {
+		err = classifyOS(os.Rename(tmp, dir))
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", s.dropHolder(opts.Holder, fmt.Errorf("rootfs of %q: %w", ref, err))
+	}
+	return dir, nil
+}
+
+// dropHolder undoes a Rootfs' hold after a failure, and returns err.
+func (s *Store) dropHolder(holder string, err error) error {
+	if holder != "" {
+		_ = s.ReleaseRootfs(context.Background(), holder)
+	}
+	return err
+}
+
+// ReleaseRootfs ends holder's use of a root filesystem and deletes the
+// tree if its image is gone and nobody else holds it. Releasing an
+// unknown holder does nothing.
+func (s *Store) ReleaseRootfs(ctx context.Context, holder string) error {
+	return s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		if _, ok := idx.Holders[holder]; !ok {
+			return nil
+		}
+		delete(idx.Holders, holder)
+		if err := s.writeIndex(idx); err != nil {
+			return err
+		}
+		return s.collect(idx)
+	})
+}
+
+func validHolder(h string) bool {
+	if len(h) == 0 || len(h) > 128 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,308 @@
+package image
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/fsutil"
+)
+
+// Store is a local content-addressed image store in one directory:
+//
+//	blobs/ALG/HEX   manifests, configs and layers, deduplicated by digest
+//	store.json      the images (by manifest digest), their tags, and who
+//	                holds an unpacked root filesystem
+//	ingest/ID/      an import in progress (private to it)
+//	rootfs/HEX/     unpacked root filesystems, one per image digest
+//	lock, *.lock    file locks
+//
+// store.json is the truth: it is replaced atomically, under the lock, after
+// the blobs it names are in place, so a killed import leaves the store as
+// it was (what it staged is removed by the next Open). Several
+// goroutines and processes may use one store at once.
+type Store struct {
+	dir   string
+	fsync bool
+}
+
+type options struct {
+	fsync bool
+}
+
+// Option configures a Store.
+type Option func(*options) error
+
+// WithFsync makes imports flush every blob to disk before the import is
+// committed, so that a power loss cannot tear a blob store.json names.
+// Without it a torn blob is still never used: every read verifies the
+// blob's digest and reports a mismatch as data-loss.
+func WithFsync() Option {
+	return func(o *options) error { o.fsync = true; return nil }
+}
+
+const (
+	indexFile = "store.json"
+	lockFile  = "lock"
+	blobsDir  = "blobs"
+	ingestDir = "ingest"
+	rootfsDir = "rootfs"
+)
+
+// Open opens (creating if needed) the store in dir. It removes what killed
+// imports and unpacks left behind.
+func Open(dir string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("image store: empty directory: %w", errdefs.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("image store %q: %v: %w", dir, err, errdefs.ErrInvalidArgument)
+	}
+	s := &Store{dir: abs, fsync: o.fsync}
+	for _, d := range []string{"", blobsDir, ingestDir, rootfsDir} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+			return nil, fmt.Errorf("image store %q: %w", dir, classifyOS(err))
+		}
+	}
+	if err := s.recover(context.Background()); err != nil {
+		return nil, fmt.Errorf("image store %q: %w", dir, err)
+	}
+	return s, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// index is store.json.
+type index struct {
+	Version int                          `json:"version"`
+	Images  map[digest.Digest]*imageInfo `json:"images"`
+	Tags    map[string]digest.Digest     `json:"tags"`
+	// Holders maps a holder (a container) to the image whose unpacked
+	// root filesystem it uses.
+	Holders map[string]digest.Digest `json:"holders,omitempty"`
+}
+
+// imageInfo is an image's record.
+type imageInfo struct {
+	Config digest.Digest `json:"config"`
+	// Blobs are the config and the layers, in order; the manifest is the
+	// image's own digest.
+	Blobs    []digest.Digest `json:"blobs"`
+	Size     int64           `json:"size"`
+	Imported time.Time       `json:"imported"`
+}
+
+func (s *Store) readIndex() (*index, error) {
+	idx := &index{Version: 1}
+	err := fsutil.ReadJSON(filepath.Join(s.dir, indexFile), idx)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %v: %w", indexFile, err, errdefs.ErrDataLoss)
+	}
+	if idx.Images == nil {
+		idx.Images = map[digest.Digest]*imageInfo{}
+	}
+	if idx.Tags == nil {
+		idx.Tags = map[string]digest.Digest{}
+	}
+	if idx.Holders == nil {
+		idx.Holders = map[string]digest.Digest{}
+	}
+	return idx, nil
+}
+
+func (s *Store) writeIndex(idx *index) error {
+	if err := fsutil.WriteJSON(filepath.Join(s.dir, indexFile), idx); err != nil {
+		return fmt.Errorf("writing %s: %w", indexFile, classifyOS(err))
+	}
+	return nil
+}
+
+// blobPath is where the store keeps blob d.
+func (s *Store) blobPath(d digest.Digest) string {
+	return filepath.Join(s.dir, blobsDir, d.Algorithm().String(), d.Encoded())
+}
+
+// lock takes an flock on path (created if needed), waiting while ctx
+// allows. Each call opens its own file description, so the lock also
+// serializes goroutines of one process.
+func lock(ctx context.Context, path string, how int) (func(), error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, classifyOS(err))
+	}
+	for delay := time.Millisecond; ; {
+		err := unix.Flock(fd, how|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", path, classifyOS(err))
+		}
+		select {
+		case <-ctx.Done():
+			unix.Close(fd)
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
+
+// tryLock takes an flock on a directory or file without waiting; ok is
+// false when another holds it.
+func tryLock(path string) (release func(), ok bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false
+	}
+	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		unix.Close(fd)
+		return nil, false
+	}
+	return func() { unix.Close(fd) }, true
+}
+
+// locked runs fn holding the store's lock.
+func (s *Store) locked(ctx context.Context, fn func() error) error {
+	release, err := lock(ctx, filepath.Join(s.dir, lockFile), unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn()
+}
+
+// recover removes what killed operations left: ingest directories no
+// import holds, unpacks in progress no unpacker holds, trash, and blobs
+// no image names (a commit killed between placing blobs and writing
+// store.json).
+func (s *Store) recover(ctx context.Context) error {
+	ents, _ := os.ReadDir(filepath.Join(s.dir, rootfsDir))
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasPrefix(n, ".trash-"):
+			os.RemoveAll(filepath.Join(s.dir, rootfsDir, n))
+		case strings.HasPrefix(n, ".tmp-"):
+			key, _, _ := strings.Cut(strings.TrimPrefix(n, ".tmp-"), "-")
+			if release, ok := tryLock(filepath.Join(s.dir, rootfsDir, key+".lock")); ok {
+				os.RemoveAll(filepath.Join(s.dir, rootfsDir, n))
+				release()
+			}
+		}
+	}
+	return s.locked(ctx, func() error {
+		// Under the lock: an import creates and locks its ingest
+		// directory holding the lock shared, so none is caught between.
+		ents, _ := os.ReadDir(filepath.Join(s.dir, ingestDir))
+		for _, e := range ents {
+			p := filepath.Join(s.dir, ingestDir, e.Name())
+			if release, ok := tryLock(p); ok {
+				os.RemoveAll(p)
+				release()
+			}
+		}
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		return s.collect(idx)
+	})
+}
+
+// collect removes blobs no image of idx names and unpacked root
+// filesystems of images that are gone and that nobody holds. The caller
+// holds the store lock.
+func (s *Store) collect(idx *index) error {
+	used := map[digest.Digest]bool{}
+	for d, im := range idx.Images {
+		used[d] = true
+		for _, b := range im.Blobs {
+			used[b] = true
+		}
+	}
+	algs, _ := os.ReadDir(filepath.Join(s.dir, blobsDir))
+	for _, a := range algs {
+		blobs, _ := os.ReadDir(filepath.Join(s.dir, blobsDir, a.Name()))
+		for _, b := range blobs {
+			if !used[digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())] {
+				if err := os.Remove(filepath.Join(s.dir, blobsDir, a.Name(), b.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return classifyOS(err)
+				}
+			}
+		}
+	}
+	held := map[string]bool{}
+	for d := range idx.Images {
+		held[d.Encoded()] = true
+	}
+	for _, d := range idx.Holders {
+		held[d.Encoded()] = true
+	}
+	trees, _ := os.ReadDir(filepath.Join(s.dir, rootfsDir))
+	for _, t := range trees {
+		n := t.Name()
+		if !t.IsDir() || strings.HasPrefix(n, ".") || held[n] {
+			continue
+		}
+		// An unpack of this tree in progress (by a caller that checked
+		// the image before it went) keeps it for now.
+		release, ok := tryLock(filepath.Join(s.dir, rootfsDir, n+".lock"))
+		if !ok {
+			continue
+		}
+		trash := filepath.Join(s.dir, rootfsDir, ".trash-"+n+"-"+randomID())
+		err := os.Rename(filepath.Join(s.dir, rootfsDir, n), trash)
+		release()
+		if err != nil {
+			return classifyOS(err)
+		}
+		if err := os.RemoveAll(trash); err != nil {
+			return classifyOS(err)
+		}
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// classifyOS gives file system errors their errdefs class.
+func classifyOS(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrAlreadyExists)
+	}
+	return err
+}

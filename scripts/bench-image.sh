@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Times `berthctl image import` + `berthctl image unpack` against
+# `docker load` and `tar -xf` of the same data, interleaved in one run, on a
+# large docker-save archive (default 1.4 GB of file content in 94,000 files
+# over 4 layers, the size of the issue's reference), and prints the medians,
+# the ratios and the peak resident memory of berthctl (/usr/bin/time -v).
+#
+# Usage: scripts/bench-image.sh [ROUNDS]   (default 3)
+# Environment: BENCH_DIR (default /var/tmp) holds the ~5 GB of work files;
+# BENCH_SIZE and BENCH_FILES change the archive.
+# Without a docker daemon on /run/docker.sock (scripts/setup-docker.sh starts
+# one) the docker column is skipped, and said so.
+#
+# Every round starts with the page cache clean of dirty data (sync, not
+# timed), so that one contender does not pay for another's writeback; the
+# archive itself stays cached for all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+size=${BENCH_SIZE:-1400000000}
+files=${BENCH_FILES:-94000}
+
+if [ ! -x /usr/bin/time ]; then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/berth-bench-image.XXXXXX")
+docker_ok=false
+cleanup() {
+	if $docker_ok; then docker rmi -f bench:1 >/dev/null 2>&1 || true; fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && [ -x scripts/setup-docker.sh ]; then
+	scripts/setup-docker.sh >/dev/null 2>&1 || true
+fi
+if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+	docker_ok=true
+else
+	echo "bench-image: no docker daemon answers (docker version); the docker load column is skipped"
+fi
+
+go build -o "$work/berthctl" ./examples/berthctl
+go build -o "$work/mkarchive" ./image/imagetest/mkarchive
+echo "bench-image: building a docker-save archive of $size bytes in $files files..."
+"$work/mkarchive" -size "$size" -files "$files" -layers 4 -tag bench:1 "$work/image.tar"
+archive_bytes=$(stat -c %s "$work/image.tar")
+
+# The same layers as plain tar files, in the image's order, for tar -xf.
+mkdir "$work/layers"
+tar -xf "$work/image.tar" -C "$work/layers"
+mapfile -t layers < <(tr ',[]"' '\n\n\n\n' <"$work/layers/manifest.json" | grep '/layer.tar$')
+
+now() { echo "${EPOCHREALTIME/./}"; } # microseconds
+rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
+declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack
+
+# Warm the archive and the layers into the page cache once.
+cat "$work/image.tar" "${layers[@]/#/$work/layers/}" >/dev/null
+
+for i in $(seq "$rounds"); do
+	rm -rf "$work/state" "$work/rootfs" "$work/tar"
+	sync
+	t0=$(now)
+	/usr/bin/time -v -o "$work/time-import" "$work/berthctl" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
+	t1=$(now)
+	/usr/bin/time -v -o "$work/time-unpack" "$work/berthctl" --root "$work/state" image unpack bench:1 "$work/rootfs"
+	t2=$(now)
+	t_import+=($((t1 - t0)))
+	t_unpack+=($((t2 - t1)))
+	t_berth+=($((t2 - t0)))
+	rss_import+=("$(rss "$work/time-import")")
+	rss_unpack+=("$(rss "$work/time-unpack")")
+	rm -rf "$work/state" "$work/rootfs"
+
+	mkdir "$work/tar"
+	sync
+	t0=$(now)
+	for l in "${layers[@]}"; do tar -xf "$work/layers/$l" -C "$work/tar"; done
+	t1=$(now)
+	t_tar+=($((t1 - t0)))
+	rm -rf "$work/tar"
+
+	if $docker_ok; then
+		docker rmi -f bench:1 >/dev/null 2>&1 || true
+		sync
+		t0=$(now)
+		docker load -q -i "$work/image.tar" >/dev/null
+		t1=$(now)
+		t_docker+=($((t1 - t0)))
+		docker rmi -f bench:1 >/dev/null
+	fi
+	echo "bench-image: round $i of $rounds done"
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+mi=$(median "${t_import[@]}")
+mu=$(median "${t_unpack[@]}")
+mb=$(median "${t_berth[@]}")
+mt=$(median "${t_tar[@]}")
+md=0
+if $docker_ok; then md=$(median "${t_docker[@]}"); fi
+ri=$(printf '%s\n' "${rss_import[@]}" | sort -n | tail -1)
+ru=$(printf '%s\n' "${rss_unpack[@]}" | sort -n | tail -1)
+awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v bytes="$archive_bytes" \
+	-v files="$files" -v ri="$ri" -v ru="$ru" 'BEGIN {
+	printf "docker-save archive: %.2f GB, %d files in 4 layers; median of %d rounds\n", bytes/1e9, files, n
+	printf "  berthctl image import          %7.2f s\n", i/1e6
+	printf "  berthctl image unpack          %7.2f s\n", u/1e6
+	printf "  berthctl import + unpack       %7.2f s\n", b/1e6
+	printf "  tar -xf (the 4 layer tars)     %7.2f s\n", t/1e6
+	if (d > 0) printf "  docker load                    %7.2f s\n", d/1e6
+	else       printf "  docker load                    skipped (no docker daemon)\n"
+	printf "  berthctl / tar    = %.2f (target <= 1.50)\n", b/t
+	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)\n", b/d
+	printf "  peak RSS: import %.0f MiB, unpack %.0f MiB (target < 256 MiB)\n", ri/1024, ru/1024
+}'
