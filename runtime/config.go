@@ -130,7 +130,7 @@ func validateConfig(id string, c *Config) error {
 	case s.Root != nil && s.Root.Path != "" && !filepath.IsAbs(s.Root.Path):
 		return bad("root filesystem %q is not an absolute path", s.Root.Path)
 	}
-	if s.Process == nil || len(s.Process.Args) == 0 {
+	if s.Process == nil || (len(s.Process.Args) == 0 && c.Image == "") {
 		return bad("spec has no process arguments")
 	}
 	if s.Process.Cwd != "" && !filepath.IsAbs(s.Process.Cwd) {

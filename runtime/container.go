@@ -125,6 +125,9 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	if err := c.r.volumes.DetachAll(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
+	if err := c.r.releaseImage(ctx, c.id); err != nil {
+		return wrap(c.id, err)
+	}
 	if hasUserNamespace(i.Spec) {
 		if err := c.r.ids.release(c.id); err != nil {
 			return wrap(c.id, err)

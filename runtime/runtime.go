@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/runtime/driver"
 	"github.com/berthrun/berth/volume"
 )
@@ -24,12 +25,14 @@ type Runtime struct {
 	caps    driver.Capabilities
 	ids     *idAllocator
 	volumes *volume.Manager
+	images  *image.Store
 }
 
 type options struct {
 	stateDir string
 	pool     IDPool
 	policy   volume.Policy
+	images   *image.Store
 }
 
 // Option configures a Runtime.
@@ -97,6 +100,7 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		caps:    d.Capabilities(),
 		ids:     &idAllocator{pool: o.pool, dir: o.stateDir},
 		volumes: vm,
+		images:  o.images,
 	}, nil
 }
 
@@ -163,6 +167,16 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		}
 	}
 	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, DiskSize: cfg.DiskSize, RootDisk: cfg.RootDisk, Labels: cfg.Labels, IO: cfg.IO}
+	if cfg.Image != "" {
+		src, err := r.resolveImage(ctx, id, cfg.Image, spec)
+		if err != nil {
+			if rng.Size > 0 {
+				_ = r.ids.release(id)
+			}
+			return nil, wrap(id, err)
+		}
+		req.ImageSource = src
+	}
 	// The owner lock keeps volume recovery in another process from taking
 	// these attachments for leftovers while the container does not exist.
 	unlock, err := r.volumes.LockOwner(id)
@@ -177,6 +191,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err != nil {
 		if !errdefs.IsAlreadyExists(err) {
 			_ = r.volumes.DetachAll(ctx, id)
+			_ = r.releaseImage(ctx, id)
 			if rng.Size > 0 {
 				_ = r.ids.release(id)
 			}

@@ -1,15 +1,19 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/require"
 
+	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/image/imagetest"
 	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/runtimetest"
@@ -48,16 +52,45 @@ func requireDaemon(t *testing.T, host string) string {
 }
 
 type harness struct {
-	host, image string
-	states      sync.Map // *runtime.Runtime -> state dir
+	host   string
+	states sync.Map // *runtime.Runtime -> state dir
 }
+
+// busyboxRef names the busybox image each harness runtime's store holds:
+// containers are made from berth's store, so Docker only ever loads
+// archives berth wrote.
+const busyboxRef = "berth-fixture/busybox:latest"
+
+// busyboxArchive is a docker-save archive of the busybox fixture, built
+// once per test process.
+var busyboxArchive = sync.OnceValues(func() ([]byte, error) {
+	dir, err := os.MkdirTemp("", "berth-busybox-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if err := fixture.Busybox(filepath.Join(dir, "rootfs")); err != nil {
+		return nil, err
+	}
+	layer, err := imagetest.DirTar(filepath.Join(dir, "rootfs"))
+	if err != nil {
+		return nil, err
+	}
+	return imagetest.DockerSave(imagetest.NewImage([][]byte{layer}, "/bin/sh")), nil
+})
 
 // open returns a runtime whose scope is its state directory, as berthctl
 // does: tests running in parallel never see each other's containers.
 func (h *harness) open(t *testing.T, state string) *runtime.Runtime {
 	e, err := Open(WithHost(h.host), WithScope(state))
 	require.NoError(t, err)
-	rt, err := runtime.New(e, runtime.WithStateDir(state))
+	store, err := image.Open(filepath.Join(state, "images"))
+	require.NoError(t, err)
+	archive, err := busyboxArchive()
+	require.NoError(t, err)
+	_, err = store.ImportReader(context.Background(), bytes.NewReader(archive), image.ImportOptions{Tags: image.TagPolicy{Name: busyboxRef}})
+	require.NoError(t, err)
+	rt, err := runtime.New(e, runtime.WithStateDir(state), runtime.WithImageStore(store))
 	require.NoError(t, err)
 	h.states.Store(rt, state)
 	t.Cleanup(func() { rt.Close() })
@@ -75,7 +108,7 @@ func (h *harness) Reopen(t *testing.T, rt *runtime.Runtime) *runtime.Runtime {
 }
 
 func (h *harness) Config(t *testing.T, args ...string) *runtime.Config {
-	return &runtime.Config{Spec: runtime.DefaultSpec("", args...), Image: h.image}
+	return &runtime.Config{Spec: runtime.DefaultSpec("", args...), Image: busyboxRef}
 }
 
 // Leftovers: the Docker container (by name or by label) and what this
@@ -110,10 +143,12 @@ func (h *harness) Leftovers(t *testing.T, rt *runtime.Runtime, id string) []stri
 }
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, &harness{host: plainHost, image: requireDaemon(t, plainHost)})
+	requireDaemon(t, plainHost)
+	runtimetest.Run(t, &harness{host: plainHost})
 }
 
 // The userns-remap daemon: every container in the daemon's user namespace.
 func TestConformanceUserns(t *testing.T) {
-	runtimetest.Run(t, &harness{host: usernsHost, image: requireDaemon(t, usernsHost)})
+	requireDaemon(t, usernsHost)
+	runtimetest.Run(t, &harness{host: usernsHost})
 }

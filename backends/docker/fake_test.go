@@ -32,6 +32,7 @@ type fakeEngine struct {
 	// connection does when the daemon restarts.
 	waitBreaks int
 	calls      []string
+	images     *fakeImages
 }
 
 type fakeContainer struct {

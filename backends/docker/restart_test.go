@@ -25,7 +25,7 @@ import (
 // other package's tests use that daemon, and the tests of this package run
 // one top-level test at a time.
 func TestDaemonRestart(t *testing.T) {
-	image := requireDaemon(t, usernsHost)
+	requireDaemon(t, usernsHost)
 	script, err := filepath.Abs("../../scripts/setup-docker.sh")
 	require.NoError(t, err)
 	_, err = os.Stat(script)
@@ -34,7 +34,7 @@ func TestDaemonRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	h := &harness{host: usernsHost, image: image}
+	h := &harness{host: usernsHost}
 	rt := h.Open(t)
 	labels := map[string]string{"tier": "restart-test"}
 	mk := func(prefix string, userns bool, args ...string) *runtime.Container {

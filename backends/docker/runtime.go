@@ -246,6 +246,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	}
 	t.config.Labels = labels
 	t.config.Image = req.Image
+	if req.ImageSource != nil {
+		if t.config.Image, err = r.ensureImage(ctx, req.ImageSource); err != nil {
+			return err
+		}
+	}
 	t.host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
 	attached := req.IO.Stdin != nil || req.IO.Stdout != nil || req.IO.Stderr != nil
 	if req.IO.Stdin != nil {

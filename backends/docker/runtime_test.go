@@ -30,7 +30,7 @@ func createReq(id string, args ...string) *driver.CreateRequest {
 func TestCapabilitiesFollowTheDaemon(t *testing.T) {
 	f := newFake()
 	caps := openFake(t, f).Capabilities()
-	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true}, caps)
+	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true}, caps)
 
 	f.info.SecurityOptions = []string{"name=seccomp,profile=default", "name=userns"}
 	f.info.DockerRootDir = "/var/lib/docker/100000.100000"

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/runtimetest"
@@ -31,7 +32,9 @@ type harness struct {
 func (h *harness) open(t *testing.T, root string) *runtime.Runtime {
 	e, err := libcontainer.Open(root, h.opts...)
 	require.NoError(t, err)
-	rt, err := runtime.New(e, runtime.WithStateDir(root))
+	store, err := image.Open(filepath.Join(root, "images"))
+	require.NoError(t, err)
+	rt, err := runtime.New(e, runtime.WithStateDir(root), runtime.WithImageStore(store))
 	require.NoError(t, err)
 	t.Cleanup(func() { rt.Close() })
 	return rt

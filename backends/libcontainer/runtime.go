@@ -107,15 +107,36 @@ func (r *Runtime) runcRoot() string            { return filepath.Join(r.root, "r
 func (r *Runtime) dir(id string) string        { return filepath.Join(r.containersDir(), id) }
 func (r *Runtime) recordPath(id string) string { return filepath.Join(r.dir(id), "record.json") }
 
+// traversable checks that a user-namespaced container's root, which is no
+// host user, can reach its root filesystem under dir: every directory on
+// the way must let others search it.
+func traversable(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("state directory %s: %s is not searchable by others (mode %o), so a user-namespaced container cannot reach its root filesystem: %w", dir, p, fi.Mode().Perm(), errdefs.ErrFailedPrecondition)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
+}
+
 // record is berth's own state for a container, written before any action.
 type record struct {
-	ID         string            `json:"id"`
-	CreatedAt  time.Time         `json:"created_at"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Spec       *specs.Spec       `json:"spec"`
-	Rootfs     string            `json:"rootfs"`
-	IDMapped   bool              `json:"id_mapped,omitempty"`
-	MonitorPid int               `json:"monitor_pid,omitempty"`
+	ID        string            `json:"id"`
+	CreatedAt time.Time         `json:"created_at"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Spec      *specs.Spec       `json:"spec"`
+	Rootfs    string            `json:"rootfs"`
+	IDMapped  bool              `json:"id_mapped,omitempty"`
+	// ImageTree is the image's shared unpacked tree under an overlay
+	// rootfs, for a container made from an image.
+	ImageTree  string `json:"image_tree,omitempty"`
+	MonitorPid int    `json:"monitor_pid,omitempty"`
 }
 
 func (r *Runtime) readRecord(id string) (*record, error) {
@@ -159,8 +180,8 @@ func (r *Runtime) load(id string) (*lc.Container, error) {
 
 // Create implements driver.Runtime.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
-	if req.Image != "" {
-		return fmt.Errorf("image %q: this engine runs root filesystem directories: %w", req.Image, errdefs.ErrNotImplemented)
+	if req.Image != "" && req.ImageSource == nil {
+		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
 	}
 	dir := r.dir(req.ID)
 	if err := os.Mkdir(dir, 0o711); err != nil {
@@ -177,6 +198,17 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	}()
 	userns := slices.ContainsFunc(req.Spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 	if userns {
+		if err := traversable(r.root); err != nil {
+			return err
+		}
+	}
+	if req.ImageSource != nil {
+		tree, err := req.ImageSource.Rootfs(ctx)
+		if err != nil {
+			return err
+		}
+		rec.Rootfs, rec.ImageTree = filepath.Join(dir, "rootfs"), tree
+	} else if userns {
 		rec.Rootfs = filepath.Join(dir, "rootfs")
 		rec.IDMapped = true
 	}
@@ -185,7 +217,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
 		return err
 	}
-	if userns {
+	if rec.ImageTree != "" {
+		if err := mountImageRootfs(dir, rec.ImageTree, req.Spec.Linux.UIDMappings, req.Spec.Linux.GIDMappings); err != nil {
+			return err
+		}
+	} else if userns {
 		if err := os.Mkdir(rec.Rootfs, 0o755); err != nil {
 			return err
 		}
@@ -356,6 +392,11 @@ func (r *Runtime) cleanup(id string, rec *record) error {
 	if rec.IDMapped {
 		if err := unix.Unmount(rec.Rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("unmount root filesystem: %w", err)
+		}
+	}
+	if rec.ImageTree != "" {
+		if err := unmountImageRootfs(r.dir(id)); err != nil {
+			return err
 		}
 	}
 	r.mu.Lock()

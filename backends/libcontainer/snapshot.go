@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/tarutil"
 )
@@ -25,9 +27,21 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 		return err
 	}
 	return r.frozen(id, func() error {
-		// The source tree, not the ID-mapped view: the archive keeps the
-		// owners as the container sees them.
-		return tarutil.WriteDir(w, rec.Spec.Root.Path)
+		if rec.ImageTree == "" {
+			// The source tree, not the ID-mapped view: the archive keeps
+			// the owners as the container sees them.
+			return tarutil.WriteDir(w, rec.Spec.Root.Path)
+		}
+		view, err := os.MkdirTemp(r.dir(id), "snapshot-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(view)
+		if err := snapshotOverlayView(r.dir(id), rec.ImageTree, view); err != nil {
+			return err
+		}
+		defer unix.Unmount(view, unix.MNT_DETACH)
+		return tarutil.WriteDir(w, view)
 	})
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -254,37 +253,17 @@ func inMountNS(pid, uid, gid int, fn func() error) error {
 		return fmt.Errorf("container's mount namespace: %w", err)
 	}
 	defer ns.Close()
-	errc := make(chan error, 1)
-	work := func() {
-		// Never unlocked: the changed thread dies with this goroutine.
-		goruntime.LockOSThread()
+	return onThrowawayThread(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare fs: %w", err)
-			return
+			return fmt.Errorf("unshare fs: %w", err)
 		}
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
+			return fmt.Errorf("setns: %w", err)
 		}
 		unix.Setfsgid(gid)
 		unix.Setfsuid(uid)
-		errc <- fn()
-	}
-	go func() {
-		goruntime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			work()
-			return
-		}
-		// The main thread never ends, so it would stay in the container's
-		// namespace (and keep its root filesystem busy): hold it here
-		// while the work happens on another thread.
-		done := make(chan struct{})
-		go func() { defer close(done); work() }()
-		<-done
-		goruntime.UnlockOSThread()
-	}()
-	return <-errc
+		return fn()
+	})
 }
 
 // makeMountpoint creates dst (a directory, or an empty file for a device)

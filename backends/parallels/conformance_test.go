@@ -9,6 +9,7 @@ import (
 
 	"github.com/berthrun/berth/backends/libcontainer"
 	"github.com/berthrun/berth/backends/parallels"
+	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/runtimetest"
@@ -27,7 +28,9 @@ type harness struct {
 func (h *harness) open(t *testing.T, root string) *runtime.Runtime {
 	e, err := parallels.Open(root, parallels.WithFilesystem(h.fs), parallels.WithDefaultDiskSize(64<<20))
 	require.NoError(t, err)
-	rt, err := runtime.New(e, runtime.WithStateDir(root))
+	store, err := image.Open(filepath.Join(root, "images"))
+	require.NoError(t, err)
+	rt, err := runtime.New(e, runtime.WithStateDir(root), runtime.WithImageStore(store))
 	require.NoError(t, err)
 	t.Cleanup(func() { rt.Close() })
 	return rt

@@ -194,8 +194,8 @@ func (r *Runtime) Close() error { return r.engine.Close() }
 // Create implements driver.Runtime: make (or adopt) the disk, attach it
 // through the volume policy, run the container on its host mount.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
-	if req.Image != "" {
-		return fmt.Errorf("image %q: %w", req.Image, errdefs.ErrNotImplemented)
+	if req.Image != "" && req.ImageSource == nil {
+		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
 	}
 	unlock, err := r.disks.LockOwner(req.ID)
 	if err != nil {
@@ -229,7 +229,16 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		if size < r.fs.minSize {
 			return fmt.Errorf("disk size %d is below the %d bytes %s needs: %w", size, r.fs.minSize, r.fs.name, errdefs.ErrInvalidArgument)
 		}
-		fixups, err = r.makeDisk(ctx, r.diskPath(req.ID), req.Spec.Root.Path, size)
+		tree := ""
+		if req.ImageSource != nil {
+			// The disk holds a copy: the shared tree is only read here.
+			tree, err = req.ImageSource.Rootfs(ctx)
+		} else {
+			tree = req.Spec.Root.Path
+		}
+		if err == nil {
+			fixups, err = r.makeDisk(ctx, r.diskPath(req.ID), tree, size)
+		}
 	}
 	if err != nil {
 		return err
@@ -251,6 +260,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	}
 	inner := *req
 	inner.Spec, inner.DiskSize, inner.RootDisk = &spec, 0, ""
+	inner.Image, inner.ImageSource = "", nil
 	return r.engine.Create(ctx, &inner)
 }
 

@@ -69,6 +69,10 @@ type CreateRequest struct {
 	// Image is the reference of the image to run, or empty. A backend that
 	// does not take images returns not-implemented.
 	Image string
+	// ImageSource is Image resolved in berth's image store, when the
+	// runtime has one; nil otherwise (a backend with images of its own,
+	// Docker's, may then look Image up itself).
+	ImageSource *ImageSource
 	// DiskSize is the size in bytes of the container's root disk, for
 	// backends with Capabilities.RootDisk (0: the backend's default).
 	DiskSize int64
@@ -84,6 +88,20 @@ type CreateRequest struct {
 	// IO for the container's init process. Without writers, output goes to
 	// the backend's log (see Runtime.Logs).
 	IO IO
+}
+
+// ImageSource is an image of berth's store, already imported with its limits
+// and tag policy, offered in the forms backends take.
+type ImageSource struct {
+	// Digest is the image's manifest digest; ConfigDigest its config's
+	// (Docker's image ID).
+	Digest, ConfigDigest string
+	// Rootfs returns the image's unpacked tree, shared and read-only,
+	// held for the container until the container is deleted.
+	Rootfs func(ctx context.Context) (string, error)
+	// WriteArchive writes the image as an untagged docker-save archive,
+	// so that loading it into an engine can move no tag there.
+	WriteArchive func(ctx context.Context, w io.Writer) error
 }
 
 // Device is a block device node berth made for one container: the backend

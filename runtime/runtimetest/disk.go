@@ -29,18 +29,7 @@ func testSnapshot(t *testing.T, h Harness) {
 	require.NoError(t, out.waitFor(ctx, "ready"))
 	var archive bytes.Buffer
 	require.NoError(t, c.Snapshot(ctx, &archive))
-	files := map[string]string{}
-	tr := tar.NewReader(&archive)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err)
-		b, err := io.ReadAll(tr)
-		require.NoError(t, err)
-		files[strings.TrimPrefix(hdr.Name, "./")] = string(b)
-	}
+	files := tarFiles(t, &archive)
 	require.Equal(t, "snapped\n", files["snapmarker"], "the snapshot holds what the container wrote")
 	require.Contains(t, files, "bin/busybox")
 	_, err := strconv.Atoi(strings.TrimSpace(files["counter"]))
@@ -108,3 +97,7 @@ func testRootDisk(t *testing.T, h Harness) {
 	require.Equal(t, 0, code, "writes succeed again without a restart: %s", out)
 	require.True(t, isInvalidArgument(c.ResizeDisk(ctx, 32<<20)), "shrinking is refused")
 }
+
+func tarReader(r io.Reader) *tar.Reader { return tar.NewReader(r) }
+
+func trimDot(name string) string { return strings.TrimPrefix(name, "./") }

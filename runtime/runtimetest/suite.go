@@ -56,6 +56,8 @@ func Run(t *testing.T, h Harness) {
 		{"VolumeHotAttach", testVolumeHotAttach},
 		{"Snapshot", testSnapshot},
 		{"RootDisk", testRootDisk},
+		{"Image", testImage},
+		{"CommitExportImport", testCommitExportImport},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,12 +163,15 @@ func testErrors(t *testing.T, h Harness) {
 	})
 	t.Run("InvalidSpec", func(t *testing.T) {
 		cfg := h.Config(t, "/bin/true")
-		cfg.Spec.Process.Args = nil
-		_, err := rt.Create(ctx, NewID("noargs"), cfg)
-		require.Truef(t, isInvalidArgument(err), "no args: %v", err)
+		if cfg.Image == "" {
+			// From an image, no arguments means the image's command.
+			cfg.Spec.Process.Args = nil
+			_, err := rt.Create(ctx, NewID("noargs"), cfg)
+			require.Truef(t, isInvalidArgument(err), "no args: %v", err)
+		}
 		cfg = h.Config(t, "/bin/true")
 		cfg.Spec.Process.Cwd = "relative"
-		_, err = rt.Create(ctx, NewID("cwd"), cfg)
+		_, err := rt.Create(ctx, NewID("cwd"), cfg)
 		require.Truef(t, isInvalidArgument(err), "relative cwd: %v", err)
 		cfg = h.Config(t, "/bin/true")
 		cfg.Spec = nil

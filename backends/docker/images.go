@@ -1,0 +1,108 @@
+package docker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// ensureImage makes the image of src present in the daemon and returns the
+// ID to create from. Docker never sees the tenant's archive: berth loads an
+// archive it wrote itself from its store, untagged, so the load can move no
+// tag; the daemon's tags are compared before and after all the same, and a
+// tag that moved is put back and reported (data-loss).
+func (r *Runtime) ensureImage(ctx context.Context, src *driver.ImageSource) (string, error) {
+	id := src.ConfigDigest
+	if _, err := r.eng.ImageInspect(ctx, id); err == nil {
+		return id, nil
+	}
+	before, err := r.tags(ctx)
+	if err != nil {
+		return "", err
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(src.WriteArchive(ctx, pw)) }()
+	res, err := r.eng.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
+	if err != nil {
+		pr.CloseWithError(err)
+		return "", fmt.Errorf("load image %s: %w", src.Digest, classify(err))
+	}
+	loadErr := readLoad(res)
+	res.Close()
+	pr.Close()
+	after, err := r.tags(ctx)
+	if err != nil {
+		return "", err
+	}
+	if moved := movedTags(before, after); len(moved) > 0 {
+		var restoreErrs []string
+		for _, tag := range moved {
+			if _, err := r.eng.ImageTag(ctx, client.ImageTagOptions{Source: before[tag], Target: tag}); err != nil {
+				restoreErrs = append(restoreErrs, err.Error())
+			}
+		}
+		return "", fmt.Errorf("loading image %s moved the daemon's tags %s (put back: %t): %w", src.Digest, strings.Join(moved, ", "), len(restoreErrs) == 0, errdefs.ErrDataLoss)
+	}
+	if loadErr != nil {
+		return "", fmt.Errorf("load image %s: %w", src.Digest, loadErr)
+	}
+	if _, err := r.eng.ImageInspect(ctx, id); err != nil {
+		return "", fmt.Errorf("image %s: the daemon did not load it as %s: %w", src.Digest, id, errdefs.ErrUnknown)
+	}
+	return id, nil
+}
+
+// readLoad drains the daemon's load messages and returns the error one
+// reports.
+func readLoad(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Error != "" {
+			return fmt.Errorf("%s: %w", m.Error, errdefs.ErrInvalidArgument)
+		}
+	}
+	return sc.Err()
+}
+
+// tags maps every tag the daemon holds to its image ID.
+func (r *Runtime) tags(ctx context.Context) (map[string]string, error) {
+	res, err := r.eng.ImageList(ctx, client.ImageListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", classify(err))
+	}
+	out := map[string]string{}
+	for _, im := range res.Items {
+		for _, t := range im.RepoTags {
+			if t != "<none>:<none>" {
+				out[t] = im.ID
+			}
+		}
+	}
+	return out, nil
+}
+
+// movedTags lists the tags of before that name another image (or none) in
+// after.
+func movedTags(before, after map[string]string) []string {
+	var moved []string
+	for tag, id := range before {
+		if after[tag] != id {
+			moved = append(moved, tag)
+		}
+	}
+	sort.Strings(moved)
+	return moved
+}
