@@ -4,7 +4,7 @@
 GO ?= go
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench bench-volume bench-docker vet
+.PHONY: demo test setup bench bench-volume bench-docker bench-image vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
@@ -12,6 +12,7 @@ demo: setup
 # Fuzz targets run briefly on every test run (one package per invocation).
 FUZZTIME ?= 10s
 FUZZ_TARGETS = ./volume:FuzzProbe
+FUZZ_TARGETS += ./image:FuzzImport ./image/layer:FuzzAnalyze ./image/unpack:FuzzApply ./image/dockersave:FuzzParseManifest
 
 test: setup vet
 	$(GO) test $(GOTESTFLAGS) ./...
@@ -37,3 +38,6 @@ bench-volume: setup
 
 bench-docker: setup
 	./scripts/bench-docker.sh
+
+bench-image: setup
+	./scripts/bench-image.sh

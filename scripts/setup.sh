@@ -35,4 +35,5 @@ for c in memory cpu pids freezer; do
 	fi
 done
 "$(dirname "$0")/setup-docker.sh" # containerd, and the plain and userns-remap dockerd of the docker backend
+"$(dirname "$0")/setup-glance.sh" # glance-api (noauth, sqlite, file store) on 127.0.0.1:9292 for image/glance
 echo "setup: ready"

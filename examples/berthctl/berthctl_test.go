@@ -440,7 +440,9 @@ func TestUsageErrors(t *testing.T) {
 		args  []string
 		class string
 	}{
-		{"unknown backend", []string{"--backend", "docker", "ps"}, "not-implemented"},
+		{"unknown backend", []string{"--backend", "nosuch", "ps"}, "not-implemented"},
+		{"bad docker host", []string{"--backend", "docker", "--docker-host", "bogus://x", "ps"}, "invalid-argument"},
+		{"rootfs and image", []string{"run", "--rootfs", "/", "--image", "bb", "--", "/bin/true"}, "invalid-argument"},
 		{"unknown command", []string{"frobnicate"}, "invalid-argument"},
 		{"no command", nil, "invalid-argument"},
 		{"unknown global flag", []string{"--bogus", "ps"}, "invalid-argument"},
@@ -481,7 +483,7 @@ func TestHelpAndVersion(t *testing.T) {
 	assert.Contains(t, r.stdout, "usage: berthctl")
 	r = invoke(t, "", "version")
 	require.Equal(t, 0, r.code)
-	assert.Regexp(t, `^berthctl \S+ \(go[^;]+; backends: libcontainer\)\n$`, r.stdout)
+	assert.Regexp(t, `^berthctl \S+ \(go[^;]+; backends: docker, libcontainer, parallels\)\n$`, r.stdout)
 }
 
 func TestParseBytes(t *testing.T) {
@@ -535,6 +537,7 @@ func TestErrorClass(t *testing.T) {
 		"permission-denied":   fmt.Errorf("x: %w", errdefs.ErrPermissionDenied),
 		"not-implemented":     fmt.Errorf("x: %w", errdefs.ErrNotImplemented),
 		"resource-exhausted":  fmt.Errorf("x: %w", errdefs.ErrResourceExhausted),
+		"unavailable":         fmt.Errorf("x: %w", errdefs.ErrUnavailable),
 		"unknown":             errors.New("plain"),
 	} {
 		assert.Equal(t, want, errorClass(err), err.Error())

@@ -32,9 +32,9 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "[--rm] [--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]",
+		{"run", "[--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]",
 			"create and start a container, forward its output and exit with its code", (*app).cmdRun},
-		{"create", "[--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]",
+		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]",
 			"create a container, print its ID; its output goes to its log", (*app).cmdCreate},
 		{"start", "ID", "start a created container", (*app).cmdStart},
 		{"exec", "[--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
@@ -48,6 +48,12 @@ func init() {
 		{"rm", "[-f] ID...", "delete containers (-f kills running ones first)", (*app).cmdRm},
 		{"logs", "ID", "print the output kept for a container created without run", (*app).cmdLogs},
 		{"wait", "ID", "wait for a container to stop and print its exit code", (*app).cmdWait},
+		{"resize-disk", "ID SIZE", "grow a container's own root disk while it runs (--backend parallels)", (*app).cmdResizeDisk},
+		{"snapshot", "[--allow-retag] ID REF", "store a snapshot of a container's root filesystem as the image REF", (*app).cmdSnapshot},
+		{"volume", "probe PATH", "name the filesystem on a block device or image file; exit 0 if the policy allows it", (*app).cmdVolume},
+		{"attach", "ID SRC:DST[:ro][:raw]", "attach a volume to a running container", (*app).cmdAttach},
+		{"detach", "ID DST", "detach the volume at DST from a running container", (*app).cmdDetach},
+		{"image", imageUsage, "manage images: import, ls, rm, export, unpack, push, pull (berthctl image -h)", (*app).cmdImage},
 		{"version", "", "print berthctl's version", (*app).cmdVersion},
 		{"help", "[COMMAND]", "print usage", (*app).cmdHelp},
 	}

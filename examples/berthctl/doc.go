@@ -3,17 +3,33 @@
 //
 // Usage:
 //
-//	berthctl [--root DIR] [--backend NAME] COMMAND [ARG...]
+//	berthctl [--root DIR] [--backend NAME] [GLOBAL FLAGS] COMMAND [ARG...]
 //
 // Global flags come before the command:
 //
-//	--root DIR       state directory (default /var/lib/berth)
-//	--backend NAME   engine (default libcontainer; the only one so far)
+//	--root DIR       state directory (default /var/lib/berth); the image
+//	                 store is DIR/images
+//	--backend NAME   engine: libcontainer (default), docker or parallels
+//	--docker-host ADDRESS
+//	                 the Docker daemon of --backend docker (default
+//	                 $DOCKER_HOST, else unix:///var/run/docker.sock)
+//	--disk-fs TYPE   root disks of --backend parallels: ext4 (default) or xfs
+//	--allow-fs TYPE  also allow volumes of this filesystem (repeatable)
+//	--fsck           check block and image volumes read-only before mounting
+//	--allow-raw-block-without-userns
+//	--volume-noexec
+//
+// --image REF names an image of the store under --root (berthctl image
+// import puts it there); every backend runs it: the embedded engine on an
+// overlay, parallels on a disk made from it, Docker after loading an
+// untagged archive berth wrote. With --backend docker, --rootfs is not
+// supported, and --root is the scope: containers created with one --root
+// are listed and controlled only with the same --root.
 //
 // Commands:
 //
-//	run [--rm] [--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]
-//	create [--name ID] --rootfs DIR [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [-i] -- CMD [ARG...]
+//	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
+//	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
 //	start ID
 //	exec [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
 //	kill ID [SIGNAL]
@@ -25,6 +41,18 @@
 //	rm [-f] ID...
 //	logs ID
 //	wait ID
+//	resize-disk ID SIZE
+//	snapshot [--allow-retag] ID REF
+//	volume probe PATH
+//	attach ID SRC:DST[:ro][:raw]
+//	detach ID DST
+//	image import [--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR
+//	image ls [-q]
+//	image rm REF...
+//	image export [--format docker|oci] REF FILE
+//	image unpack [--allow-devices] [--allow-setid] REF DIR
+//	image push --glance URL REF
+//	image pull --glance URL [--tag REF] ID
 //	version
 //	help [COMMAND]
 //
@@ -48,7 +76,8 @@
 //
 // where class is the error's errdefs class in kebab case: invalid-argument,
 // not-found, already-exists, failed-precondition, permission-denied,
-// not-implemented, resource-exhausted or unknown. Scripts test the class,
+// not-implemented, resource-exhausted, unavailable (an engine daemon that
+// does not answer) or unknown. Scripts test the class,
 // never the message. Only run and exec pass a container's own exit code
 // through.
 //

@@ -27,6 +27,7 @@ var errorClasses = []struct {
 	{"permission-denied", errdefs.IsPermissionDenied},
 	{"not-implemented", errdefs.IsNotImplemented},
 	{"resource-exhausted", errdefs.IsResourceExhausted},
+	{"unavailable", errdefs.IsUnavailable},
 }
 
 // errorClass returns err's errdefs class in kebab case.

@@ -22,14 +22,18 @@ func main() {
 
 // app is one invocation of berthctl.
 type app struct {
-	root    string
-	backend string
+	root       string
+	backend    string
+	dockerHost string
+	diskFS     string
 
 	open func(root string, o openOptions) (*runtime.Runtime, error)
 	rt   *runtime.Runtime
 	// attached asks for containers tied to this process (see
 	// libcontainer.Attached): set by run before the backend opens.
 	attached bool
+	// policy holds the global switches of the volume policy.
+	policy policyFlags
 
 	// Files, not writers: the container's streams are handed to the
 	// engine as they are.
@@ -58,6 +62,9 @@ func (a *app) execute(args []string) (int, error) {
 	fs := newFlagSet("berthctl")
 	fs.StringVar(&a.root, "root", runtime.DefaultStateDir, "state `DIR`")
 	fs.StringVar(&a.backend, "backend", defaultBackend, "engine `NAME`")
+	fs.StringVar(&a.dockerHost, "docker-host", "", "Docker daemon `ADDRESS` for --backend docker")
+	fs.StringVar(&a.diskFS, "disk-fs", "", "filesystem `TYPE` of new root disks for --backend parallels: ext4 (default) or xfs")
+	a.policy.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.usage(a.stdout)
@@ -88,7 +95,7 @@ func (a *app) runtime() (*runtime.Runtime, error) {
 	if a.rt != nil {
 		return a.rt, nil
 	}
-	rt, err := a.open(a.root, openOptions{attached: a.attached})
+	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), dockerHost: a.dockerHost, diskFS: a.diskFS})
 	if err != nil {
 		return nil, err
 	}
@@ -106,9 +113,13 @@ func (a *app) container(ctx context.Context, id string) (*runtime.Container, err
 }
 
 func (a *app) usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: berthctl [--root DIR] [--backend NAME] COMMAND [ARG...]\n\n")
+	fmt.Fprintf(w, "usage: berthctl [--root DIR] [--backend NAME] [GLOBAL FLAGS] COMMAND [ARG...]\n\n")
 	fmt.Fprintf(w, "global flags:\n  --root DIR      state directory (default %s)\n", runtime.DefaultStateDir)
-	fmt.Fprintf(w, "  --backend NAME  engine: %s (default %s)\n\ncommands:\n", backendNames(), defaultBackend)
+	fmt.Fprintf(w, "  --backend NAME  engine: %s (default %s)\n", backendNames(), defaultBackend)
+	fmt.Fprintf(w, "  --docker-host ADDRESS  Docker daemon of --backend docker (default $DOCKER_HOST, else unix:///var/run/docker.sock)\n")
+	fmt.Fprintf(w, "  --disk-fs TYPE  root disks of --backend parallels: ext4 (default) or xfs\n")
+	fmt.Fprintf(w, "  --allow-fs TYPE, --fsck, --allow-raw-block-without-userns, --volume-noexec\n")
+	fmt.Fprintf(w, "                  relax the volume policy, each by name\n\ncommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}

@@ -17,36 +17,49 @@ import (
 
 // createFlags are the flags run and create share.
 type createFlags struct {
-	name   string
-	rootfs string
-	userns bool
-	memory byteSize
-	cpus   cpus
-	env    envList
-	stdin  bool
+	name     string
+	rootfs   string
+	image    string
+	userns   bool
+	memory   byteSize
+	cpus     cpus
+	env      envList
+	stdin    bool
+	volumes  volumeList
+	diskSize byteSize
 }
 
 func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "container `ID` (default: 12 random hex digits)")
-	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `DIR` (required)")
+	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `DIR` (this or --image)")
+	fs.StringVar(&f.image, "image", "", "image `REF` to run (this or --rootfs; backends that take images)")
 	fs.BoolVar(&f.userns, "userns", false, "run in a private user namespace")
 	fs.Var(&f.memory, "memory", "memory limit in `BYTES` (suffixes k, m, g)")
 	fs.Var(&f.cpus, "cpus", "CPU quota as a number `N` of CPUs (e.g. 0.5)")
 	fs.Var(&f.env, "env", "environment variable `K=V` (repeatable)")
 	fs.BoolVar(&f.stdin, "i", false, "attach standard input")
+	fs.Var(&f.diskSize, "disk-size", "size of the container's own root disk in `BYTES` (backends with root disks: parallels)")
+	fs.Var(&f.volumes, "volume", "attach a volume `SRC:DST[:ro][:raw]` (block device, image file or directory; tmpfs:DST:size=BYTES)")
 }
 
 // config builds the container's config from the flags and the command.
 func (f *createFlags) config(name string, args []string) (string, *runtime.Config, error) {
-	if f.rootfs == "" {
-		return "", nil, usageErrorf("%s: --rootfs is required", name)
+	switch {
+	case f.rootfs == "" && f.image == "":
+		return "", nil, usageErrorf("%s: --rootfs or --image is required", name)
+	case f.rootfs != "" && f.image != "":
+		return "", nil, usageErrorf("%s: --rootfs and --image exclude each other", name)
 	}
-	if len(args) == 0 {
+	if len(args) == 0 && f.image == "" {
 		return "", nil, usageErrorf("%s: no command given (berthctl %s ... -- CMD [ARG...])", name, name)
 	}
-	rootfs, err := filepath.Abs(f.rootfs)
-	if err != nil {
-		return "", nil, usageErrorf("%s: --rootfs %q: %v", name, f.rootfs, err)
+	// With an image the spec has no root filesystem directory.
+	var rootfs string
+	var err error
+	if f.rootfs != "" {
+		if rootfs, err = filepath.Abs(f.rootfs); err != nil {
+			return "", nil, usageErrorf("%s: --rootfs %q: %v", name, f.rootfs, err)
+		}
 	}
 	id := f.name
 	if id == "" {
@@ -67,7 +80,11 @@ func (f *createFlags) config(name string, args []string) (string, *runtime.Confi
 		q, p := f.cpus.quota(), uint64(cpuPeriod)
 		spec.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &q, Period: &p}
 	}
-	return id, &runtime.Config{Spec: spec, UserNamespace: f.userns}, nil
+	cfg := &runtime.Config{Spec: spec, Image: f.image, UserNamespace: f.userns, Volumes: f.volumes}
+	if f.diskSize.set {
+		cfg.DiskSize = f.diskSize.n
+	}
+	return id, cfg, nil
 }
 
 // randomID is a fresh container ID: 12 hex digits, as docker shows them.

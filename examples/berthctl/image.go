@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/image/glance"
+)
+
+// imageCommand is one `berthctl image` subcommand.
+type imageCommand struct {
+	name    string
+	args    string
+	summary string
+	run     func(a *app, fs *flag.FlagSet, args []string) (int, error)
+}
+
+// imageCommands lists the subcommands in the order help shows them; it
+// is filled in init, its entries refer to parseImage, which reads it.
+var imageCommands []imageCommand
+
+func init() {
+	imageCommands = []imageCommand{
+		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR",
+			"import a docker-save archive or OCI layout; print REF DIGEST per tag, or the digest", (*app).cmdImageImport},
+		{"ls", "[-q]", "list images", (*app).cmdImageLs},
+		{"rm", "REF...", "remove tags or images (a tag's image goes with its last tag)", (*app).cmdImageRm},
+		{"export", "[--format docker|oci] REF FILE", "write an image as a docker-save or OCI archive (FILE - is stdout)", (*app).cmdImageExport},
+		{"unpack", "[--allow-devices] [--allow-setid] REF DIR", "unpack an image's root filesystem into a new directory", (*app).cmdImageUnpack},
+		{"push", "--glance URL REF", "upload an image to Glance; print the Glance image ID", (*app).cmdImagePush},
+		{"pull", "--glance URL [--tag REF] ID", "import an image from Glance; print REF DIGEST, or the digest", (*app).cmdImagePull},
+	}
+}
+
+// imageUsage is the image command's args line in the command table.
+const imageUsage = "import|ls|rm|export|unpack|push|pull ..."
+
+func (a *app) cmdImage(_ *flag.FlagSet, args []string) (int, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) == 0 {
+			return 0, usageErrorf("image: no subcommand given (%s)", imageNames())
+		}
+		fmt.Fprintf(a.stdout, "usage: berthctl image SUBCOMMAND [ARG...]\n\nsubcommands:\n")
+		for _, c := range imageCommands {
+			fmt.Fprintf(a.stdout, "  %s %s\n      %s\n", c.name, c.args, c.summary)
+		}
+		return 0, nil
+	}
+	for _, c := range imageCommands {
+		if c.name == args[0] {
+			return c.run(a, newFlagSet("image "+c.name), args[1:])
+		}
+	}
+	return 0, usageErrorf("image: unknown subcommand %q (%s)", args[0], imageNames())
+}
+
+func imageNames() string {
+	var n []string
+	for _, c := range imageCommands {
+		n = append(n, c.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// parseImage parses an image subcommand's flags and checks it got between
+// min and max positional arguments (max < 0: no bound).
+func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
+	name := strings.TrimPrefix(fs.Name(), "image ")
+	var cmd imageCommand
+	for _, c := range imageCommands {
+		if c.name == name {
+			cmd = c
+		}
+	}
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(a.stdout, "usage: berthctl image %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+		if hasFlags(fs) {
+			fmt.Fprintf(a.stdout, "\nflags:\n")
+			fs.SetOutput(a.stdout)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+		return errHelpShown
+	}
+	if err != nil {
+		return flagError(fs, err)
+	}
+	if fs.NArg() < min || (max >= 0 && fs.NArg() > max) {
+		return usageErrorf("%s: got %d argument(s) (usage: berthctl image %s %s)", fs.Name(), fs.NArg(), cmd.name, cmd.args)
+	}
+	return nil
+}
+
+// imageStore opens the image store under the state root.
+func (a *app) imageStore() (*image.Store, error) {
+	return image.Open(filepath.Join(a.root, "images"))
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
+	var pol image.TagPolicy
+	fs.Var((*stringList)(&pol.Expect), "expect-tag", "create this archive tag (`REF`, repeatable); the archive must hold it")
+	fs.StringVar(&pol.Prefix, "tag-prefix", "", "create every archive tag under repository path `P`")
+	fs.BoolVar(&pol.AllowRetag, "allow-retag", false, "let the import move tags that name other images")
+	if err := a.parseImage(fs, args, 1, 1); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	src := fs.Arg(0)
+	opts := image.ImportOptions{Tags: pol}
+	p := a.progress("importing " + filepath.Base(src))
+	if p != nil {
+		opts.Progress = p.report
+		defer p.done()
+	}
+	res, err := s.Import(context.Background(), src, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.done()
+	a.printImported(res)
+	return 0, nil
+}
+
+// printImported prints REF DIGEST for every tag the import holds now, or
+// the digest of each image when it made no tag.
+func (a *app) printImported(res *image.ImportResult) {
+	n := 0
+	for _, t := range res.Tags {
+		if t.Action != image.TagSkipped {
+			fmt.Fprintf(a.stdout, "%s %s\n", t.Ref, t.Digest)
+			n++
+		}
+	}
+	if n == 0 {
+		for _, im := range res.Images {
+			fmt.Fprintln(a.stdout, im.Digest)
+		}
+	}
+}
+
+func (a *app) cmdImageLs(fs *flag.FlagSet, args []string) (int, error) {
+	quiet := fs.Bool("q", false, "print only digests")
+	if err := a.parseImage(fs, args, 0, 0); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	list, err := s.List(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	if *quiet {
+		for _, im := range list {
+			fmt.Fprintln(a.stdout, im.Digest)
+		}
+		return 0, nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tSIZE\tIMPORTED")
+	for _, im := range list {
+		refs := im.Tags
+		if len(refs) == 0 {
+			refs = []string{"<none>"}
+		}
+		for _, r := range refs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r, im.Digest, im.Size, im.Imported.UTC().Format(time.RFC3339))
+		}
+	}
+	return 0, tw.Flush()
+}
+
+func (a *app) cmdImageRm(fs *flag.FlagSet, args []string) (int, error) {
+	if err := a.parseImage(fs, args, 1, -1); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	var first error
+	var more []string
+	for _, ref := range fs.Args() {
+		res, err := s.Remove(context.Background(), ref)
+		switch {
+		case err == nil:
+			for _, t := range res.Untagged {
+				fmt.Fprintf(a.stdout, "untagged %s\n", t)
+			}
+			if res.Deleted != "" {
+				fmt.Fprintf(a.stdout, "deleted %s\n", res.Deleted)
+			}
+		case first == nil:
+			first = err
+		default:
+			more = append(more, err.Error())
+		}
+	}
+	if len(more) > 0 {
+		return 0, fmt.Errorf("%w; %s", first, strings.Join(more, "; "))
+	}
+	return 0, first
+}
+
+func (a *app) cmdImageExport(fs *flag.FlagSet, args []string) (int, error) {
+	format := fs.String("format", image.FormatDocker, "archive `FORMAT`: docker or oci")
+	if err := a.parseImage(fs, args, 2, 2); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	ref, dst := fs.Arg(0), fs.Arg(1)
+	ctx := context.Background()
+	if dst == "-" {
+		return 0, s.Export(ctx, ref, a.stdout, image.ExportOptions{Format: *format})
+	}
+	// Written beside the destination and renamed: a failed export leaves
+	// no partial archive behind.
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
+	if err != nil {
+		return 0, fmt.Errorf("export to %q: %w", dst, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := s.Export(ctx, ref, tmp, image.ExportOptions{Format: *format}); err != nil {
+		tmp.Close()
+		return 0, err
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("export to %q: %w", dst, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return 0, fmt.Errorf("export to %q: %w", dst, err)
+	}
+	return 0, os.Rename(tmp.Name(), dst)
+}
+
+func (a *app) cmdImageUnpack(fs *flag.FlagSet, args []string) (int, error) {
+	var opts image.UnpackOptions
+	fs.BoolVar(&opts.AllowDevices, "allow-devices", false, "create the image's device nodes (dropped by default)")
+	fs.BoolVar(&opts.AllowSetid, "allow-setid", false, "keep setuid/setgid bits and file capabilities (cleared by default)")
+	if err := a.parseImage(fs, args, 2, 2); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	_, err = s.Unpack(context.Background(), fs.Arg(0), fs.Arg(1), opts)
+	return 0, err
+}
+
+func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {
+	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
+	if err := a.parseImage(fs, args, 1, 1); err != nil {
+		return 0, err
+	}
+	if *url == "" {
+		return 0, usageErrorf("image push: --glance URL is required")
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	id, err := glance.Push(context.Background(), *url, s, fs.Arg(0), glance.PushOptions{})
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(a.stdout, id)
+	return 0, nil
+}
+
+func (a *app) cmdImagePull(fs *flag.FlagSet, args []string) (int, error) {
+	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
+	tag := fs.String("tag", "", "name the pulled image `REF` (the archive's own tags are not taken)")
+	if err := a.parseImage(fs, args, 1, 1); err != nil {
+		return 0, err
+	}
+	if *url == "" {
+		return 0, usageErrorf("image pull: --glance URL is required")
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: *tag}}}
+	p := a.progress("pulling " + fs.Arg(0))
+	if p != nil {
+		opts.Import.Progress = p.report
+		defer p.done()
+	}
+	res, err := glance.Pull(context.Background(), *url, fs.Arg(0), s, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.done()
+	a.printImported(res)
+	return 0, nil
+}
+
+// progressLine shows an operation's progress on the terminal, in place.
+type progressLine struct {
+	w     io.Writer
+	what  string
+	shown bool
+}
+
+// progress returns a progress line when stderr is a terminal, else nil
+// (scripts and logs get no carriage returns).
+func (a *app) progress(what string) *progressLine {
+	if _, err := unix.IoctlGetTermios(int(a.stderr.Fd()), unix.TCGETS); err != nil {
+		return nil
+	}
+	return &progressLine{w: a.stderr, what: what}
+}
+
+func (p *progressLine) report(pr image.ImportProgress) {
+	line := fmt.Sprintf("%s: %s", p.what, mib(pr.Read))
+	if pr.Total > 0 {
+		line += fmt.Sprintf(" / %s (%d%%)", mib(pr.Total), pr.Read*100/pr.Total)
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s", line)
+	p.shown = true
+}
+
+// done clears the line; it may be called more than once, and on nil.
+func (p *progressLine) done() {
+	if p != nil && p.shown {
+		fmt.Fprint(p.w, "\r\033[K")
+		p.shown = false
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

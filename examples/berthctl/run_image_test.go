@@ -1,0 +1,86 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/image/imagetest"
+	"github.com/berthrun/berth/internal/fixture"
+)
+
+// busyboxArchive writes a docker-save archive of the busybox fixture tagged
+// bb:latest, whose command prints "image-cmd".
+func busyboxArchive(t *testing.T) string {
+	t.Helper()
+	layer, err := imagetest.DirTar(rootfs)
+	require.NoError(t, err)
+	im := imagetest.NewImage([][]byte{layer}, "/bin/echo", "image-cmd")
+	im.Tags = []string{"bb:latest"}
+	p := filepath.Join(t.TempDir(), "bb.tar")
+	require.NoError(t, os.WriteFile(p, imagetest.DockerSave(im), 0o644))
+	return p
+}
+
+// The embedded engine runs images of the store under --root.
+func TestRunImage(t *testing.T) {
+	requireEngine(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	ctl := func(args ...string) result { return invoke(t, "", append([]string{"--root", root}, args...)...) }
+	r := ctl("image", "import", "--expect-tag", "bb:latest", busyboxArchive(t))
+	require.Equal(t, 0, r.code, r.stderr)
+	r = ctl("run", "--rm", "--image", "bb:latest", "--", "/bin/echo", "hi")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "hi\n", r.stdout)
+	r = ctl("run", "--rm", "--image", "bb:latest")
+	require.Equal(t, "image-cmd\n", r.stdout, "without a command, the image's")
+	r = ctl("run", "--rm", "--userns", "--image", "bb:latest", "--", "/bin/sh", "-c", "echo x > /etc/new && cat /etc/new")
+	require.Equal(t, "x\n", r.stdout, r.stderr)
+	requireFailure(t, ctl("run", "--rm", "--image", "nosuch:latest", "--", "/bin/true"), "not-found")
+	r = ctl("ps", "-q")
+	require.Empty(t, r.stdout)
+}
+
+// The disk-image engine: a disk of its own, grown online (xfs disks grow
+// where the sandbox lacks CAP_SYS_RESOURCE), committed as an image by
+// snapshot, and gone with the container.
+func TestParallels(t *testing.T) {
+	requireEngine(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	ctl := func(args ...string) result {
+		return invoke(t, "", append([]string{"--root", root, "--backend", "parallels", "--disk-fs", "xfs"}, args...)...)
+	}
+	r := ctl("create", "--name", "disk1", "--rootfs", rootfs, "--disk-size", "320m", "--", "/bin/sh", "-c", "echo kept > /kept; sleep 300")
+	require.Equal(t, 0, r.code, r.stderr)
+	defer ctl("rm", "-f", "disk1")
+	require.Equal(t, 0, ctl("start", "disk1").code)
+	df := func() string {
+		r := ctl("exec", "disk1", "--", "/bin/sh", "-c", "df -k / | tail -1")
+		require.Equal(t, 0, r.code, r.stderr)
+		return strings.Fields(r.stdout)[1]
+	}
+	before := df()
+	r = ctl("resize-disk", "disk1", "640m")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NotEqual(t, before, df(), "the running container sees the grown disk")
+	requireFailure(t, ctl("resize-disk", "disk1", "100m"), "invalid-argument")
+
+	r = ctl("snapshot", "disk1", "snap:1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, regexp.MustCompile(`^snap:1 sha256:[0-9a-f]{64}\n$`), r.stdout)
+	r = invoke(t, "", "--root", root, "run", "--rm", "--image", "snap:1", "--", "/bin/cat", "/kept")
+	require.Equal(t, "kept\n", r.stdout, "the snapshot runs on the embedded engine too: %s", r.stderr)
+
+	require.Equal(t, 0, ctl("rm", "-f", "disk1").code)
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	require.NotContains(t, string(mi), root)
+	_, err = os.Stat(filepath.Join(root, "parallels", "disks", "disk1"))
+	require.True(t, os.IsNotExist(err), "the disk image is gone")
+	requireFailure(t, invoke(t, "", "--root", root, "resize-disk", "nosuch", "1g"), "not-found")
+	requireFailure(t, invoke(t, "", "--root", root, "run", "--rm", "--rootfs", rootfs, "--disk-size", "1g", "--", "/bin/true"), "not-implemented")
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berthrun/berth/volume"
+)
+
+// volumeList is a repeatable --volume SRC:DST[:ro][:raw] flag.
+type volumeList []volume.Spec
+
+func (v *volumeList) String() string { return fmt.Sprint(len(*v)) }
+
+func (v *volumeList) Set(s string) error {
+	sp, err := volume.ParseSpec(s)
+	if err != nil {
+		return err
+	}
+	if sp.Source != "" {
+		if sp.Source, err = filepath.Abs(sp.Source); err != nil {
+			return err
+		}
+	}
+	*v = append(*v, sp)
+	return nil
+}
+
+// policyFlags are the global switches that relax the volume policy, each
+// by name.
+type policyFlags struct {
+	allowFS      fsList
+	fsck         bool
+	rawNoUserns  bool
+	volumeNoExec bool
+}
+
+type fsList []string
+
+func (l *fsList) String() string { return strings.Join(*l, ",") }
+
+func (l *fsList) Set(v string) error {
+	*l = append(*l, strings.Split(v, ",")...)
+	return nil
+}
+
+func (p *policyFlags) register(fs *flag.FlagSet) {
+	fs.Var(&p.allowFS, "allow-fs", "also allow volumes of filesystem `TYPE` (repeatable; default whitelist: ext4, xfs, tmpfs)")
+	fs.BoolVar(&p.fsck, "fsck", false, "check block and image volumes read-only (e2fsck -n, xfs_repair -n) before mounting")
+	fs.BoolVar(&p.rawNoUserns, "allow-raw-block-without-userns", false, "allow raw block volumes in containers without a user namespace (root there can mount them)")
+	fs.BoolVar(&p.volumeNoExec, "volume-noexec", false, "mount volumes noexec")
+}
+
+// policy is the volume policy the flags ask for.
+func (p *policyFlags) policy() volume.Policy {
+	pol := volume.DefaultPolicy().Allow(p.allowFS...)
+	pol.Fsck = p.fsck
+	pol.RawBlockWithoutUserNamespace = p.rawNoUserns
+	pol.NoExec = p.volumeNoExec
+	return pol
+}
+
+// cmdVolume: berthctl volume probe PATH.
+func (a *app) cmdVolume(fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) == 0 || args[0] != "probe" {
+		return 0, usageErrorf("volume: want `volume probe PATH`")
+	}
+	if err := a.parse(fs, args[1:]); err != nil {
+		return 0, err
+	}
+	if err := exactArgs(fs, 1); err != nil {
+		return 0, err
+	}
+	path := fs.Arg(0)
+	pol := a.policy.policy()
+	if err := pol.Validate(); err != nil {
+		return 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("volume %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("volume %s: %w", path, err)
+	}
+	got, err := volume.Probe(f, size)
+	if err != nil {
+		return 0, fmt.Errorf("volume %s: %w", path, err)
+	}
+	if err := pol.Check(got); err != nil {
+		return 0, fmt.Errorf("volume %s: %w", path, err)
+	}
+	if pol.Fsck {
+		if err := volume.Fsck(context.Background(), path, got); err != nil {
+			return 0, fmt.Errorf("volume %s: %w", path, err)
+		}
+	}
+	fmt.Fprintln(a.stdout, got.Type)
+	return 0, nil
+}
+
+// cmdAttach: berthctl attach ID SRC:DST[:ro][:raw].
+func (a *app) cmdAttach(fs *flag.FlagSet, args []string) (int, error) {
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	if err := exactArgs(fs, 2); err != nil {
+		return 0, err
+	}
+	var vols volumeList
+	if err := vols.Set(fs.Arg(1)); err != nil {
+		return 0, err
+	}
+	ctx := context.Background()
+	c, err := a.container(ctx, fs.Arg(0))
+	if err != nil {
+		return 0, err
+	}
+	return 0, c.AttachVolume(ctx, vols[0])
+}
+
+// cmdDetach: berthctl detach ID DST.
+func (a *app) cmdDetach(fs *flag.FlagSet, args []string) (int, error) {
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	if err := exactArgs(fs, 2); err != nil {
+		return 0, err
+	}
+	ctx := context.Background()
+	c, err := a.container(ctx, fs.Arg(0))
+	if err != nil {
+		return 0, err
+	}
+	return 0, c.DetachVolume(ctx, fs.Arg(1))
+}
