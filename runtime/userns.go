@@ -1,19 +1,16 @@
 package runtime
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/subid"
 	"golang.org/x/sys/unix"
 )
 
@@ -186,27 +183,11 @@ func overlaps(spans []idSpan, start, end uint64) bool {
 	return false
 }
 
-// readSubordinate parses /etc/subuid-style "name:start:count" lines.
+// readSubordinate returns the ranges of an /etc/subuid-style file.
 func readSubordinate(path string) []idSpan {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []idSpan
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(parts) != 3 {
-			continue
-		}
-		start, err1 := strconv.ParseUint(parts[1], 10, 32)
-		count, err2 := strconv.ParseUint(parts[2], 10, 32)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out = append(out, idSpan{start, start + count})
+	for _, r := range subid.Read(path) {
+		out = append(out, idSpan{r.Start, r.End()})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].start < out[j].start })
 	return out
 }

@@ -622,6 +622,22 @@ func detachLoopsOf(source, id string) error {
 
 // Detach undoes owner's attachment at dst.
 func (m *Manager) Detach(ctx context.Context, owner, dst string) error {
+	return m.withRecords(func(recs []*record) error {
+		id := attachmentID(owner, filepath.Clean(dst))
+		for _, r := range recs {
+			if r.ID == id {
+				if err := m.undo(r, recs); err != nil {
+					return fmt.Errorf("volume %s: detach: %w", dst, err)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+	})
+}
+
+// withRecords runs fn on every record under the manager's lock.
+func (m *Manager) withRecords(fn func(recs []*record) error) error {
 	unlock, err := m.lock()
 	if err != nil {
 		return err
@@ -631,38 +647,22 @@ func (m *Manager) Detach(ctx context.Context, owner, dst string) error {
 	if err != nil {
 		return err
 	}
-	id := attachmentID(owner, filepath.Clean(dst))
-	for _, r := range recs {
-		if r.ID == id {
-			if err := m.undo(r, recs); err != nil {
-				return fmt.Errorf("volume %s: detach: %w", dst, err)
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+	return fn(recs)
 }
 
 // DetachAll undoes every attachment of owner.
 func (m *Manager) DetachAll(ctx context.Context, owner string) error {
-	unlock, err := m.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	recs, err := m.records()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for i, r := range recs {
-		if r.Owner == owner {
-			errs = append(errs, m.undo(r, recs))
-			recs[i] = &record{} // gone: no longer shares a mount
+	return m.withRecords(func(recs []*record) error {
+		var errs []error
+		for i, r := range recs {
+			if r.Owner == owner {
+				errs = append(errs, m.undo(r, recs))
+				recs[i] = &record{} // gone: no longer shares a mount
+			}
 		}
-	}
-	_ = os.Remove(filepath.Join(m.dir, "owners", owner+".lock"))
-	return errors.Join(errs...)
+		_ = os.Remove(filepath.Join(m.dir, "owners", owner+".lock"))
+		return errors.Join(errs...)
+	})
 }
 
 // Attachments lists owner's complete attachments.
@@ -684,15 +684,10 @@ func (m *Manager) Attachments(owner string) ([]Spec, error) {
 // live is given, those whose owner no longer exists. Owners locked by a live
 // process (a create in progress) are left alone.
 func (m *Manager) Recover(live func(owner string) bool) error {
-	unlock, err := m.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	recs, err := m.records()
-	if err != nil {
-		return err
-	}
+	return m.withRecords(func(recs []*record) error { return m.recover(recs, live) })
+}
+
+func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
 	var errs []error
 	for i, r := range recs {
 		if r.Complete && (live == nil || live(r.Owner)) {

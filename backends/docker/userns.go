@@ -1,14 +1,13 @@
 package docker
 
 import (
-	"bufio"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/internal/subid"
 )
 
 // remapDefaultSize is the range size Docker asks for when it creates the
@@ -42,57 +41,28 @@ func daemonMapping(rootDir, subuid, subgid string) (*idMapping, bool) {
 	}, true
 }
 
-type subRange struct {
-	name         string
-	start, count uint64
-}
-
 // subordinateMapping maps container IDs 0.. onto the ranges of the user
 // whose range starts at root, as Docker's idtools does.
 func subordinateMapping(path string, root uint32) []specs.LinuxIDMapping {
-	ranges := readSubordinate(path)
+	ranges := subid.Read(path)
 	owner := ""
 	for _, r := range ranges {
-		if r.start == uint64(root) {
-			owner = r.name
+		if r.Start == uint64(root) {
+			owner = r.Name
 			break
 		}
 	}
 	var out []specs.LinuxIDMapping
 	next := uint64(0)
 	for _, r := range ranges {
-		if r.name != owner || owner == "" {
+		if r.Name != owner || owner == "" {
 			continue
 		}
-		out = append(out, specs.LinuxIDMapping{ContainerID: uint32(next), HostID: uint32(r.start), Size: uint32(r.count)})
-		next += r.count
+		out = append(out, specs.LinuxIDMapping{ContainerID: uint32(next), HostID: uint32(r.Start), Size: uint32(r.Count)})
+		next += r.Count
 	}
 	if len(out) == 0 {
 		return []specs.LinuxIDMapping{{ContainerID: 0, HostID: root, Size: remapDefaultSize}}
 	}
-	return out
-}
-
-func readSubordinate(path string) []subRange {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []subRange
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.Split(strings.TrimSpace(sc.Text()), ":")
-		if len(parts) != 3 {
-			continue
-		}
-		start, err1 := strconv.ParseUint(parts[1], 10, 32)
-		count, err2 := strconv.ParseUint(parts[2], 10, 32)
-		if err1 != nil || err2 != nil || count == 0 {
-			continue
-		}
-		out = append(out, subRange{parts[0], start, count})
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].start < out[j].start })
 	return out
 }
