@@ -33,22 +33,13 @@ func envOr(k, def string) string {
 	return def
 }
 
-// images holds the busybox image reference per daemon, imported once.
-var images sync.Map // host -> func() (string, error)
-
 // requireDaemon skips (fails under CI=true) unless a daemon answers at
-// host, and returns the busybox image there.
-func requireDaemon(t *testing.T, host string) string {
+// host.
+func requireDaemon(t *testing.T, host string) {
 	t.Helper()
 	fixture.RequireRoot(t)
 	err := fixture.DockerAnswers(context.Background(), host)
 	fixture.Require(t, err == nil, fmt.Sprintf("no Docker daemon answers at %s (scripts/setup-docker.sh starts one): %v", host, err))
-	once, _ := images.LoadOrStore(host, sync.OnceValues(func() (string, error) {
-		return fixture.DockerBusybox(context.Background(), host)
-	}))
-	ref, err := once.(func() (string, error))()
-	require.NoError(t, err)
-	return ref
 }
 
 type harness struct {

@@ -6,17 +6,17 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berthrun/berth/internal/tarutil"
 )
 
 // Epoch is the time stamp of every entry this package writes.
@@ -121,66 +121,11 @@ func Zstd(b []byte) []byte {
 }
 
 // DirTar returns a tar of the tree at dir, as a layer holds it (names
-// relative to dir, owners and modes kept, hardlinks kept).
+// relative to dir, owners and modes kept, hardlinks kept), every entry
+// stamped with Epoch so the same tree gives the same bytes.
 func DirTar(dir string) ([]byte, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	inodes := map[uint64]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		h.ModTime, h.AccessTime, h.ChangeTime = Epoch, time.Time{}, time.Time{}
-		h.Uname, h.Gname = "", ""
-		h.Format = tar.FormatPAX
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
-			if first, ok := inodes[st.Ino]; ok {
-				h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
-			} else {
-				inodes[st.Ino] = h.Name
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if h.Typeflag == tar.TypeReg {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := io.Copy(tw, f); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
+	if err := tarutil.WriteDir(&buf, dir, tarutil.Options{ModTime: Epoch}); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

@@ -11,12 +11,23 @@ import (
 	"time"
 )
 
+// Options tune WriteDir.
+type Options struct {
+	// ModTime, when set, stamps every entry, for archives whose bytes
+	// depend on the content only.
+	ModTime time.Time
+}
+
 // WriteDir writes the tree under dir to w as a tar archive with names
 // relative to dir ("./etc/passwd" style without the dot), keeping owners,
 // modes, times, symlinks, hard links (as links) and device nodes. Sockets
 // are skipped. The walk never follows symlinks, so nothing outside dir is
 // read.
-func WriteDir(w io.Writer, dir string) error {
+func WriteDir(w io.Writer, dir string, opts ...Options) error {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	tw := tar.NewWriter(w)
 	type inode struct{ dev, ino uint64 }
 	seen := map[inode]string{}
@@ -55,6 +66,9 @@ func WriteDir(w io.Writer, dir string) error {
 		h.Format = tar.FormatPAX
 		h.Uname, h.Gname = "", ""
 		h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
+		if !o.ModTime.IsZero() {
+			h.ModTime = o.ModTime
+		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			h.Uid, h.Gid = int(st.Uid), int(st.Gid)
 			if fi.Mode().IsRegular() && st.Nlink > 1 {
