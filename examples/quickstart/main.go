@@ -14,6 +14,7 @@ import (
 	"github.com/berthrun/berth/backends/libcontainer"
 	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/volume"
 )
 
 func main() {
@@ -94,6 +95,26 @@ func run() error {
 	if err := c.Resume(ctx); err != nil {
 		return err
 	}
+	if err := c.AttachVolume(ctx, volume.Spec{Destination: "/scratch", TmpfsSize: 8 << 20}); err != nil {
+		return err
+	}
+	execOut.Reset()
+	p, err = c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "grep /scratch /proc/mounts"}}, runtime.IO{Stdout: &execOut, Stderr: &execOut})
+	if err != nil {
+		return err
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("resumed it and attached an 8 MiB tmpfs at /scratch while it runs:\n%s", indent(execOut.String()))
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	cgroups, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", info.Pid))
+	if err != nil {
+		return err
+	}
 	if err := c.Kill(ctx, syscall.SIGKILL); err != nil {
 		return err
 	}
@@ -101,12 +122,45 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("resumed and killed it: exit code %d (signal %d); its output:\n%s", es.Code, es.Signal, indent(out.String()))
+	fmt.Printf("killed it: exit code %d (signal %d); its output:\n%s", es.Code, es.Signal, indent(out.String()))
 	if err := c.Delete(ctx, runtime.DeleteOptions{}); err != nil {
 		return err
 	}
-	fmt.Println("deleted it: no cgroup, mount or state left")
+	if left := leftovers(string(cgroups), root); len(left) > 0 {
+		return fmt.Errorf("deleted it, but these are left: %s", strings.Join(left, ", "))
+	}
+	fmt.Println("deleted it, and checked: no cgroup, mount or state left")
 	return nil
+}
+
+// leftovers lists what of the container is still on the host: its cgroup
+// directories (from /proc/PID/cgroup as it was), mounts under root, and
+// its state directory.
+func leftovers(cgroups, root string) []string {
+	var left []string
+	for _, line := range strings.Split(strings.TrimSpace(cgroups), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || !strings.Contains(parts[2], "quickstart") {
+			continue
+		}
+		for _, ctl := range strings.Split(parts[1], ",") {
+			dir := filepath.Join("/sys/fs/cgroup", strings.TrimPrefix(ctl, "name="), parts[2])
+			if parts[1] == "" {
+				dir = filepath.Join("/sys/fs/cgroup/unified", parts[2])
+			}
+			if _, err := os.Stat(dir); err == nil {
+				left = append(left, dir)
+			}
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), root) {
+		left = append(left, "a mount under "+root)
+	}
+	if _, err := os.Stat(filepath.Join(root, "containers", "quickstart")); err == nil {
+		left = append(left, "its state directory")
+	}
+	return left
 }
 
 func indent(s string) string {
