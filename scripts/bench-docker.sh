@@ -22,6 +22,10 @@ go build -o "$work/berthctl" ./examples/berthctl
 go run ./internal/fixture/mkrootfs "$work/rootfs"
 # No registry: the busybox root filesystem becomes an image by import.
 tar -C "$work/rootfs" -c . | "$docker" -H "$host" import - "$image" >/dev/null
+# berth runs images of its own store: the same image, imported from the
+# daemon's docker-save archive (same config, so the same image ID there).
+"$docker" -H "$host" save -o "$work/image.tar" "$image"
+"$work/berthctl" --root "$work/state" image import --expect-tag "$image" "$work/image.tar" >/dev/null
 
 berth=("$work/berthctl" --backend docker --docker-host "$host" --root "$work/state" run --rm --image "$image" -- /bin/true)
 plain=("$docker" -H "$host" run --rm "$image" /bin/true)

@@ -10,7 +10,11 @@ work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 chmod 711 "$work"
 trap 'rm -rf "$work"' EXIT
 
-go build -o "$work/berthctl" ./examples/berthctl
+# The binary lives apart from the state, as in /usr/local/bin and
+# /var/lib/berth: libcontainer then seals it with an overlay instead of
+# copying it for every container.
+mkdir -p "$work/bin"
+go build -o "$work/bin/berthctl" ./examples/berthctl
 go run ./internal/fixture/mkrootfs "$work/rootfs"
 
 # runc: a bundle whose config runs /bin/true without a terminal.
@@ -40,12 +44,12 @@ run_timed() { # name command...
 }
 
 # One untimed round warms page caches for all three.
-"$work/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
+"$work/bin/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
 runc --root "$work/runc" run --bundle "$work/bundle" warm >/dev/null
 lxc-execute -P "$work/lxc" -n warm -f "$work/lxc.conf" -- /bin/true
 
 for i in $(seq "$rounds"); do
-	run_timed berth "$work/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
+	run_timed berth "$work/bin/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
 	run_timed runc runc --root "$work/runc" run --bundle "$work/bundle" "b$i"
 	run_timed lxc lxc-execute -P "$work/lxc" -n "b$i" -f "$work/lxc.conf" -- /bin/true
 done
