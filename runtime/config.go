@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -151,10 +152,48 @@ func validateConfig(id string, c *Config) error {
 		if !filepath.IsAbs(m.Destination) {
 			return bad("mount destination %q is not absolute", m.Destination)
 		}
+		if err := checkSpecMount(m); err != nil {
+			return bad("mount at %s: %v", m.Destination, err)
+		}
+	}
+	for _, d := range s.Linux.Devices {
+		if d.Type == "b" {
+			return bad("block device %s: block devices come through Config.Volumes (raw-block), under the volume policy", d.Path)
+		}
 	}
 	if r := s.Linux.Resources; r != nil {
+		for _, d := range r.Devices {
+			if d.Allow && (d.Type == "b" || d.Type == "a" || d.Type == "") {
+				return bad("devices cgroup rule allows block devices: they come through Config.Volumes (raw-block)")
+			}
+		}
 		if err := validateResources(id, fromSpecResources(r)); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// specMountTypes are the filesystems a spec may mount itself: the pseudo
+// filesystems every container has, tmpfs, and binds of directories or
+// files. Anything backed by a device is a volume, and goes through the
+// volume policy (Config.Volumes), never straight to the kernel.
+var specMountTypes = map[string]bool{
+	"proc": true, "sysfs": true, "tmpfs": true, "devpts": true, "mqueue": true,
+	"cgroup": true, "cgroup2": true, "bind": true, "none": true, "": true,
+}
+
+func checkSpecMount(m specs.Mount) error {
+	if !specMountTypes[m.Type] {
+		return fmt.Errorf("filesystem type %q is mounted through Config.Volumes, under the volume policy", m.Type)
+	}
+	isBind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+	if (m.Type == "none" || m.Type == "") && !isBind {
+		return fmt.Errorf("a mount of type %q must be a bind", m.Type)
+	}
+	if isBind {
+		if fi, err := os.Stat(m.Source); err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Errorf("%s is a block device: raw devices come through Config.Volumes (raw-block)", m.Source)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -122,18 +123,13 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
-	if err := c.r.volumes.DetachAll(ctx, c.id); err != nil {
-		return wrap(c.id, err)
-	}
-	if err := c.r.releaseImage(ctx, c.id); err != nil {
-		return wrap(c.id, err)
-	}
+	// The container is gone: release everything it held, each step
+	// whatever the others did.
+	errs := []error{c.r.volumes.DetachAll(ctx, c.id), c.r.releaseImage(ctx, c.id)}
 	if hasUserNamespace(i.Spec) {
-		if err := c.r.ids.release(c.id); err != nil {
-			return wrap(c.id, err)
-		}
+		errs = append(errs, c.r.ids.release(c.id))
 	}
-	return nil
+	return wrap(c.id, errors.Join(errs...))
 }
 
 func hasUserNamespace(s *specs.Spec) bool {

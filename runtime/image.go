@@ -60,12 +60,16 @@ func (r *Runtime) resolveImage(ctx context.Context, id, ref string, spec *specs.
 	}, nil
 }
 
-// applyImageConfig completes the process from the image: the entrypoint
-// before the caller's arguments (or the image's command), the image's
-// environment under the caller's, its working directory and user unless
-// the caller chose.
+// applyImageConfig completes the process from the image's config.
 func applyImageConfig(spec *specs.Spec, im *image.Image) error {
-	cfg := im.Config()
+	return completeProcess(spec, im.Config(), im.Digest.String())
+}
+
+// completeProcess fills what the caller left out of the process from an
+// image config, as docker run does: the entrypoint before the caller's
+// arguments (or the image's command), the image's environment under the
+// caller's, its working directory and user unless the caller chose.
+func completeProcess(spec *specs.Spec, cfg ocispec.ImageConfig, name string) error {
 	p := spec.Process
 	args := p.Args
 	if len(args) == 0 {
@@ -73,7 +77,7 @@ func applyImageConfig(spec *specs.Spec, im *image.Image) error {
 	}
 	p.Args = append(slices.Clone(cfg.Entrypoint), args...)
 	if len(p.Args) == 0 {
-		return fmt.Errorf("image %s names no command and none was given: %w", im.Digest, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("image %s names no command and none was given: %w", name, errdefs.ErrInvalidArgument)
 	}
 	env := slices.Clone(cfg.Env)
 	for _, e := range p.Env {
@@ -89,13 +93,13 @@ func applyImageConfig(spec *specs.Spec, im *image.Image) error {
 		u, g, _ := strings.Cut(cfg.User, ":")
 		uid, err := strconv.ParseUint(u, 10, 32)
 		if err != nil {
-			return fmt.Errorf("image %s runs as user %q: only numeric users are supported: %w", im.Digest, cfg.User, errdefs.ErrNotImplemented)
+			return fmt.Errorf("image %s runs as user %q: only numeric users are supported: %w", name, cfg.User, errdefs.ErrNotImplemented)
 		}
 		p.User.UID = uint32(uid)
 		if g != "" {
 			gid, err := strconv.ParseUint(g, 10, 32)
 			if err != nil {
-				return fmt.Errorf("image %s runs as group %q: only numeric groups are supported: %w", im.Digest, g, errdefs.ErrNotImplemented)
+				return fmt.Errorf("image %s runs as group %q: only numeric groups are supported: %w", name, g, errdefs.ErrNotImplemented)
 			}
 			p.User.GID = uint32(gid)
 		}

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,32 +133,46 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 			return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
 		}
 	}
-	if _, err := r.d.State(ctx, id); err == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
-	} else if !errdefs.IsNotFound(err) {
-		return nil, wrap(id, err)
-	}
 	if cfg.DiskSize != 0 && !r.caps.RootDisk {
 		return nil, fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
 	}
 	if cfg.DiskSize < 0 {
 		return nil, fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
 	}
-	spec := cloneSpec(cfg.Spec)
+	if cfg.UserNamespace && !r.caps.UserNamespace {
+		return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
+	}
+	// The owner lock is held from here until the container exists: two
+	// creates of one ID take turns, and recovery in another process never
+	// takes this create's ID block or volumes for a crash's leftovers.
+	unlock, err := r.volumes.LockOwner(id)
+	if err != nil {
+		return nil, wrap(id, err)
+	}
+	defer unlock()
+	if _, err := r.d.State(ctx, id); err == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return nil, wrap(id, err)
+	}
+	spec, err := cloneSpec(cfg.Spec)
+	if err != nil {
+		return nil, wrap(id, err)
+	}
 	var rng IDRange
-	if cfg.UserNamespace {
-		if !r.caps.UserNamespace {
-			return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
+	undo := func() {
+		_ = r.volumes.DetachAll(ctx, id)
+		_ = r.releaseImage(ctx, id)
+		if rng.Size > 0 {
+			_ = r.ids.release(id)
 		}
+	}
+	if cfg.UserNamespace {
 		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		// An engine with one mapping for all (Docker's userns-remap)
 		// fills it in itself; the others get a block of their own.
 		if !r.caps.UserNamespaceShared {
-			var err error
-			rng, err = r.ids.allocate(id, func(owner string) bool {
-				_, err := r.d.State(ctx, owner)
-				return !errdefs.IsNotFound(err)
-			})
+			rng, err = r.ids.allocate(id, r.ownerLive(ctx))
 			if err != nil {
 				return nil, wrap(id, err)
 			}
@@ -168,34 +183,19 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	}
 	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, DiskSize: cfg.DiskSize, RootDisk: cfg.RootDisk, Labels: cfg.Labels, IO: cfg.IO}
 	if cfg.Image != "" {
-		src, err := r.resolveImage(ctx, id, cfg.Image, spec)
-		if err != nil {
-			if rng.Size > 0 {
-				_ = r.ids.release(id)
-			}
+		if req.ImageSource, err = r.resolveImage(ctx, id, cfg.Image, spec); err != nil {
+			undo()
 			return nil, wrap(id, err)
 		}
-		req.ImageSource = src
 	}
-	// The owner lock keeps volume recovery in another process from taking
-	// these attachments for leftovers while the container does not exist.
-	unlock, err := r.volumes.LockOwner(id)
-	if err != nil {
-		return nil, wrap(id, err)
-	}
-	defer unlock()
 	err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
 	if err == nil {
 		err = r.d.Create(ctx, req)
 	}
 	if err != nil {
-		if !errdefs.IsAlreadyExists(err) {
-			_ = r.volumes.DetachAll(ctx, id)
-			_ = r.releaseImage(ctx, id)
-			if rng.Size > 0 {
-				_ = r.ids.release(id)
-			}
-		}
+		// The ID was free under the lock: whatever this call holds is
+		// its own, even when the engine says already-exists.
+		undo()
 		return nil, wrap(id, err)
 	}
 	return &Container{r: r, id: id}, nil
@@ -306,17 +306,33 @@ func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
 	return da
 }
 
-func cloneSpec(s *specs.Spec) *specs.Spec {
-	c := *s
-	c.Mounts = append([]specs.Mount(nil), s.Mounts...)
-	if s.Linux != nil {
-		l := *s.Linux
-		l.Namespaces = append([]specs.LinuxNamespace(nil), s.Linux.Namespaces...)
-		c.Linux = &l
+// cloneSpec deep-copies s: the caller's spec is never changed, even when
+// it is used for several containers at once.
+func cloneSpec(s *specs.Spec) (*specs.Spec, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	if s.Root != nil {
-		root := *s.Root
-		c.Root = &root
+	var c specs.Spec
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	return &c
+	return &c, nil
+}
+
+// ownerLive reports whether a container exists, or is being created or
+// deleted by someone holding its owner lock: its resources are not
+// leftovers.
+func (r *Runtime) ownerLive(ctx context.Context) func(string) bool {
+	return func(owner string) bool {
+		if _, err := r.d.State(ctx, owner); !errdefs.IsNotFound(err) {
+			return true
+		}
+		release, err := r.volumes.TryLockOwner(owner)
+		if err != nil {
+			return true
+		}
+		release()
+		return false
+	}
 }

@@ -86,9 +86,10 @@ func (a *idAllocator) save(rec *idRecord) error {
 	return fsutil.WriteJSON(filepath.Join(a.dir, "userns.json"), rec)
 }
 
-// allocate gives id a block. live reports whether a recorded owner still
-// exists; blocks of owners that vanished (a crash between allocation and
-// create) are reclaimed when the pool runs out.
+// allocate gives id a block; the caller holds id's owner lock, and id has
+// no container. live reports whether a recorded owner still exists (or is
+// being created); blocks of owners that vanished (a crash between
+// allocation and create) are reclaimed when the pool runs out.
 func (a *idAllocator) allocate(id string, live func(string) bool) (IDRange, error) {
 	l, err := a.lock()
 	if err != nil {
@@ -100,7 +101,9 @@ func (a *idAllocator) allocate(id string, live func(string) bool) (IDRange, erro
 		return IDRange{}, err
 	}
 	if r, ok := rec.Blocks[id]; ok {
-		return IDRange{}, fmt.Errorf("user namespace block %d already held by %q: %w", r.HostID, id, errdefs.ErrAlreadyExists)
+		// The caller holds id's owner lock and id has no container: the
+		// block is a crashed create's, and id may have it again.
+		return r, nil
 	}
 	r, ok := a.free(rec)
 	if !ok && live != nil {
@@ -156,20 +159,6 @@ func (a *idAllocator) release(id string) error {
 	}
 	delete(rec.Blocks, id)
 	return a.save(rec)
-}
-
-func (a *idAllocator) lookup(id string) (IDRange, bool) {
-	l, err := a.lock()
-	if err != nil {
-		return IDRange{}, false
-	}
-	defer l.Close()
-	rec, err := a.load()
-	if err != nil {
-		return IDRange{}, false
-	}
-	r, ok := rec.Blocks[id]
-	return r, ok
 }
 
 type idSpan struct{ start, end uint64 }

@@ -26,14 +26,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# cgroup v1 hybrid or v2: the embedded engine needs the freezer, memory,
-# cpu and pids controllers.
-for c in memory cpu pids freezer; do
-	if [ ! -d "/sys/fs/cgroup/$c" ] && ! grep -qw "$c" /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
-		echo "setup: cgroup controller $c is not available" >&2
-		exit 1
-	fi
-done
+# cgroup v1 hybrid or v2: the embedded engine needs the memory, cpu and
+# pids controllers and a freezer (v1's controller, v2's cgroup.freeze).
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+	for c in memory cpu pids; do
+		grep -qw "$c" /sys/fs/cgroup/cgroup.controllers || { echo "setup: cgroup v2 controller $c is not available" >&2; exit 1; }
+	done
+	[ -e /sys/fs/cgroup/init.scope/cgroup.freeze ] || ls /sys/fs/cgroup/*/cgroup.freeze >/dev/null 2>&1 ||
+		{ echo "setup: cgroup v2 has no freezer (cgroup.freeze)" >&2; exit 1; }
+else
+	for c in memory cpu pids freezer; do
+		[ -d "/sys/fs/cgroup/$c" ] || { echo "setup: cgroup v1 controller $c is not mounted" >&2; exit 1; }
+	done
+fi
 "$(dirname "$0")/setup-docker.sh" # containerd, and the plain and userns-remap dockerd of the docker backend
 "$(dirname "$0")/setup-glance.sh" # glance-api (noauth, sqlite, file store) on 127.0.0.1:9292 for image/glance
 echo "setup: ready"

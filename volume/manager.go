@@ -117,19 +117,22 @@ func OpenManager(dir string, p Policy, live func(owner string) bool) (*Manager, 
 // Policy returns the policy the manager enforces.
 func (m *Manager) Policy() Policy { return m.policy }
 
-func (m *Manager) lock() (func(), error) { return flock(filepath.Join(m.dir, "lock"), true) }
+func (m *Manager) lock() (func(), error) { return flock(filepath.Join(m.dir, "lock"), true, false) }
 
 // LockOwner serializes volume changes for one owner across processes; the
 // runtime holds it while it attaches volumes and creates the container, so
 // that recovery never mistakes a create in progress for a crash.
+//
+// An owner's lock file exists only while someone holds or waits for it:
+// the holder removes it as it lets go, so no file outlives its container.
 func (m *Manager) LockOwner(owner string) (func(), error) {
-	return flock(filepath.Join(m.dir, "owners", owner+".lock"), true)
+	return flock(filepath.Join(m.dir, "owners", owner+".lock"), true, true)
 }
 
 // TryLockOwner is LockOwner without waiting: it fails at once (EWOULDBLOCK)
 // while another holder has the owner.
 func (m *Manager) TryLockOwner(owner string) (func(), error) {
-	return flock(filepath.Join(m.dir, "owners", owner+".lock"), false)
+	return flock(filepath.Join(m.dir, "owners", owner+".lock"), false, true)
 }
 
 // HostMount returns the host mount point of owner's host-mounted volume at
@@ -148,20 +151,35 @@ func (m *Manager) HostMount(owner, dst string) (string, error) {
 	return "", fmt.Errorf("volume %s: no host mount for %s: %w", dst, owner, errdefs.ErrNotFound)
 }
 
-func flock(path string, block bool) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
+// flock locks path (created if needed). With remove, letting go removes
+// the file first; a waiter that then wins the old file finds it gone and
+// locks the path anew, so only the holder of the file at path ever holds
+// the lock.
+func flock(path string, block, remove bool) (func(), error) {
 	how := unix.LOCK_EX
 	if !block {
 		how |= unix.LOCK_NB
 	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), how); err != nil {
+			f.Close()
+			return nil, err
+		}
+		var held, now unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+			return func() {
+				if remove {
+					_ = os.Remove(path)
+				}
+				f.Close()
+			}, nil
+		}
 		f.Close()
-		return nil, err
 	}
-	return func() { f.Close() }, nil
 }
 
 func (m *Manager) recordPath(id string) string {
@@ -295,15 +313,26 @@ func exclusive(rec *record, recs []*record) error {
 		if len(mounted) > 0 {
 			return fmt.Errorf("block device %s is mounted at %s: %w", rec.Spec.Source, mounted[0].Mountpoint, errdefs.ErrFailedPrecondition)
 		}
+		// A device the kernel has claimed (mounted, a partition of it
+		// mounted, held by device-mapper, md or swap) refuses O_EXCL.
+		fd, err := unix.Open(rec.Spec.Source, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("block device %s is in use on the host: %w", rec.Spec.Source, errdefs.ErrFailedPrecondition)
+		}
+		if err == nil {
+			unix.Close(fd)
+		}
 	case KindImage:
-		bound, err := loop.Backing()
+		var st unix.Stat_t
+		if err := unix.Stat(rec.Spec.Source, &st); err != nil {
+			return err
+		}
+		bound, err := loop.BackedBy(st.Dev, st.Ino)
 		if err != nil {
 			return err
 		}
-		for dev, file := range bound {
-			if file == rec.Spec.Source {
-				return fmt.Errorf("image %s is already attached on %s: %w", rec.Spec.Source, dev, errdefs.ErrFailedPrecondition)
-			}
+		if len(bound) > 0 {
+			return fmt.Errorf("image %s is already attached on %s: %w", rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
 		}
 	}
 	return nil
@@ -660,7 +689,6 @@ func (m *Manager) DetachAll(ctx context.Context, owner string) error {
 				recs[i] = &record{} // gone: no longer shares a mount
 			}
 		}
-		_ = os.Remove(filepath.Join(m.dir, "owners", owner+".lock"))
 		return errors.Join(errs...)
 	})
 }
@@ -693,7 +721,7 @@ func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
 		if r.Complete && (live == nil || live(r.Owner)) {
 			continue
 		}
-		release, err := flock(filepath.Join(m.dir, "owners", r.Owner+".lock"), false)
+		release, err := flock(filepath.Join(m.dir, "owners", r.Owner+".lock"), false, true)
 		if err != nil {
 			continue // its owner is being created or changed right now
 		}

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -294,4 +296,84 @@ func TestCrashMidAttach(t *testing.T) {
 			requireClean(t, dir, img)
 		})
 	}
+}
+
+// An owner's lock file goes with its last holder, and the lock still
+// excludes: a waiter on the removed file locks the path anew, never while
+// another holds it.
+func TestOwnerLockFileGoesWithItsHolder(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	release, err := m.LockOwner("c1")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	holders := 0
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := m.LockOwner("c1")
+			if !assert.NoError(t, err) {
+				return
+			}
+			mu.Lock()
+			holders++
+			assert.Equal(t, 1, holders, "two holders at once")
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			holders--
+			mu.Unlock()
+			r()
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, err = m.TryLockOwner("c1")
+	require.Error(t, err, "held")
+	mu.Lock()
+	holders++
+	mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	mu.Lock()
+	holders--
+	mu.Unlock()
+	release()
+	wg.Wait()
+	ents, err := os.ReadDir(filepath.Join(dir, "owners"))
+	require.NoError(t, err)
+	require.Empty(t, ents, "no lock file outlives its holders")
+}
+
+// Sources named through links: a symlink (os-brick's /dev/disk/by-path)
+// attaches what it names; a hard link to an attached image is the same
+// image, and exclusive.
+func TestLinkedSources(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	ctx := context.Background()
+	imgs := t.TempDir()
+	img := makeImage(t, imgs, "ext4")
+	sym := filepath.Join(imgs, "by-path")
+	require.NoError(t, os.Symlink(img, sym))
+	att, err := m.Attach(ctx, "c1", Spec{Source: sym, Destination: "/data"}, AttachOptions{})
+	require.NoError(t, err)
+	require.Equal(t, img, att.Spec.Source, "the link is resolved once")
+	hard := filepath.Join(imgs, "hard")
+	require.NoError(t, os.Link(img, hard))
+	_, err = m.Attach(ctx, "c2", Spec{Source: hard, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "a hard link to an attached image: %v", err)
+	_, err = m.Attach(ctx, "c2", Spec{Source: filepath.Join(imgs, "missing"), Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsNotFound(err), "%v", err)
+	require.NoError(t, m.DetachAll(ctx, "c1"))
+	requireClean(t, dir, img)
+
+	// The host itself has the image on a loop device: attaching it by
+	// another name is refused too.
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	ld, err := loop.Attach(f, loop.Options{ReadOnly: true, Autoclear: true})
+	require.NoError(t, err)
+	defer ld.Close()
+	_, err = m.Attach(ctx, "c3", Spec{Source: hard, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "an image the host has on %s: %v", ld.Path, err)
 }

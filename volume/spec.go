@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -140,6 +141,16 @@ func (s Spec) resolve() (Spec, error) {
 	if !filepath.IsAbs(s.Source) {
 		return bad("source %q is not an absolute path", s.Source)
 	}
+	// The operator names the source, often by a link (/dev/disk/by-path/...
+	// from os-brick): resolve it once, and work on what it names.
+	real, err := filepath.EvalSymlinks(s.Source)
+	if errors.Is(err, os.ErrNotExist) {
+		return Spec{}, fmt.Errorf("volume %s: source %s: %w", name, s.Source, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return bad("source: %v", err)
+	}
+	s.Source = real
 	fi, err := os.Stat(s.Source)
 	if err != nil {
 		return bad("source: %v", err)

@@ -19,7 +19,8 @@ import (
 // ID to create from. Docker never sees the tenant's archive: berth loads an
 // archive it wrote itself from its store, untagged, so the load can move no
 // tag; the daemon's tags are compared before and after all the same, and a
-// tag that moved is put back and reported (data-loss).
+// tag that came to name the loaded image is put back and reported
+// (data-loss).
 func (r *Runtime) ensureImage(ctx context.Context, src *driver.ImageSource) (string, error) {
 	id := src.ConfigDigest
 	if _, err := r.eng.ImageInspect(ctx, id); err == nil {
@@ -43,7 +44,7 @@ func (r *Runtime) ensureImage(ctx context.Context, src *driver.ImageSource) (str
 	if err != nil {
 		return "", err
 	}
-	if moved := movedTags(before, after); len(moved) > 0 {
+	if moved := movedTo(before, after, id); len(moved) > 0 {
 		var restoreErrs []string
 		for _, tag := range moved {
 			if _, err := r.eng.ImageTag(ctx, client.ImageTagOptions{Source: before[tag], Target: tag}); err != nil {
@@ -94,12 +95,13 @@ func (r *Runtime) tags(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-// movedTags lists the tags of before that name another image (or none) in
-// after.
-func movedTags(before, after map[string]string) []string {
+// movedTo lists the tags of before that named another image and name id
+// in after: what loading id could have moved. Tags the operator moves
+// elsewhere meanwhile are not berth's doing and are left alone.
+func movedTo(before, after map[string]string, id string) []string {
 	var moved []string
-	for tag, id := range before {
-		if after[tag] != id {
+	for tag, was := range before {
+		if was != id && after[tag] == id {
 			moved = append(moved, tag)
 		}
 	}

@@ -36,6 +36,15 @@ func TestArchiveCannotMoveDaemonTag(t *testing.T) {
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	seed, err := rt.Images().Get(ctx, busyboxRef)
 	require.NoError(t, err)
+	// The daemon is shared with the host: whatever ubuntu:latest it has is
+	// put back at the end.
+	if prev, err := cli.ImageInspect(ctx, "ubuntu:latest"); err == nil {
+		t.Cleanup(func() {
+			_, _ = cli.ImageTag(context.Background(), client.ImageTagOptions{Source: prev.ID, Target: "ubuntu:latest"})
+		})
+	} else {
+		t.Cleanup(func() { _, _ = cli.ImageRemove(context.Background(), "ubuntu:latest", client.ImageRemoveOptions{}) })
+	}
 	_, err = cli.ImageTag(ctx, client.ImageTagOptions{Source: seed.ConfigDigest.String(), Target: "ubuntu:latest"})
 	require.NoError(t, err)
 	before, err := cli.ImageInspect(ctx, "ubuntu:latest")
@@ -66,5 +75,4 @@ func TestArchiveCannotMoveDaemonTag(t *testing.T) {
 	loaded, err := cli.ImageInspect(ctx, res.Images[0].Config.String())
 	require.NoError(t, err)
 	require.Empty(t, loaded.RepoTags, "the archive berth loaded carried no tag")
-	_, _ = cli.ImageRemove(ctx, "ubuntu:latest", client.ImageRemoveOptions{})
 }

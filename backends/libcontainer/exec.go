@@ -3,11 +3,13 @@ package libcontainer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
 
 	"github.com/berthrun/berth/runtime/driver"
@@ -113,7 +115,7 @@ func (p *process) Wait(ctx context.Context) (driver.ExitStatus, error) {
 func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 	select {
 	case <-p.done:
-		return errors.New("process already exited")
+		return fmt.Errorf("process already exited: %w", errdefs.ErrFailedPrecondition)
 	default:
 	}
 	return classify(p.p.Signal(sig))

@@ -275,7 +275,13 @@ func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error
 		return driver.ExitStatus{}, err
 	}
 	if wg != nil {
-		wg.Wait()
+		copied := make(chan struct{})
+		go func() { wg.Wait(); close(copied) }()
+		select {
+		case <-copied:
+		case <-ctx.Done():
+			return driver.ExitStatus{}, ctx.Err()
+		}
 	}
 	st, err := r.readExit(id)
 	if err != nil {

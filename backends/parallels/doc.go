@@ -9,8 +9,8 @@
 // 1 GiB) and fills it with mkfs.ext4 -d from the root filesystem directory,
 // so untrusted content is never mounted to be populated. The image is then
 // attached like any volume (package volume): loop device, superblock probe,
-// the runtime's whitelist and optional fsck, mounted nosuid,nodev on the
-// host. The container runs on that mount with the embedded libcontainer
+// whitelist and optional fsck (the policy given with WithPolicy: give the
+// runtime's), mounted nosuid,nodev on the host. The container runs on that mount with the embedded libcontainer
 // engine (package backends/libcontainer), user namespaces included. A
 // container can also adopt an existing image file (Config.RootDisk): a
 // snapshot, or a disk moved from another root.
@@ -25,8 +25,9 @@
 //     journal), the file is cloned (FICLONE) or copied sparsely, then both
 //     thaw. Snapshot archives such a copy as a tar stream, which the
 //     runtime can commit as an image.
-//   - Release hands a stopped container's disk and spec to a directory and
-//     forgets the container; another root creates it again from them.
+//   - Export writes a stopped container's disk and spec to a directory;
+//     after the container is deleted here, another root creates it again
+//     from them (ReadExport, Config.RootDisk), which moves the disk.
 //
 // # State
 //

@@ -2,10 +2,12 @@ package parallels_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/berthrun/berth/backends/parallels"
@@ -104,4 +106,39 @@ func TestSnapshotDiskStartsElsewhere(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
 	require.Empty(t, leftovers(t, stateRoot(t, other), id))
+}
+
+// A create that fails after adopting a root disk leaves the caller's file
+// as it was; one that succeeds takes it.
+func TestRootDiskKeptOnFailure(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h := &harness{fs: "ext4"}
+	rt := h.Open(t)
+	var engine *parallels.Runtime
+	require.True(t, rt.As(&engine))
+	id := runtimetest.NewID("src")
+	c, err := rt.Create(ctx, id, h.Config(t, "/bin/true"))
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "exp")
+	require.NoError(t, engine.Export(ctx, id, dir))
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	exp, disk, err := parallels.ReadExport(dir)
+	require.NoError(t, err)
+
+	bad := *exp.Spec
+	bad.Process = &specs.Process{Args: []string{"/bin/true"}, Cwd: "/", Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_TYPO", Hard: 1, Soft: 1}}}
+	_, err = rt.Create(ctx, runtimetest.NewID("bad"), &runtime.Config{Spec: &bad, RootDisk: disk})
+	require.Error(t, err)
+	_, err = os.Stat(disk)
+	require.NoError(t, err, "the refused create kept the caller's disk")
+
+	id2 := runtimetest.NewID("good")
+	c2, err := rt.Create(ctx, id2, &runtime.Config{Spec: exp.Spec, RootDisk: disk})
+	require.NoError(t, err)
+	_, err = os.Stat(disk)
+	require.True(t, os.IsNotExist(err), "the container took the disk")
+	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
+	require.Empty(t, leftovers(t, stateRoot(t, rt), id2))
 }

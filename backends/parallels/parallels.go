@@ -220,6 +220,8 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	}()
 	var fixups []fixup
 	if req.RootDisk != "" {
+		// A link (or a copy): the caller's file is left alone until the
+		// container exists, so a refused create loses nothing.
 		err = adopt(req.RootDisk, r.diskPath(req.ID))
 	} else {
 		size := req.DiskSize
@@ -261,7 +263,14 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	inner := *req
 	inner.Spec, inner.DiskSize, inner.RootDisk = &spec, 0, ""
 	inner.Image, inner.ImageSource = "", nil
-	return r.engine.Create(ctx, &inner)
+	if err := r.engine.Create(ctx, &inner); err != nil {
+		return err
+	}
+	if req.RootDisk != "" {
+		// The disk now belongs to the container: it moved.
+		_ = os.Remove(req.RootDisk)
+	}
+	return nil
 }
 
 // makeDisk creates a sparse image of size bytes holding the tree under
@@ -288,22 +297,20 @@ func (r *Runtime) makeDisk(ctx context.Context, path, rootfs string, size int64)
 	return fixups, err
 }
 
-// adopt moves an existing disk image into the container's directory (a
-// copy when it lives on another filesystem).
+// adopt puts an existing disk image at dst: a hard link where both are on
+// one filesystem, a sparse copy otherwise. The source stays until the
+// caller drops it.
 func adopt(src, dst string) error {
 	fi, err := os.Stat(src)
 	if err != nil || !fi.Mode().IsRegular() {
 		return fmt.Errorf("root disk %s is not a regular file: %w", src, errdefs.ErrInvalidArgument)
 	}
-	if err := os.Rename(src, dst); err == nil {
+	if err := os.Link(src, dst); err == nil {
 		return nil
 	} else if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
-	if err := copySparse(src, dst); err != nil {
-		return err
-	}
-	return os.Remove(src)
+	return copySparse(src, dst)
 }
 
 // Delete implements driver.Runtime: the container, then its disk.

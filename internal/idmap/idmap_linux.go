@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -14,6 +15,10 @@ import (
 // mappings. It starts a child in that namespace that stops at its exec
 // (ptraced) before running any code, opens its namespace and kills it.
 func UsernsFD(uidMap, gidMap []specs.LinuxIDMapping) (*os.File, error) {
+	// The tracer is the thread that forks: keep this goroutine on it
+	// until the child is reaped, as os/exec asks of Ptrace.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd := exec.Command("/proc/self/exe")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER,

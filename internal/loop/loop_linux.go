@@ -149,3 +149,33 @@ func Backing() (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// BackedBy lists the loop devices whose backing file is the file with
+// device dev and inode ino, whatever path it was attached by (a hard link,
+// a bind mount).
+func BackedBy(dev, ino uint64) ([]string, error) {
+	ents, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/sys/block", e.Name(), "loop")); err != nil {
+			continue // not bound
+		}
+		path := "/dev/" + e.Name()
+		f, err := os.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && info.Device == dev && info.Inode == ino {
+			out = append(out, path)
+		}
+	}
+	return out, nil
+}

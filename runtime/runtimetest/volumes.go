@@ -239,6 +239,7 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 		require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
 		got = exec("test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
 		require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
+		require.NotContains(t, got, "still-there", "the detached device's node is gone")
 		requireDetached(t, raw)
 		b, err := os.ReadFile(raw)
 		require.NoError(t, err)

@@ -1,0 +1,156 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/volume"
+)
+
+// fakeDriver is the part of a backend Create needs; anything else panics
+// (the embedded nil interface).
+type fakeDriver struct {
+	driver.Runtime
+	mu        sync.Mutex
+	created   map[string]*driver.CreateRequest
+	createErr error
+}
+
+func (f *fakeDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{UserNamespace: true, RawBlock: true}
+}
+
+func (f *fakeDriver) State(ctx context.Context, id string) (*driver.Info, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req, ok := f.created[id]; ok {
+		return &driver.Info{ID: id, Status: driver.StatusCreated, Spec: req.Spec}, nil
+	}
+	return nil, errdefs.ErrNotFound
+}
+
+func (f *fakeDriver) Create(ctx context.Context, req *driver.CreateRequest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.createErr != nil {
+		return f.createErr
+	}
+	f.created[req.ID] = req
+	return nil
+}
+
+func newFakeRuntime(t *testing.T) (*Runtime, *fakeDriver, string) {
+	dir := t.TempDir()
+	f := &fakeDriver{created: map[string]*driver.CreateRequest{}}
+	rt, err := New(f, WithStateDir(dir), WithIDPool(IDPool{Start: 100000, BlockSize: 65536, Count: 4}))
+	require.NoError(t, err)
+	return rt, f, dir
+}
+
+// A failed create gives back what it took: the ID block, the volumes.
+func TestCreateRollsBack(t *testing.T) {
+	rt, f, dir := newFakeRuntime(t)
+	ctx := context.Background()
+	f.createErr = errors.New("engine said no")
+	cfg := &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), UserNamespace: true,
+		Volumes: []volume.Spec{{Destination: "/scratch", TmpfsSize: 1 << 20}}}
+	_, err := rt.Create(ctx, "c1", cfg)
+	require.True(t, errdefs.IsUnknown(err), "%v", err)
+	require.Contains(t, err.Error(), `"c1"`)
+	rec, err := os.ReadFile(filepath.Join(dir, "userns.json"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"blocks":{}}`, string(rec), "the ID block went back to the pool")
+	ents, err := os.ReadDir(filepath.Join(dir, "volumes", "records"))
+	require.NoError(t, err)
+	require.Empty(t, ents, "the volume was detached")
+
+	f.createErr = nil
+	c, err := rt.Create(ctx, "c1", cfg)
+	require.NoError(t, err)
+	info, err := c.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint32(100000), info.Spec.Linux.UIDMappings[0].HostID)
+	_, err = rt.Create(ctx, "c1", cfg)
+	require.True(t, errdefs.IsAlreadyExists(err))
+}
+
+// The caller's spec is never changed: one config can make many containers.
+func TestCreateLeavesTheSpecAlone(t *testing.T) {
+	rt, _, _ := newFakeRuntime(t)
+	spec := DefaultSpec(t.TempDir(), "/bin/true")
+	cfg := &Config{Spec: spec, UserNamespace: true}
+	for _, id := range []string{"a", "b"} {
+		_, err := rt.Create(context.Background(), id, cfg)
+		require.NoError(t, err)
+	}
+	require.Equal(t, DefaultSpec(spec.Root.Path, "/bin/true"), spec)
+}
+
+func TestSpecCannotMountDevices(t *testing.T) {
+	rt, _, _ := newFakeRuntime(t)
+	ctx := context.Background()
+	devs, err := filepath.Glob("/dev/loop[0-9]*")
+	require.NoError(t, err)
+	for name, mutate := range map[string]func(*specs.Spec){
+		"ext4 mount": func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "ext4", Source: "/dev/vdb"})
+		},
+		"overlay": func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/o", Type: "overlay", Source: "overlay"})
+		},
+		"block device": func(s *specs.Spec) {
+			s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/vdb", Type: "b", Major: 7})
+		},
+		"allow all": func(s *specs.Spec) {
+			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Access: "rwm"})
+		},
+		"bind of a block node": func(s *specs.Spec) {
+			if len(devs) > 0 {
+				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/dev/x", Type: "bind", Source: devs[0], Options: []string{"bind"}})
+			} else {
+				s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/x", Type: "b"})
+			}
+		},
+	} {
+		spec := DefaultSpec(t.TempDir(), "/bin/true")
+		mutate(spec)
+		_, err := rt.Create(ctx, "x", &Config{Spec: spec})
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", name, err)
+	}
+	spec := DefaultSpec(t.TempDir(), "/bin/true")
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/share", Type: "bind", Source: t.TempDir(), Options: []string{"rbind", "ro"}})
+	_, err = rt.Create(ctx, "ok", &Config{Spec: spec})
+	require.NoError(t, err, "a bind of a directory is fine")
+}
+
+func TestImageConfigFillsTheProcess(t *testing.T) {
+	spec := DefaultSpec("", "arg")
+	spec.Process.Env = append(spec.Process.Env, "MINE=1", "SHARED=caller")
+	err := completeProcess(spec, ocispec.ImageConfig{Entrypoint: []string{"/entry"}, Cmd: []string{"default"},
+		Env: []string{"SHARED=image", "IMAGE=1"}, WorkingDir: "/work", User: "1000:1001"}, "img")
+	require.NoError(t, err)
+	require.Equal(t, []string{"/entry", "arg"}, spec.Process.Args)
+	require.Equal(t, "/work", spec.Process.Cwd)
+	require.Equal(t, specs.User{UID: 1000, GID: 1001}, spec.Process.User)
+	require.Contains(t, spec.Process.Env, "SHARED=caller")
+	require.Contains(t, spec.Process.Env, "IMAGE=1")
+	require.NotContains(t, spec.Process.Env, "SHARED=image")
+
+	spec = DefaultSpec("")
+	require.NoError(t, completeProcess(spec, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, "img"))
+	require.Equal(t, []string{"/bin/sh"}, spec.Process.Args)
+	spec = DefaultSpec("")
+	require.True(t, errdefs.IsInvalidArgument(completeProcess(spec, ocispec.ImageConfig{}, "img")))
+	spec = DefaultSpec("", "x")
+	require.True(t, errdefs.IsNotImplemented(completeProcess(spec, ocispec.ImageConfig{User: "nobody"}, "img")))
+}
