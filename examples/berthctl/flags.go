@@ -167,14 +167,7 @@ func (a *app) parse(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
 	if err == flag.ErrHelp {
 		cmd, _ := lookupCommand(fs.Name())
-		fmt.Fprintf(a.stdout, "usage: berthctl %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
-		if hasFlags(fs) {
-			fmt.Fprintf(a.stdout, "\nflags:\n")
-			fs.SetOutput(a.stdout)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-		}
-		return errHelpShown
+		return a.showHelp("", cmd, fs)
 	}
 	if err != nil {
 		return flagError(fs, err)
@@ -203,4 +196,17 @@ func exactArgs(fs *flag.FlagSet, n int) error {
 		return usageErrorf("%s: want %d argument(s), got %d (usage: berthctl %s %s)", fs.Name(), n, fs.NArg(), cmd.name, cmd.args)
 	}
 	return nil
+}
+
+// showHelp prints a command's usage and flags (prefix names its parent
+// command, as "image ") and returns errHelpShown.
+func (a *app) showHelp(prefix string, cmd command, fs *flag.FlagSet) error {
+	fmt.Fprintf(a.stdout, "usage: berthctl %s%s %s\n\n%s\n", prefix, cmd.name, cmd.args, cmd.summary)
+	if hasFlags(fs) {
+		fmt.Fprintf(a.stdout, "\nflags:\n")
+		fs.SetOutput(a.stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return errHelpShown
 }

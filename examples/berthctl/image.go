@@ -18,20 +18,12 @@ import (
 	"github.com/berthrun/berth/image/glance"
 )
 
-// imageCommand is one `berthctl image` subcommand.
-type imageCommand struct {
-	name    string
-	args    string
-	summary string
-	run     func(a *app, fs *flag.FlagSet, args []string) (int, error)
-}
-
 // imageCommands lists the subcommands in the order help shows them; it
 // is filled in init, its entries refer to parseImage, which reads it.
-var imageCommands []imageCommand
+var imageCommands []command
 
 func init() {
-	imageCommands = []imageCommand{
+	imageCommands = []command{
 		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR",
 			"import a docker-save archive or OCI layout; print REF DIGEST per tag, or the digest", (*app).cmdImageImport},
 		{"ls", "[-q]", "list images", (*app).cmdImageLs},
@@ -77,7 +69,7 @@ func imageNames() string {
 // min and max positional arguments (max < 0: no bound).
 func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 	name := strings.TrimPrefix(fs.Name(), "image ")
-	var cmd imageCommand
+	var cmd command
 	for _, c := range imageCommands {
 		if c.name == name {
 			cmd = c
@@ -85,14 +77,7 @@ func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 	}
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(a.stdout, "usage: berthctl image %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
-		if hasFlags(fs) {
-			fmt.Fprintf(a.stdout, "\nflags:\n")
-			fs.SetOutput(a.stdout)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-		}
-		return errHelpShown
+		return a.showHelp("image ", cmd, fs)
 	}
 	if err != nil {
 		return flagError(fs, err)
