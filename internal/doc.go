@@ -1,3 +1,5 @@
 // Package internal holds helpers no caller of berth should import: file
-// helpers (fsutil), ID-mapped mounts (idmap) and test fixtures (fixture).
+// helpers (fsutil), loop devices (loop), ID-mapped mounts (idmap), tar
+// writing (tarutil), /etc/subuid parsing (subid) and test fixtures
+// (fixture).
 package internal

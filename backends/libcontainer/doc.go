@@ -35,6 +35,18 @@
 // container runs. The monitor holds a lock on containers/<id>/monitor.lock
 // for its lifetime, which is how other processes know it is alive.
 //
+// With the Attached option the calling process plays the monitor's part
+// itself: one process less per container (what `berthctl run` uses), but
+// if the caller dies first its containers live on as orphans whose exit
+// codes are unknown (-1), as with `runc run`.
+//
+// # Images
+//
+// A container made from an image of berth's store (runtime.WithImageStore)
+// runs on an overlay: the image's unpacked tree, shared and never written,
+// under a writable layer of its own in containers/<id>/rw; nothing is
+// copied. See image.go for the user namespace case.
+//
 // # User namespaces
 //
 // When the spec holds a user namespace (allocated by package runtime), the
@@ -43,8 +55,9 @@
 // the container's mapped root, so root in the container can write them,
 // without a copy or a chown of the tree (O(1), the source is left
 // unchanged). This needs a filesystem that supports ID-mapped mounts (ext4,
-// xfs, btrfs, tmpfs, overlayfs on Linux 6.x); others are refused with
-// not-implemented.
+// xfs, btrfs, tmpfs); others are refused with not-implemented. The state
+// directory must be searchable by others down to the root filesystem (the
+// container's root is no host user), or the create is failed-precondition.
 //
 // # Native access
 //

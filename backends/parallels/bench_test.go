@@ -1,8 +1,6 @@
 package parallels_test
 
 import (
-	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -11,6 +9,7 @@ import (
 	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/runtime/runtimetest"
 )
 
 // BenchmarkRunTrue measures create+start+wait+delete of /bin/true on the
@@ -43,22 +42,9 @@ func BenchmarkRunTrue(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx := context.Background()
-			for i := 0; b.Loop(); i++ {
-				c, err := rt.Create(ctx, fmt.Sprintf("bench-%d", i), &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/true")})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := c.Start(ctx); err != nil {
-					b.Fatal(err)
-				}
-				if st, err := c.Wait(ctx); err != nil || st.Code != 0 {
-					b.Fatal(st, err)
-				}
-				if err := c.Delete(ctx, runtime.DeleteOptions{}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			runtimetest.BenchmarkRunTrue(b, rt, func() *runtime.Config {
+				return &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/true")}
+			})
 		})
 	}
 }

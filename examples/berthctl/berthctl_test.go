@@ -274,10 +274,19 @@ func TestRunBadCommand(t *testing.T) {
 func TestRunSignalProxy(t *testing.T) {
 	requireEngine(t)
 	cleanup(t, "sigproxy")
+	checkSignalProxy(t, "--root", stateRoot, "run", "--rm", "--name", "sigproxy", "--rootfs", rootfs)
+	assert.NotContains(t, psIDs(t), "sigproxy")
+}
+
+// checkSignalProxy runs `berthctl ARGS -- sh` with a shell that traps TERM,
+// sends berthctl SIGTERM once the shell is ready, and checks that the
+// shell got it and that berthctl exits with the shell's code, 42.
+func checkSignalProxy(t *testing.T, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--root", stateRoot, "run", "--rm", "--name", "sigproxy", "--rootfs", rootfs, "--",
-		"/bin/sh", "-c", `trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done`)
+	args = append(args, "--", "/bin/sh", "-c", `trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done`)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -296,7 +305,6 @@ func TestRunSignalProxy(t *testing.T) {
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, "stderr %q", stderr.String())
 	assert.Equal(t, 42, ee.ExitCode(), "stderr %q", stderr.String())
-	assert.NotContains(t, psIDs(t), "sigproxy")
 }
 
 // TestLifecycle walks one container through every command.

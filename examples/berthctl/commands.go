@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -70,14 +69,24 @@ func lookupCommand(name string) (command, bool) {
 
 // simple runs op on the container named by the only argument.
 func (a *app) simple(fs *flag.FlagSet, args []string, op func(context.Context, *runtime.Container) error) (int, error) {
+	if err := a.parseN(fs, args, 1); err != nil {
+		return 0, err
+	}
+	return a.onContainer(fs.Arg(0), op)
+}
+
+// parseN parses a command's flags and wants exactly n arguments.
+func (a *app) parseN(fs *flag.FlagSet, args []string, n int) error {
 	if err := a.parse(fs, args); err != nil {
-		return 0, err
+		return err
 	}
-	if err := exactArgs(fs, 1); err != nil {
-		return 0, err
-	}
+	return exactArgs(fs, n)
+}
+
+// onContainer runs op on the container named id.
+func (a *app) onContainer(id string, op func(context.Context, *runtime.Container) error) (int, error) {
 	ctx := context.Background()
-	c, err := a.container(ctx, fs.Arg(0))
+	c, err := a.container(ctx, id)
 	if err != nil {
 		return 0, err
 	}
@@ -187,10 +196,7 @@ func (a *app) cmdStats(fs *flag.FlagSet, args []string) (int, error) {
 
 func (a *app) cmdPs(fs *flag.FlagSet, args []string) (int, error) {
 	quiet := fs.Bool("q", false, "print only IDs")
-	if err := a.parse(fs, args); err != nil {
-		return 0, err
-	}
-	if err := exactArgs(fs, 0); err != nil {
+	if err := a.parseN(fs, args, 0); err != nil {
 		return 0, err
 	}
 	rt, err := a.runtime()
@@ -242,22 +248,11 @@ func (a *app) cmdRm(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, usageErrorf("rm: want at least one ID")
 	}
 	ctx := context.Background()
-	var first error
-	var more []string
+	var f failures
 	for _, id := range fs.Args() {
-		err := a.remove(ctx, id, *force)
-		switch {
-		case err == nil:
-		case first == nil:
-			first = err
-		default:
-			more = append(more, err.Error())
-		}
+		f.add(a.remove(ctx, id, *force))
 	}
-	if len(more) > 0 {
-		return 0, fmt.Errorf("%w; %s", first, strings.Join(more, "; "))
-	}
-	return 0, first
+	return 0, f.err()
 }
 
 func (a *app) remove(ctx context.Context, id string, force bool) error {
@@ -292,10 +287,7 @@ func (a *app) cmdWait(fs *flag.FlagSet, args []string) (int, error) {
 }
 
 func (a *app) cmdVersion(fs *flag.FlagSet, args []string) (int, error) {
-	if err := a.parse(fs, args); err != nil {
-		return 0, err
-	}
-	if err := exactArgs(fs, 0); err != nil {
+	if err := a.parseN(fs, args, 0); err != nil {
 		return 0, err
 	}
 	v := "(devel)"

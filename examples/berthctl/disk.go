@@ -11,22 +11,16 @@ import (
 // cmdResizeDisk: berthctl resize-disk ID SIZE grows a container's own root
 // disk while it runs (backends with root disks: parallels).
 func (a *app) cmdResizeDisk(fs *flag.FlagSet, args []string) (int, error) {
-	if err := a.parse(fs, args); err != nil {
-		return 0, err
-	}
-	if err := exactArgs(fs, 2); err != nil {
+	if err := a.parseN(fs, args, 2); err != nil {
 		return 0, err
 	}
 	var size byteSize
 	if err := size.Set(fs.Arg(1)); err != nil {
 		return 0, usageErrorf("resize-disk: SIZE %q: %v", fs.Arg(1), err)
 	}
-	ctx := context.Background()
-	c, err := a.container(ctx, fs.Arg(0))
-	if err != nil {
-		return 0, err
-	}
-	return 0, c.ResizeDisk(ctx, size.n)
+	return a.onContainer(fs.Arg(0), func(ctx context.Context, c *runtime.Container) error {
+		return c.ResizeDisk(ctx, size.n)
+	})
 }
 
 // cmdSnapshot: berthctl snapshot ID REF commits a snapshot of the
@@ -34,21 +28,15 @@ func (a *app) cmdResizeDisk(fs *flag.FlagSet, args []string) (int, error) {
 // store under --root, and prints REF and the image's digest.
 func (a *app) cmdSnapshot(fs *flag.FlagSet, args []string) (int, error) {
 	retag := fs.Bool("allow-retag", false, "let REF move from the image it names now")
-	if err := a.parse(fs, args); err != nil {
+	if err := a.parseN(fs, args, 2); err != nil {
 		return 0, err
 	}
-	if err := exactArgs(fs, 2); err != nil {
-		return 0, err
-	}
-	ctx := context.Background()
-	c, err := a.container(ctx, fs.Arg(0))
-	if err != nil {
-		return 0, err
-	}
-	im, err := c.Commit(ctx, runtime.CommitOptions{Tag: fs.Arg(1), AllowRetag: *retag})
-	if err != nil {
-		return 0, err
-	}
-	fmt.Fprintln(a.stdout, fs.Arg(1), im.Digest)
-	return 0, nil
+	return a.onContainer(fs.Arg(0), func(ctx context.Context, c *runtime.Container) error {
+		im, err := c.Commit(ctx, runtime.CommitOptions{Tag: fs.Arg(1), AllowRetag: *retag})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, fs.Arg(1), im.Digest)
+		return nil
+	})
 }

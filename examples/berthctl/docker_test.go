@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -184,27 +178,6 @@ func TestDockerLifecycle(t *testing.T) {
 func TestDockerSignalProxy(t *testing.T) {
 	t.Parallel()
 	d := newDockerCtl(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--backend", "docker", "--docker-host", dockerHost, "--root", d.root, "run", "--rm", "--name", "sigproxy",
-		"--image", d.image, "--", "/bin/sh", "-c", `trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done`)
-	cmd.WaitDelay = 10 * time.Second
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	sc := bufio.NewScanner(stdout)
-	require.True(t, sc.Scan(), "container output: %v", sc.Err())
-	require.Equal(t, "ready", sc.Text())
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	require.True(t, sc.Scan(), "container output after SIGTERM: %v", sc.Err())
-	assert.Equal(t, "got-term", sc.Text())
-	for sc.Scan() {
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee), "stderr %q", stderr.String())
-	assert.Equal(t, 42, ee.ExitCode(), "stderr %q", stderr.String())
+	checkSignalProxy(t, "--backend", "docker", "--docker-host", dockerHost, "--root", d.root, "run", "--rm", "--name", "sigproxy", "--image", d.image)
 	assert.Nil(t, d.status("sigproxy"))
 }

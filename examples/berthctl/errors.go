@@ -64,3 +64,27 @@ func flagError(fs *flag.FlagSet, err error) error {
 
 // errHelpShown ends a command whose -h printed its usage: exit 0.
 var errHelpShown = errors.New("help shown")
+
+// failures gathers the errors of a command acting on several objects: the
+// first error's class is the command's, every message is reported.
+type failures struct {
+	first error
+	more  []string
+}
+
+func (f *failures) add(err error) {
+	switch {
+	case err == nil:
+	case f.first == nil:
+		f.first = err
+	default:
+		f.more = append(f.more, err.Error())
+	}
+}
+
+func (f *failures) err() error {
+	if len(f.more) > 0 {
+		return fmt.Errorf("%w; %s", f.first, strings.Join(f.more, "; "))
+	}
+	return f.first
+}

@@ -185,28 +185,21 @@ func (a *app) cmdImageRm(fs *flag.FlagSet, args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var first error
-	var more []string
+	var f failures
 	for _, ref := range fs.Args() {
 		res, err := s.Remove(context.Background(), ref)
-		switch {
-		case err == nil:
-			for _, t := range res.Untagged {
-				fmt.Fprintf(a.stdout, "untagged %s\n", t)
-			}
-			if res.Deleted != "" {
-				fmt.Fprintf(a.stdout, "deleted %s\n", res.Deleted)
-			}
-		case first == nil:
-			first = err
-		default:
-			more = append(more, err.Error())
+		f.add(err)
+		if err != nil {
+			continue
+		}
+		for _, t := range res.Untagged {
+			fmt.Fprintf(a.stdout, "untagged %s\n", t)
+		}
+		if res.Deleted != "" {
+			fmt.Fprintf(a.stdout, "deleted %s\n", res.Deleted)
 		}
 	}
-	if len(more) > 0 {
-		return 0, fmt.Errorf("%w; %s", first, strings.Join(more, "; "))
-	}
-	return 0, first
+	return 0, f.err()
 }
 
 func (a *app) cmdImageExport(fs *flag.FlagSet, args []string) (int, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/volume"
 )
 
@@ -109,36 +110,24 @@ func (a *app) cmdVolume(fs *flag.FlagSet, args []string) (int, error) {
 
 // cmdAttach: berthctl attach ID SRC:DST[:ro][:raw].
 func (a *app) cmdAttach(fs *flag.FlagSet, args []string) (int, error) {
-	if err := a.parse(fs, args); err != nil {
-		return 0, err
-	}
-	if err := exactArgs(fs, 2); err != nil {
+	if err := a.parseN(fs, args, 2); err != nil {
 		return 0, err
 	}
 	var vols volumeList
 	if err := vols.Set(fs.Arg(1)); err != nil {
 		return 0, err
 	}
-	ctx := context.Background()
-	c, err := a.container(ctx, fs.Arg(0))
-	if err != nil {
-		return 0, err
-	}
-	return 0, c.AttachVolume(ctx, vols[0])
+	return a.onContainer(fs.Arg(0), func(ctx context.Context, c *runtime.Container) error {
+		return c.AttachVolume(ctx, vols[0])
+	})
 }
 
 // cmdDetach: berthctl detach ID DST.
 func (a *app) cmdDetach(fs *flag.FlagSet, args []string) (int, error) {
-	if err := a.parse(fs, args); err != nil {
+	if err := a.parseN(fs, args, 2); err != nil {
 		return 0, err
 	}
-	if err := exactArgs(fs, 2); err != nil {
-		return 0, err
-	}
-	ctx := context.Background()
-	c, err := a.container(ctx, fs.Arg(0))
-	if err != nil {
-		return 0, err
-	}
-	return 0, c.DetachVolume(ctx, fs.Arg(1))
+	return a.onContainer(fs.Arg(0), func(ctx context.Context, c *runtime.Container) error {
+		return c.DetachVolume(ctx, fs.Arg(1))
+	})
 }
