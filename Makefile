@@ -2,6 +2,9 @@
 #   make demo   set up if needed, then run the quickstart on the embedded engine
 #   make test   set up if needed, then the whole suite with the race detector
 GO ?= go
+# The embedded engine applies seccomp profiles through libseccomp (cgo):
+# every build and test of berth needs the seccomp tag.
+export GOFLAGS += -tags=seccomp
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
 .PHONY: demo test setup bench bench-volume bench-docker bench-image vet

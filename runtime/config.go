@@ -53,12 +53,7 @@ type Config struct {
 // namespaces, the capability set Docker grants by default, no new
 // privileges, the usual pseudo filesystems and masked kernel paths.
 func DefaultSpec(rootfs string, args ...string) *specs.Spec {
-	caps := []string{
-		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-		"CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
-		"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-		"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-	}
+	caps := DefaultCapabilities()
 	rw := "rwm"
 	return &specs.Spec{
 		Version: specs.Version,
@@ -93,14 +88,8 @@ func DefaultSpec(rootfs string, args ...string) *specs.Spec {
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: rw}},
 			},
-			MaskedPaths: []string{
-				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-				"/proc/scsi", "/sys/devices/virtual/powercap",
-			},
-			ReadonlyPaths: []string{
-				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-			},
+			MaskedPaths:   slices.Clone(defaultMaskedPaths),
+			ReadonlyPaths: slices.Clone(defaultReadonlyPaths),
 		},
 	}
 }
@@ -187,7 +176,7 @@ func checkSpecMount(m specs.Mount) error {
 	if !specMountTypes[m.Type] {
 		return fmt.Errorf("filesystem type %q is mounted through Config.Volumes, under the volume policy", m.Type)
 	}
-	isBind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+	isBind := isBindMount(m)
 	if (m.Type == "none" || m.Type == "") && !isBind {
 		return fmt.Errorf("a mount of type %q must be a bind", m.Type)
 	}

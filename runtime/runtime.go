@@ -27,6 +27,8 @@ type Runtime struct {
 	ids     *idAllocator
 	volumes *volume.Manager
 	images  *image.Store
+	// security is what specs may ask for beyond the default confinement.
+	security SecurityPolicy
 }
 
 type options struct {
@@ -34,6 +36,7 @@ type options struct {
 	pool     IDPool
 	policy   volume.Policy
 	images   *image.Store
+	security SecurityPolicy
 }
 
 // Option configures a Runtime.
@@ -97,11 +100,12 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		return nil, fmt.Errorf("volumes: %w", classify(err))
 	}
 	return &Runtime{
-		d:       d,
-		caps:    d.Capabilities(),
-		ids:     &idAllocator{pool: o.pool, dir: o.stateDir},
-		volumes: vm,
-		images:  o.images,
+		d:        d,
+		caps:     d.Capabilities(),
+		ids:      &idAllocator{pool: o.pool, dir: o.stateDir},
+		volumes:  vm,
+		images:   o.images,
+		security: o.security,
 	}, nil
 }
 
@@ -158,6 +162,9 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	spec, err := cloneSpec(cfg.Spec)
 	if err != nil {
 		return nil, wrap(id, err)
+	}
+	if err := r.confine(id, spec); err != nil {
+		return nil, err
 	}
 	var rng IDRange
 	undo := func() {

@@ -18,8 +18,8 @@ docker=docker
 work=$(mktemp -d /tmp/berth-bench-docker.XXXXXX)
 trap 'rm -rf "$work"; "$docker" -H "$host" rmi "$image" >/dev/null 2>&1 || true' EXIT
 
-go build -o "$work/berthctl" ./examples/berthctl
-go run ./internal/fixture/mkrootfs "$work/rootfs"
+go build -tags seccomp -o "$work/berthctl" ./examples/berthctl
+go run -tags seccomp ./internal/fixture/mkrootfs "$work/rootfs"
 # No registry: the busybox root filesystem becomes an image by import.
 tar -C "$work/rootfs" -c . | "$docker" -H "$host" import - "$image" >/dev/null
 # berth runs images of its own store: the same image, imported from the

@@ -41,8 +41,8 @@ else
 	echo "bench-image: no docker daemon answers (docker version); the docker load column is skipped"
 fi
 
-go build -o "$work/berthctl" ./examples/berthctl
-go build -o "$work/mkarchive" ./image/imagetest/mkarchive
+go build -tags seccomp -o "$work/berthctl" ./examples/berthctl
+go build -tags seccomp -o "$work/mkarchive" ./image/imagetest/mkarchive
 echo "bench-image: building a docker-save archive of $size bytes in $files files..."
 "$work/mkarchive" -size "$size" -files "$files" -layers 4 -tag bench:1 "$work/image.tar"
 archive_bytes=$(stat -c %s "$work/image.tar")

@@ -14,8 +14,8 @@ trap 'rm -rf "$work"' EXIT
 # /var/lib/berth: libcontainer then seals it with an overlay instead of
 # copying it for every container.
 mkdir -p "$work/bin"
-go build -o "$work/bin/berthctl" ./examples/berthctl
-go run ./internal/fixture/mkrootfs "$work/rootfs"
+go build -tags seccomp -o "$work/bin/berthctl" ./examples/berthctl
+go run -tags seccomp ./internal/fixture/mkrootfs "$work/rootfs"
 
 # runc: a bundle whose config runs /bin/true without a terminal.
 mkdir -p "$work/bundle"

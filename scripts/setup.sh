@@ -11,6 +11,7 @@ fi
 packages=(
 	busybox-static  # the root filesystem fixture
 	runc lxc        # peers in the benchmarks
+	libseccomp-dev pkg-config  # the embedded engine's seccomp (go build -tags seccomp)
 	e2fsprogs xfsprogs btrfs-progs squashfs-tools dosfstools util-linux  # volumes
 	erofs-utils genisoimage ntfs-3g cryptsetup-bin fdisk                 # probe tests: one image per format
 )

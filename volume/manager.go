@@ -248,8 +248,13 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 			return nil, fail(err)
 		}
 	}
-	if sp.Mode == ModeHostMount && (sp.Kind == KindBlock || sp.Kind == KindImage) {
+	switch {
+	case sp.Mode == ModeHostMount && (sp.Kind == KindBlock || sp.Kind == KindImage):
 		rec.MountKey = mountKey(rec.Identity, sp.ReadOnly)
+	case sp.Kind == KindDir:
+		// A directory is bound from a mount of its own under mnt/,
+		// made from the opened directory (bindDir): never shared.
+		rec.MountKey = mountKey("dir:"+rec.ID, sp.ReadOnly)
 	}
 	// The record goes down before anything is attached.
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
@@ -272,8 +277,13 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 // identity names the source for sharing: a device number, or a file's
 // device and inode.
 func identity(sp Spec) (string, error) {
+	f, err := openChecked(sp, unix.O_PATH)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
 	var st unix.Stat_t
-	if err := unix.Stat(sp.Source, &st); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", err
 	}
 	if sp.Kind == KindBlock {
@@ -372,7 +382,11 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 			Options: append(flags, "size="+strconv.FormatInt(sp.TmpfsSize, 10), "mode=1777")}
 		return att, nil
 	case sp.Kind == KindDir:
-		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: sp.Source, Options: append([]string{"rbind", "rprivate"}, flags...)}
+		mp := m.mountpoint(rec.MountKey)
+		if err := bindDir(sp, mp, m.policy.NoExec); err != nil {
+			return nil, err
+		}
+		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "rprivate"}, flags...)}
 		return att, nil
 	case sp.Mode == ModeRawBlock:
 		return m.attachRaw(rec, att)
@@ -407,7 +421,7 @@ func openSource(sp Spec) (dev *os.File, path string, err error) {
 	if sp.ReadOnly {
 		mode = os.O_RDONLY
 	}
-	f, err := os.OpenFile(sp.Source, mode|unix.O_NOFOLLOW, 0)
+	f, err := openChecked(sp, mode)
 	if err != nil {
 		return nil, "", err
 	}
@@ -498,7 +512,7 @@ func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
 		if sp.ReadOnly {
 			mode = os.O_RDONLY
 		}
-		f, err := os.OpenFile(sp.Source, mode|unix.O_NOFOLLOW, 0)
+		f, err := openChecked(sp, mode)
 		if err != nil {
 			return nil, err
 		}
@@ -519,8 +533,14 @@ func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
 		}
 		rdev = st.Rdev
 	} else {
+		f, err := openChecked(sp, unix.O_PATH)
+		if err != nil {
+			return nil, err
+		}
 		var st unix.Stat_t
-		if err := unix.Stat(sp.Source, &st); err != nil {
+		err = unix.Fstat(int(f.Fd()), &st)
+		f.Close()
+		if err != nil {
 			return nil, err
 		}
 		rdev = st.Rdev

@@ -183,6 +183,9 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if req.Image != "" && req.ImageSource == nil {
 		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
 	}
+	if req.Spec.Linux.Seccomp != nil && !seccompBuilt {
+		return fmt.Errorf("seccomp: this program was built without seccomp support and cannot confine the container; build it with -tags seccomp (cgo and libseccomp-dev): %w", errdefs.ErrFailedPrecondition)
+	}
 	dir := r.dir(req.ID)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		if errors.Is(err, os.ErrExist) {

@@ -2,10 +2,8 @@ package libcontainer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,9 +72,6 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 			flags |= unix.MOUNT_ATTR_RDONLY
 		}
 		tree, err = detachedBind(a.Device.HostPath, flags, -1)
-		if err == nil {
-			err = r.allowDevice(c, *a.Device, true)
-		}
 	case a.Mount != nil && a.Mount.Type == "bind":
 		dst = a.Mount.Destination
 		userns := -1
@@ -99,16 +94,26 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 		return err
 	}
 	defer unix.Close(tree)
-	err = inMountNS(st.InitProcessPid, rootUID, rootGID, func() error {
-		if err := makeMountpoint(dst, isFile); err != nil {
+	err = inMountNS(ctx, st.InitProcessPid, rootUID, rootGID, func() error {
+		target, err := mountpointInRoot(dst, isFile)
+		if err != nil {
 			return err
 		}
-		return unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
+		defer unix.Close(target)
+		return unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	})
-	if err != nil {
-		if a.Device != nil {
-			_ = r.allowDevice(c, *a.Device, false)
+	if err == nil && a.Device != nil {
+		// The rule comes last: a device whose mount failed is never
+		// allowed.
+		err = r.allowDevice(c, *a.Device, true)
+		if err != nil {
+			_ = inMountNS(context.Background(), st.InitProcessPid, rootUID, rootGID, func() error {
+				_, err := unmountInRoot(dst)
+				return err
+			})
 		}
+	}
+	if err != nil {
 		return fmt.Errorf("volume %s: mount in container: %w", dst, classify(err))
 	}
 	return nil
@@ -135,18 +140,10 @@ func (r *Runtime) DetachVolume(ctx context.Context, id, dst string) error {
 		return err
 	}
 	var dev *unix.Stat_t
-	err = inMountNS(st.InitProcessPid, rootUID, rootGID, func() error {
-		var s unix.Stat_t
-		if unix.Stat(dst, &s) == nil && s.Mode&unix.S_IFMT == unix.S_IFBLK {
-			dev = &s
-		}
-		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
-			return fmt.Errorf("unmount %s: %w", dst, err)
-		}
-		if dev != nil {
-			_ = unix.Unlink(dst) // the placeholder file of a device bind
-		}
-		return nil
+	err = inMountNS(ctx, st.InitProcessPid, rootUID, rootGID, func() error {
+		var err error
+		dev, err = unmountInRoot(dst)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("volume %s: %w", dst, classify(err))
@@ -246,46 +243,34 @@ func detachedTmpfs(opts []string, uid, gid int) (int, error) {
 // inMountNS runs fn on a thread that has entered the mount namespace of
 // pid, with its filesystem IDs set to the container's root (so files it
 // creates belong to that root, in and out of a user namespace). The thread
-// is thrown away afterwards.
-func inMountNS(pid, uid, gid int, fn func() error) error {
+// is thrown away afterwards. There "/" is the container's root: fn works
+// on paths inside it only through the in-root helpers below, which never
+// follow a link out of it nor block on what the tenant planted. When ctx
+// ends first, inMountNS returns its error without waiting for fn.
+func inMountNS(ctx context.Context, pid, uid, gid int, fn func() error) error {
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 	if err != nil {
 		return fmt.Errorf("container's mount namespace: %w", err)
 	}
-	defer ns.Close()
-	return onThrowawayThread(func() error {
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			return fmt.Errorf("unshare fs: %w", err)
-		}
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-			return fmt.Errorf("setns: %w", err)
-		}
-		unix.Setfsgid(gid)
-		unix.Setfsuid(uid)
-		return fn()
-	})
-}
-
-// makeMountpoint creates dst (a directory, or an empty file for a device)
-// and its parents inside the container's namespace, where absolute paths
-// and symlinks resolve within the container's root.
-func makeMountpoint(dst string, file bool) error {
-	dir := dst
-	if file {
-		dir = filepath.Dir(dst)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	errc := make(chan error, 1)
+	go func() {
+		defer ns.Close()
+		errc <- onThrowawayThread(func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare fs: %w", err)
+			}
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("setns: %w", err)
+			}
+			unix.Setfsgid(gid)
+			unix.Setfsuid(uid)
+			return fn()
+		})
+	}()
+	select {
+	case err := <-errc:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if !file {
-		return nil
-	}
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
-	if err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if f != nil {
-		f.Close()
-	}
-	return nil
 }

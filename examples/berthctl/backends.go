@@ -34,6 +34,8 @@ type openOptions struct {
 	attached bool
 	// policy is the volume policy the runtime enforces.
 	policy volume.Policy
+	// security is what container specs may ask for.
+	security runtime.SecurityPolicy
 	// dockerHost is the Docker daemon's address (docker backend).
 	dockerHost string
 	// diskFS is what new root disks are made of (parallels backend).
@@ -77,7 +79,7 @@ func newRuntime(engine driver.Runtime, root string, o openOptions) (*runtime.Run
 		engine.Close()
 		return nil, err
 	}
-	rt, err := runtime.New(engine, runtime.WithStateDir(root), runtime.WithVolumePolicy(o.policy), runtime.WithImageStore(store))
+	rt, err := runtime.New(engine, runtime.WithStateDir(root), runtime.WithVolumePolicy(o.policy), runtime.WithSecurityPolicy(o.security), runtime.WithImageStore(store))
 	if err != nil {
 		engine.Close()
 		return nil, err

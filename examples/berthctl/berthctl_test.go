@@ -51,7 +51,7 @@ func testMain(m *testing.M) int {
 	bin = filepath.Join(work, "berthctl")
 	stateRoot = filepath.Join(work, "state")
 	rootfs = filepath.Join(work, "rootfs")
-	build := exec.Command(goTool(), "build", "-o", bin, ".")
+	build := exec.Command(goTool(), "build", "-tags", buildTags, "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build berthctl: %v\n%s", err, out)
 		os.RemoveAll(work)

@@ -95,7 +95,7 @@ func (a *app) runtime() (*runtime.Runtime, error) {
 	if a.rt != nil {
 		return a.rt, nil
 	}
-	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), dockerHost: a.dockerHost, diskFS: a.diskFS})
+	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), security: a.policy.security(), dockerHost: a.dockerHost, diskFS: a.diskFS})
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,8 @@ func (a *app) usage(w io.Writer) {
 	fmt.Fprintf(w, "  --docker-host ADDRESS  Docker daemon of --backend docker (default $DOCKER_HOST, else unix:///var/run/docker.sock)\n")
 	fmt.Fprintf(w, "  --disk-fs TYPE  root disks of --backend parallels: ext4 (default) or xfs\n")
 	fmt.Fprintf(w, "  --allow-fs TYPE, --fsck, --allow-raw-block-without-userns, --volume-noexec\n")
-	fmt.Fprintf(w, "                  relax the volume policy, each by name\n\ncommands:\n")
+	fmt.Fprintf(w, "                  relax the volume policy, each by name\n")
+	fmt.Fprintf(w, "  --allow-privileged  allow specs that loosen confinement (capabilities, hooks, host namespaces, devices)\n\ncommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}

@@ -33,13 +33,14 @@ func (v *volumeList) Set(s string) error {
 	return nil
 }
 
-// policyFlags are the global switches that relax the volume policy, each
-// by name.
+// policyFlags are the global switches that relax the volume and security
+// policies, each by name.
 type policyFlags struct {
 	allowFS      fsList
 	fsck         bool
 	rawNoUserns  bool
 	volumeNoExec bool
+	privileged   bool
 }
 
 type fsList []string
@@ -56,6 +57,12 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&p.fsck, "fsck", false, "check block and image volumes read-only (e2fsck -n, xfs_repair -n) before mounting")
 	fs.BoolVar(&p.rawNoUserns, "allow-raw-block-without-userns", false, "allow raw block volumes in containers without a user namespace (root there can mount them)")
 	fs.BoolVar(&p.volumeNoExec, "volume-noexec", false, "mount volumes noexec")
+	fs.BoolVar(&p.privileged, "allow-privileged", false, "allow specs that loosen confinement: extra capabilities, hooks, host namespaces, devices, unconfined seccomp")
+}
+
+// security is the security policy the flags ask for.
+func (p *policyFlags) security() runtime.SecurityPolicy {
+	return runtime.SecurityPolicy{AllowPrivileged: p.privileged}
 }
 
 // policy is the volume policy the flags ask for.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options tune WriteDir.
@@ -21,17 +23,23 @@ type Options struct {
 // WriteDir writes the tree under dir to w as a tar archive with names
 // relative to dir ("./etc/passwd" style without the dot), keeping owners,
 // modes, times, symlinks, hard links (as links) and device nodes. Sockets
-// are skipped. The walk never follows symlinks, so nothing outside dir is
-// read.
+// are skipped. The walk never follows symlinks, and files are opened
+// beneath dir without following any link and without blocking, so
+// nothing outside dir is read even if the tree changes meanwhile.
 func WriteDir(w io.Writer, dir string, opts ...Options) error {
 	var o Options
 	if len(opts) > 0 {
 		o = opts[0]
 	}
+	root, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	tw := tar.NewWriter(w)
 	type inode struct{ dev, ino uint64 }
 	seen := map[inode]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -86,9 +94,9 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 		if h.Typeflag != tar.TypeReg {
 			return nil
 		}
-		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		f, err := openBeneath(int(root.Fd()), rel)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", rel, err)
 		}
 		defer f.Close()
 		if _, err := io.CopyN(tw, f, h.Size); err != nil {
@@ -100,4 +108,28 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// openBeneath opens the regular file rel under the directory dir for reading: no link
+// is followed on the way (one swapped in since the walk saw the path fails
+// the open) and a FIFO swapped in is refused instead of waited on.
+func openBeneath(dir int, rel string) (*os.File, error) {
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, fmt.Errorf("no longer a regular file")
+	}
+	return f, nil
 }

@@ -1,0 +1,357 @@
+package runtimetest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/volume"
+)
+
+// tenantDir is where the hostile-tenant tool appears in containers.
+const tenantDir = "/berth-tenant"
+
+// withTenant binds the tenant tool (internal/fixture/tenant) into cfg's
+// container at /berth-tenant/tenant.
+func withTenant(t *testing.T, cfg *runtime.Config) {
+	cfg.Spec.Mounts = append(cfg.Spec.Mounts, specs.Mount{Destination: tenantDir, Type: "bind", Source: fixture.TenantTool(t), Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+}
+
+// requireNotCreated checks that a refused create left nothing: no
+// container, nothing of the backend's, no volume record or mount.
+func requireNotCreated(t *testing.T, h Harness, rt *runtime.Runtime, id string) {
+	t.Helper()
+	_, err := rt.Get(testContext(t), id)
+	require.Truef(t, isNotFound(err), "refused create left container %s: %v", id, err)
+	require.Empty(t, h.Leftovers(t, rt, id), "left behind by the refused create of %s", id)
+}
+
+// A spec that loosens the container's confinement is refused unless the
+// runtime's policy allows privileged containers (the suite's runtimes do
+// not): each way through which root in the container could reach the host.
+func testPrivilegedRefused(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	require.False(t, rt.SecurityPolicy().AllowPrivileged, "the suite runs the default policy")
+	cases := map[string]func(*specs.Spec){
+		"CAP_SYS_ADMIN": func(s *specs.Spec) {
+			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+			s.Process.Capabilities.Effective = append(s.Process.Capabilities.Effective, "CAP_SYS_ADMIN")
+			s.Process.Capabilities.Permitted = append(s.Process.Capabilities.Permitted, "CAP_SYS_ADMIN")
+		},
+		"ambient CAP_SYS_MODULE": func(s *specs.Spec) {
+			s.Process.Capabilities.Ambient = []string{"CAP_SYS_MODULE"}
+		},
+		"createRuntime hook": func(s *specs.Spec) {
+			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch /tmp/berth-hook-ran"}}}}
+		},
+		"poststop hook": func(s *specs.Spec) { s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}} },
+		"host network namespace by path": func(s *specs.Spec) {
+			for i, n := range s.Linux.Namespaces {
+				if n.Type == specs.NetworkNamespace {
+					s.Linux.Namespaces[i].Path = "/proc/1/ns/net"
+				}
+			}
+		},
+		"host PID namespace": func(s *specs.Spec) {
+			var ns []specs.LinuxNamespace
+			for _, n := range s.Linux.Namespaces {
+				if n.Type != specs.PIDNamespace {
+					ns = append(ns, n)
+				}
+			}
+			s.Linux.Namespaces = ns
+		},
+		"cgroups path of its own": func(s *specs.Spec) { s.Linux.CgroupsPath = "/" },
+		"a device": func(s *specs.Spec) {
+			major, minor := int64(1), int64(1)
+			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/mem", Type: "c", Major: 1, Minor: 1}}
+			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "r"})
+		},
+		"writable sysfs": func(s *specs.Spec) {
+			for i, m := range s.Mounts {
+				if m.Type == "sysfs" {
+					s.Mounts[i].Options = []string{"nosuid", "noexec", "nodev"}
+				}
+			}
+		},
+		"proc outside /proc": func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostproc", Type: "proc", Source: "proc"})
+		},
+		"unmasked /proc/kcore": func(s *specs.Spec) {
+			s.Linux.MaskedPaths = s.Linux.MaskedPaths[1:]
+		},
+		"writable /proc/sys": func(s *specs.Spec) { s.Linux.ReadonlyPaths = nil },
+		"unconfined seccomp": func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+		},
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := h.Config(t, "/bin/true")
+			mutate(cfg.Spec)
+			id := NewID("priv")
+			_, err := rt.Create(ctx, id, cfg)
+			require.Truef(t, errdefs.IsPermissionDenied(err), "%s: %v", name, err)
+			require.Contains(t, err.Error(), id)
+			requireNotCreated(t, h, rt, id)
+		})
+	}
+	_, err := os.Stat("/tmp/berth-hook-ran")
+	require.True(t, os.IsNotExist(err), "a hook ran on the host")
+}
+
+// kernelSources are host paths on kernel interface filesystems, or trees
+// that carry them: bound into a container without a user namespace, each
+// would let its root reach the host's devices (a devices cgroup it can
+// join, device nodes, sysfs) or kernel.
+func kernelSources(t *testing.T) []string {
+	srcs := []string{"/sys", "/proc", "/dev", "/", "/sys/fs/cgroup"}
+	for _, p := range []string{"/sys/fs/cgroup/devices", "/sys/fs/cgroup/unified", "/proc/sys", "/dev/pts"} {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			srcs = append(srcs, p)
+		}
+	}
+	// The same through a link the caller might pass.
+	link := filepath.Join(t.TempDir(), "cg")
+	require.NoError(t, os.Symlink("/sys/fs/cgroup", link))
+	return append(srcs, link)
+}
+
+func testKernelInterfaceBinds(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	for _, src := range kernelSources(t) {
+		t.Run("volume "+src, func(t *testing.T) {
+			cfg := h.Config(t, "/bin/true")
+			cfg.Volumes = []volume.Spec{{Source: src, Destination: "/hostfs"}}
+			id := NewID("kvol")
+			_, err := rt.Create(ctx, id, cfg)
+			require.Truef(t, isInvalidArgument(err), "volume of %s: %v", src, err)
+			requireNotCreated(t, h, rt, id)
+		})
+		t.Run("bind "+src, func(t *testing.T) {
+			cfg := h.Config(t, "/bin/true")
+			cfg.Spec.Mounts = append(cfg.Spec.Mounts, specs.Mount{Destination: "/hostfs", Type: "bind", Source: src, Options: []string{"rbind", "ro"}})
+			id := NewID("kbind")
+			_, err := rt.Create(ctx, id, cfg)
+			require.Truef(t, isInvalidArgument(err), "bind of %s: %v", src, err)
+			requireNotCreated(t, h, rt, id)
+		})
+	}
+	// Files there as image volumes: a loop device over /proc/self/mem or
+	// a sysfs attribute would hand kernel data to the tenant.
+	for _, src := range []string{"/proc/self/mem", "/sys/kernel/uevent_helper", "/proc/sys/kernel/core_pattern"} {
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		for _, mode := range []volume.Mode{volume.ModeHostMount, volume.ModeRawBlock} {
+			t.Run("image "+src+" "+string(mode), func(t *testing.T) {
+				cfg := h.Config(t, "/bin/true")
+				cfg.UserNamespace = rt.Capabilities().UserNamespace
+				cfg.Volumes = []volume.Spec{{Source: src, Destination: "/dev/xvdk", Mode: mode, ReadOnly: true}}
+				id := NewID("kimg")
+				_, err := rt.Create(ctx, id, cfg)
+				require.Truef(t, isInvalidArgument(err) || isNotImplemented(err), "image volume %s: %v", src, err)
+				requireNotCreated(t, h, rt, id)
+			})
+		}
+	}
+}
+
+// Every container runs under a seccomp profile (Docker's default where
+// the caller gives none): a process without CAP_SYS_ADMIN cannot make a
+// user namespace, where it would gain the capabilities to mount and to
+// reach kernel code no container should.
+func testSeccomp(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	for _, userns := range []bool{false, true} {
+		if userns && !rt.Capabilities().UserNamespace {
+			continue
+		}
+		out := newBuffer()
+		cfg := h.Config(t, "/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status; unshare -U true && echo unshare-allowed; "+tenantDir+"/tenant unshare-user")
+		withTenant(t, cfg)
+		cfg.UserNamespace = userns
+		cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+		c := create(t, rt, NewID("seccomp"), cfg)
+		require.NoError(t, c.Start(ctx))
+		_, err := c.Wait(ctx)
+		require.NoError(t, err)
+		require.Contains(t, out.String(), "Seccomp:\t2", "a seccomp filter confines the container (userns %v): %s", userns, out)
+		require.NotContains(t, out.String(), "unshare-allowed")
+		require.Contains(t, out.String(), "unshare-user: EPERM", "userns %v: %s", userns, out)
+		require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	}
+}
+
+// loopOf returns the loop device (loopN) backed by img, or "".
+func loopOf(t *testing.T, img string) string {
+	t.Helper()
+	ents, err := os.ReadDir("/sys/block")
+	require.NoError(t, err)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
+		if err == nil && strings.TrimSpace(string(b)) == img {
+			return e.Name()
+		}
+	}
+	return ""
+}
+
+// loopState is what the host kernel knows of a loop device that a tenant
+// might change: its backing file, flags, geometry and partitions.
+func loopState(t *testing.T, dev string) string {
+	t.Helper()
+	var parts []string
+	for _, f := range []string{"backing_file", "autoclear", "partscan", "offset", "sizelimit", "dio", "ro"} {
+		b, _ := os.ReadFile(filepath.Join("/sys/block", dev, "loop", f))
+		parts = append(parts, f+"="+strings.TrimSpace(string(b)))
+	}
+	for _, f := range []string{"ro", "size", "queue/logical_block_size"} {
+		b, _ := os.ReadFile(filepath.Join("/sys/block", dev, f))
+		parts = append(parts, f+"="+strings.TrimSpace(string(b)))
+	}
+	ents, _ := os.ReadDir(filepath.Join("/sys/block", dev))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), dev+"p") {
+			parts = append(parts, "partition "+e.Name())
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// A container holding a raw loop device can neither release it (so that
+// its number would go to the next attach anywhere on the host, another
+// tenant's, while it keeps the node and the cgroup rule), nor re-point it,
+// nor change how the host kernel reads it (partition scan, block size,
+// capacity): every such ioctl is denied, whatever the request's upper
+// bits; ordinary ioctls still work.
+func testRawDeviceIoctls(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.RawBlock || !caps.UserNamespace {
+		t.Skip("backend has no raw block devices in user namespaces")
+	}
+	img := zeroImage(t, 8<<20)
+	// A partition table the host kernel would parse if the tenant turned
+	// on the partition scan.
+	mbr := make([]byte, 512)
+	copy(mbr[446:], []byte{0x00, 0, 0, 0, 0x83, 0, 0, 0, 0x08, 0, 0, 0, 0x00, 0x20, 0, 0})
+	mbr[510], mbr[511] = 0x55, 0xAA
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(mbr, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	out := newBuffer()
+	cfg := h.Config(t, tenantDir+"/tenant", "ioctls", "/dev/xvdb")
+	withTenant(t, cfg)
+	cfg.UserNamespace = true
+	cfg.Volumes = []volume.Spec{{Source: img, Destination: "/dev/xvdb", Mode: volume.ModeRawBlock}}
+	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+	id := NewID("rawioctl")
+	c := create(t, rt, id, cfg)
+	dev := loopOf(t, img)
+	require.NotEmpty(t, dev, "the raw volume is on a loop device")
+	before := loopState(t, dev)
+	require.NoError(t, c.Start(ctx))
+	_, err = c.Wait(ctx)
+	require.NoError(t, err)
+	got := out.String()
+	require.Contains(t, got, "BLKGETSIZE64: ok", "ordinary ioctls work: %s", got)
+	for _, req := range []string{"LOOP_CLR_FD", "LOOP_CLR_FD+hi", "LOOP_SET_STATUS64", "LOOP_CHANGE_FD", "LOOP_SET_CAPACITY", "LOOP_SET_DIRECT_IO", "LOOP_SET_BLOCK_SIZE", "BLKRRPART", "BLKPG"} {
+		require.Contains(t, got, req+": EPERM", "%s is denied: %s", req, got)
+	}
+	// The container still exists: its device is still the tenant's file,
+	// as the host kernel left it, and nobody else can get its number.
+	require.Equal(t, dev, loopOf(t, img), "the loop device still backs the image")
+	require.Equal(t, before, loopState(t, dev), "the tenant changed how the host reads its device")
+	other := zeroImage(t, 4<<20)
+	cfg2 := h.Config(t, "/bin/true")
+	cfg2.UserNamespace = true
+	cfg2.Volumes = []volume.Spec{{Source: other, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}}
+	c2 := create(t, rt, NewID("rawnext"), cfg2)
+	require.NotEqual(t, dev, loopOf(t, other), "the next attach got the first tenant's device number")
+	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	requireDetached(t, img)
+	requireGone(t, h, rt, id, nil)
+}
+
+// What a tenant plants where a hot attach will put its volume (a FIFO, a
+// link, a file of the wrong kind) refuses the attach at once with
+// failed-precondition, never wedges it nor the container's deletion, and
+// leaves nothing attached.
+func testHotAttachPlanted(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.HotAttach || !caps.Exec {
+		t.Skip("backend has no hot attach")
+	}
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.UserNamespace = caps.UserNamespace
+	id := NewID("planted")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	out := newBuffer()
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", strings.Join([]string{
+		"mkfifo /dev/vdc",
+		"mkdir /dev/vdd",
+		"ln -s /etc/passwd /dev/vde",
+		"mkdir -p /srv && mkfifo /srv/fifo && echo x > /srv/file",
+		"ln -s /proc/1/root /srv/escape",
+		"echo planted",
+	}, "; ")}}, runtime.IO{Stdout: out, Stderr: out})
+	require.NoError(t, err)
+	_, err = p.Wait(ctx)
+	require.NoError(t, err)
+	require.Contains(t, out.String(), "planted")
+
+	raw := zeroImage(t, 4<<20)
+	attempts := []volume.Spec{
+		{Destination: "/srv/fifo", TmpfsSize: 1 << 20},
+		{Destination: "/srv/file", TmpfsSize: 1 << 20},
+		{Destination: "/srv/escape", TmpfsSize: 1 << 20},
+		{Destination: "/srv/escape/x", TmpfsSize: 1 << 20},
+	}
+	if caps.RawBlock && caps.UserNamespace {
+		attempts = append(attempts,
+			volume.Spec{Source: raw, Destination: "/dev/vdc", Mode: volume.ModeRawBlock},
+			volume.Spec{Source: raw, Destination: "/dev/vdd", Mode: volume.ModeRawBlock},
+			volume.Spec{Source: raw, Destination: "/dev/vde", Mode: volume.ModeRawBlock})
+	}
+	for _, v := range attempts {
+		start := time.Now()
+		err := c.AttachVolume(ctx, v)
+		require.Truef(t, isFailedPrecondition(err), "attach at planted %s: %v (after %s)", v.Destination, err, time.Since(start))
+		requireDetached(t, raw)
+		vols, err := c.Volumes(ctx)
+		require.NoError(t, err)
+		require.Empty(t, vols, "a refused attach is not recorded")
+	}
+	// The tenant's files are as it left them.
+	out = newBuffer()
+	p, err = c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "test -p /dev/vdc && test -d /dev/vdd && test -L /dev/vde && test -p /srv/fifo && test -L /srv/escape && head -c 4 /etc/passwd"}}, runtime.IO{Stdout: out, Stderr: out})
+	require.NoError(t, err)
+	es, err := p.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, es.Code, "planted files changed: %s", out)
+	require.Equal(t, "root", out.String())
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireDetached(t, raw)
+	requireGone(t, h, rt, id, nil)
+}

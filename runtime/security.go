@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// SecurityPolicy is what a container's spec may ask for beyond the
+// confinement berth gives by default. The zero value is the default: what
+// DefaultSpec asks for and nothing that reaches past the container.
+type SecurityPolicy struct {
+	// AllowPrivileged admits, as Docker's --privileged does, a spec that
+	// loosens the container's confinement: capabilities beyond
+	// DefaultCapabilities, hooks (they run as root on the host), joining
+	// namespaces by path or sharing the host's PID, IPC, network or mount
+	// namespace, a cgroups path of its own choosing, devices and device
+	// cgroup rules, writable sysfs or cgroup mounts, proc mounted anywhere
+	// but /proc, fewer masked or read-only paths than DefaultSpec, and a
+	// seccomp profile that allows by default (unconfined). Without it each
+	// is refused with permission-denied.
+	//
+	// Some refusals hold even then: bind mounts of kernel interface
+	// filesystems (proc, sysfs, cgroup, devtmpfs...), block devices outside
+	// the volume policy, and the seccomp rules that keep a container from
+	// releasing, re-pointing or re-flagging a raw block device.
+	AllowPrivileged bool
+}
+
+// WithSecurityPolicy sets what specs may ask for (default: the zero
+// SecurityPolicy).
+func WithSecurityPolicy(p SecurityPolicy) Option {
+	return func(o *options) error {
+		o.security = p
+		return nil
+	}
+}
+
+// SecurityPolicy returns what specs may ask for on this runtime.
+func (r *Runtime) SecurityPolicy() SecurityPolicy { return r.security }
+
+// DefaultCapabilities is the capability set Docker grants a container by
+// default, and the most a spec may hold without AllowPrivileged.
+func DefaultCapabilities() []string {
+	return []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
+		"CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+		"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+		"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	}
+}
+
+// defaultMaskedPaths and defaultReadonlyPaths keep kernel controls under
+// /proc and /sys out of reach; a spec without AllowPrivileged keeps all of
+// them.
+var (
+	defaultMaskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+		"/proc/scsi", "/sys/devices/virtual/powercap",
+	}
+	defaultReadonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// privateNamespaces are the namespaces a container must have of its own
+// without AllowPrivileged: sharing the host's would let its root signal
+// host processes, reach the host's IPC objects or sniff the host's network
+// (CAP_NET_RAW).
+var privateNamespaces = []specs.LinuxNamespaceType{
+	specs.PIDNamespace, specs.IPCNamespace, specs.NetworkNamespace, specs.MountNamespace,
+}
+
+// privilegeChecks each name one way a spec can loosen confinement, and
+// report it (nil when the spec does not).
+var privilegeChecks = []func(*specs.Spec) error{
+	checkCapabilities,
+	checkHooks,
+	checkNamespaces,
+	checkCgroupsPath,
+	checkDevices,
+	checkKernelMounts,
+	checkMaskedPaths,
+	checkSeccompConfined,
+}
+
+// checkSecurity refuses, with permission-denied, whatever the policy does
+// not allow.
+func checkSecurity(id string, s *specs.Spec, p SecurityPolicy) error {
+	if p.AllowPrivileged {
+		return nil
+	}
+	for _, check := range privilegeChecks {
+		if err := check(s); err != nil {
+			return fmt.Errorf("container %q: %v (only under the AllowPrivileged policy switch): %w", id, err, errdefs.ErrPermissionDenied)
+		}
+	}
+	return nil
+}
+
+func checkCapabilities(s *specs.Spec) error {
+	c := s.Process.Capabilities
+	if c == nil {
+		return nil
+	}
+	allowed := DefaultCapabilities()
+	for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+		for _, name := range set {
+			if !slices.Contains(allowed, strings.ToUpper(name)) {
+				return fmt.Errorf("capability %s is beyond the default set", name)
+			}
+		}
+	}
+	return nil
+}
+
+func checkHooks(s *specs.Spec) error {
+	h := s.Hooks
+	if h == nil {
+		return nil
+	}
+	//nolint:staticcheck // Prestart is deprecated but still run by runc.
+	if len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0 {
+		return fmt.Errorf("hooks run as root on the host")
+	}
+	return nil
+}
+
+func checkNamespaces(s *specs.Spec) error {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			return fmt.Errorf("joining the %s namespace at %s", ns.Type, ns.Path)
+		}
+	}
+	for _, t := range privateNamespaces {
+		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t }) {
+			return fmt.Errorf("sharing the host's %s namespace", t)
+		}
+	}
+	return nil
+}
+
+func checkCgroupsPath(s *specs.Spec) error {
+	if s.Linux.CgroupsPath != "" {
+		return fmt.Errorf("cgroups path %q (the backend places each container in a cgroup of its own)", s.Linux.CgroupsPath)
+	}
+	return nil
+}
+
+func checkDevices(s *specs.Spec) error {
+	for _, d := range s.Linux.Devices {
+		return fmt.Errorf("device %s", d.Path)
+	}
+	if r := s.Linux.Resources; r != nil {
+		for _, d := range r.Devices {
+			if d.Allow {
+				return fmt.Errorf("devices cgroup rule allowing %s %s", d.Type, d.Access)
+			}
+		}
+	}
+	return nil
+}
+
+// checkKernelMounts keeps the container's own kernel interfaces as Docker
+// mounts them: proc only at /proc (where the masked and read-only paths
+// apply), sysfs and cgroup read-only.
+func checkKernelMounts(s *specs.Spec) error {
+	for _, m := range s.Mounts {
+		switch m.Type {
+		case "proc":
+			if filepath.Clean(m.Destination) != "/proc" {
+				return fmt.Errorf("proc mounted at %s, where the masked and read-only paths do not apply", m.Destination)
+			}
+		case "sysfs", "cgroup", "cgroup2":
+			if !slices.Contains(m.Options, "ro") {
+				return fmt.Errorf("a writable %s mount at %s", m.Type, m.Destination)
+			}
+		}
+	}
+	return nil
+}
+
+func checkMaskedPaths(s *specs.Spec) error {
+	for _, p := range defaultMaskedPaths {
+		if !slices.Contains(s.Linux.MaskedPaths, p) {
+			return fmt.Errorf("%s is not masked", p)
+		}
+	}
+	for _, p := range defaultReadonlyPaths {
+		if !slices.Contains(s.Linux.ReadonlyPaths, p) && !slices.Contains(s.Linux.MaskedPaths, p) {
+			return fmt.Errorf("%s is not read-only", p)
+		}
+	}
+	return nil
+}
+
+// permissiveActions let a system call through (or hand it to a tracer or
+// agent that may).
+var permissiveActions = []specs.LinuxSeccompAction{specs.ActAllow, specs.ActLog, specs.ActTrace, specs.ActNotify}
+
+func checkSeccompConfined(s *specs.Spec) error {
+	if sc := s.Linux.Seccomp; sc != nil && slices.Contains(permissiveActions, sc.DefaultAction) {
+		return fmt.Errorf("a seccomp profile whose default action is %s (unconfined)", sc.DefaultAction)
+	}
+	return nil
+}
+
+// confine checks a container's own copy of its spec against the security
+// policy and the host paths it names, then gives it berth's seccomp
+// confinement.
+func (r *Runtime) confine(id string, s *specs.Spec) error {
+	if err := checkSecurity(id, s, r.security); err != nil {
+		return err
+	}
+	if err := checkHostPaths(id, s); err != nil {
+		return err
+	}
+	return applySeccomp(id, s)
+}

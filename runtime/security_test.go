@@ -1,0 +1,137 @@
+package runtime
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/require"
+)
+
+// The allowed blocks and the denied ones partition the 32-bit request
+// space: every request is in exactly one of them.
+func TestIoctlBlocksPartition(t *testing.T) {
+	in := func(blocks []ioctlBlock, req uint32) int {
+		n := 0
+		for _, b := range blocks {
+			if b.contains(req) {
+				n++
+			}
+		}
+		return n
+	}
+	reqs := []uint32{0, ^uint32(0), 0x4C00, 0x4C01, 0x4CFF, 0x4BFF, 0x4D00, 0x125F, 0x1260, 0x125E, 0x1269, 0x5401 /* TCGETS */, 0x80081272 /* BLKGETSIZE64 */}
+	for range 100000 {
+		reqs = append(reqs, rand.Uint32())
+	}
+	for _, r := range reqs {
+		_, denied := deniedIoctl(r)
+		require.Equal(t, 1, in(allowedIoctls, r)+in(deniedIoctls, r), "request %#x", r)
+		require.Equal(t, denied, in(allowedIoctls, r) == 0, "request %#x", r)
+	}
+	require.Less(t, len(allowedIoctls), 64, "the filter stays small")
+}
+
+// seccompAllows evaluates a profile for ioctl(fd, req) the way the kernel
+// sees the compiled filter: a rule matches when all its conditions on
+// distinct arguments hold (repeated ones on one argument are alternatives,
+// as runc compiles them); a conditional rule never applies next to an
+// unconditional one for the same call (libseccomp drops it).
+func seccompAllows(sc *specs.LinuxSeccomp, req uint64) bool {
+	var actions []specs.LinuxSeccompAction
+	unconditional := false
+	for _, r := range sc.Syscalls {
+		if slices.Contains(r.Names, "ioctl") && len(r.Args) == 0 && r.Action != sc.DefaultAction {
+			unconditional = true
+			actions = append(actions, r.Action)
+		}
+	}
+	if !unconditional {
+		for _, r := range sc.Syscalls {
+			if !slices.Contains(r.Names, "ioctl") {
+				continue
+			}
+			match := true
+			for _, a := range r.Args {
+				v := req
+				if a.Index != 1 {
+					v = 0
+				}
+				switch a.Op {
+				case specs.OpMaskedEqual:
+					match = match && v&a.Value == a.ValueTwo
+				case specs.OpEqualTo:
+					match = match && v == a.Value
+				}
+			}
+			if match {
+				actions = append(actions, r.Action)
+			}
+		}
+	}
+	if len(actions) == 0 {
+		actions = []specs.LinuxSeccompAction{sc.DefaultAction}
+	}
+	for _, a := range actions {
+		if !slices.Contains(permissiveActions, a) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestConfineDeviceIoctls(t *testing.T) {
+	profiles := map[string]*specs.LinuxSeccomp{
+		"default errno, ioctl allowed": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "ioctl", "write"}, Action: specs.ActAllow}}},
+		"default allow":                {DefaultAction: specs.ActAllow},
+		"default allow, ioctl logged":  {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActLog}}},
+		"ioctl on fd 0 only": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0, Op: specs.OpEqualTo}}}}},
+	}
+	for name, sc := range profiles {
+		require.NoError(t, confineDeviceIoctls(sc), name)
+		for _, req := range []uint64{0x4C01, 0x4C04, 0x4C06, 0x125F, 0x1269, 1<<32 | 0x4C01, 0xFFFFFFFF00004C00} {
+			require.Falsef(t, seccompAllows(sc, req), "%s lets %#x through", name, req)
+		}
+		if name != "ioctl on fd 0 only" {
+			for _, req := range []uint64{0x5401, 0x80081272, 0x4BFF, 0x4D00} {
+				require.Truef(t, seccompAllows(sc, req), "%s denies %#x", name, req)
+			}
+		}
+		require.True(t, slices.ContainsFunc(sc.Syscalls, func(r specs.LinuxSyscall) bool { return slices.Contains(r.Names, "read") }) || name != "default errno, ioctl allowed", "other calls keep their rule")
+	}
+	for _, req := range []uint64{0x4C01, 1<<32 | 0x125F} {
+		sc := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: req, Op: specs.OpEqualTo}}}}}
+		require.Truef(t, errdefs.IsPermissionDenied(confineDeviceIoctls(sc)), "a rule naming %#x", req)
+	}
+	sc := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: 0x4000, Op: specs.OpGreaterThan}}}}}
+	require.True(t, errdefs.IsInvalidArgument(confineDeviceIoctls(sc)), "a range over the request")
+}
+
+func TestDefaultSeccompBlocksUserNamespaces(t *testing.T) {
+	s := DefaultSpec("/rootfs", "/bin/true")
+	require.NoError(t, applySeccomp("x", s))
+	sc := s.Linux.Seccomp
+	require.Equal(t, specs.ActErrno, sc.DefaultAction)
+	require.False(t, slices.ContainsFunc(sc.Syscalls, func(r specs.LinuxSyscall) bool {
+		return slices.Contains(r.Names, "unshare") && r.Action == specs.ActAllow
+	}), "unshare is allowed only with CAP_SYS_ADMIN")
+	require.False(t, seccompAllows(sc, 0x4C01))
+	require.True(t, seccompAllows(sc, 0x5401))
+}
+
+func TestCheckSecurity(t *testing.T) {
+	require.NoError(t, checkSecurity("x", DefaultSpec("/r", "/bin/true"), SecurityPolicy{}))
+	s := DefaultSpec("/r", "/bin/true")
+	s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+	err := checkSecurity("x", s, SecurityPolicy{})
+	require.True(t, errdefs.IsPermissionDenied(err), "%v", err)
+	require.Contains(t, err.Error(), "CAP_SYS_ADMIN")
+	require.NoError(t, checkSecurity("x", s, SecurityPolicy{AllowPrivileged: true}))
+	// Fewer capabilities than the default are always fine.
+	s = DefaultSpec("/r", "/bin/true")
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}}
+	require.NoError(t, checkSecurity("x", s, SecurityPolicy{}))
+}
