@@ -26,6 +26,8 @@ type fakeDriver struct {
 	createErr error
 }
 
+func (f *fakeDriver) Name() string { return "fake" }
+
 func (f *fakeDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{UserNamespace: true, RawBlock: true}
 }
@@ -52,7 +54,7 @@ func (f *fakeDriver) Create(ctx context.Context, req *driver.CreateRequest) erro
 func newFakeRuntime(t *testing.T) (*Runtime, *fakeDriver, string) {
 	dir := t.TempDir()
 	f := &fakeDriver{created: map[string]*driver.CreateRequest{}}
-	rt, err := New(f, WithStateDir(dir), WithIDPool(IDPool{Start: 100000, BlockSize: 65536, Count: 4}))
+	rt, err := New(f, WithStateDir(dir), WithIDPool(IDPool{Start: 100000, BlockSize: 65536, Count: 4}), withIDDir(t.TempDir()))
 	require.NoError(t, err)
 	return rt, f, dir
 }
@@ -67,9 +69,9 @@ func TestCreateRollsBack(t *testing.T) {
 	_, err := rt.Create(ctx, "c1", cfg)
 	require.True(t, errdefs.IsUnknown(err), "%v", err)
 	require.Contains(t, err.Error(), `"c1"`)
-	rec, err := os.ReadFile(filepath.Join(dir, "userns.json"))
+	rec, err := os.ReadFile(filepath.Join(rt.ids.dir, "blocks.json"))
 	require.NoError(t, err)
-	require.JSONEq(t, `{"blocks":{}}`, string(rec), "the ID block went back to the pool")
+	require.JSONEq(t, `{"blocks":[]}`, string(rec), "the ID block went back to the pool")
 	ents, err := os.ReadDir(filepath.Join(dir, "volumes", "records"))
 	require.NoError(t, err)
 	require.Empty(t, ents, "the volume was detached")
@@ -153,4 +155,12 @@ func TestImageConfigFillsTheProcess(t *testing.T) {
 	require.True(t, errdefs.IsInvalidArgument(completeProcess(spec, ocispec.ImageConfig{}, "img")))
 	spec = DefaultSpec("", "x")
 	require.True(t, errdefs.IsNotImplemented(completeProcess(spec, ocispec.ImageConfig{User: "nobody"}, "img")))
+}
+
+// withIDDir keeps a test's ID blocks out of the host's record.
+func withIDDir(dir string) Option {
+	return func(o *options) error {
+		o.idDir = dir
+		return nil
+	}
 }

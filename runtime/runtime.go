@@ -3,9 +3,11 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -37,6 +39,8 @@ type options struct {
 	policy   volume.Policy
 	images   *image.Store
 	security SecurityPolicy
+	// idDir holds the host's record of ID blocks (HostIDPoolDir).
+	idDir string
 }
 
 // Option configures a Runtime.
@@ -84,12 +88,21 @@ func WithVolumePolicy(p volume.Policy) Option {
 // New returns a Runtime over a backend. It also finishes what a crashed
 // process left half-done: volumes attached to containers that were never
 // created (or were deleted) are detached.
+//
+// A state directory belongs to the first backend that opens it: New with
+// another backend is refused with failed-precondition, before anything
+// there is touched (each backend knows only its own containers, and would
+// take the others' volumes and image holds for a crash's leftovers).
 func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
-	o := options{stateDir: DefaultStateDir, pool: DefaultIDPool, policy: volume.DefaultPolicy()}
+	o := options{stateDir: DefaultStateDir, pool: DefaultIDPool, policy: volume.DefaultPolicy(), idDir: HostIDPoolDir}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
 		}
+	}
+	root, err := claimRoot(o.stateDir, d.Name())
+	if err != nil {
+		return nil, err
 	}
 	ctx := context.Background()
 	vm, err := volume.OpenManager(filepath.Join(o.stateDir, "volumes"), o.policy, func(owner string) bool {
@@ -102,7 +115,7 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 	return &Runtime{
 		d:        d,
 		caps:     d.Capabilities(),
-		ids:      &idAllocator{pool: o.pool, dir: o.stateDir},
+		ids:      &idAllocator{pool: o.pool, dir: o.idDir, root: root},
 		volumes:  vm,
 		images:   o.images,
 		security: o.security,
@@ -341,5 +354,55 @@ func (r *Runtime) ownerLive(ctx context.Context) func(string) bool {
 		}
 		release()
 		return false
+	}
+}
+
+// rootFile names, in a state directory, the backend it belongs to.
+const rootFile = "backend"
+
+// claimRoot makes dir (created if needed) the state directory of the
+// backend named name, or checks that it is; it returns dir absolute and
+// resolved, the name its records are kept under host-wide.
+func claimRoot(dir, name string) (string, error) {
+	fail := func(err error) (string, error) { return "", fmt.Errorf("state directory %s: %w", dir, classify(err)) }
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fail(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fail(err)
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return fail(err)
+	}
+	path := filepath.Join(abs, rootFile)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if owner := strings.TrimSpace(string(b)); owner != name {
+				return "", fmt.Errorf("state directory %s belongs to the %s backend, not %s; open it with %s or use another directory: %w", abs, owner, name, owner, errdefs.ErrFailedPrecondition)
+			}
+			return abs, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fail(err)
+		}
+		// First open: the name goes in whole or not at all, and of two
+		// first opens only one links its file in.
+		tmp, err := os.CreateTemp(abs, ".backend-*")
+		if err != nil {
+			return fail(err)
+		}
+		_, err = tmp.WriteString(name + "\n")
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Link(tmp.Name(), path)
+		}
+		os.Remove(tmp.Name())
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return fail(err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/volume"
 )
 
 func TestValidateID(t *testing.T) {
@@ -24,7 +28,7 @@ func TestValidateID(t *testing.T) {
 }
 
 func TestIDPoolBlocksDoNotOverlap(t *testing.T) {
-	a := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 8}, dir: t.TempDir()}
+	a := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 8}, dir: t.TempDir(), root: t.TempDir()}
 	var mu sync.Mutex
 	got := map[uint32]string{}
 	var wg sync.WaitGroup
@@ -68,7 +72,7 @@ func TestIDPoolSkipsSubordinateRanges(t *testing.T) {
 		t.Skip("no /etc/subuid")
 	}
 	spans := append(readSubordinate("/etc/subuid"), readSubordinate("/etc/subgid")...)
-	a := &idAllocator{pool: DefaultIDPool, dir: t.TempDir()}
+	a := &idAllocator{pool: DefaultIDPool, dir: t.TempDir(), root: t.TempDir()}
 	for i := range 4 {
 		r, err := a.allocate(string(rune('a'+i)), nil)
 		require.NoError(t, err)
@@ -115,3 +119,65 @@ func TestLayering(t *testing.T) {
 		require.Falsef(t, strings.HasPrefix(dep, "github.com/berthrun/berth/backends"), "portable packages import %s", dep)
 	}
 }
+
+// Runtimes on different state directories share the host's one pool: no
+// two hand out overlapping blocks, whatever their pool settings.
+func TestIDPoolIsHostWide(t *testing.T) {
+	host := t.TempDir()
+	a := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 4}, dir: host, root: t.TempDir()}
+	b := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 4}, dir: host, root: t.TempDir()}
+	c := &idAllocator{pool: IDPool{Start: 100000 + 32768, BlockSize: 65536, Count: 4}, dir: host, root: t.TempDir()}
+	var spans []idSpan
+	for _, al := range []*idAllocator{a, b, c, a} {
+		r, err := al.allocate("same-id", nil)
+		require.NoError(t, err)
+		span := idSpan{uint64(r.HostID), uint64(r.HostID) + uint64(r.Size)}
+		if al == a && len(spans) == 3 {
+			require.Equal(t, spans[0], span, "an owner gets its own block again")
+			continue
+		}
+		require.False(t, overlaps(spans, span.start, span.end), "block %v overlaps one of another root: %v", span, spans)
+		spans = append(spans, span)
+	}
+	// A state directory that is gone gives its blocks back.
+	require.NoError(t, os.RemoveAll(b.root))
+	d := &idAllocator{pool: IDPool{Start: 100000, BlockSize: 65536, Count: 4}, dir: host, root: t.TempDir()}
+	r, err := d.allocate("x", nil)
+	require.NoError(t, err)
+	require.Equal(t, spans[1].start, uint64(r.HostID))
+	// Releasing one root's owner leaves another root's same ID alone.
+	require.NoError(t, a.release("same-id"))
+	rec, err := c.load()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, c.index(rec, "same-id"), 0, "another root's owner of the same ID keeps its block")
+	require.Less(t, a.index(rec, "same-id"), 0)
+}
+
+// A state directory belongs to the first backend that opens it: another
+// is refused before it touches anything there.
+func TestStateDirBelongsToOneBackend(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	first := &fakeDriver{created: map[string]*driver.CreateRequest{}}
+	rt, err := New(first, WithStateDir(dir), withIDDir(t.TempDir()))
+	require.NoError(t, err)
+	_, err = rt.Create(ctx, "c1", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"),
+		Volumes: []volume.Spec{{Destination: "/scratch", TmpfsSize: 1 << 20}}})
+	require.NoError(t, err)
+	other := &otherDriver{fakeDriver{created: map[string]*driver.CreateRequest{}}}
+	_, err = New(other, WithStateDir(dir), withIDDir(t.TempDir()))
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "%v", err)
+	require.Contains(t, err.Error(), "fake")
+	recs, err := os.ReadDir(filepath.Join(dir, "volumes", "records"))
+	require.NoError(t, err)
+	require.Len(t, recs, 1, "the other backend's open detached the first one's volume")
+	// The same backend opens it again, by any path to it.
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(dir, link))
+	_, err = New(first, WithStateDir(link), withIDDir(t.TempDir()))
+	require.NoError(t, err)
+}
+
+type otherDriver struct{ fakeDriver }
+
+func (o *otherDriver) Name() string { return "other" }

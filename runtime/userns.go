@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/subid"
-	"golang.org/x/sys/unix"
 )
 
 // IDPool is the host UID/GID space berth hands out to user-namespaced
@@ -37,36 +37,41 @@ type IDRange struct {
 	Size   uint32 `json:"size"`
 }
 
-// idAllocator records allocations in a JSON file under the state dir,
-// guarded by flock so that several processes on one root never hand out the
-// same block.
+// HostIDPoolDir is where the host's one record of allocated ID blocks
+// lives. Every runtime on the host allocates there under one lock, whatever
+// its state directory and backend: two roots never hand out one block.
+const HostIDPoolDir = "/var/lib/berth/idpool"
+
+// idAllocator records allocations in one JSON file for the host, guarded by
+// flock, keyed by the runtime's state directory and the container's ID.
 type idAllocator struct {
 	pool IDPool
-	dir  string
+	// dir holds the host's record (HostIDPoolDir; tests use their own).
+	dir string
+	// root is this runtime's state directory, absolute and resolved.
+	root string
+}
+
+type idBlock struct {
+	Root string `json:"root"`
+	ID   string `json:"id"`
+	IDRange
 }
 
 type idRecord struct {
-	Blocks map[string]IDRange `json:"blocks"`
+	Blocks []idBlock `json:"blocks"`
 }
 
-func (a *idAllocator) lock() (*os.File, error) {
+func (a *idAllocator) lock() (func(), error) {
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(a.dir, "userns.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return fsutil.Lock(filepath.Join(a.dir, "lock"))
 }
 
 func (a *idAllocator) load() (*idRecord, error) {
-	rec := &idRecord{Blocks: map[string]IDRange{}}
-	b, err := os.ReadFile(filepath.Join(a.dir, "userns.json"))
+	rec := &idRecord{}
+	b, err := os.ReadFile(filepath.Join(a.dir, "blocks.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return rec, nil
 	}
@@ -74,61 +79,68 @@ func (a *idAllocator) load() (*idRecord, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(b, rec); err != nil {
-		return nil, fmt.Errorf("userns record: %w", err)
-	}
-	if rec.Blocks == nil {
-		rec.Blocks = map[string]IDRange{}
+		return nil, fmt.Errorf("ID pool record: %w", err)
 	}
 	return rec, nil
 }
 
 func (a *idAllocator) save(rec *idRecord) error {
-	return fsutil.WriteJSON(filepath.Join(a.dir, "userns.json"), rec)
+	return fsutil.WriteJSON(filepath.Join(a.dir, "blocks.json"), rec)
+}
+
+func (a *idAllocator) index(rec *idRecord, id string) int {
+	for i, b := range rec.Blocks {
+		if b.Root == a.root && b.ID == id {
+			return i
+		}
+	}
+	return -1
 }
 
 // allocate gives id a block; the caller holds id's owner lock, and id has
-// no container. live reports whether a recorded owner still exists (or is
-// being created); blocks of owners that vanished (a crash between
-// allocation and create) are reclaimed when the pool runs out.
+// no container. live reports whether an owner of this runtime's root still
+// exists (or is being created); blocks of owners that vanished (a crash
+// between allocation and create) are reclaimed when the pool runs out.
+// Blocks of state directories that no longer exist are dropped at once.
 func (a *idAllocator) allocate(id string, live func(string) bool) (IDRange, error) {
-	l, err := a.lock()
+	unlock, err := a.lock()
 	if err != nil {
 		return IDRange{}, err
 	}
-	defer l.Close()
+	defer unlock()
 	rec, err := a.load()
 	if err != nil {
 		return IDRange{}, err
 	}
-	if r, ok := rec.Blocks[id]; ok {
+	rec.Blocks = slices.DeleteFunc(rec.Blocks, func(b idBlock) bool {
+		_, err := os.Stat(b.Root)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if i := a.index(rec, id); i >= 0 {
 		// The caller holds id's owner lock and id has no container: the
 		// block is a crashed create's, and id may have it again.
-		return r, nil
+		return rec.Blocks[i].IDRange, a.save(rec)
 	}
 	r, ok := a.free(rec)
 	if !ok && live != nil {
-		for owner := range rec.Blocks {
-			if !live(owner) {
-				delete(rec.Blocks, owner)
-			}
-		}
+		rec.Blocks = slices.DeleteFunc(rec.Blocks, func(b idBlock) bool { return b.Root == a.root && !live(b.ID) })
 		r, ok = a.free(rec)
 	}
 	if !ok {
-		return IDRange{}, fmt.Errorf("user namespace pool of %d blocks is exhausted: %w", a.pool.Count, errdefs.ErrResourceExhausted)
+		return IDRange{}, fmt.Errorf("user namespace pool of %d blocks is exhausted on this host: %w", a.pool.Count, errdefs.ErrResourceExhausted)
 	}
-	rec.Blocks[id] = r
+	rec.Blocks = append(rec.Blocks, idBlock{Root: a.root, ID: id, IDRange: r})
 	return r, a.save(rec)
 }
 
 func (a *idAllocator) free(rec *idRecord) (IDRange, bool) {
-	used := map[uint32]bool{}
-	for _, r := range rec.Blocks {
-		used[r.HostID] = true
-	}
 	var skip []idSpan
+	for _, b := range rec.Blocks {
+		skip = append(skip, idSpan{uint64(b.HostID), uint64(b.HostID) + uint64(b.Size)})
+	}
 	if a.pool.SkipSubordinate {
-		skip = append(readSubordinate("/etc/subuid"), readSubordinate("/etc/subgid")...)
+		skip = append(skip, readSubordinate("/etc/subuid")...)
+		skip = append(skip, readSubordinate("/etc/subgid")...)
 	}
 	for i := uint32(0); i < a.pool.Count; i++ {
 		start := uint64(a.pool.Start) + uint64(i)*uint64(a.pool.BlockSize)
@@ -136,7 +148,7 @@ func (a *idAllocator) free(rec *idRecord) (IDRange, bool) {
 		if end > 1<<32-1 {
 			break
 		}
-		if used[uint32(start)] || overlaps(skip, start, end) {
+		if overlaps(skip, start, end) {
 			continue
 		}
 		return IDRange{HostID: uint32(start), Size: a.pool.BlockSize}, true
@@ -145,19 +157,20 @@ func (a *idAllocator) free(rec *idRecord) (IDRange, bool) {
 }
 
 func (a *idAllocator) release(id string) error {
-	l, err := a.lock()
+	unlock, err := a.lock()
 	if err != nil {
 		return err
 	}
-	defer l.Close()
+	defer unlock()
 	rec, err := a.load()
 	if err != nil {
 		return err
 	}
-	if _, ok := rec.Blocks[id]; !ok {
+	i := a.index(rec, id)
+	if i < 0 {
 		return nil
 	}
-	delete(rec.Blocks, id)
+	rec.Blocks = slices.Delete(rec.Blocks, i, i+1)
 	return a.save(rec)
 }
 

@@ -117,7 +117,7 @@ func OpenManager(dir string, p Policy, live func(owner string) bool) (*Manager, 
 // Policy returns the policy the manager enforces.
 func (m *Manager) Policy() Policy { return m.policy }
 
-func (m *Manager) lock() (func(), error) { return flock(filepath.Join(m.dir, "lock"), true, false) }
+func (m *Manager) lock() (func(), error) { return fsutil.Lock(filepath.Join(m.dir, "lock")) }
 
 // LockOwner serializes volume changes for one owner across processes; the
 // runtime holds it while it attaches volumes and creates the container, so
@@ -126,13 +126,13 @@ func (m *Manager) lock() (func(), error) { return flock(filepath.Join(m.dir, "lo
 // An owner's lock file exists only while someone holds or waits for it:
 // the holder removes it as it lets go, so no file outlives its container.
 func (m *Manager) LockOwner(owner string) (func(), error) {
-	return flock(filepath.Join(m.dir, "owners", owner+".lock"), true, true)
+	return fsutil.LockFile(filepath.Join(m.dir, "owners", owner+".lock"), fsutil.LockOptions{Remove: true})
 }
 
 // TryLockOwner is LockOwner without waiting: it fails at once (EWOULDBLOCK)
 // while another holder has the owner.
 func (m *Manager) TryLockOwner(owner string) (func(), error) {
-	return flock(filepath.Join(m.dir, "owners", owner+".lock"), false, true)
+	return fsutil.LockFile(filepath.Join(m.dir, "owners", owner+".lock"), fsutil.LockOptions{NoWait: true, Remove: true})
 }
 
 // HostMount returns the host mount point of owner's host-mounted volume at
@@ -149,37 +149,6 @@ func (m *Manager) HostMount(owner, dst string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("volume %s: no host mount for %s: %w", dst, owner, errdefs.ErrNotFound)
-}
-
-// flock locks path (created if needed). With remove, letting go removes
-// the file first; a waiter that then wins the old file finds it gone and
-// locks the path anew, so only the holder of the file at path ever holds
-// the lock.
-func flock(path string, block, remove bool) (func(), error) {
-	how := unix.LOCK_EX
-	if !block {
-		how |= unix.LOCK_NB
-	}
-	for {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		if err := unix.Flock(int(f.Fd()), how); err != nil {
-			f.Close()
-			return nil, err
-		}
-		var held, now unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
-			return func() {
-				if remove {
-					_ = os.Remove(path)
-				}
-				f.Close()
-			}, nil
-		}
-		f.Close()
-	}
 }
 
 func (m *Manager) recordPath(id string) string {
@@ -286,7 +255,7 @@ func identity(sp Spec) (string, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", err
 	}
-	if sp.Kind == KindBlock {
+	if sp.Kind == KindBlock && !sp.ReadOnly {
 		return fmt.Sprintf("blk:%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
 	}
 	return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
@@ -413,8 +382,8 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 	return att, nil
 }
 
-// openSource opens a block device or image file, attaching the file to an
-// autoclear loop device. The returned file is the device that is probed,
+// openSource opens a block device or image file, attaching the file (or
+// the read-only block device) to an autoclear loop device. The returned file is the device that is probed,
 // checked and mounted; closing it releases the loop unless a mount holds it.
 func openSource(sp Spec) (dev *os.File, path string, err error) {
 	mode := os.O_RDWR
@@ -425,9 +394,13 @@ func openSource(sp Spec) (dev *os.File, path string, err error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if sp.Kind == KindBlock {
+	if sp.Kind == KindBlock && !sp.ReadOnly {
 		return f, sp.Source, nil
 	}
+	// Image files go on a loop device; so do read-only block devices, on
+	// a read-only one: a read-only mount still writes (ext4 cleans up its
+	// orphan list, superblock fields change), and only a device the
+	// kernel cannot write keeps the volume's bytes as they were.
 	defer f.Close()
 	ld, err := loop.Attach(f, loop.Options{ReadOnly: sp.ReadOnly, Autoclear: true})
 	if err != nil {
@@ -576,7 +549,7 @@ func (m *Manager) undo(rec *record, recs []*record) error {
 				dev = mi[0].Source
 			}
 			errs = append(errs, unmountDir(mp))
-			if rec.Spec.Kind == KindImage && strings.HasPrefix(dev, "/dev/loop") {
+			if (rec.Spec.Kind == KindImage || rec.Spec.ReadOnly) && strings.HasPrefix(dev, "/dev/loop") {
 				errs = append(errs, awaitLoopRelease(dev, rec.Spec.Source))
 			}
 		}
@@ -741,7 +714,7 @@ func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
 		if r.Complete && (live == nil || live(r.Owner)) {
 			continue
 		}
-		release, err := flock(filepath.Join(m.dir, "owners", r.Owner+".lock"), false, true)
+		release, err := fsutil.LockFile(filepath.Join(m.dir, "owners", r.Owner+".lock"), fsutil.LockOptions{NoWait: true, Remove: true})
 		if err != nil {
 			continue // its owner is being created or changed right now
 		}

@@ -117,6 +117,9 @@ func Open(opts ...Option) (*Runtime, error) {
 	return r, nil
 }
 
+// Name implements driver.Runtime.
+func (r *Runtime) Name() string { return "docker" }
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities { return r.caps }
 

@@ -150,6 +150,9 @@ func (r *Runtime) readRecord(id string) (*record, error) {
 	return &rec, nil
 }
 
+// Name implements driver.Runtime.
+func (r *Runtime) Name() string { return "libcontainer" }
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{

@@ -171,6 +171,9 @@ func (r *Runtime) sweep() error {
 	return nil
 }
 
+// Name implements driver.Runtime.
+func (r *Runtime) Name() string { return "parallels" }
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities {
 	c := r.engine.Capabilities()

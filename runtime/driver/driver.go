@@ -186,6 +186,10 @@ type Process interface {
 // state transitions were checked by the caller, but a backend must still
 // report engine refusals with the right class.
 type Runtime interface {
+	// Name names the backend ("libcontainer", "docker"...). A state
+	// directory belongs to one backend: the portable layer records the
+	// name there and refuses another.
+	Name() string
 	Capabilities() Capabilities
 
 	Create(ctx context.Context, req *CreateRequest) error

@@ -54,6 +54,7 @@ func Run(t *testing.T, h Harness) {
 		{"VolumeRefused", testVolumeRefused},
 		{"VolumeRawBlock", testVolumeRawBlock},
 		{"VolumeHotAttach", testVolumeHotAttach},
+		{"VolumeReadOnlyUnchanged", testVolumeReadOnlyUnchanged},
 		{"PrivilegedRefused", testPrivilegedRefused},
 		{"KernelInterfaceBinds", testKernelInterfaceBinds},
 		{"Seccomp", testSeccomp},

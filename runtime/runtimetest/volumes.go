@@ -1,16 +1,20 @@
 package runtimetest
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
 	"github.com/stretchr/testify/require"
 
+	"github.com/berthrun/berth/internal/loop"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/volume"
 )
@@ -258,4 +262,101 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// dirtyImage makes a filesystem image of type fs that a mount would write
+// to even read-only, were the kernel allowed: an ext2/3/4 with an orphan
+// inode list (the mount's cleanup frees it), an xfs whose log was left
+// dirty by a shutdown (recovery replays it).
+func dirtyImage(t *testing.T, fs string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), fs+".img")
+	size := int64(32 << 20)
+	if fs == "xfs" {
+		size = 320 << 20
+	}
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+	run := func(name string, args ...string) {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		require.NoError(t, err, "%s %v: %s", name, args, out)
+	}
+	if fs == "xfs" {
+		run("mkfs.xfs", "-q", "-f", p)
+		mnt := t.TempDir()
+		run("mount", "-o", "loop", p, mnt)
+		run("sh", "-c", "echo data > "+mnt+"/file && sync && echo more > "+mnt+"/file2")
+		run("xfs_io", "-x", "-c", "shutdown", mnt)
+		run("umount", "-d", mnt)
+		return p
+	}
+	run("mkfs."+fs, "-q", "-F", p)
+	run("debugfs", "-w", "-R", "write /etc/hostname orphan", p)
+	out, err := exec.Command("debugfs", "-R", "stat orphan", p).Output()
+	require.NoError(t, err, "%s", out)
+	var ino int
+	_, err = fmt.Sscanf(strings.TrimSpace(string(out)), "Inode: %d", &ino)
+	require.NoError(t, err, "%s", out)
+	run("debugfs", "-w", "-R", fmt.Sprintf("sif <%d> links_count 0", ino), p)
+	run("debugfs", "-w", "-R", "unlink orphan", p)
+	run("debugfs", "-w", "-R", fmt.Sprintf("ssv last_orphan %d", ino), p)
+	return p
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// A read-only volume's bytes are the same after attach, use and detach,
+// for every filesystem of the default whitelist, whether the source is a
+// block device or an image file: the kernel must not clean up orphans,
+// replay a journal or touch the superblock of a volume the caller gave
+// read-only.
+func testVolumeReadOnlyUnchanged(t *testing.T, h Harness) {
+	for _, fs := range []string{"ext2", "ext3", "ext4", "xfs"} {
+		for _, kind := range []volume.Kind{volume.KindBlock, volume.KindImage} {
+			t.Run(fs+"/"+string(kind), func(t *testing.T) {
+				ctx := testContext(t)
+				rt := h.Open(t)
+				img := dirtyImage(t, fs)
+				want := sha(t, img)
+				src, detach := img, func() {}
+				if kind == volume.KindBlock {
+					// The block device os-brick would leave: a loop
+					// device the host attached, not berth.
+					f, err := os.OpenFile(img, os.O_RDWR, 0)
+					require.NoError(t, err)
+					ld, err := loop.Attach(f, loop.Options{})
+					f.Close()
+					require.NoError(t, err)
+					var once sync.Once
+					detach = func() { once.Do(func() { require.NoError(t, ld.Detach()) }) }
+					t.Cleanup(detach)
+					src = ld.Path
+				}
+				out := newBuffer()
+				cfg := h.Config(t, "/bin/sh", "-c", "ls -la /data >/dev/null && cat /data/* >/dev/null 2>&1; grep ' /data ' /proc/mounts")
+				cfg.Volumes = []volume.Spec{{Source: src, Destination: "/data", ReadOnly: true}}
+				cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+				id := NewID("rovol")
+				c := create(t, rt, id, cfg)
+				require.NoError(t, c.Start(ctx))
+				_, err := c.Wait(ctx)
+				require.NoError(t, err)
+				require.Contains(t, mountsLine(out.String(), "/data"), " ro,", "mounted read-only: %s", out)
+				require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+				requireDetached(t, src) // berth's read-only loop over the device
+				detach()
+				requireDetached(t, img)
+				require.Equal(t, want, sha(t, img), "the read-only %s volume was written", fs)
+				requireGone(t, h, rt, id, nil)
+			})
+		}
+	}
 }
