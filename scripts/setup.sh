@@ -12,7 +12,7 @@ packages=(
 	busybox-static  # the root filesystem fixture
 	runc lxc        # peers in the benchmarks
 	e2fsprogs xfsprogs btrfs-progs squashfs-tools dosfstools util-linux  # volumes
-	erofs-utils genisoimage ntfs-3g cryptsetup-bin fdisk                 # probe tests: one image per format
+	erofs-utils genisoimage ntfs-3g exfatprogs cryptsetup-bin fdisk      # probe tests: one image per format
 )
 
 missing=()
