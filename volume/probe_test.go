@@ -124,7 +124,7 @@ func TestParseSpec(t *testing.T) {
 }
 
 // FuzzProbe: no input makes Probe panic, read out of bounds, or answer
-// differently twice; what it names is in KnownFilesystems.
+// differently twice; what it names is in KnownFilesystems and fits.
 func FuzzProbe(f *testing.F) {
 	seed := make([]byte, 0x10100)
 	f.Add(seed)
@@ -153,6 +153,9 @@ func FuzzProbe(f *testing.F) {
 			}
 			if !found {
 				t.Fatalf("Probe named %q, not a known filesystem", a.Type)
+			}
+			if a.Size < 0 || a.Size > int64(len(data)) {
+				t.Fatalf("%s claims %d bytes of %d, and passed", a.Type, a.Size, len(data))
 			}
 			return
 		}
