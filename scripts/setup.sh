@@ -13,7 +13,7 @@ packages=(
 	runc lxc        # peers in the benchmarks
 	libseccomp-dev pkg-config  # the embedded engine's seccomp (go build -tags seccomp)
 	e2fsprogs xfsprogs btrfs-progs squashfs-tools dosfstools util-linux  # volumes
-	erofs-utils genisoimage ntfs-3g cryptsetup-bin fdisk                 # probe tests: one image per format
+	erofs-utils genisoimage ntfs-3g exfatprogs cryptsetup-bin fdisk      # probe tests: one image per format
 )
 
 missing=()

@@ -12,7 +12,12 @@
 // ext2/3/4, xfs, btrfs, vfat, exfat, ntfs, squashfs, erofs, iso9660, swap,
 // LUKS, DOS and GPT partition tables); tests compare it with `blkid -p`.
 // Bytes with two valid signatures are ambiguous and refused, bytes with none
-// are refused. The device probed is the device mounted (the loop device
+// are refused. A mountable format's geometry is then checked, a table of one
+// function per format: block size and counts consistent with each other
+// (thoroughly for ext2/3/4 and xfs, after the kernel's own checks), the
+// filesystem no larger than the device and all on it (no external xfs log,
+// no second btrfs device); a failure is ErrGeometry, so the kernel is never
+// asked to mount a filesystem that does not fit. The device probed is the device mounted (the loop device
 // holding the open image), and the mount names the probed type: the kernel
 // never auto-detects. Policy is one value held by the runtime: the
 // filesystem whitelist (default ext4, which also serves ext2 and ext3, xfs

@@ -34,16 +34,24 @@ func sparse(t *testing.T, dir, name string, size int64) string {
 }
 
 // makeImage builds an image of the named kind in dir: a format name (as
-// blkid says it), "zeros" for no signature, or "ext4+iso9660" for a
-// polyglot carrying two.
+// blkid says it), a variant of one ("ext4-4k", "ext4-bigalloc"), "zeros"
+// for no signature, or "ext4+iso9660" for a polyglot carrying two.
 func makeImage(t *testing.T, dir, kind string) string {
 	t.Helper()
 	const mib = 1 << 20
 	p := filepath.Join(dir, kind+".img")
 	switch kind {
 	case "ext2", "ext3", "ext4":
+		// 1 KiB blocks at this size (mke2fs.conf's "small").
 		sparse(t, dir, kind+".img", 32*mib)
 		run(t, "mkfs."+kind, "-q", "-F", p)
+	case "ext4-4k":
+		sparse(t, dir, kind+".img", 32*mib)
+		run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", p)
+	case "ext4-bigalloc":
+		// Groups of 8192 16 KiB clusters: 131072 1 KiB blocks per group.
+		sparse(t, dir, kind+".img", 32*mib)
+		run(t, "mkfs.ext4", "-q", "-F", "-O", "bigalloc", "-C", "16384", p)
 	case "xfs":
 		sparse(t, dir, kind+".img", 320*mib)
 		run(t, "mkfs.xfs", "-q", "-f", p)
@@ -53,6 +61,9 @@ func makeImage(t *testing.T, dir, kind string) string {
 	case "vfat":
 		sparse(t, dir, kind+".img", 32*mib)
 		run(t, "mkfs.vfat", p)
+	case "exfat":
+		sparse(t, dir, kind+".img", 32*mib)
+		run(t, "mkfs.exfat", p)
 	case "ntfs":
 		sparse(t, dir, kind+".img", 32*mib)
 		run(t, "mkntfs", "-q", "-F", "-Q", p)

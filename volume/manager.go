@@ -468,6 +468,7 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (Filesystem
 			data = append(data, "norecovery")
 		}
 	}
+	hook("mount")
 	if err := unix.Mount(path, mp, fs.Driver, flags, strings.Join(data, ",")); err != nil {
 		_ = os.Remove(mp)
 		return fs, fmt.Errorf("mount %s (%s) at %s: %v: %w", sp.Source, fs.Type, mp, err, errdefs.ErrInvalidArgument)

@@ -125,6 +125,27 @@ func TestAttachRefusedBeforeMount(t *testing.T) {
 	}
 }
 
+// An ext4 image cut shorter than its superblock says is refused for its
+// geometry before the mount syscall (which would refuse it too, with the
+// kernel's "bad geometry"): no mount, no loop device, no record.
+func TestAttachTruncatedRefusedBeforeMount(t *testing.T) {
+	m, dir := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	require.NoError(t, os.Truncate(img, 16<<20))
+	var steps []string
+	testHook = func(step string) { steps = append(steps, step) }
+	defer func() { testHook = nil }()
+	before := takeSnapshot(t, img)
+	_, err := m.Attach(context.Background(), "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
+	require.ErrorIs(t, err, ErrGeometry)
+	require.EqualError(t, err, "volume /data: ext4: superblock claims 32768 blocks of 1024 bytes (33554432 bytes) but the device holds 16777216 bytes: bad geometry: invalid argument")
+	require.NotContains(t, steps, "mount", "refused before the mount syscall")
+	require.Contains(t, steps, "loop-attached", "the loop device is what was probed")
+	require.Equal(t, before, takeSnapshot(t, img), "mount table or loop devices changed")
+	requireClean(t, dir, img)
+}
+
 func TestFsckRefusesCorruptExt4(t *testing.T) {
 	p := DefaultPolicy()
 	p.Fsck = true

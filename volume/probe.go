@@ -15,7 +15,11 @@ import (
 
 // A signature recognizes one on-disk format from its superblock. Checks go
 // beyond the magic number, so that a stray magic in an unrelated place does
-// not count; what remains after them is what blkid would also claim.
+// not count; on sound images they name what blkid names. The sizes a
+// superblock declares are not part of matching (ext and xfs are named by
+// magic, revision and features alone): once a format is the only one
+// found, geometry checks them, so a refusal names the format and the
+// numbers that are wrong.
 type signature struct {
 	// name is what Probe reports, as blkid names it (TYPE or PTTYPE).
 	name string
@@ -24,25 +28,30 @@ type signature struct {
 	driver string
 	// match reports whether the bytes hold this format.
 	match func(r io.ReaderAt, size int64) bool
+	// geometry checks the sizes the superblock declares, against each
+	// other and against the device, and returns the filesystem's size in
+	// bytes. Every mountable format has one; the others never reach a
+	// mount and have none.
+	geometry func(r io.ReaderAt, size int64) (uint64, error)
 }
 
 // signatures is the table Probe checks, every entry on every probe.
 var signatures = []signature{
-	{"ext2", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext2" }},
-	{"ext3", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext3" }},
-	{"ext4", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext4" }},
-	{"xfs", "xfs", matchXFS},
-	{"btrfs", "btrfs", matchBtrfs},
-	{"vfat", "vfat", matchVFAT},
-	{"exfat", "exfat", matchExFAT},
-	{"ntfs", "ntfs3", matchNTFS},
-	{"squashfs", "squashfs", matchSquashfs},
-	{"erofs", "erofs", matchEROFS},
-	{"iso9660", "iso9660", matchISO9660},
-	{"swap", "", matchSwap},
-	{"crypto_LUKS", "", matchLUKS},
-	{"gpt", "", matchGPT},
-	{"dos", "", matchMBR},
+	{"ext2", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext2" }, extGeometry},
+	{"ext3", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext3" }, extGeometry},
+	{"ext4", "ext4", func(r io.ReaderAt, n int64) bool { return extKind(r, n) == "ext4" }, extGeometry},
+	{"xfs", "xfs", matchXFS, xfsGeometry},
+	{"btrfs", "btrfs", matchBtrfs, btrfsGeometry},
+	{"vfat", "vfat", matchVFAT, vfatGeometry},
+	{"exfat", "exfat", matchExFAT, exfatGeometry},
+	{"ntfs", "ntfs3", matchNTFS, ntfsGeometry},
+	{"squashfs", "squashfs", matchSquashfs, squashfsGeometry},
+	{"erofs", "erofs", matchEROFS, erofsGeometry},
+	{"iso9660", "iso9660", matchISO9660, iso9660Geometry},
+	{"swap", "", matchSwap, nil},
+	{"crypto_LUKS", "", matchLUKS, nil},
+	{"gpt", "", matchGPT, nil},
+	{"dos", "", matchMBR, nil},
 }
 
 // KnownFilesystems lists every format Probe can name.
@@ -63,19 +72,30 @@ type Filesystem struct {
 	// Driver is the kernel type to mount it with explicitly ("ext4" for
 	// ext2/ext3/ext4); empty for formats that are not mountable.
 	Driver string
+	// Size is how many bytes the superblock says the filesystem spans,
+	// checked to fit the device; 0 for formats that are not mountable.
+	Size int64 `json:",omitempty"`
 }
 
-// ErrAmbiguous and ErrNoSignature are the two ways Probe refuses; both are
-// also invalid-argument.
+// ErrAmbiguous, ErrNoSignature and ErrGeometry are the ways Probe refuses;
+// all are also invalid-argument.
 var (
 	ErrAmbiguous   = errors.New("more than one on-disk signature (ambiguous)")
 	ErrNoSignature = errors.New("no known on-disk signature")
+	// ErrGeometry: the superblock's sizes contradict each other or the
+	// device (a filesystem larger than its device, a block size out of
+	// range, counts that do not add up), which the kernel would refuse
+	// only once asked to mount it, if at all.
+	ErrGeometry = errors.New("bad geometry")
 )
 
 // Probe reads the superblock area of r (size bytes long) and names its
 // format. Bytes carrying more than one valid signature are refused, since
 // the kernel and the checker might then disagree on what they are; bytes
-// with none are refused too. Both refusals are invalid-argument.
+// with none are refused too. A mountable format's geometry is then checked:
+// sizes that contradict each other or do not fit in size bytes are refused
+// (ErrGeometry), so that no mount is ever asked to make sense of them. All
+// refusals are invalid-argument and name what was found.
 func Probe(r io.ReaderAt, size int64) (Filesystem, error) {
 	var found []signature
 	for _, s := range signatures {
@@ -87,7 +107,17 @@ func Probe(r io.ReaderAt, size int64) (Filesystem, error) {
 	case 0:
 		return Filesystem{}, fmt.Errorf("%w: %w", ErrNoSignature, errdefs.ErrInvalidArgument)
 	case 1:
-		return Filesystem{Type: found[0].name, Driver: found[0].driver}, nil
+		s := found[0]
+		fs := Filesystem{Type: s.name, Driver: s.driver}
+		if s.geometry == nil {
+			return fs, nil
+		}
+		n, err := s.geometry(r, size)
+		if err != nil {
+			return Filesystem{}, fmt.Errorf("%s: %v: %w: %w", s.name, err, ErrGeometry, errdefs.ErrInvalidArgument)
+		}
+		fs.Size = int64(n) // at most size
+		return fs, nil
 	}
 	names := make([]string, len(found))
 	for i, s := range found {
@@ -118,8 +148,10 @@ func extKind(r io.ReaderAt, size int64) string {
 		return ""
 	}
 	le := binary.LittleEndian
-	logBlock, rev := le.Uint32(sb[24:]), le.Uint32(sb[76:])
-	if logBlock > 6 || rev > 1 || le.Uint32(sb[32:]) == 0 /* blocks per group */ {
+	// Block size and group counts are geometry (extGeometry), so that a
+	// superblock with this magic and revision is named and then refused
+	// for its numbers.
+	if le.Uint32(sb[76:]) > 1 /* revision */ {
 		return ""
 	}
 	compat, incompat, roCompat := le.Uint32(sb[92:]), le.Uint32(sb[96:]), le.Uint32(sb[100:])
@@ -141,15 +173,11 @@ func extKind(r io.ReaderAt, size int64) string {
 	return "ext2"
 }
 
+// matchXFS names xfs by its magic; its sizes are geometry (xfsGeometry),
+// refused with their numbers.
 func matchXFS(r io.ReaderAt, size int64) bool {
 	sb := read(r, size, 0, 512)
-	if sb == nil || string(sb[:4]) != "XFSB" {
-		return false
-	}
-	be := binary.BigEndian
-	blockSize, sectSize := uint64(be.Uint32(sb[4:])), uint64(be.Uint16(sb[102:]))
-	return isPow2(blockSize) && blockSize >= 512 && blockSize <= 65536 &&
-		isPow2(sectSize) && sectSize >= 512 && sectSize <= 32768 && be.Uint64(sb[8:]) > 0
+	return sb != nil && string(sb[:4]) == "XFSB"
 }
 
 func matchBtrfs(r io.ReaderAt, size int64) bool {

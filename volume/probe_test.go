@@ -52,7 +52,7 @@ func probeFile(t *testing.T, path string) (Filesystem, error) {
 // what blkid finds nothing in or finds two things in.
 func TestProbeMatchesBlkid(t *testing.T) {
 	dir := t.TempDir()
-	for _, kind := range []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs", "squashfs", "erofs", "iso9660", "swap", "crypto_LUKS", "dos", "gpt", "zeros", "ext4+iso9660"} {
+	for _, kind := range []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "ntfs", "squashfs", "erofs", "iso9660", "swap", "crypto_LUKS", "dos", "gpt", "zeros", "ext4+iso9660"} {
 		t.Run(kind, func(t *testing.T) {
 			p := makeImage(t, dir, kind)
 			want, code := blkidType(t, p)
@@ -70,6 +70,10 @@ func TestProbeMatchesBlkid(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, kind, want, "blkid's name for the fixture")
 				require.Equal(t, want, got.Type)
+				fi, err := os.Stat(p)
+				require.NoError(t, err)
+				require.LessOrEqual(t, got.Size, fi.Size(), "the filesystem fits its file")
+				require.Equal(t, got.Driver != "", got.Size > 0, "mountable formats have a checked size")
 			}
 		})
 	}
@@ -81,6 +85,9 @@ func TestProbeDrivers(t *testing.T) {
 	}
 	require.Contains(t, KnownFilesystems(), "erofs")
 	require.Len(t, KnownFilesystems(), len(signatures))
+	for _, s := range signatures {
+		require.Equal(t, s.driver != "", s.geometry != nil, "%s: every mountable format has its geometry checked", s.name)
+	}
 }
 
 func TestPolicy(t *testing.T) {
@@ -117,7 +124,7 @@ func TestParseSpec(t *testing.T) {
 }
 
 // FuzzProbe: no input makes Probe panic, read out of bounds, or answer
-// differently twice; what it names is in KnownFilesystems.
+// differently twice; what it names is in KnownFilesystems and fits.
 func FuzzProbe(f *testing.F) {
 	seed := make([]byte, 0x10100)
 	f.Add(seed)
@@ -129,6 +136,8 @@ func FuzzProbe(f *testing.F) {
 	copy(iso[0x8000:], "\x01CD001\x01")
 	f.Add(iso)
 	f.Add([]byte("XFSB"))
+	f.Add(extSeed())
+	f.Add(xfsSeed())
 	f.Add([]byte("LUKS\xba\xbe\x00\x02"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
@@ -144,6 +153,9 @@ func FuzzProbe(f *testing.F) {
 			}
 			if !found {
 				t.Fatalf("Probe named %q, not a known filesystem", a.Type)
+			}
+			if a.Size < 0 || a.Size > int64(len(data)) {
+				t.Fatalf("%s claims %d bytes of %d, and passed", a.Type, a.Size, len(data))
 			}
 			return
 		}

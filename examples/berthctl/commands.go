@@ -49,7 +49,7 @@ func init() {
 		{"wait", "ID", "wait for a container to stop and print its exit code", (*app).cmdWait},
 		{"resize-disk", "ID SIZE", "grow a container's own root disk while it runs (--backend parallels)", (*app).cmdResizeDisk},
 		{"snapshot", "[--allow-retag] ID REF", "store a snapshot of a container's root filesystem as the image REF", (*app).cmdSnapshot},
-		{"volume", "probe PATH", "name the filesystem on a block device or image file; exit 0 if the policy allows it", (*app).cmdVolume},
+		{"volume", "probe PATH", "name the filesystem on a block device or image file, and its size; exit 0 if it fits and the policy allows it", (*app).cmdVolume},
 		{"attach", "ID SRC:DST[:ro][:raw]", "attach a volume to a running container", (*app).cmdAttach},
 		{"detach", "ID DST", "detach the volume at DST from a running container", (*app).cmdDetach},
 		{"image", imageUsage, "manage images: import, ls, rm, export, unpack, push, pull (berthctl image -h)", (*app).cmdImage},

@@ -111,7 +111,8 @@ func (a *app) cmdVolume(fs *flag.FlagSet, args []string) (int, error) {
 			return 0, fmt.Errorf("volume %s: %w", path, err)
 		}
 	}
-	fmt.Fprintln(a.stdout, got.Type)
+	// The type, and the bytes its superblock claims of the device's.
+	fmt.Fprintf(a.stdout, "%s (%d bytes of %d)\n", got.Type, got.Size, size)
 	return 0, nil
 }
 

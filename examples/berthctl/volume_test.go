@@ -27,14 +27,22 @@ func volImage(t *testing.T, mkfs ...string) string {
 func TestVolumeProbe(t *testing.T) {
 	requireEngine(t)
 	ext4 := volImage(t, "mkfs.ext4", "-q", "-F")
-	require.Equal(t, "ext4\n", ok(t, "volume", "probe", ext4))
+	require.Equal(t, "ext4 (33554432 bytes of 33554432)\n", ok(t, "volume", "probe", ext4))
 	vfat := volImage(t, "mkfs.vfat")
 	r := berthctl(t, "volume", "probe", vfat)
 	requireFailure(t, r, "invalid-argument")
 	require.Contains(t, r.stderr, `"vfat" is not allowed`)
-	require.Equal(t, "vfat\n", ok(t, "--allow-fs", "vfat", "volume", "probe", vfat), "--allow-fs relaxes the whitelist")
-	requireFailure(t, berthctl(t, "volume", "probe", volImage(t)), "invalid-argument")
+	require.Equal(t, "vfat (33554432 bytes of 33554432)\n", ok(t, "--allow-fs", "vfat", "volume", "probe", vfat), "--allow-fs relaxes the whitelist")
+	r = berthctl(t, "volume", "probe", volImage(t))
+	requireFailure(t, r, "invalid-argument")
+	require.Contains(t, r.stderr, "no known on-disk signature")
 	requireFailure(t, berthctl(t, "--allow-fs", "swap", "volume", "probe", ext4), "invalid-argument")
+
+	// Cut to half: the refusal says the type and the numbers.
+	require.NoError(t, os.Truncate(ext4, 16<<20))
+	r = berthctl(t, "volume", "probe", ext4)
+	requireFailure(t, r, "invalid-argument")
+	require.Contains(t, r.stderr, "ext4: superblock claims 32768 blocks of 1024 bytes (33554432 bytes) but the device holds 16777216 bytes: bad geometry")
 }
 
 func TestRunWithVolumes(t *testing.T) {
