@@ -189,6 +189,7 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 	if err != nil {
 		return nil, err
 	}
+	hook("resolved")
 	name := sp.Destination
 	fail := func(err error) error { return fmt.Errorf("volume %s: %w", name, err) }
 	if sp.Mode == ModeRawBlock && !opts.UserNamespace && !m.policy.RawBlockWithoutUserNamespace {

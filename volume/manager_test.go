@@ -267,7 +267,15 @@ func TestTmpfsAndDirectory(t *testing.T) {
 	share := t.TempDir()
 	att, err = m.Attach(ctx, "c1", Spec{Source: share, Destination: "/share", ReadOnly: true}, AttachOptions{})
 	require.NoError(t, err)
-	require.Equal(t, share, att.Mount.Source)
+	require.NoError(t, os.WriteFile(filepath.Join(share, "marker"), []byte("share"), 0o644))
+	require.True(t, strings.HasPrefix(att.Mount.Source, filepath.Join(dir, "mnt")+"/"), "bound from berth's own mount of the opened directory: %s", att.Mount.Source)
+	b, err := os.ReadFile(filepath.Join(att.Mount.Source, "marker"))
+	require.NoError(t, err)
+	require.Equal(t, "share", string(b))
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(att.Mount.Source))
+	require.NoError(t, err)
+	require.Len(t, ms, 1)
+	require.Subset(t, strings.Split(ms[0].Options, ","), []string{"ro", "nosuid", "nodev"}, "the host mount itself is confined")
 	require.Subset(t, att.Mount.Options, []string{"rbind", "nosuid", "nodev", "ro"})
 	_, err = m.Attach(ctx, "c1", Spec{Destination: "/nosize"}, AttachOptions{})
 	require.True(t, errdefs.IsInvalidArgument(err))
@@ -397,4 +405,88 @@ func TestLinkedSources(t *testing.T) {
 	defer ld.Close()
 	_, err = m.Attach(ctx, "c3", Spec{Source: hard, Destination: "/data"}, AttachOptions{})
 	require.Truef(t, errdefs.IsFailedPrecondition(err), "an image the host has on %s: %v", ld.Path, err)
+}
+
+// A directory source is resolved once and bound from the opened directory:
+// swapping the path (or a component of it) for a link after it was
+// resolved refuses the attach instead of binding where the link points.
+func TestDirectorySourceSwappedForLink(t *testing.T) {
+	ctx := context.Background()
+	for _, swap := range []string{"leaf", "parent"} {
+		t.Run(swap, func(t *testing.T) {
+			m, dir := newManager(t, DefaultPolicy())
+			base := t.TempDir()
+			secret := filepath.Join(base, "secret")
+			require.NoError(t, os.MkdirAll(secret, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(secret, "shadow"), []byte("host secret"), 0o600))
+			parent := filepath.Join(base, "tenant")
+			share := filepath.Join(parent, "share")
+			require.NoError(t, os.MkdirAll(share, 0o755))
+			testHook = func(step string) {
+				if step != "resolved" {
+					return
+				}
+				victim, target := share, secret
+				if swap == "parent" {
+					victim, target = parent, base+"/evil"
+					require.NoError(t, os.MkdirAll(filepath.Join(base, "evil"), 0o755))
+					require.NoError(t, os.Symlink(secret, filepath.Join(base, "evil", "share")))
+				}
+				require.NoError(t, os.RemoveAll(victim))
+				require.NoError(t, os.Symlink(target, victim))
+			}
+			defer func() { testHook = nil }()
+			att, err := m.Attach(ctx, "c1", Spec{Source: share, Destination: "/share"}, AttachOptions{})
+			if err == nil {
+				_, rerr := os.Stat(filepath.Join(att.Mount.Source, "shadow"))
+				require.Error(t, rerr, "the swapped-in link's target was bound")
+			}
+			require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
+			requireClean(t, dir, "")
+		})
+	}
+}
+
+// Sources on kernel interface filesystems are never volumes, whatever
+// their kind: a directory there (or holding such a mount) would hand the
+// container the host's devices, a file there would become its disk.
+func TestKernelInterfaceSourcesRefused(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	for _, sp := range []Spec{
+		{Source: "/sys/fs/cgroup", Destination: "/c"},
+		{Source: "/sys", Destination: "/s"},
+		{Source: "/proc", Destination: "/p"},
+		{Source: "/dev", Destination: "/d"},
+		{Source: "/", Destination: "/host"},
+		{Source: "/proc/self/mem", Destination: "/dev/vdb", Mode: ModeRawBlock, ReadOnly: true},
+		{Source: "/proc/self/environ", Destination: "/data", ReadOnly: true},
+	} {
+		_, err := m.Attach(ctx, "c1", sp, AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000})
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", sp.Source, err)
+	}
+	requireClean(t, dir, "")
+}
+
+// A source swapped for a FIFO after it was resolved is refused at once,
+// never waited on.
+func TestSourceSwappedForFIFO(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	img := filepath.Join(t.TempDir(), "vol.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
+	testHook = func(step string) {
+		if step == "resolved" {
+			require.NoError(t, os.Remove(img))
+			require.NoError(t, unix.Mkfifo(img, 0o600))
+		}
+	}
+	defer func() { testHook = nil }()
+	for _, mode := range []Mode{ModeHostMount, ModeRawBlock} {
+		_, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data", Mode: mode}, AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000})
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", mode, err)
+		require.NoError(t, os.Remove(img))
+		require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
+	}
+	requireClean(t, dir, img)
 }

@@ -30,8 +30,8 @@ func openChecked(sp Spec, flags int) (*os.File, error) {
 		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	switch {
-	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV):
-		return nil, fmt.Errorf("source %s changed into a link since it was resolved: %w", sp.Source, errdefs.ErrInvalidArgument)
+	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOTDIR):
+		return nil, fmt.Errorf("source %s changed since it was resolved (a link, or a file of another kind, in its path): %w", sp.Source, errdefs.ErrInvalidArgument)
 	case errors.Is(err, unix.ENOENT):
 		return nil, fmt.Errorf("source %s: %w", sp.Source, errdefs.ErrNotFound)
 	case err != nil:
