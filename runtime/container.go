@@ -239,16 +239,22 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 		return wrap(c.id, err)
 	}
 	defer unlock()
-	var opts volume.AttachOptions
+	opts := volume.AttachOptions{Pending: true}
 	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 {
-		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID}
+		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID, Pending: true}
 	}
 	att, err := c.r.volumes.Attach(ctx, c.id, v, opts)
 	if err != nil {
 		return wrap(c.id, err)
 	}
-	if err := c.r.d.AttachVolume(ctx, c.id, toDriver(att, i.Spec)); err != nil {
-		_ = c.r.volumes.Detach(ctx, c.id, att.Spec.Destination)
+	err = c.r.d.AttachVolume(ctx, c.id, toDriver(att, i.Spec))
+	if err == nil {
+		if err = c.r.volumes.Complete(c.id, att.Spec.Destination); err != nil {
+			_ = c.r.d.DetachVolume(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
+		}
+	}
+	if err != nil {
+		_ = c.r.volumes.Detach(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
 		return wrap(c.id, err)
 	}
 	return nil

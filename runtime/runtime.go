@@ -112,14 +112,43 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volumes: %w", classify(err))
 	}
-	return &Runtime{
+	r := &Runtime{
 		d:        d,
 		caps:     d.Capabilities(),
 		ids:      &idAllocator{pool: o.pool, dir: o.idDir, root: root},
 		volumes:  vm,
 		images:   o.images,
 		security: o.security,
-	}, nil
+	}
+	r.finishAttaches(ctx)
+	return r, nil
+}
+
+// finishAttaches takes out of their containers, then off the host, the
+// volumes a hot attach killed halfway left unfinished. A container that no
+// longer runs holds nothing; one that does keeps the volume until its
+// backend can take it out (the next open tries again): what a tenant
+// planted in its container never keeps a runtime from opening.
+func (r *Runtime) finishAttaches(ctx context.Context) {
+	exists := func(owner string) bool {
+		_, err := r.d.State(ctx, owner)
+		return !errdefs.IsNotFound(err)
+	}
+	pending, _ := r.volumes.Unfinished(exists)
+	for _, p := range pending {
+		unlock, err := r.volumes.TryLockOwner(p.Owner)
+		if err != nil {
+			continue // an attach or detach of it is running now
+		}
+		info, err := r.d.State(ctx, p.Owner)
+		if err == nil && info.Status != StatusStopped && r.caps.HotAttach {
+			err = r.d.DetachVolume(ctx, p.Owner, p.Spec.Destination)
+		}
+		if err == nil || errdefs.IsNotFound(err) {
+			_ = r.volumes.Detach(ctx, p.Owner, p.Spec.Destination)
+		}
+		unlock()
+	}
 }
 
 // VolumePolicy returns the policy volumes go through.

@@ -63,6 +63,10 @@ type AttachOptions struct {
 	// namespace; RootUID/RootGID are the host IDs of its root.
 	UserNamespace    bool
 	RootUID, RootGID uint32
+	// Pending leaves the attachment incomplete until Complete: for a
+	// volume the container gets after Attach returns (a hot attach), so
+	// that a process killed in between leaves it Unfinished, not attached.
+	Pending bool `json:"-"`
 }
 
 // record is the on-disk state of one attachment.
@@ -235,13 +239,56 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 		_ = m.undo(rec, recs)
 		return nil, fail(err)
 	}
-	rec.Complete = true
+	rec.Complete = !opts.Pending
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
 		_ = m.undo(rec, recs)
 		return nil, fail(err)
 	}
-	hook("complete")
+	if rec.Complete {
+		hook("complete")
+	}
 	return att, nil
+}
+
+// Complete marks owner's pending attachment at dst (AttachOptions.Pending)
+// done, once the container holds it.
+func (m *Manager) Complete(owner, dst string) error {
+	return m.withRecords(func(recs []*record) error {
+		id := attachmentID(owner, filepath.Clean(dst))
+		for _, r := range recs {
+			if r.ID == id {
+				r.Complete = true
+				return fsutil.WriteJSON(m.recordPath(r.ID), r)
+			}
+		}
+		return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+	})
+}
+
+// Unfinished is an attachment a process left incomplete while its owner
+// lived on (a hot attach killed halfway): the container may hold the
+// volume already.
+type Unfinished struct {
+	Owner string
+	Spec  Spec
+}
+
+// Unfinished lists the incomplete attachments of owners live reports as
+// existing. Recovery leaves them alone: the caller takes each out of its
+// container first (releasing a raw device the container still holds would
+// hand its number to the next attach), then Detaches it.
+func (m *Manager) Unfinished(live func(owner string) bool) ([]Unfinished, error) {
+	recs, err := m.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []Unfinished
+	for _, r := range recs {
+		if !r.Complete && live(r.Owner) {
+			out = append(out, Unfinished{Owner: r.Owner, Spec: r.Spec})
+		}
+	}
+	return out, nil
 }
 
 // identity names the source for sharing: a device number, or a file's
@@ -331,6 +378,9 @@ func sharedMountOf(rec *record, recs []*record) bool {
 }
 
 func (m *Manager) mountpoint(key string) string { return filepath.Join(m.dir, "mnt", key) }
+
+// nodePath is where a raw-block attachment's device node is made.
+func (m *Manager) nodePath(id string) string { return filepath.Join(m.dir, "dev", id) }
 
 // act does the attach.
 func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attachment, error) {
@@ -521,7 +571,7 @@ func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
 		rdev = st.Rdev
 	}
 	rec.Major, rec.Minor = unix.Major(rdev), unix.Minor(rdev)
-	rec.Node = filepath.Join(m.dir, "dev", rec.ID)
+	rec.Node = m.nodePath(rec.ID)
 	_ = os.Remove(rec.Node)
 	if err := unix.Mknod(rec.Node, unix.S_IFBLK|0o600, int(rdev)); err != nil {
 		return nil, fmt.Errorf("mknod: %w", err)
@@ -556,8 +606,10 @@ func (m *Manager) undo(rec *record, recs []*record) error {
 			}
 		}
 	}
-	if rec.Node != "" {
-		if err := os.Remove(rec.Node); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if rec.Spec.Mode == ModeRawBlock {
+		// Where attachRaw makes it, whether or not a crash kept the
+		// record from naming it.
+		if err := os.Remove(m.nodePath(rec.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -713,7 +765,10 @@ func (m *Manager) Recover(live func(owner string) bool) error {
 func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
 	var errs []error
 	for i, r := range recs {
-		if r.Complete && (live == nil || live(r.Owner)) {
+		if live != nil && live(r.Owner) {
+			continue // complete, or Unfinished: its container may hold it
+		}
+		if r.Complete && live == nil {
 			continue
 		}
 		release, err := fsutil.LockFile(filepath.Join(m.dir, "owners", r.Owner+".lock"), fsutil.LockOptions{NoWait: true, Remove: true})

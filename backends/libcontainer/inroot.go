@@ -160,7 +160,9 @@ func unmountInRoot(dst string) (*unix.Stat_t, error) {
 		dev = &st
 	case unix.S_IFDIR, unix.S_IFREG:
 	default:
-		return nil, fmt.Errorf("%s in the container is a %s, not a volume: %w", dst, fileType(st.Mode), errdefs.ErrFailedPrecondition)
+		// berth mounts on directories and regular files only, and a
+		// mount point cannot be replaced: nothing of berth's is there.
+		return nil, nil
 	}
 	// The thread's working directory is its own (inMountNS unshares
 	// CLONE_FS): umount2 then resolves one name in the opened parent, and
