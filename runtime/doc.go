@@ -10,8 +10,17 @@
 //   - state transitions are checked: starting a running container,
 //     pausing a stopped one, deleting a running one without force are
 //     failed-precondition errors whatever the backend;
-//   - user namespaces come from one ID pool (IDPool), recorded under the
-//     state directory so that several processes never share a block;
+//   - user namespaces come from one ID pool (IDPool) for the whole host
+//     (HostIDPoolDir), so that no two processes, state directories or
+//     backends share a block; a state directory belongs to one backend;
+//   - the security policy (SecurityPolicy): what loosens a container's
+//     confinement is refused unless AllowPrivileged; bind sources on
+//     kernel interface filesystems are refused always; every container
+//     gets a seccomp profile (Docker's default unless the caller gives
+//     one) that also denies the ioctls releasing or re-flagging a block
+//     device;
+//   - volumes go through the one volume.Manager and its Policy; a hot
+//     attach is recorded complete only once the container holds it;
 //   - every error carries a github.com/containerd/errdefs class and the
 //     container's ID; operations a backend lacks are not-implemented.
 //

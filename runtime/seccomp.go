@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/containerd/errdefs"
@@ -109,17 +110,15 @@ func confineDeviceIoctls(sc *specs.LinuxSeccomp) error {
 			continue
 		}
 		if slices.ContainsFunc(rule.Args, func(a specs.LinuxSeccompArg) bool { return a.Index == 1 }) {
-			// The rule names its requests itself: it may keep them
-			// as long as none is denied.
+			// The rule names its requests itself (as the rules this
+			// function writes do): it may keep them as long as none
+			// is denied.
 			for _, a := range rule.Args {
 				if a.Index != 1 {
 					continue
 				}
-				if a.Op != specs.OpEqualTo {
-					return fmt.Errorf("seccomp: an ioctl rule comparing the request with %s cannot be kept apart from the denied device ioctls; list requests with %s: %w", a.Op, specs.OpEqualTo, errdefs.ErrInvalidArgument)
-				}
-				if d, ok := deniedIoctl(uint32(a.Value)); ok {
-					return fmt.Errorf("seccomp: request %#x (%s) is denied to every container: %w", a.Value, d.name, errdefs.ErrPermissionDenied)
+				if err := checkIoctlCondition(a); err != nil {
+					return err
 				}
 			}
 			out = append(out, ioctl)
@@ -134,7 +133,10 @@ func confineDeviceIoctls(sc *specs.LinuxSeccomp) error {
 	if slices.Contains(permissiveActions, sc.DefaultAction) {
 		eperm := uint(1) // EPERM
 		for _, d := range deniedIoctls {
-			out = append(out, specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActErrno, ErrnoRet: &eperm, Args: []specs.LinuxSeccompArg{d.arg()}})
+			deny := specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActErrno, ErrnoRet: &eperm, Args: []specs.LinuxSeccompArg{d.arg()}}
+			if !slices.ContainsFunc(out, func(r specs.LinuxSyscall) bool { return reflect.DeepEqual(r, deny) }) {
+				out = append(out, deny)
+			}
 		}
 	}
 	sc.Syscalls = out
@@ -156,4 +158,29 @@ func applySeccomp(id string, s *specs.Spec) error {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
 	return nil
+}
+
+// checkIoctlCondition refuses a condition on an ioctl's request that
+// admits a denied one. Only the low 32 bits count: the kernel reads the
+// request as an unsigned int, whatever the caller put above.
+func checkIoctlCondition(a specs.LinuxSeccompArg) error {
+	switch a.Op {
+	case specs.OpEqualTo:
+		if d, ok := deniedIoctl(uint32(a.Value)); ok {
+			return fmt.Errorf("seccomp: request %#x (%s) is denied to every container: %w", a.Value, d.name, errdefs.ErrPermissionDenied)
+		}
+		return nil
+	case specs.OpMaskedEqual:
+		// {x: x&mask == value} meets the block {x: x&pm == pv} unless
+		// they disagree on a bit both fix.
+		mask, value := uint32(a.Value), uint32(a.ValueTwo)
+		for _, d := range deniedIoctls {
+			pm := prefixMask(d.bits)
+			if (value^d.value)&mask&pm == 0 {
+				return fmt.Errorf("seccomp: an ioctl rule for requests masked %#x equal to %#x admits %s, denied to every container: %w", a.Value, a.ValueTwo, d.name, errdefs.ErrPermissionDenied)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("seccomp: an ioctl rule comparing the request with %s cannot be kept apart from the denied device ioctls; use %s or %s: %w", a.Op, specs.OpEqualTo, specs.OpMaskedEqual, errdefs.ErrInvalidArgument)
 }

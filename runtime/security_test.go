@@ -108,6 +108,26 @@ func TestConfineDeviceIoctls(t *testing.T) {
 	}
 	sc := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: 0x4000, Op: specs.OpGreaterThan}}}}}
 	require.True(t, errdefs.IsInvalidArgument(confineDeviceIoctls(sc)), "a range over the request")
+	sc = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: 0xFF00, ValueTwo: 0x4C00, Op: specs.OpMaskedEqual}}}}}
+	require.True(t, errdefs.IsPermissionDenied(confineDeviceIoctls(sc)), "a masked rule admitting loop ioctls")
+}
+
+// A profile berth confined already (a container's spec read back, moved,
+// created again) is confined again to the same effect.
+func TestConfineDeviceIoctlsIsIdempotent(t *testing.T) {
+	s := DefaultSpec("/rootfs", "/bin/true")
+	require.NoError(t, applySeccomp("x", s))
+	once := len(s.Linux.Seccomp.Syscalls)
+	require.NoError(t, applySeccomp("x", s))
+	require.Equal(t, once, len(s.Linux.Seccomp.Syscalls))
+	require.False(t, seccompAllows(s.Linux.Seccomp, 0x4C01))
+	require.True(t, seccompAllows(s.Linux.Seccomp, 0x5401))
+	u := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+	require.NoError(t, confineDeviceIoctls(u))
+	once = len(u.Syscalls)
+	require.NoError(t, confineDeviceIoctls(u))
+	require.Equal(t, once, len(u.Syscalls))
+	require.False(t, seccompAllows(u, 0x4C01))
 }
 
 func TestDefaultSeccompBlocksUserNamespaces(t *testing.T) {

@@ -30,7 +30,22 @@
 //
 // Host-mount (the default for block devices and images) mounts the checked
 // filesystem on the host under the state directory and binds it into the
-// container; the container never holds the device. Read-only attachments of
+// container; the container never holds the device. A read-only volume is
+// mounted from a read-only loop device (over the block device, or the
+// image), so that the kernel cannot write it: no orphan cleanup, journal
+// replay or superblock update changes its bytes. A directory is bound from
+// a mount berth makes of the opened directory (open_tree), nosuid and
+// nodev down to its submounts.
+//
+// # Sources
+//
+// A source is resolved once, then opened without following links and
+// without blocking, and checked on the opened file: still the kind it was
+// (a FIFO or link swapped in is refused), and, for files and directories,
+// not on a kernel interface filesystem (proc, sysfs, cgroup, devtmpfs...)
+// nor holding one. Probe also checks each format's geometry: a
+// superblock that claims more than the device holds is refused before any
+// mount. Read-only attachments of
 // one source share one host mount, counted by their records; a read-write
 // block or image volume is exclusive, and a block device the host has
 // mounted is refused.

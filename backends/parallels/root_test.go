@@ -25,20 +25,27 @@ func openBackend(t *testing.T, name, root string) (*runtime.Runtime, error) {
 		err error
 	)
 	var rt *runtime.Runtime
-	store, err := image.Open(filepath.Join(root, "images"))
-	require.NoError(t, err)
+	var store *image.Store
+	openStore := func() {
+		// After the engine, which makes root traversable for
+		// user-namespaced containers.
+		store, err = image.Open(filepath.Join(root, "images"))
+		require.NoError(t, err)
+	}
 	switch name {
 	case "libcontainer":
 		var lc *libcontainer.Runtime
 		lc, err = libcontainer.Open(root)
 		require.NoError(t, err)
 		e = lc
+		openStore()
 		rt, err = runtime.New(lc, runtime.WithStateDir(root), runtime.WithImageStore(store))
 	case "parallels":
 		var p *parallels.Runtime
 		p, err = parallels.Open(root, parallels.WithDefaultDiskSize(64<<20))
 		require.NoError(t, err)
 		e = p
+		openStore()
 		rt, err = runtime.New(p, runtime.WithStateDir(root), runtime.WithImageStore(store))
 	}
 	if err != nil {

@@ -113,7 +113,7 @@ func TestDockerRun(t *testing.T) {
 func TestDockerRefusals(t *testing.T) {
 	t.Parallel()
 	d := newDockerCtl(t)
-	requireFailure(t, d.run("", "run", "--rm", "--rootfs", "/", "--", "/bin/true"), "not-implemented")
+	requireFailure(t, d.run("", "run", "--rm", "--rootfs", t.TempDir(), "--", "/bin/true"), "not-implemented")
 	requireFailure(t, d.run("", "run", "--rm", "--userns", "--image", d.image, "--", "/bin/true"), "not-implemented")
 	requireFailure(t, d.run("", "run", "--rm", "--image", "berthrun-fixture/none:missing", "--", "/bin/true"), "not-found")
 	requireFailure(t, d.run("", "run", "--rm", "--name", "badcmd", "--image", d.image, "--", "/nonexistent"), "invalid-argument")
