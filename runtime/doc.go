@@ -12,6 +12,11 @@
 //     failed-precondition errors whatever the backend;
 //   - user namespaces come from one ID pool (IDPool), recorded under the
 //     state directory so that several processes never share a block;
+//   - volumes and root disks go through one volume manager under one policy
+//     (WithVolumePolicy): on a backend with root disks (a
+//     driver.DiskMaker) the runtime keeps each disk under its state
+//     directory, attaches it like a volume and hands the backend only the
+//     mounted path; no backend opens a manager of its own;
 //   - every error carries a github.com/containerd/errdefs class and the
 //     container's ID; operations a backend lacks are not-implemented.
 //
