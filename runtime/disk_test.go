@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -79,6 +80,13 @@ func newDiskRuntime(t *testing.T, p volume.Policy) (*Runtime, *fakeDisks, string
 	f := &fakeDisks{&fakeDriver{created: map[string]*driver.CreateRequest{}}}
 	rt, err := New(f, WithStateDir(dir), WithVolumePolicy(p))
 	require.NoError(t, err)
+	// Whatever a failing test left attached goes with it.
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(filepath.Join(dir, "disks"))
+		for _, e := range ents {
+			_ = rt.volumes.DetachAll(context.Background(), e.Name())
+		}
+	})
 	return rt, f, dir
 }
 
@@ -190,8 +198,10 @@ func TestRootDiskRecovery(t *testing.T) {
 	crashed("dead", false)
 	crashed(snapshotPrefix+"live.0badcafe", true)
 	crashed("busy", false)
-	unlock, err := rt.volumes.LockOwner("busy")
+	lock, err := rt.volumes.LockOwner("busy")
 	require.NoError(t, err)
+	unlock := sync.OnceFunc(lock)
+	t.Cleanup(unlock)
 	live, err := rt.Create(ctx, "live", &Config{Spec: DefaultSpec(tree, "/bin/true")})
 	require.NoError(t, err)
 	liveHeld := diskHeld(t, dir, "live")
