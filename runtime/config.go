@@ -25,7 +25,9 @@ type Config struct {
 	// RootDisk, when set, is an existing filesystem image file to adopt
 	// as the container's root disk (a snapshot, or a disk moved from
 	// another root), on backends with Capabilities.RootDisk; Root.Path
-	// must then be empty. The disk goes through the volume policy.
+	// must then be empty. The disk goes through the runtime's volume
+	// policy like any root disk; the file moves into the runtime's state
+	// directory once the container exists (a refused create leaves it).
 	RootDisk string
 	// DiskSize is the size in bytes of the container's own root disk, on
 	// backends that give it one (Capabilities.RootDisk); 0 takes the

@@ -97,7 +97,7 @@ type DeleteOptions struct {
 }
 
 // Delete removes the container and everything held for it: cgroups,
-// mounts, state, and its user namespace block.
+// mounts, state, volumes, root disk, and its user namespace block.
 func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	i, err := c.Info(ctx)
 	if err != nil {
@@ -125,7 +125,7 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	}
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
-	errs := []error{c.r.volumes.DetachAll(ctx, c.id), c.r.releaseImage(ctx, c.id)}
+	errs := []error{c.r.releaseVolumes(ctx, c.id), c.r.releaseImage(ctx, c.id)}
 	if hasUserNamespace(i.Spec) {
 		errs = append(errs, c.r.ids.release(c.id))
 	}
@@ -293,7 +293,7 @@ func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
 
 func (c *Container) volumeSpecs() []volume.Spec {
 	v, _ := c.r.volumes.Attachments(c.id)
-	return v
+	return volumesOnly(v)
 }
 
 // ResizeDisk grows the container's root disk to size bytes; a running
@@ -308,6 +308,11 @@ func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
 	if _, err := c.require(ctx, "resize the disk of", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
 		return err
 	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
 	return wrap(c.id, c.r.d.ResizeDisk(ctx, c.id, size))
 }
 
@@ -320,6 +325,9 @@ func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
 	}
 	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
 		return err
+	}
+	if c.r.disks != nil {
+		return wrap(c.id, c.r.snapshotRootDisk(ctx, c.id, w))
 	}
 	return wrap(c.id, c.r.d.Snapshot(ctx, c.id, w))
 }

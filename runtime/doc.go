@@ -21,6 +21,10 @@
 //     device;
 //   - volumes go through the one volume.Manager and its Policy; a hot
 //     attach is recorded complete only once the container holds it;
+//   - root disks go through the same manager and policy: on a backend
+//     with root disks (a driver.DiskMaker) the runtime keeps each disk under
+//     its state directory, attaches it like a volume and hands the backend
+//     only the mounted path; no backend opens a manager of its own;
 //   - every error carries a github.com/containerd/errdefs class and the
 //     container's ID; operations a backend lacks are not-implemented.
 //

@@ -31,6 +31,9 @@ type Runtime struct {
 	images  *image.Store
 	// security is what specs may ask for beyond the default confinement.
 	security SecurityPolicy
+	// disks makes root disks on backends that have them (see disk.go).
+	disks    driver.DiskMaker
+	stateDir string
 }
 
 type options struct {
@@ -53,7 +56,13 @@ func WithStateDir(dir string) Option {
 		if dir == "" {
 			return fmt.Errorf("empty state directory: %w", errdefs.ErrInvalidArgument)
 		}
-		o.stateDir = dir
+		// Absolute: mounts and disk paths made under it are recorded
+		// by backends and read by later processes.
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return fmt.Errorf("state directory %q: %v: %w", dir, err, errdefs.ErrInvalidArgument)
+		}
+		o.stateDir = abs
 		return nil
 	}
 }
@@ -87,7 +96,7 @@ func WithVolumePolicy(p volume.Policy) Option {
 
 // New returns a Runtime over a backend. It also finishes what a crashed
 // process left half-done: volumes attached to containers that were never
-// created (or were deleted) are detached.
+// created (or were deleted) are detached, and their root disks removed.
 //
 // A state directory belongs to the first backend that opens it: New with
 // another backend is refused with failed-precondition, before anything
@@ -106,6 +115,9 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 	}
 	ctx := context.Background()
 	vm, err := volume.OpenManager(filepath.Join(o.stateDir, "volumes"), o.policy, func(owner string) bool {
+		if ValidateID(owner) != nil {
+			return false // a snapshot's disk copy, never a container
+		}
 		_, err := d.State(ctx, owner)
 		return !errdefs.IsNotFound(err)
 	})
@@ -119,6 +131,10 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		volumes:  vm,
 		images:   o.images,
 		security: o.security,
+		stateDir: o.stateDir,
+	}
+	if err := r.openDisks(ctx); err != nil {
+		return nil, fmt.Errorf("root disks: %w", classify(err))
 	}
 	r.finishAttaches(ctx)
 	return r, nil
@@ -210,7 +226,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	}
 	var rng IDRange
 	undo := func() {
-		_ = r.volumes.DetachAll(ctx, id)
+		_ = r.releaseVolumes(ctx, id)
 		_ = r.releaseImage(ctx, id)
 		if rng.Size > 0 {
 			_ = r.ids.release(id)
@@ -230,14 +246,19 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 			spec.Linux.GIDMappings = m
 		}
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, DiskSize: cfg.DiskSize, RootDisk: cfg.RootDisk, Labels: cfg.Labels, IO: cfg.IO}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO}
 	if cfg.Image != "" {
 		if req.ImageSource, err = r.resolveImage(ctx, id, cfg.Image, spec); err != nil {
 			undo()
 			return nil, wrap(id, err)
 		}
 	}
-	err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
+	if r.disks != nil {
+		err = r.attachRootDisk(ctx, req, cfg)
+	}
+	if err == nil {
+		err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
+	}
 	if err == nil {
 		err = r.d.Create(ctx, req)
 	}
@@ -246,6 +267,10 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		// its own, even when the engine says already-exists.
 		undo()
 		return nil, wrap(id, err)
+	}
+	if cfg.RootDisk != "" {
+		// The adopted disk now belongs to the container: it moved.
+		_ = os.Remove(cfg.RootDisk)
 	}
 	return &Container{r: r, id: id}, nil
 }

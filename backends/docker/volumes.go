@@ -18,7 +18,7 @@ import (
 // unsupportedRequest refuses root disks of their own: Docker's storage
 // driver owns the root filesystem.
 func unsupportedRequest(req *driver.CreateRequest) error {
-	if req.DiskSize != 0 || req.RootDisk != "" {
+	if req.RootDiskImage != "" {
 		return notImplemented("root disks: Docker's storage driver holds the root filesystem")
 	}
 	return nil

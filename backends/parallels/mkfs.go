@@ -12,8 +12,9 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // A diskFS is a filesystem a root disk can be made of.
@@ -22,20 +23,14 @@ type diskFS struct {
 	// minSize is the smallest disk mkfs accepts.
 	minSize int64
 	// populate makes the filesystem in the image file at path from the
-	// tree under rootfs, without mounting anything; it returns directories
-	// whose modes must be fixed once mounted.
-	populate func(ctx context.Context, path, rootfs string) ([]fixup, error)
+	// tree under rootfs, without mounting anything; it returns the modes
+	// its maker could not write, to set once mounted.
+	populate func(ctx context.Context, path, rootfs string) ([]driver.PathMode, error)
 	// grow extends the mounted filesystem at mp on device dev to the
 	// device's new size.
 	grow func(ctx context.Context, dev, mp string) error
 	// growCapability is the capability online growth needs.
 	growCapability int
-}
-
-// fixup is a mode a protofile cannot express (the sticky bit).
-type fixup struct {
-	rel  string
-	mode os.FileMode
 }
 
 // diskFilesystems lists the root disk filesystems: ext4 (the default,
@@ -54,7 +49,7 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-func populateExt4(ctx context.Context, path, rootfs string) ([]fixup, error) {
+func populateExt4(ctx context.Context, path, rootfs string) ([]driver.PathMode, error) {
 	return nil, run(ctx, "mkfs.ext4", "-q", "-F", "-L", "berth-root", "-E", "root_owner=0:0", "-d", rootfs, path)
 }
 
@@ -65,15 +60,16 @@ func growXFS(ctx context.Context, dev, mp string) error { return run(ctx, "xfs_g
 // populateXFS writes an xfs protofile describing rootfs (owners, modes,
 // symlinks, device nodes, file contents by host path) and lets mkfs.xfs
 // build the filesystem from it. Protofiles cannot hold names with blanks,
-// the sticky bit (returned as fixups) or hard links (copied).
-func populateXFS(ctx context.Context, path, rootfs string) ([]fixup, error) {
+// the sticky bit (returned for the runtime to set once mounted) or hard
+// links (copied).
+func populateXFS(ctx context.Context, path, rootfs string) ([]driver.PathMode, error) {
 	proto, err := os.CreateTemp(filepath.Dir(path), "proto-*")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(proto.Name())
 	w := bufio.NewWriter(proto)
-	var fixups []fixup
+	var modes []driver.PathMode
 	fmt.Fprintln(w, "berth")
 	fmt.Fprintln(w, "0 0")
 	var walk func(dir, rel string, depth int) error
@@ -144,7 +140,7 @@ func populateXFS(ctx context.Context, path, rootfs string) ([]fixup, error) {
 				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
 			case 'd':
 				if fi.Mode()&fs.ModeSticky != 0 {
-					fixups = append(fixups, fixup{filepath.Join(rel, name), fi.Mode()})
+					modes = append(modes, driver.PathMode{Path: filepath.Join(rel, name), Mode: fi.Mode()})
 				}
 				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
 				if err := walk(full, filepath.Join(rel, name), depth+1); err != nil {
@@ -173,29 +169,7 @@ func populateXFS(ctx context.Context, path, rootfs string) ([]fixup, error) {
 	if err := proto.Close(); err != nil {
 		return nil, err
 	}
-	return fixups, run(ctx, "mkfs.xfs", "-q", "-f", "-L", "berth-root", "-p", proto.Name(), path)
-}
-
-// applyFixups sets the modes a protofile could not, under the freshly
-// mounted disk at mp (nothing has run on it yet).
-func applyFixups(mp string, fixups []fixup) error {
-	for _, f := range fixups {
-		p, err := securejoin.SecureJoin(mp, f.rel)
-		if err != nil {
-			return err
-		}
-		mode := uint32(f.mode.Perm())
-		if f.mode&fs.ModeSticky != 0 {
-			mode |= unix.S_ISVTX
-		}
-		if f.mode&fs.ModeSetgid != 0 {
-			mode |= unix.S_ISGID
-		}
-		if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.EOPNOTSUPP {
-			return fmt.Errorf("chmod %s: %w", f.rel, err)
-		}
-	}
-	return nil
+	return modes, run(ctx, "mkfs.xfs", "-q", "-f", "-L", "berth-root", "-p", proto.Name(), path)
 }
 
 // hasCapability reports whether this process holds cap in its effective

@@ -2,39 +2,42 @@ package parallels
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/backends/libcontainer"
 	"github.com/berthrun/berth/runtime/driver"
-	"github.com/berthrun/berth/volume"
 )
 
 // DefaultDiskSize is a container's root disk size unless told otherwise.
 const DefaultDiskSize = 1 << 30
 
-// rootDst names the root disk among a container's volume attachments.
-const rootDst = "/"
+// diskAnnotation records, in the spec the embedded engine keeps, the image
+// file of the container's root disk (the runtime's). State and List never
+// show it.
+const diskAnnotation = "run.berth.parallels.disk-image"
 
-// Runtime is the disk-image engine; it implements driver.Runtime.
+// Runtime is the disk-image engine; it implements driver.Runtime and
+// driver.DiskMaker.
 type Runtime struct {
 	base        string
 	engine      *libcontainer.Runtime
-	disks       *volume.Manager
 	defaultSize int64
 	fs          diskFS
 }
 
+var _ driver.DiskMaker = (*Runtime)(nil)
+
 type options struct {
-	policy      volume.Policy
 	defaultSize int64
 	fs          string
 	engine      []libcontainer.Option
@@ -43,7 +46,8 @@ type options struct {
 // WithFilesystem sets what new root disks are made of: "ext4" (default) or
 // "xfs". Online growth of ext4 needs CAP_SYS_RESOURCE, which sandboxes
 // sometimes drop; xfs grows with CAP_SYS_ADMIN but needs disks of at least
-// 300 MiB. Capabilities().DiskResize says whether growth works here.
+// 300 MiB. Capabilities().DiskResize says whether growth works here. The
+// runtime's volume policy (runtime.WithVolumePolicy) must allow it.
 func WithFilesystem(name string) Option {
 	return func(o *options) error {
 		if _, ok := diskFilesystems[name]; !ok {
@@ -56,19 +60,6 @@ func WithFilesystem(name string) Option {
 
 // Option configures Open.
 type Option func(*options) error
-
-// WithPolicy sets the volume policy root disks go through (default
-// volume.DefaultPolicy(); the disks are ext4, so it must allow ext4). Give
-// the runtime's policy so fsck and the whitelist apply to disks too.
-func WithPolicy(p volume.Policy) Option {
-	return func(o *options) error {
-		if err := p.Validate(); err != nil {
-			return err
-		}
-		o.policy = p
-		return nil
-	}
-}
 
 // WithDefaultDiskSize sets the disk size used when a create gives none.
 func WithDefaultDiskSize(n int64) Option {
@@ -90,11 +81,11 @@ func WithEngineOptions(opts ...libcontainer.Option) Option {
 	}
 }
 
-// Open returns the engine keeping its state under root/parallels, and
-// cleans up what a crashed process left: disks of containers that were
-// never created are detached and removed.
+// Open returns the engine keeping its state under root/parallels. The
+// disks themselves belong to the runtime opened over it (runtime.New),
+// which attaches them under its volume policy and cleans up after crashes.
 func Open(root string, opts ...Option) (*Runtime, error) {
-	o := options{policy: volume.DefaultPolicy(), defaultSize: DefaultDiskSize, fs: "ext4"}
+	o := options{defaultSize: DefaultDiskSize, fs: "ext4"}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -112,64 +103,11 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	if r.defaultSize < r.fs.minSize {
 		r.defaultSize = r.fs.minSize
 	}
-	if err := os.MkdirAll(r.disksDir(), 0o700); err != nil {
-		return nil, err
-	}
-	r.disks, err = volume.OpenManager(filepath.Join(r.disksDir(), "volumes"), o.policy, r.exists)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.sweep(); err != nil {
-		return nil, err
-	}
 	return r, nil
 }
 
 // Base is the engine's state directory (root/parallels).
 func (r *Runtime) Base() string { return r.base }
-
-func (r *Runtime) disksDir() string          { return filepath.Join(r.base, "disks") }
-func (r *Runtime) diskDir(id string) string  { return filepath.Join(r.disksDir(), id) }
-func (r *Runtime) diskPath(id string) string { return filepath.Join(r.diskDir(id), "disk.img") }
-func (r *Runtime) exists(id string) bool {
-	_, err := r.engine.State(context.Background(), id)
-	return !errdefs.IsNotFound(err)
-}
-func (r *Runtime) mountpoint(id string) (string, error) { return r.disks.HostMount(id, rootDst) }
-
-// sweep removes disk directories of containers that do not exist and that
-// no create in progress holds, and snapshot copies no snapshot holds.
-func (r *Runtime) sweep() error {
-	tmps, _ := os.ReadDir(filepath.Join(r.disksDir(), "tmp"))
-	for _, e := range tmps {
-		owner := strings.TrimSuffix(e.Name(), ".img")
-		if unlock, err := r.disks.TryLockOwner(owner); err == nil {
-			_ = r.disks.DetachAll(context.Background(), owner)
-			_ = os.Remove(filepath.Join(r.disksDir(), "tmp", e.Name()))
-			unlock()
-		}
-	}
-	ents, err := os.ReadDir(r.disksDir())
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.IsDir() || e.Name() == "volumes" || e.Name() == "tmp" || r.exists(e.Name()) {
-			continue
-		}
-		unlock, err := r.disks.TryLockOwner(e.Name())
-		if err != nil {
-			continue
-		}
-		_ = r.disks.DetachAll(context.Background(), e.Name())
-		err = os.RemoveAll(r.diskDir(e.Name()))
-		unlock()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // Name implements driver.Runtime.
 func (r *Runtime) Name() string { return "parallels" }
@@ -194,91 +132,15 @@ func (r *Runtime) As(i any) bool {
 // Close implements driver.Runtime.
 func (r *Runtime) Close() error { return r.engine.Close() }
 
-// Create implements driver.Runtime: make (or adopt) the disk, attach it
-// through the volume policy, run the container on its host mount.
-func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
-	if req.Image != "" && req.ImageSource == nil {
-		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
+// MakeDisk implements driver.DiskMaker: a sparse image of size bytes
+// holding the tree, made by mkfs without mounting anything.
+func (r *Runtime) MakeDisk(ctx context.Context, path string, size int64, tree string) (*driver.MadeDisk, error) {
+	if size == 0 {
+		size = r.defaultSize
 	}
-	unlock, err := r.disks.LockOwner(req.ID)
-	if err != nil {
-		return err
+	if size < r.fs.minSize {
+		return nil, fmt.Errorf("disk size %d is below the %d bytes %s needs: %w", size, r.fs.minSize, r.fs.name, errdefs.ErrInvalidArgument)
 	}
-	defer unlock()
-	if r.exists(req.ID) {
-		return fmt.Errorf("container exists: %w", errdefs.ErrAlreadyExists)
-	}
-	dir := r.diskDir(req.ID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("disk of a container being created or deleted: %w", errdefs.ErrAlreadyExists)
-		}
-		return err
-	}
-	defer func() {
-		if retErr != nil {
-			_ = r.disks.DetachAll(context.Background(), req.ID)
-			_ = os.RemoveAll(dir)
-		}
-	}()
-	var fixups []fixup
-	if req.RootDisk != "" {
-		// A link (or a copy): the caller's file is left alone until the
-		// container exists, so a refused create loses nothing.
-		err = adopt(req.RootDisk, r.diskPath(req.ID))
-	} else {
-		size := req.DiskSize
-		if size == 0 {
-			size = r.defaultSize
-		}
-		if size < r.fs.minSize {
-			return fmt.Errorf("disk size %d is below the %d bytes %s needs: %w", size, r.fs.minSize, r.fs.name, errdefs.ErrInvalidArgument)
-		}
-		tree := ""
-		if req.ImageSource != nil {
-			// The disk holds a copy: the shared tree is only read here.
-			tree, err = req.ImageSource.Rootfs(ctx)
-		} else {
-			tree = req.Spec.Root.Path
-		}
-		if err == nil {
-			fixups, err = r.makeDisk(ctx, r.diskPath(req.ID), tree, size)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	att, err := r.disks.Attach(ctx, req.ID, volume.Spec{Source: r.diskPath(req.ID), Destination: rootDst, Kind: volume.KindImage}, volume.AttachOptions{})
-	if err != nil {
-		return fmt.Errorf("root disk: %w", err)
-	}
-	if _, ok := diskFilesystems[att.FS.Driver]; !ok {
-		return fmt.Errorf("root disk holds %s, not ext4 or xfs: %w", att.FS.Type, errdefs.ErrInvalidArgument)
-	}
-	if err := applyFixups(att.Mount.Source, fixups); err != nil {
-		return err
-	}
-	spec := *req.Spec
-	spec.Root = &specs.Root{Path: att.Mount.Source}
-	if req.Spec.Root != nil {
-		spec.Root.Readonly = req.Spec.Root.Readonly
-	}
-	inner := *req
-	inner.Spec, inner.DiskSize, inner.RootDisk = &spec, 0, ""
-	inner.Image, inner.ImageSource = "", nil
-	if err := r.engine.Create(ctx, &inner); err != nil {
-		return err
-	}
-	if req.RootDisk != "" {
-		// The disk now belongs to the container: it moved.
-		_ = os.Remove(req.RootDisk)
-	}
-	return nil
-}
-
-// makeDisk creates a sparse image of size bytes holding the tree under
-// rootfs, without mounting anything.
-func (r *Runtime) makeDisk(ctx context.Context, path, rootfs string, size int64) ([]fixup, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
@@ -287,54 +149,106 @@ func (r *Runtime) makeDisk(ctx context.Context, path, rootfs string, size int64)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	var modes []driver.PathMode
+	if err == nil {
+		modes, err = r.fs.populate(ctx, path, tree)
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		if !errdefs.IsInvalidArgument(err) {
+			msg := err.Error()
+			if strings.Contains(msg, "Could not allocate") || strings.Contains(msg, "No space left") || strings.Contains(msg, "too small") {
+				return nil, fmt.Errorf("disk of %d bytes is too small for %s: %v: %w", size, tree, err, errdefs.ErrInvalidArgument)
+			}
+		}
+		return nil, err
+	}
+	return &driver.MadeDisk{Modes: modes}, nil
+}
+
+// Create implements driver.Runtime: run the container on its root disk,
+// which the runtime made with MakeDisk (or adopted), attached and mounted
+// at Spec.Root.Path.
+func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
+	if req.RootDiskImage == "" || req.Spec.Root == nil || req.Spec.Root.Path == "" {
+		return fmt.Errorf("no root disk: containers of this engine get theirs from the runtime (runtime.New): %w", errdefs.ErrInvalidArgument)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(req.Spec.Root.Path, &st); err != nil {
+		return fmt.Errorf("root disk: %w", err)
+	}
+	if st.Type != unix.EXT4_SUPER_MAGIC && st.Type != unix.XFS_SUPER_MAGIC {
+		return fmt.Errorf("root disk holds a filesystem of type %#x, not ext4 or xfs: %w", st.Type, errdefs.ErrInvalidArgument)
+	}
+	spec := *req.Spec
+	spec.Annotations = maps.Clone(req.Spec.Annotations)
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	spec.Annotations[diskAnnotation] = req.RootDiskImage
+	inner := *req
+	inner.Spec, inner.RootDiskImage = &spec, ""
+	return r.engine.Create(ctx, &inner)
+}
+
+// rootDisk is a container's root disk as the runtime attached it.
+type rootDisk struct {
+	img    string // the image file
+	mp     string // its host mount
+	dev    string // the loop device mounted there, backed by img
+	fsType string
+	info   *driver.Info
+}
+
+// disk finds the container's root disk: the image its spec names, mounted
+// from a loop device backed by that very file.
+func (r *Runtime) disk(ctx context.Context, id string) (*rootDisk, error) {
+	info, err := r.engine.State(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	fixups, err := r.fs.populate(ctx, path, rootfs)
-	if err != nil && !errdefs.IsInvalidArgument(err) {
-		msg := err.Error()
-		if strings.Contains(msg, "Could not allocate") || strings.Contains(msg, "No space left") || strings.Contains(msg, "too small") {
-			return nil, fmt.Errorf("disk of %d bytes is too small for %s: %v: %w", size, rootfs, err, errdefs.ErrInvalidArgument)
+	d := &rootDisk{img: info.Spec.Annotations[diskAnnotation], info: info}
+	if d.img == "" || info.Spec.Root == nil || info.Spec.Root.Path == "" {
+		return nil, fmt.Errorf("container has no root disk: %w", errdefs.ErrFailedPrecondition)
+	}
+	d.mp = info.Spec.Root.Path
+	mi, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(d.mp))
+	if err != nil || len(mi) != 1 || !strings.HasPrefix(mi[0].Source, "/dev/loop") {
+		return nil, fmt.Errorf("root disk is not mounted from a loop device: %w", errdefs.ErrFailedPrecondition)
+	}
+	d.dev, d.fsType = mi[0].Source, mi[0].FSType
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(d.dev), "loop", "backing_file"))
+	if err == nil {
+		backing, berr := os.Stat(strings.TrimSpace(string(b)))
+		file, ferr := os.Stat(d.img)
+		if berr == nil && ferr == nil && os.SameFile(backing, file) {
+			return d, nil
 		}
 	}
-	return fixups, err
+	return nil, fmt.Errorf("root disk %s is not the file behind %s: %w", d.img, d.dev, errdefs.ErrFailedPrecondition)
 }
 
-// adopt puts an existing disk image at dst: a hard link where both are on
-// one filesystem, a sparse copy otherwise. The source stays until the
-// caller drops it.
-func adopt(src, dst string) error {
-	fi, err := os.Stat(src)
-	if err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("root disk %s is not a regular file: %w", src, errdefs.ErrInvalidArgument)
+// public hides the disk annotation from what callers see.
+func public(i *driver.Info) *driver.Info {
+	if i == nil || i.Spec == nil {
+		return i
 	}
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	} else if !errors.Is(err, syscall.EXDEV) {
-		return err
+	if _, ok := i.Spec.Annotations[diskAnnotation]; !ok {
+		return i
 	}
-	return copySparse(src, dst)
+	out, spec := *i, *i.Spec
+	spec.Annotations = maps.Clone(spec.Annotations)
+	delete(spec.Annotations, diskAnnotation)
+	if len(spec.Annotations) == 0 {
+		spec.Annotations = nil
+	}
+	out.Spec = &spec
+	return &out
 }
 
-// Delete implements driver.Runtime: the container, then its disk.
-func (r *Runtime) Delete(ctx context.Context, id string) error {
-	unlock, err := r.disks.LockOwner(id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := r.engine.Delete(ctx, id); err != nil {
-		return err
-	}
-	return r.dropDisk(ctx, id)
-}
-
-func (r *Runtime) dropDisk(ctx context.Context, id string) error {
-	if err := r.disks.DetachAll(ctx, id); err != nil {
-		return err
-	}
-	return os.RemoveAll(r.diskDir(id))
-}
+// Delete implements driver.Runtime. The disk is the runtime's to detach
+// and remove.
+func (r *Runtime) Delete(ctx context.Context, id string) error { return r.engine.Delete(ctx, id) }
 
 // The rest is the embedded engine's.
 
@@ -353,11 +267,18 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 
 // State implements driver.Runtime.
 func (r *Runtime) State(ctx context.Context, id string) (*driver.Info, error) {
-	return r.engine.State(ctx, id)
+	i, err := r.engine.State(ctx, id)
+	return public(i), err
 }
 
 // List implements driver.Runtime.
-func (r *Runtime) List(ctx context.Context) ([]*driver.Info, error) { return r.engine.List(ctx) }
+func (r *Runtime) List(ctx context.Context) ([]*driver.Info, error) {
+	l, err := r.engine.List(ctx)
+	for i := range l {
+		l[i] = public(l[i])
+	}
+	return l, err
+}
 
 // Exec implements driver.Runtime.
 func (r *Runtime) Exec(ctx context.Context, id string, p *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {

@@ -87,10 +87,11 @@ func newRuntime(engine driver.Runtime, root string, o openOptions) (*runtime.Run
 	return rt, nil
 }
 
-// openParallels opens the disk-image engine: root disks go through the
-// same volume policy as volumes.
+// openParallels opens the disk-image engine. Its root disks go through the
+// runtime's volume manager and policy, like volumes: the policy is given
+// once, to the runtime.
 func openParallels(root string, o openOptions) (*runtime.Runtime, error) {
-	opts := []parallels.Option{parallels.WithPolicy(o.policy)}
+	var opts []parallels.Option
 	if o.diskFS != "" {
 		opts = append(opts, parallels.WithFilesystem(o.diskFS))
 	}

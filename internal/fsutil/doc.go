@@ -1,3 +1,3 @@
 // Package fsutil holds small file helpers shared by berth's packages:
-// crash-safe writes and JSON records.
+// crash-safe writes, JSON records and sparse copies.
 package fsutil

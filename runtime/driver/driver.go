@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"io"
+	"io/fs"
 	"syscall"
 	"time"
 
@@ -40,7 +41,7 @@ type Capabilities struct {
 	UserNamespaceShared bool
 	RawBlock            bool // block device nodes exposed into the container
 	HotAttach           bool // volumes attached to and detached from a running container
-	RootDisk            bool // each container's root filesystem is a disk of its own size (CreateRequest.DiskSize)
+	RootDisk            bool // each container's root filesystem is a disk of its own (the backend is a DiskMaker)
 	DiskResize          bool // the container's root disk can grow while it runs
 	Snapshot            bool // consistent archive of the root filesystem while running
 	// CgroupNamespace is true when a container sees its own cgroup at
@@ -73,12 +74,15 @@ type CreateRequest struct {
 	// runtime has one; nil otherwise (a backend with images of its own,
 	// Docker's, may then look Image up itself).
 	ImageSource *ImageSource
-	// DiskSize is the size in bytes of the container's root disk, for
-	// backends with Capabilities.RootDisk (0: the backend's default).
-	DiskSize int64
-	// RootDisk is an existing filesystem image to adopt as the root disk
-	// (Capabilities.RootDisk), or empty.
-	RootDisk string
+	// RootDiskImage, on backends with Capabilities.RootDisk, is the
+	// container's root disk: an image file the runtime owns (made by the
+	// backend's MakeDisk, or adopted), attached through the runtime's
+	// volume manager under its policy and mounted at Spec.Root.Path. The
+	// backend keeps the path to grow the file in place (ResizeDisk) and to
+	// copy it (DiskMaker.SnapshotDisk); it never mounts, detaches or
+	// removes it. Image and ImageSource are then empty: the disk holds the
+	// image's tree.
+	RootDiskImage string
 	// Devices are raw block devices to expose (volumes in raw-block
 	// mode), already checked by the volume policy. Host-mounted volumes
 	// arrive as bind mounts in Spec.Mounts.
@@ -222,10 +226,46 @@ type Runtime interface {
 	ResizeDisk(ctx context.Context, id string, size int64) error
 	// Snapshot writes an uncompressed tar archive of the container's root
 	// filesystem as it was at one instant, even while it runs
-	// (Capabilities.Snapshot).
+	// (Capabilities.Snapshot). On a backend with root disks the runtime
+	// archives a DiskMaker.SnapshotDisk copy itself and never calls it.
 	Snapshot(ctx context.Context, id string, w io.Writer) error
 
 	// As reaches backend-native types (see the backend's documentation).
 	As(i any) bool
 	Close() error
+}
+
+// DiskMaker is what a backend with Capabilities.RootDisk implements besides
+// Runtime. The runtime owns every root disk: it keeps the image file under
+// its state directory, attaches it through its one volume manager under its
+// one policy (probe, whitelist, fsck, a nosuid,nodev host mount), and
+// detaches and removes it. The backend only fills new images and copies a
+// container's disk consistently; it never mounts one.
+type DiskMaker interface {
+	// MakeDisk makes the backend's filesystem in a new image file at path
+	// (which does not exist yet) of size bytes (0: the backend's default),
+	// holding a copy of the tree under tree, without mounting anything. A
+	// size the filesystem or the tree does not fit is invalid-argument.
+	MakeDisk(ctx context.Context, path string, size int64, tree string) (*MadeDisk, error)
+	// SnapshotDisk writes a consistent copy of container id's root disk
+	// to dst (a new file), even while the container runs: the runtime
+	// attaches it read-only and archives it (Capabilities.Snapshot).
+	SnapshotDisk(ctx context.Context, id, dst string) error
+}
+
+// MadeDisk is what MakeDisk made.
+type MadeDisk struct {
+	// Modes are modes the filesystem's maker could not write (an xfs
+	// protofile has no sticky bit). The runtime sets them under the
+	// mounted disk before anything runs on it.
+	Modes []PathMode
+}
+
+// PathMode is the mode of one path of a new disk.
+type PathMode struct {
+	// Path is relative to the disk's root; it never leaves it.
+	Path string
+	// Mode holds the permission bits and fs.ModeSticky, ModeSetgid,
+	// ModeSetuid.
+	Mode fs.FileMode
 }

@@ -76,8 +76,10 @@ func testRootDisk(t *testing.T, h Harness) {
 	total := dfTotal()
 	require.Greater(t, total, 250<<10, "df shows the disk's size (KiB)")
 	require.LessOrEqual(t, total, 320<<10)
+	out, code := exec("stat -c %A /tmp")
+	require.Equal(t, "drwxrwxrwt\n", out, "the disk keeps the sticky bit of the root filesystem's /tmp (code %d)", code)
 
-	out, code := exec("dd if=/dev/zero of=/fill bs=1M count=1024 2>&1")
+	out, code = exec("dd if=/dev/zero of=/fill bs=1M count=1024 2>&1")
 	require.NotEqual(t, 0, code, "filling the disk fails")
 	require.Contains(t, out, "No space left on device")
 	var after syscall.Statfs_t
