@@ -2,6 +2,8 @@
 # Times `berthctl run --rm` against `runc run` and `lxc-execute` on the same
 # busybox root filesystem, interleaved in one run, and prints the median of
 # each and the ratios. Usage: scripts/bench-run.sh [ROUNDS] (default 30).
+# With BASELINE=REV (a git revision), berthctl built from REV runs in the
+# same rounds too, and the ratio of this tree's median to REV's is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-30}
@@ -16,6 +18,11 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin"
 go build -tags seccomp -o "$work/bin/berthctl" ./examples/berthctl
 go run -tags seccomp ./internal/fixture/mkrootfs "$work/rootfs"
+if [ -n "${BASELINE:-}" ]; then
+	mkdir -p "$work/base"
+	git archive "$BASELINE" | tar -x -C "$work/base"
+	(cd "$work/base" && go build -tags seccomp -o "$work/bin/berthctl-base" ./examples/berthctl)
+fi
 
 # runc: a bundle whose config runs /bin/true without a terminal.
 mkdir -p "$work/bundle"
@@ -34,7 +41,7 @@ lxc.apparmor.profile = unconfined
 CONF
 
 now() { echo "${EPOCHREALTIME/./}"; } # microseconds, no fork
-declare -a t_berth t_runc t_lxc
+declare -a t_berth t_runc t_lxc t_base
 run_timed() { # name command...
 	local t0 t1
 	t0=$(now)
@@ -45,6 +52,7 @@ run_timed() { # name command...
 
 # One untimed round warms page caches for all three.
 "$work/bin/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
+[ -z "${BASELINE:-}" ] || "$work/bin/berthctl-base" --root "$work/state-base" run --rm --rootfs "$work/rootfs" -- /bin/true
 runc --root "$work/runc" run --bundle "$work/bundle" warm >/dev/null
 lxc-execute -P "$work/lxc" -n warm -f "$work/lxc.conf" -- /bin/true
 
@@ -52,6 +60,7 @@ for i in $(seq "$rounds"); do
 	run_timed berth "$work/bin/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true
 	run_timed runc runc --root "$work/runc" run --bundle "$work/bundle" "b$i"
 	run_timed lxc lxc-execute -P "$work/lxc" -n "b$i" -f "$work/lxc.conf" -- /bin/true
+	[ -z "${BASELINE:-}" ] || run_timed base "$work/bin/berthctl-base" --root "$work/state-base" run --rm --rootfs "$work/rootfs" -- /bin/true
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -66,3 +75,10 @@ awk -v b="$mb" -v r="$mr" -v l="$ml" -v n="$rounds" 'BEGIN {
 	printf "  berthctl/runc  = %.2f (target <= 0.50)\n", b/r
 	printf "  berthctl/lxc   = %.2f (target <= 1.00)\n", b/l
 }'
+if [ -n "${BASELINE:-}" ]; then
+	mo=$(median "${t_base[@]}")
+	awk -v b="$mb" -v o="$mo" -v rev="$BASELINE" 'BEGIN {
+		printf "  berthctl at %s  %7.1f ms\n", rev, o/1000
+		printf "  berthctl/berthctl@%s = %.2f\n", rev, b/o
+	}'
+fi

@@ -174,7 +174,8 @@ func testKernelInterfaceBinds(t *testing.T, h Harness) {
 // Every container runs under a seccomp profile (Docker's default where
 // the caller gives none): a process without CAP_SYS_ADMIN cannot make a
 // user namespace, where it would gain the capabilities to mount and to
-// reach kernel code no container should.
+// reach kernel code no container should; nor can it reach the kernel's
+// 32-bit system call entry.
 func testSeccomp(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt := h.Open(t)
@@ -183,7 +184,7 @@ func testSeccomp(t *testing.T, h Harness) {
 			continue
 		}
 		out := newBuffer()
-		cfg := h.Config(t, "/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status; unshare -U true && echo unshare-allowed; "+tenantDir+"/tenant unshare-user")
+		cfg := h.Config(t, "/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status; unshare -U true && echo unshare-allowed; "+tenantDir+"/tenant unshare-user; "+tenantDir+"/tenant compat-syscall")
 		withTenant(t, cfg)
 		cfg.UserNamespace = userns
 		cfg.IO = runtime.IO{Stdout: out, Stderr: out}
@@ -194,6 +195,9 @@ func testSeccomp(t *testing.T, h Harness) {
 		require.Contains(t, out.String(), "Seccomp:\t2", "a seccomp filter confines the container (userns %v): %s", userns, out)
 		require.NotContains(t, out.String(), "unshare-allowed")
 		require.Contains(t, out.String(), "unshare-user: EPERM", "userns %v: %s", userns, out)
+		if !strings.Contains(out.String(), "compat-syscall: unsupported") {
+			require.Contains(t, out.String(), "compat-syscall: killed by SIGSYS", "32-bit system calls are refused: %s", out)
+		}
 		require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	}
 }
