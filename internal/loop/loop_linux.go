@@ -86,7 +86,9 @@ func openDevice(path string, n, flags int) (*os.File, error) {
 	return f, err
 }
 
-// Detach unbinds the device (for devices without autoclear) and closes it.
+// Detach sets the device to clear at its last close (LOOP_CLR_FD) and
+// closes it: it is unbound now unless a mount or another opener still
+// holds it, and later when that lets go. Free waits for that.
 func (d *Device) Detach() error {
 	err := unix.IoctlSetInt(int(d.File.Fd()), unix.LOOP_CLR_FD, 0)
 	cerr := d.File.Close()
