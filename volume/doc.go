@@ -56,6 +56,20 @@
 // block filesystems; without one it is failed-precondition unless
 // Policy.RawBlockWithoutUserNamespace says otherwise.
 //
+// # Release
+//
+// Detach returns once nothing of the attachment is left on the host: its
+// mount, its mount point, and an image's loop device, which the kernel
+// frees only when the last holder of the filesystem lets go. Removing the
+// mount point also detaches the copies of the mount that mount namespaces
+// made meanwhile (a container being set up copies every host mount). What
+// can still hold the filesystem is a namespace with a mount of its own of
+// it, such as a container's bind, until the last process or thread in that
+// namespace leaves. Detach waits for the kernel's event that the device is
+// free, within its context; when the context ends first it fails, naming
+// the holders, with everything of berth's undone: the device goes with its
+// last holder.
+//
 // # Crash safety
 //
 // Manager writes each attachment's record before it acts and marks it

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
@@ -236,12 +235,12 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 	}
 	att, err := m.act(ctx, rec, recs)
 	if err != nil {
-		_ = m.undo(rec, recs)
+		_ = m.undo(ctx, rec, recs)
 		return nil, fail(err)
 	}
 	rec.Complete = !opts.Pending
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
-		_ = m.undo(rec, recs)
+		_ = m.undo(ctx, rec, recs)
 		return nil, fail(err)
 	}
 	if rec.Complete {
@@ -473,18 +472,33 @@ func deviceSize(f *os.File) (int64, error) {
 // hostMount probes, checks and mounts a block or image source at mp. The
 // device that is probed is the one mounted (the loop device holding the
 // open image, or the block device), with the probed type named: the kernel
-// never guesses.
-func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (Filesystem, error) {
+// never guesses. When it fails, an image's loop device is free before it
+// returns (within ctx).
+func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (fs Filesystem, err error) {
 	dev, path, err := openSource(sp)
 	if err != nil {
 		return Filesystem{}, err
 	}
-	defer dev.Close()
+	var backingDev, backingIno uint64
+	if sp.Kind == KindImage {
+		info, err := unix.IoctlLoopGetStatus64(int(dev.Fd()))
+		if err != nil {
+			dev.Close()
+			return Filesystem{}, fmt.Errorf("LOOP_GET_STATUS64 %s: %w", path, err)
+		}
+		backingDev, backingIno = info.Device, info.Inode
+	}
+	defer func() {
+		dev.Close()
+		if err != nil && sp.Kind == KindImage {
+			err = errors.Join(err, releaseLoop(ctx, path, backingDev, backingIno, sp.Source))
+		}
+	}()
 	size, err := deviceSize(dev)
 	if err != nil {
 		return Filesystem{}, err
 	}
-	fs, err := Probe(dev, size)
+	fs, err = Probe(dev, size)
 	if err != nil {
 		return Filesystem{}, err
 	}
@@ -584,8 +598,11 @@ func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
 }
 
 // undo removes whatever rec may have attached, tolerating missing pieces,
-// and its record. recs are the other records (to keep shared mounts).
-func (m *Manager) undo(rec *record, recs []*record) error {
+// and its record. recs are the other records (to keep shared mounts). It
+// returns once an image's loop device is free, or fails with a *heldError
+// naming who keeps it when ctx ends first; everything else is undone
+// either way.
+func (m *Manager) undo(ctx context.Context, rec *record, recs []*record) error {
 	var errs []error
 	if rec.MountKey != "" {
 		shared := false
@@ -600,9 +617,22 @@ func (m *Manager) undo(rec *record, recs []*record) error {
 			if mi, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp)); err == nil && len(mi) == 1 {
 				dev = mi[0].Source
 			}
+			var backingDev, backingIno uint64
+			// Image files, and read-only block devices, are mounted
+			// from a loop device of berth's.
+			isLoop := (rec.Spec.Kind == KindImage || rec.Spec.ReadOnly) && strings.HasPrefix(dev, "/dev/loop")
+			if isLoop {
+				// The kernel's own names for the file: after the
+				// unmount the device may be freed and bound anew by
+				// anyone, and must then be left alone.
+				var err error
+				if backingDev, backingIno, err = loop.BackingID(dev); err != nil {
+					isLoop = false
+				}
+			}
 			errs = append(errs, unmountDir(mp))
-			if (rec.Spec.Kind == KindImage || rec.Spec.ReadOnly) && strings.HasPrefix(dev, "/dev/loop") {
-				errs = append(errs, awaitLoopRelease(dev, rec.Spec.Source))
+			if isLoop {
+				errs = append(errs, releaseLoop(ctx, dev, backingDev, backingIno, rec.Spec.Source))
 			}
 		}
 	}
@@ -614,7 +644,7 @@ func (m *Manager) undo(rec *record, recs []*record) error {
 		}
 	}
 	if rec.Spec.Mode == ModeRawBlock && rec.Spec.Kind == KindImage {
-		errs = append(errs, detachLoopsOf(rec.Spec.Source, rec.Identity))
+		errs = append(errs, detachLoopsOf(ctx, rec.Spec.Source, rec.Identity)...)
 	}
 	if err := os.Remove(m.recordPath(rec.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
@@ -653,31 +683,63 @@ func unmountDir(mp string) error {
 	return nil
 }
 
-// awaitLoopRelease waits for an autoclear loop device to let go of source
-// once its mount is gone. The kernel frees it asynchronously, and later
-// still when a dying container's mount namespace held the last reference;
-// after a grace period the device is detached outright.
-func awaitLoopRelease(dev, source string) error {
-	sys := filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")
-	for i := 0; i < 500; i++ {
-		b, err := os.ReadFile(sys)
-		if err != nil || strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") != source {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	fi, err := os.Stat(source)
-	if err != nil {
-		return nil
-	}
-	return loop.DetachPath(dev, fi)
+// heldError is a loop device that something other than berth keeps once
+// berth has let go of it: a mount of its filesystem in another mount
+// namespace, or a process that has it open. Nothing of berth's is left;
+// the kernel frees the device with its last holder.
+type heldError struct {
+	dev, source string
+	holders     []string
+	err         error
 }
 
-// detachLoopsOf detaches every loop device backed by the file source whose
-// identity is still id.
-func detachLoopsOf(source, id string) error {
-	fi, err := os.Stat(source)
+func (e *heldError) Error() string {
+	who := "no holder found (it may have just let go)"
+	if len(e.holders) > 0 {
+		who = strings.Join(e.holders, "; ")
+	}
+	return fmt.Sprintf("loop device %s still holds %s: %s: %v", e.dev, e.source, who, e.err)
+}
+
+func (e *heldError) Unwrap() error { return e.err }
+
+// releaseLoop frees the loop device dev of the file source (device
+// backingDev, inode backingIno) and waits until it is free, or until ctx
+// is done. Its mount is gone: what may still claim the device is another
+// mount namespace's mount of its filesystem, until that namespace goes (a
+// container's, kept by a thread of its runtime or by its last process), or
+// a process that has the device open. The kernel announces the device's
+// release with an event, so the wait needs no polling and no grace period.
+func releaseLoop(ctx context.Context, dev string, backingDev, backingIno uint64, source string) error {
+	free, err := loop.Free(dev, backingDev, backingIno)
+	if err != nil || free {
+		return err
+	}
+	// Held: watch, then look again, so that no release goes unseen.
+	w, err := loop.Watch()
 	if err != nil {
+		return &heldError{dev: dev, source: source, holders: loop.Holders(dev), err: err}
+	}
+	defer w.Close()
+	for {
+		free, err := loop.Free(dev, backingDev, backingIno)
+		if err != nil || free {
+			return err
+		}
+		if err := w.Wait(ctx, dev); err != nil {
+			if ctx.Err() == nil {
+				return err
+			}
+			return &heldError{dev: dev, source: source, holders: loop.Holders(dev), err: err}
+		}
+	}
+}
+
+// detachLoopsOf frees every loop device backed by the file source whose
+// identity is still id, as releaseLoop does.
+func detachLoopsOf(ctx context.Context, source, id string) []error {
+	var st unix.Stat_t
+	if err := unix.Stat(source, &st); err != nil {
 		return nil
 	}
 	if ident, err := identity(Spec{Source: source, Kind: KindImage}); err != nil || ident != id {
@@ -685,24 +747,50 @@ func detachLoopsOf(source, id string) error {
 	}
 	bound, err := loop.Backing()
 	if err != nil {
-		return err
+		return []error{err}
 	}
 	var errs []error
 	for dev, file := range bound {
-		if file == source || strings.TrimSuffix(file, " (deleted)") == source {
-			errs = append(errs, loop.DetachPath(dev, fi))
+		if file != source && strings.TrimSuffix(file, " (deleted)") != source {
+			continue
 		}
+		d, i, err := loop.BackingID(dev)
+		if err != nil || d != st.Dev || i != st.Ino {
+			continue // unbound, or rebound to another file meanwhile
+		}
+		errs = append(errs, releaseLoop(ctx, dev, d, i, source))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-// Detach undoes owner's attachment at dst.
+// withoutHeld drops the *heldError parts of err, the result of undo.
+func withoutHeld(err error) error {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else if err != nil {
+		errs = []error{err}
+	}
+	var keep []error
+	for _, e := range errs {
+		var held *heldError
+		if !errors.As(e, &held) {
+			keep = append(keep, e)
+		}
+	}
+	return errors.Join(keep...)
+}
+
+// Detach undoes owner's attachment at dst. It returns once nothing of it is
+// left on the host, an image's loop device included, or fails when ctx
+// ends first, naming what still holds the device (everything else is
+// undone and the device goes with its last holder).
 func (m *Manager) Detach(ctx context.Context, owner, dst string) error {
 	return m.withRecords(func(recs []*record) error {
 		id := attachmentID(owner, filepath.Clean(dst))
 		for _, r := range recs {
 			if r.ID == id {
-				if err := m.undo(r, recs); err != nil {
+				if err := m.undo(ctx, r, recs); err != nil {
 					return fmt.Errorf("volume %s: detach: %w", dst, err)
 				}
 				return nil
@@ -726,13 +814,13 @@ func (m *Manager) withRecords(fn func(recs []*record) error) error {
 	return fn(recs)
 }
 
-// DetachAll undoes every attachment of owner.
+// DetachAll undoes every attachment of owner, as Detach does.
 func (m *Manager) DetachAll(ctx context.Context, owner string) error {
 	return m.withRecords(func(recs []*record) error {
 		var errs []error
 		for i, r := range recs {
 			if r.Owner == owner {
-				errs = append(errs, m.undo(r, recs))
+				errs = append(errs, m.undo(ctx, r, recs))
 				recs[i] = &record{} // gone: no longer shares a mount
 			}
 		}
@@ -757,12 +845,19 @@ func (m *Manager) Attachments(owner string) ([]Spec, error) {
 
 // Recover undoes attachments a crashed process left incomplete, and, when
 // live is given, those whose owner no longer exists. Owners locked by a live
-// process (a create in progress) are left alone.
+// process (a create in progress) are left alone. It does not wait for loop
+// devices that other mount namespaces or processes still hold once berth's
+// mounts are gone: the kernel frees each with its last holder.
 func (m *Manager) Recover(live func(owner string) bool) error {
 	return m.withRecords(func(recs []*record) error { return m.recover(recs, live) })
 }
 
 func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
+	// Recovery runs as a manager opens, with no caller's context to bound
+	// a wait: devices still held elsewhere are looked at once, not waited
+	// for, and are no failure.
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
 	var errs []error
 	for i, r := range recs {
 		if live != nil && live(r.Owner) {
@@ -775,7 +870,7 @@ func (m *Manager) recover(recs []*record, live func(owner string) bool) error {
 		if err != nil {
 			continue // its owner is being created or changed right now
 		}
-		errs = append(errs, m.undo(r, recs))
+		errs = append(errs, withoutHeld(m.undo(now, r, recs)))
 		recs[i] = &record{}
 		release()
 	}

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +33,102 @@ func TestMain(m *testing.M) {
 	if step := os.Getenv(crashEnv); step != "" {
 		os.Exit(crashChild(step))
 	}
+	if prop := os.Getenv(nsHolderEnv); prop != "" {
+		os.Exit(nsHolder(prop))
+	}
 	os.Exit(m.Run())
+}
+
+// The namespace tests re-execute the test binary as a process that lives
+// in a mount namespace of its own, made while a volume is mounted.
+const nsHolderEnv = "BERTH_VOLUME_NS_HOLDER"
+
+// nsHolder runs in a new mount namespace, cloned with CLONE_NEWNS, so it
+// has a copy of every host mount, the volume's at BERTH_VOLUME_MP included.
+// how is what it then does, and it stays until its stdin closes:
+//   - peer, slave, private: it sets the propagation of its copies as
+//     unshare(CLONE_NEWNS) leaves it, as runc makes it, or as unshare(1)
+//     and Go's Unshareflags make it;
+//   - container: it is a container's mount namespace that outlives the
+//     container, as when a thread of the runtime that set it up is still
+//     in it: runc's slave propagation, the volume bind-mounted (private,
+//     as the attachment asks) at BERTH_VOLUME_BIND, the copy of the host
+//     mount gone with the old root.
+func nsHolder(how string) int {
+	mp := os.Getenv("BERTH_VOLUME_MP")
+	err := func() error {
+		var flags uintptr
+		switch how {
+		case "slave", "container":
+			flags = unix.MS_SLAVE | unix.MS_REC
+		case "private":
+			flags = unix.MS_PRIVATE | unix.MS_REC
+		}
+		if flags != 0 {
+			if err := unix.Mount("", "/", "", flags, ""); err != nil {
+				return fmt.Errorf("propagation: %w", err)
+			}
+		}
+		if how != "container" {
+			return nil
+		}
+		bind := os.Getenv("BERTH_VOLUME_BIND")
+		if err := unix.Mount(mp, bind, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		if err := unix.Mount("", bind, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("private: %w", err)
+		}
+		return unix.Unmount(mp, 0)
+	}()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("holding")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// holdNamespace starts nsHolder doing how with the host mount mp (and bind
+// for a container). The returned func ends it and waits until it is gone,
+// and its namespace with it.
+func holdNamespace(t *testing.T, how, mp, bind string) (pid int, end func()) {
+	t.Helper()
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), nsHolderEnv+"="+how, "BERTH_VOLUME_MP="+mp, "BERTH_VOLUME_BIND="+bind)
+	// Cloneflags, not Unshareflags: Go would make every copy private.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var once sync.Once
+	end = func() {
+		once.Do(func() {
+			stdin.Close()
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(end)
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	require.Equal(t, "holding\n", line)
+	return cmd.Process.Pid, end
+}
+
+// mountedIn reports whether something is mounted at path in pid's mount
+// namespace.
+func mountedIn(t *testing.T, pid int, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
 }
 
 func crashChild(step string) int {
@@ -447,6 +544,30 @@ func TestDirectorySourceSwappedForLink(t *testing.T) {
 	}
 }
 
+// A mount namespace made while a volume is mounted (a container being set
+// up copies every host mount: under load, most detaches happen while one
+// exists) has its copy of the host mount at the same path. Removing the
+// mount point after the unmount detaches the copies in every namespace,
+// whatever their propagation, so none keeps the loop device.
+func TestDetachWithACopyInAnotherNamespace(t *testing.T) {
+	for _, how := range []string{"peer", "slave", "private"} {
+		t.Run(how, func(t *testing.T) {
+			m, dir := newManager(t, DefaultPolicy())
+			ctx := context.Background()
+			img := makeImage(t, t.TempDir(), "ext4")
+			att, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+			require.NoError(t, err)
+			pid, end := holdNamespace(t, how, att.Mount.Source, "")
+			require.True(t, mountedIn(t, pid, att.Mount.Source))
+
+			require.NoError(t, m.Detach(ctx, "c1", "/data"))
+			requireClean(t, dir, img)
+			require.False(t, mountedIn(t, pid, att.Mount.Source), "the copy went with the mount point")
+			end()
+		})
+	}
+}
+
 // Sources on kernel interface filesystems are never volumes, whatever
 // their kind: a directory there (or holding such a mount) would hand the
 // container the host's devices, a file there would become its disk.
@@ -489,4 +610,51 @@ func TestSourceSwappedForFIFO(t *testing.T) {
 		require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
 	}
 	requireClean(t, dir, img)
+}
+
+// A container's mount namespace can outlive the container: a thread of
+// the runtime that set it up may still be in it (runc's mount-source
+// thread, when Go ran it on the main thread, stays there for the life of
+// the process). Its bind of the volume keeps the filesystem, hence the
+// loop device; berth cannot reach it. Detach must not report success while
+// the device is held: it waits for the holder within its context, and,
+// when the context ends first, fails naming the holder, with everything of
+// berth's undone, so that the kernel frees the device with its holder.
+func TestDetachWhileAContainerNamespaceOutlivesTheContainer(t *testing.T) {
+	setup := func(t *testing.T) (m *Manager, dir, img string, pid int, end func()) {
+		m, dir = newManager(t, DefaultPolicy())
+		img = makeImage(t, t.TempDir(), "ext4")
+		att, err := m.Attach(context.Background(), "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+		require.NoError(t, err)
+		pid, end = holdNamespace(t, "container", att.Mount.Source, t.TempDir())
+		return m, dir, img, pid, end
+	}
+
+	t.Run("context ends first", func(t *testing.T) {
+		m, dir, img, pid, end := setup(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := m.Detach(ctx, "c1", "/data")
+		require.ErrorIs(t, err, context.Canceled, "the device is held: Detach cannot have succeeded")
+		require.Contains(t, err.Error(), fmt.Sprintf("pid %d ", pid), "the error names the holder")
+		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+		require.NoError(t, err)
+		require.Empty(t, mounts, "berth's mount is gone")
+		ents, err := os.ReadDir(filepath.Join(dir, "records"))
+		require.NoError(t, err)
+		require.Empty(t, ents, "and its record")
+		require.NotEmpty(t, takeSnapshot(t, img).loops, "the holder keeps the device")
+
+		end()
+		requireClean(t, dir, img)
+	})
+
+	t.Run("holder goes", func(t *testing.T) {
+		m, dir, img, _, end := setup(t)
+		done := make(chan error, 1)
+		go func() { done <- m.Detach(context.Background(), "c1", "/data") }()
+		end()
+		require.NoError(t, <-done)
+		requireClean(t, dir, img)
+	})
 }

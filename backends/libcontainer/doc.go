@@ -15,7 +15,12 @@
 //
 // Importing this package also links runc's nsenter (the C constructor that
 // joins namespaces before the Go runtime starts) and the cgroup devices
-// controller; both are imported here, once, and nowhere else.
+// controller; both are imported here, once, and nowhere else. And it locks
+// the main goroutine to the main thread (runtime.LockOSThread in init):
+// libcontainer enters container namespaces on threads it has Go throw
+// away, and Go cannot throw away the main thread, so a container's mount
+// namespace (and the volumes mounted in it) would otherwise be kept for
+// the life of the process whenever that work landed there.
 //
 // # State and restarts
 //

@@ -2,6 +2,7 @@ package libcontainer
 
 import (
 	"os"
+	goruntime "runtime"
 
 	lc "github.com/opencontainers/runc/libcontainer"
 
@@ -15,6 +16,21 @@ import (
 
 // monitorArg is the first argument of a re-executed monitor.
 const monitorArg = "berth-monitor"
+
+// The main goroutine keeps the main thread for the life of the process, so
+// no other goroutine ever runs there. runc's libcontainer, as it creates a
+// container, joins the container's mount namespace on a goroutine that
+// locks its thread and returns without unlocking it, for Go to throw the
+// thread away. Go cannot end the main thread: when that goroutine ran
+// there, Go parks the thread instead, still in the container's namespace,
+// until the process exits. The namespace then outlives the container and
+// keeps its mounts: the volumes' filesystems, hence their loop devices,
+// past the container's deletion, for as long as the caller (attached mode)
+// or the monitor lives. Locking in init, while package initialization runs
+// on the main thread, is the only way to hold that thread for main.
+func init() {
+	goruntime.LockOSThread()
+}
 
 // Init must be the first call in main (and TestMain) of every program that
 // uses this backend. In a process re-executed as a container's init or as a

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,7 +85,9 @@ func openDevice(path string, n, flags int) (*os.File, error) {
 	return f, err
 }
 
-// Detach unbinds the device (for devices without autoclear) and closes it.
+// Detach sets the device to clear at its last close (LOOP_CLR_FD) and
+// closes it: it is unbound now unless a mount or another opener still
+// holds it, and later when that lets go. Free waits for that.
 func (d *Device) Detach() error {
 	err := unix.IoctlSetInt(int(d.File.Fd()), unix.LOOP_CLR_FD, 0)
 	cerr := d.File.Close()
@@ -99,35 +100,6 @@ func (d *Device) Detach() error {
 // Close drops this process's reference; an autoclear device is freed once
 // nothing else (a mount) holds it.
 func (d *Device) Close() error { return d.File.Close() }
-
-// DetachPath unbinds /dev/loopN if it is still bound to backing (compared
-// by device and inode), for cleanup after a crash.
-func DetachPath(path string, backing os.FileInfo) error {
-	f, err := os.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	defer f.Close()
-	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-	if err != nil {
-		if errors.Is(err, unix.ENXIO) {
-			return nil // not bound
-		}
-		return err
-	}
-	if backing != nil {
-		if st, ok := backing.Sys().(*syscall.Stat_t); ok && (info.Device != st.Dev || info.Inode != st.Ino) {
-			return nil // rebound to another file meanwhile: not ours
-		}
-	}
-	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
-		return fmt.Errorf("LOOP_CLR_FD %s: %w", path, err)
-	}
-	return nil
-}
 
 // Backing returns the loop devices currently bound, mapped to their
 // backing file paths, from sysfs.
