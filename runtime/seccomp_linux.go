@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/capability"
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -19,6 +21,22 @@ import (
 // libseccomp (scripts/bench-run.sh). A caller who runs 32-bit programs
 // gives the profile it wants in the spec.
 func defaultSeccomp(s *specs.Spec) (*specs.LinuxSeccomp, error) {
+	if s.Process == nil || s.Process.Capabilities == nil {
+		// No capability sets: the process keeps them all (a privileged
+		// spec), and the profile is the one for every capability.
+		c := *s
+		p := specs.Process{}
+		if s.Process != nil {
+			p = *s.Process
+		}
+		var all []string
+		for _, cp := range capability.ListKnown() {
+			all = append(all, "CAP_"+strings.ToUpper(cp.String()))
+		}
+		p.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+		c.Process = &p
+		s = &c
+	}
 	sc, err := seccomp.GetDefaultProfile(s)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInternal)

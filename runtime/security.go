@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"reflect"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -106,7 +107,9 @@ func checkSecurity(id string, s *specs.Spec, p SecurityPolicy) error {
 func checkCapabilities(s *specs.Spec) error {
 	c := s.Process.Capabilities
 	if c == nil {
-		return nil
+		// The engine then changes nothing: the process keeps every
+		// capability root has.
+		return fmt.Errorf("no capability sets (the process would keep every capability)")
 	}
 	allowed := DefaultCapabilities()
 	for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
@@ -177,12 +180,27 @@ func checkKernelMounts(s *specs.Spec) error {
 				return fmt.Errorf("proc mounted at %s, where the masked and read-only paths do not apply", m.Destination)
 			}
 		case "sysfs", "cgroup", "cgroup2":
-			if !slices.Contains(m.Options, "ro") {
+			if !readOnly(m.Options) {
 				return fmt.Errorf("a writable %s mount at %s", m.Type, m.Destination)
 			}
 		}
 	}
 	return nil
+}
+
+// readOnly reports whether mount options end up read-only: of "ro" and
+// "rw", the last one given wins, as the engines apply them in order.
+func readOnly(opts []string) bool {
+	ro := false
+	for _, o := range opts {
+		switch o {
+		case "ro":
+			ro = true
+		case "rw":
+			ro = false
+		}
+	}
+	return ro
 }
 
 func checkMaskedPaths(s *specs.Spec) error {
@@ -203,11 +221,59 @@ func checkMaskedPaths(s *specs.Spec) error {
 // agent that may).
 var permissiveActions = []specs.LinuxSeccompAction{specs.ActAllow, specs.ActLog, specs.ActTrace, specs.ActNotify}
 
+// checkSeccompConfined admits a caller's seccomp profile only if it narrows
+// the default one: a profile that allows by default is unconfined, and one
+// that allows a system call the default profile (for the same
+// capabilities) denies, or allows under fewer conditions, widens it.
 func checkSeccompConfined(s *specs.Spec) error {
-	if sc := s.Linux.Seccomp; sc != nil && slices.Contains(permissiveActions, sc.DefaultAction) {
+	sc := s.Linux.Seccomp
+	if sc == nil {
+		return nil
+	}
+	if slices.Contains(permissiveActions, sc.DefaultAction) {
 		return fmt.Errorf("a seccomp profile whose default action is %s (unconfined)", sc.DefaultAction)
 	}
+	if sc.ListenerPath != "" {
+		return fmt.Errorf("a seccomp profile handing calls to an agent (%s)", sc.ListenerPath)
+	}
+	for _, f := range sc.Flags {
+		if f != specs.LinuxSeccompFlagLog {
+			return fmt.Errorf("seccomp flag %s", f)
+		}
+	}
+	def, err := defaultSeccomp(s)
+	if err != nil {
+		return err
+	}
+	for _, rule := range sc.Syscalls {
+		if !slices.Contains(permissiveActions, rule.Action) {
+			continue
+		}
+		for _, name := range rule.Names {
+			if name == "ioctl" {
+				continue // narrowed to the allowed requests whatever it says
+			}
+			if !defaultAllows(def, name, rule.Args) {
+				return fmt.Errorf("a seccomp profile allowing %s, which the default profile denies (or allows under narrower conditions)", name)
+			}
+		}
+	}
 	return nil
+}
+
+// defaultAllows reports whether the default profile def lets name through
+// whenever a rule with args would: unconditionally, or under a rule with
+// the very same conditions.
+func defaultAllows(def *specs.LinuxSeccomp, name string, args []specs.LinuxSeccompArg) bool {
+	for _, r := range def.Syscalls {
+		if !slices.Contains(r.Names, name) || !slices.Contains(permissiveActions, r.Action) {
+			continue
+		}
+		if len(r.Args) == 0 || reflect.DeepEqual(r.Args, args) {
+			return true
+		}
+	}
+	return false
 }
 
 // confine checks a container's own copy of its spec against the security

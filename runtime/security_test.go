@@ -155,3 +155,46 @@ func TestCheckSecurity(t *testing.T) {
 	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}}
 	require.NoError(t, checkSecurity("x", s, SecurityPolicy{}))
 }
+
+func TestCallerSeccompMayOnlyNarrow(t *testing.T) {
+	s := DefaultSpec("/r", "/bin/true")
+	def, err := defaultSeccomp(s)
+	require.NoError(t, err)
+	s.Linux.Seccomp = def
+	require.NoError(t, checkSecurity("x", s, SecurityPolicy{}), "the default profile itself")
+	narrow := *def
+	narrow.Syscalls = narrow.Syscalls[:len(narrow.Syscalls)/2]
+	s.Linux.Seccomp = &narrow
+	require.NoError(t, checkSecurity("x", s, SecurityPolicy{}), "a part of it")
+	for name, sc := range map[string]*specs.LinuxSeccomp{
+		"unshare": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "unshare"}, Action: specs.ActAllow}}},
+		"clone without the flag mask": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"clone"}, Action: specs.ActAllow}}},
+		"keyctl logged":               {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"keyctl"}, Action: specs.ActLog}}},
+		"an agent":                    {DefaultAction: specs.ActErrno, ListenerPath: "/run/agent.sock"},
+		"spec_allow flag":             {DefaultAction: specs.ActErrno, Flags: []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagSpecAllow}},
+	} {
+		s.Linux.Seccomp = sc
+		err := checkSecurity("x", s, SecurityPolicy{})
+		require.Truef(t, errdefs.IsPermissionDenied(err), "%s: %v", name, err)
+		require.NoError(t, checkSecurity("x", s, SecurityPolicy{AllowPrivileged: true}), name)
+	}
+}
+
+func TestReadOnlyOptions(t *testing.T) {
+	require.True(t, readOnly([]string{"ro"}))
+	require.False(t, readOnly([]string{"ro", "rw"}))
+	require.True(t, readOnly([]string{"rw", "nosuid", "ro"}))
+	require.False(t, readOnly(nil))
+}
+
+// A privileged spec without capability sets still gets a profile: the one
+// for every capability.
+func TestSeccompForAllCapabilities(t *testing.T) {
+	s := DefaultSpec("/r", "/bin/true")
+	s.Process.Capabilities = nil
+	require.True(t, errdefs.IsPermissionDenied(checkSecurity("x", s, SecurityPolicy{})))
+	require.NoError(t, applySeccomp("x", s))
+	require.True(t, slices.ContainsFunc(s.Linux.Seccomp.Syscalls, func(r specs.LinuxSyscall) bool {
+		return slices.Contains(r.Names, "mount") && r.Action == specs.ActAllow
+	}), "CAP_SYS_ADMIN's calls are in the profile for every capability")
+}

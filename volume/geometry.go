@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"math/bits"
 )
@@ -143,7 +144,26 @@ func extGeometry(r io.ReaderAt, size int64) (uint64, error) {
 	if inodes := uint64(le.Uint32(sb[0:])); inodes != groups*ipg {
 		return 0, fmt.Errorf("%d inodes but %d groups of %d inodes (%d)", inodes, groups, ipg, groups*ipg)
 	}
+	// A journal must be inside the filesystem: one on another device is
+	// named by a device number (and UUID) the host kernel would open and
+	// write, whatever device that is.
+	const compatHasJournal = 0x4
+	if le.Uint32(sb[92:])&compatHasJournal != 0 {
+		inum, dev := le.Uint32(sb[0xE0:]), le.Uint32(sb[0xE4:])
+		if inum == 0 || dev != 0 || !allZero(sb[0xD0:0xE0]) {
+			return 0, fmt.Errorf("an external journal (device %d:%d): berth mounts one device", unix.Major(uint64(dev)), unix.Minor(uint64(dev)))
+		}
+	}
 	return blocks * bs, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // xfs (superblock at 0, big-endian). The kernel's xfs_validate_sb_common,

@@ -302,7 +302,7 @@ func identity(sp Spec) (string, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", err
 	}
-	if sp.Kind == KindBlock && !sp.ReadOnly {
+	if sp.Kind == KindBlock {
 		return fmt.Sprintf("blk:%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
 	}
 	return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
@@ -518,10 +518,15 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (fs Filesys
 		flags |= unix.MS_NOEXEC
 	}
 	var data []string
-	if fs.Driver == "xfs" {
+	switch fs.Driver {
+	case "xfs":
 		// Copies of one filesystem (snapshots) share a UUID; xfs would
 		// refuse all but the first.
 		data = append(data, "nouuid")
+	case "ext4":
+		// The superblock may ask the kernel to panic on the first error
+		// it finds (tune2fs -e panic), and the tenant can make one.
+		data = append(data, "errors=remount-ro")
 	}
 	if sp.ReadOnly {
 		flags |= unix.MS_RDONLY

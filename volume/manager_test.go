@@ -658,3 +658,60 @@ func TestDetachWhileAContainerNamespaceOutlivesTheContainer(t *testing.T) {
 		requireClean(t, dir, img)
 	})
 }
+
+// An ext4 superblock cannot make the host kernel panic (errors=panic) nor
+// open a journal on another device: the mount overrides the first, the
+// probe refuses the second before any mount.
+func TestExt4SuperblockCannotReachTheHost(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	run(t, "tune2fs", "-e", "panic", img)
+	att, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
+	require.NoError(t, err)
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(att.Mount.Source))
+	require.NoError(t, err)
+	require.Len(t, ms, 1)
+	require.Contains(t, ms[0].VFSOptions, "errors=remount-ro", "the superblock's errors=panic is overridden")
+	require.NoError(t, m.Detach(ctx, "c1", "/data"))
+
+	ext := makeImage(t, t.TempDir(), "ext4")
+	run(t, "debugfs", "-w", "-R", "ssv journal_inum 0", ext)
+	run(t, "debugfs", "-w", "-R", "ssv journal_dev 1792", ext)
+	_, err = m.Attach(ctx, "c1", Spec{Source: ext, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
+	require.ErrorIs(t, err, ErrGeometry)
+	require.Contains(t, err.Error(), "external journal")
+	requireClean(t, dir, ext)
+}
+
+// A block device attached read-only is still the same device to a
+// read-write or raw attach: only read-only host mounts share it.
+func TestReadOnlyBlockDeviceIsExclusive(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	ld, err := loop.Attach(f, loop.Options{})
+	f.Close()
+	require.NoError(t, err)
+	defer ld.Detach()
+	user := AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000}
+	_, err = m.Attach(ctx, "ro1", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err)
+	_, err = m.Attach(ctx, "ro2", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err, "read-only host mounts share")
+	_, err = m.Attach(ctx, "rw", Spec{Source: ld.Path, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "read-write next to read-only: %v", err)
+	_, err = m.Attach(ctx, "raw", Spec{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "raw next to read-only: %v", err)
+	require.NoError(t, m.DetachAll(ctx, "ro1"))
+	require.NoError(t, m.DetachAll(ctx, "ro2"))
+	_, err = m.Attach(ctx, "raw", Spec{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	require.NoError(t, err)
+	_, err = m.Attach(ctx, "ro3", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "read-only next to raw: %v", err)
+	require.NoError(t, m.DetachAll(ctx, "raw"))
+	requireClean(t, dir, "")
+}

@@ -94,6 +94,18 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 		"unconfined seccomp": func(s *specs.Spec) {
 			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
 		},
+		"no capability sets (all kept)": func(s *specs.Spec) { s.Process.Capabilities = nil },
+		"seccomp allowing unshare and mount": func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"read", "write", "exit_group", "execve", "unshare", "mount"}, Action: specs.ActAllow}}}
+		},
+		"sysfs ro then rw": func(s *specs.Spec) {
+			for i, m := range s.Mounts {
+				if m.Type == "sysfs" || m.Type == "cgroup" {
+					s.Mounts[i].Options = append(s.Mounts[i].Options, "rw")
+				}
+			}
+		},
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
