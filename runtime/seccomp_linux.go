@@ -5,8 +5,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/sys/capability"
 	"github.com/moby/profiles/seccomp"
+	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 

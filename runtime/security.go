@@ -2,8 +2,8 @@ package runtime
 
 import (
 	"fmt"
-	"reflect"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 

@@ -167,7 +167,7 @@ func TestCallerSeccompMayOnlyNarrow(t *testing.T) {
 	s.Linux.Seccomp = &narrow
 	require.NoError(t, checkSecurity("x", s, SecurityPolicy{}), "a part of it")
 	for name, sc := range map[string]*specs.LinuxSeccomp{
-		"unshare": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "unshare"}, Action: specs.ActAllow}}},
+		"unshare":                     {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "unshare"}, Action: specs.ActAllow}}},
 		"clone without the flag mask": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"clone"}, Action: specs.ActAllow}}},
 		"keyctl logged":               {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"keyctl"}, Action: specs.ActLog}}},
 		"an agent":                    {DefaultAction: specs.ActErrno, ListenerPath: "/run/agent.sock"},
