@@ -13,38 +13,24 @@ import (
 	"github.com/berthrun/berth/internal/kernfs"
 )
 
-// checkHostPaths refuses a root filesystem or bind source on a kernel
-// interface filesystem (proc, sysfs, cgroup, devtmpfs...), or one that
-// would carry such a mount into the container (recursive binds, the root
-// filesystem). Each source is resolved once, opened without following
-// links and checked on the opened file; bind sources are replaced by what
-// they resolved to, so the backend binds the path that was checked. No
-// policy switch admits these: through them a container reaches the host's
-// devices (a devices cgroup it can write, a /dev it can read).
+// checkHostPaths refuses a root filesystem on a kernel interface
+// filesystem (proc, sysfs, cgroup, devtmpfs...), or holding one below it
+// (the engines bind the root filesystem recursively): resolved once,
+// opened without following links and checked on the opened file. No
+// policy switch admits it: through it a container reaches the host's
+// devices (a devices cgroup it can write, a /dev it can read). Bind
+// mounts go through the volume manager (attachBinds), which checks their
+// sources the same way.
 func checkHostPaths(id string, s *specs.Spec) error {
-	bad := func(what, path string, err error) error {
-		if errors.Is(err, kernfs.ErrKernelInterface) {
-			return fmt.Errorf("container %q: %s %s: %v: %w", id, what, path, err, errdefs.ErrInvalidArgument)
-		}
+	if s.Root == nil || s.Root.Path == "" {
+		return nil
+	}
+	if _, err := checkHostPath(s.Root.Path, true); err != nil {
+		var class error = errdefs.ErrInvalidArgument
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("container %q: %s %s: %v: %w", id, what, path, err, errdefs.ErrNotFound)
+			class = errdefs.ErrNotFound
 		}
-		return fmt.Errorf("container %q: %s %s: %v: %w", id, what, path, err, errdefs.ErrInvalidArgument)
-	}
-	if s.Root != nil && s.Root.Path != "" {
-		if _, err := checkHostPath(s.Root.Path, true); err != nil {
-			return bad("root filesystem", s.Root.Path, err)
-		}
-	}
-	for i, m := range s.Mounts {
-		if !isBindMount(m) {
-			continue
-		}
-		real, err := checkHostPath(m.Source, slices.Contains(m.Options, "rbind"))
-		if err != nil {
-			return bad("bind source", m.Source, err)
-		}
-		s.Mounts[i].Source = real
+		return fmt.Errorf("container %q: root filesystem %s: %v: %w", id, s.Root.Path, err, class)
 	}
 	return nil
 }

@@ -3,16 +3,20 @@ package runtime
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime/driver"
 	"github.com/berthrun/berth/volume"
 )
@@ -99,6 +103,7 @@ func TestCreateLeavesTheSpecAlone(t *testing.T) {
 }
 
 func TestSpecCannotMountDevices(t *testing.T) {
+	fixture.RequireRoot(t) // binds become mounts of berth's
 	rt, _, _ := newFakeRuntime(t)
 	ctx := context.Background()
 	devs, err := filepath.Glob("/dev/loop[0-9]*")
@@ -133,6 +138,7 @@ func TestSpecCannotMountDevices(t *testing.T) {
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/share", Type: "bind", Source: t.TempDir(), Options: []string{"rbind", "ro"}})
 	_, err = rt.Create(ctx, "ok", &Config{Spec: spec})
 	require.NoError(t, err, "a bind of a directory is fine")
+	require.NoError(t, rt.volumes.DetachAll(ctx, "ok"))
 }
 
 func TestImageConfigFillsTheProcess(t *testing.T) {
@@ -163,4 +169,48 @@ func withIDDir(dir string) Option {
 		o.idDir = dir
 		return nil
 	}
+}
+
+// A spec's bind reaches the backend as berth's own mount of the opened
+// source, nosuid and nodev: never as a path that could be swapped between
+// the check and the engine's mount. Sockets and devices are not bound.
+func TestSpecBindsGoThroughTheVolumeManager(t *testing.T) {
+	fixture.RequireRoot(t)
+	rt, f, dir := newFakeRuntime(t)
+	ctx := context.Background()
+	share := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(share, "marker"), []byte("share"), 0o644))
+	file := filepath.Join(t.TempDir(), "resolv.conf")
+	require.NoError(t, os.WriteFile(file, []byte("nameserver 127.0.0.1\n"), 0o644))
+	spec := DefaultSpec(t.TempDir(), "/bin/true")
+	spec.Mounts = append(spec.Mounts,
+		specs.Mount{Destination: "/share", Type: "bind", Source: share, Options: []string{"rbind", "ro", "rw"}},
+		specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: file, Options: []string{"bind", "ro"}})
+	_, err := rt.Create(ctx, "c1", &Config{Spec: spec})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rt.volumes.DetachAll(ctx, "c1") })
+	got := f.created["c1"].Spec.Mounts
+	for _, m := range got[len(got)-2:] {
+		require.True(t, strings.HasPrefix(m.Source, filepath.Join(dir, "volumes", "mnt")+"/"), "%s is bound from %s", m.Destination, m.Source)
+		require.Subset(t, m.Options, []string{"nosuid", "nodev"})
+		ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(m.Source))
+		require.NoError(t, err)
+		require.Len(t, ms, 1)
+		require.Subset(t, strings.Split(ms[0].Options, ","), []string{"nosuid", "nodev"})
+	}
+	b, err := os.ReadFile(filepath.Join(got[len(got)-2].Source, "marker"))
+	require.NoError(t, err)
+	require.Equal(t, "share", string(b))
+	b, err = os.ReadFile(got[len(got)-1].Source)
+	require.NoError(t, err)
+	require.Equal(t, "nameserver 127.0.0.1\n", string(b))
+
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	defer l.Close()
+	spec = DefaultSpec(t.TempDir(), "/bin/true")
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/run/ctl.sock", Type: "bind", Source: sock, Options: []string{"bind"}})
+	_, err = rt.Create(ctx, "c2", &Config{Spec: spec})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "a socket: %v", err)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -328,12 +329,12 @@ func classify(err error) error {
 // host mount) and hands the backend only the result: bind mounts and
 // device nodes.
 func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, vols []volume.Spec, rng IDRange) error {
-	if len(vols) == 0 {
-		return nil
-	}
 	opts := volume.AttachOptions{UserNamespace: hasUserNamespace(req.Spec)}
 	if rng.Size > 0 {
 		opts.RootUID, opts.RootGID = rng.HostID, rng.HostID
+	}
+	if err := r.attachBinds(ctx, req, opts); err != nil {
+		return err
 	}
 	for _, v := range vols {
 		if filepath.Clean(v.Destination) == "/" {
@@ -353,6 +354,42 @@ func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, 
 		if da.Device != nil {
 			req.Devices = append(req.Devices, *da.Device)
 		}
+	}
+	return nil
+}
+
+// attachBinds puts each bind mount of the spec through the volume manager,
+// as a directory or file volume: its source is resolved once, opened
+// without following links and checked (never on a kernel interface
+// filesystem, nor holding one), and the backend binds berth's mount of the
+// opened source, nosuid and nodev, instead of a path a tenant could swap
+// in the meantime. The caller's other options stay as they were.
+func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, opts volume.AttachOptions) error {
+	for i, m := range req.Spec.Mounts {
+		if !isBindMount(m) {
+			continue
+		}
+		if !filepath.IsAbs(m.Source) {
+			return fmt.Errorf("bind source %q is not an absolute path: %w", m.Source, errdefs.ErrInvalidArgument)
+		}
+		kind := volume.KindDir
+		fi, err := os.Stat(m.Source)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("bind source %s: %w", m.Source, errdefs.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("bind source %s: %v: %w", m.Source, err, errdefs.ErrInvalidArgument)
+		case fi.Mode().IsRegular():
+			kind = volume.KindFile
+		case !fi.IsDir():
+			return fmt.Errorf("bind source %s is a %s: only directories and regular files are bound (devices come through volumes): %w", m.Source, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+		}
+		att, err := r.volumes.Attach(ctx, req.ID, volume.Spec{Source: m.Source, Destination: filepath.Clean(m.Destination), Kind: kind, ReadOnly: readOnly(m.Options)}, opts)
+		if err != nil {
+			return err
+		}
+		req.Spec.Mounts[i].Source = att.Mount.Source
+		req.Spec.Mounts[i].Options = append(slices.Clone(m.Options), "nosuid", "nodev")
 	}
 	return nil
 }

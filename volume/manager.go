@@ -224,9 +224,9 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 	switch {
 	case sp.Mode == ModeHostMount && (sp.Kind == KindBlock || sp.Kind == KindImage):
 		rec.MountKey = mountKey(rec.Identity, sp.ReadOnly)
-	case sp.Kind == KindDir:
-		// A directory is bound from a mount of its own under mnt/,
-		// made from the opened directory (bindDir): never shared.
+	case sp.Kind == KindDir || sp.Kind == KindFile:
+		// A directory or file is bound from a mount of its own under
+		// mnt/, made from the opened source (bindSource): never shared.
 		rec.MountKey = mountKey("dir:"+rec.ID, sp.ReadOnly)
 	}
 	// The record goes down before anything is attached.
@@ -400,9 +400,9 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "tmpfs", Source: "tmpfs",
 			Options: append(flags, "size="+strconv.FormatInt(sp.TmpfsSize, 10), "mode=1777")}
 		return att, nil
-	case sp.Kind == KindDir:
+	case sp.Kind == KindDir || sp.Kind == KindFile:
 		mp := m.mountpoint(rec.MountKey)
-		if err := bindDir(sp, mp, m.policy.NoExec); err != nil {
+		if err := bindSource(sp, mp, m.policy.NoExec); err != nil {
 			return nil, err
 		}
 		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "rprivate"}, flags...)}

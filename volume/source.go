@@ -43,7 +43,7 @@ func openChecked(sp Spec, flags int) (*os.File, error) {
 		f.Close()
 		return nil, err
 	}
-	want := map[Kind]uint32{KindBlock: unix.S_IFBLK, KindImage: unix.S_IFREG, KindDir: unix.S_IFDIR}[sp.Kind]
+	want := map[Kind]uint32{KindBlock: unix.S_IFBLK, KindImage: unix.S_IFREG, KindFile: unix.S_IFREG, KindDir: unix.S_IFDIR}[sp.Kind]
 	if st.Mode&unix.S_IFMT != want {
 		f.Close()
 		return nil, fmt.Errorf("source %s is no longer a %s: %w", sp.Source, sp.Kind, errdefs.ErrInvalidArgument)
@@ -69,19 +69,23 @@ func openChecked(sp Spec, flags int) (*os.File, error) {
 	return f, nil
 }
 
-// bindDir mounts a directory source at mp (under the manager's mnt/) from
-// the opened directory itself, recursively, nosuid and nodev (and ro,
-// noexec as asked) down to every submount: the container binds mp, so a
-// path the tenant can write cannot be swapped for /etc between the check
-// and the mount. A submount of a kernel interface filesystem anywhere in
-// the tree refuses the attach.
-func bindDir(sp Spec, mp string, noexec bool) error {
-	dir, err := openChecked(sp, unix.O_PATH|unix.O_DIRECTORY)
+// bindSource mounts a directory or file source at mp (under the
+// manager's mnt/) from the opened source itself, recursively, nosuid and
+// nodev (and ro, noexec as asked) down to every submount: the container
+// binds mp, so a path the tenant can write cannot be swapped for /etc
+// between the check and the mount. A submount of a kernel interface
+// filesystem anywhere in the tree refuses the attach.
+func bindSource(sp Spec, mp string, noexec bool) error {
+	flags := unix.O_PATH
+	if sp.Kind == KindDir {
+		flags |= unix.O_DIRECTORY
+	}
+	src, err := openChecked(sp, flags)
 	if err != nil {
 		return err
 	}
-	defer dir.Close()
-	tree, err := unix.OpenTree(int(dir.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	defer src.Close()
+	tree, err := unix.OpenTree(int(src.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", sp.Source, err)
 	}
@@ -96,7 +100,15 @@ func bindDir(sp Spec, mp string, noexec bool) error {
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
 		return fmt.Errorf("mount_setattr %s: %w", sp.Source, err)
 	}
-	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	if sp.Kind == KindDir {
+		err = os.Mkdir(mp, 0o700)
+	} else {
+		var f *os.File
+		if f, err = os.OpenFile(mp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+			f.Close()
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, mp, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {

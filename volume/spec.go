@@ -23,6 +23,10 @@ const (
 	KindImage Kind = "image"
 	// KindDir is a host directory or an already mounted share (Manila).
 	KindDir Kind = "dir"
+	// KindFile is a host regular file bound into the container as it is
+	// (a spec's bind of a file), never attached to a loop device. Give it
+	// explicitly: a regular file is otherwise an image.
+	KindFile Kind = "file"
 	// KindTmpfs is a fresh tmpfs of a given size.
 	KindTmpfs Kind = "tmpfs"
 )
@@ -166,12 +170,15 @@ func (s Spec) resolve() (Spec, error) {
 	default:
 		return bad("source %s is neither a block device, a file nor a directory", s.Source)
 	}
+	if s.Kind == KindFile && kind == KindImage {
+		kind = KindFile
+	}
 	if s.Kind != "" && s.Kind != kind {
 		return bad("source %s is a %s, not a %s", s.Source, kind, s.Kind)
 	}
 	s.Kind = kind
-	if s.Kind == KindDir && s.Mode == ModeRawBlock {
-		return bad("a directory cannot be raw")
+	if (s.Kind == KindDir || s.Kind == KindFile) && s.Mode == ModeRawBlock {
+		return bad("a %s cannot be raw", s.Kind)
 	}
 	return s, nil
 }
