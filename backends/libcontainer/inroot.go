@@ -178,3 +178,44 @@ func unmountInRoot(dst string) (*unix.Stat_t, error) {
 	}
 	return dev, nil
 }
+
+// unmountMountAt unmounts the mount mid at where (read from the mount
+// table) after checking, on the opened parent, that the mount there is
+// mid: moved reports that it is not (the tenant moved it meanwhile; read
+// the table again). A device bind's placeholder file goes too.
+func unmountMountAt(where string, mid int) (moved bool, err error) {
+	root, err := openRoot()
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(root)
+	parent, err := openInRoot(root, filepath.Dir(where), unix.O_PATH|unix.O_DIRECTORY)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errdefs.IsFailedPrecondition(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(parent)
+	base := filepath.Base(where)
+	var stx unix.Statx_t
+	if err := unix.Statx(parent, base, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_TYPE, &stx); err != nil || int(stx.Mnt_id) != mid {
+		return true, nil
+	}
+	// The thread's working directory is its own (inMountNS unshares
+	// CLONE_FS): umount2 resolves one name in the opened parent, where a
+	// mount point cannot be renamed or replaced.
+	if err := unix.Fchdir(parent); err != nil {
+		return false, err
+	}
+	if err := unix.Unmount(base, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+		return false, fmt.Errorf("unmount %s: %w", where, err)
+	}
+	if uint32(stx.Mode)&unix.S_IFMT == unix.S_IFBLK {
+		var st unix.Stat_t
+		if unix.Fstatat(parent, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
+			_ = unix.Unlinkat(parent, base, 0) // the placeholder of a device bind
+		}
+	}
+	return false, nil
+}

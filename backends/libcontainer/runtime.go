@@ -240,14 +240,30 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		return err
 	}
 	if r.attached {
-		return r.startAttached(req.ID, cfg, req.Spec.Process, req.IO)
+		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO); err != nil {
+			return err
+		}
+	} else {
+		pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO)
+		if err != nil {
+			return err
+		}
+		rec.MonitorPid = pid
+		if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
+			return err
+		}
 	}
-	pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO)
+	// The init waits on its exec FIFO: the mount table is still berth's
+	// alone, and the volumes' mounts are known by their IDs from here on.
+	c, err := r.load(req.ID)
 	if err != nil {
 		return err
 	}
-	rec.MonitorPid = pid
-	return fsutil.WriteJSON(r.recordPath(req.ID), rec)
+	st, err := c.State()
+	if err != nil {
+		return classify(err)
+	}
+	return r.recordVolumeMounts(req.ID, st.InitProcessPid, req.Spec, req.Devices)
 }
 
 // Start implements driver.Runtime.

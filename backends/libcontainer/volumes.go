@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,21 +103,33 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 		defer unix.Close(target)
 		return unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	})
-	if err == nil && a.Device != nil {
-		// The rule comes last: a device whose mount failed is never
-		// allowed.
-		err = r.allowDevice(c, *a.Device, true)
+	if err == nil {
+		// The mount is known by its ID before its device is allowed: a
+		// device the container may use is always one a detach finds.
+		var mid int
+		if mid, err = mountID(tree); err == nil {
+			err = r.recordMount(id, dst, volumeMount{ID: mid, Device: a.Device})
+		}
+		if err == nil && a.Device != nil {
+			err = r.allowDevice(c, *a.Device, true)
+		}
 		if err != nil {
-			_ = inMountNS(context.Background(), st.InitProcessPid, rootUID, rootGID, func() error {
-				_, err := unmountInRoot(dst)
-				return err
-			})
+			_ = r.DetachVolume(context.WithoutCancel(ctx), id, dst)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("volume %s: mount in container: %w", dst, classify(err))
 	}
 	return nil
+}
+
+func (r *Runtime) recordMount(id, dst string, vm volumeMount) error {
+	m, err := r.readMounts(id)
+	if err != nil {
+		return err
+	}
+	m[filepath.Clean(dst)] = vm
+	return r.writeMounts(id, m)
 }
 
 // running loads a container with its state and the host IDs of its root.
@@ -133,26 +146,78 @@ func (r *Runtime) running(id string) (c *lc.Container, st *lc.State, rootUID, ro
 	return c, st, rootUID, rootGID, nil
 }
 
-// DetachVolume implements driver.Runtime.
+// DetachVolume implements driver.Runtime: the volume's mount is found by
+// its ID (see mounts.go) and unmounted, and a device's rule leaves the
+// devices cgroup whatever became of its mount.
 func (r *Runtime) DetachVolume(ctx context.Context, id, dst string) error {
 	c, st, rootUID, rootGID, err := r.running(id)
 	if err != nil {
 		return err
 	}
-	var dev *unix.Stat_t
-	err = inMountNS(ctx, st.InitProcessPid, rootUID, rootGID, func() error {
-		var err error
-		dev, err = unmountInRoot(dst)
+	dst = filepath.Clean(dst)
+	mounts, err := r.readMounts(id)
+	if err != nil {
 		return err
-	})
+	}
+	vm, known := mounts[dst]
+	var dev *unix.Stat_t
+	if known {
+		err = r.unmountByID(ctx, st.InitProcessPid, rootUID, rootGID, vm.ID)
+	} else {
+		// A container of an earlier berth: by path, as it did.
+		err = inMountNS(ctx, st.InitProcessPid, rootUID, rootGID, func() error {
+			var err error
+			dev, err = unmountInRoot(dst)
+			return err
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("volume %s: %w", dst, classify(err))
 	}
-	if dev != nil {
-		d := driver.Device{Major: unix.Major(dev.Rdev), Minor: unix.Minor(dev.Rdev)}
-		return r.allowDevice(c, d, false)
+	var d *driver.Device
+	switch {
+	case vm.Device != nil:
+		d = vm.Device
+	case dev != nil:
+		d = &driver.Device{Major: unix.Major(dev.Rdev), Minor: unix.Minor(dev.Rdev)}
+	}
+	if d != nil {
+		if err := r.allowDevice(c, *d, false); err != nil {
+			return err
+		}
+	}
+	if known {
+		delete(mounts, dst)
+		return r.writeMounts(id, mounts)
 	}
 	return nil
+}
+
+// unmountByID unmounts the mount mid of the container whose init is pid,
+// wherever it is now. The tenant may move it while this looks (renaming a
+// directory above it): the path read from the mount table is checked
+// against the ID in the container's namespace before the unmount, and
+// read again if it moved.
+func (r *Runtime) unmountByID(ctx context.Context, pid, uid, gid, mid int) error {
+	for range 100 {
+		where, err := mountpointOf(pid, mid)
+		if err != nil {
+			return err
+		}
+		if where == "" {
+			return nil // gone: only berth unmounts it
+		}
+		moved := false
+		err = inMountNS(ctx, pid, uid, gid, func() error {
+			var err error
+			moved, err = unmountMountAt(where, mid)
+			return err
+		})
+		if err != nil || !moved {
+			return err
+		}
+	}
+	return fmt.Errorf("the container keeps moving its volume's mount: %w", errdefs.ErrFailedPrecondition)
 }
 
 // allowDevice adds (or removes) a device's rule in the container's cgroup

@@ -374,3 +374,55 @@ func testHotAttachPlanted(t *testing.T, h Harness) {
 	requireDetached(t, raw)
 	requireGone(t, h, rt, id, nil)
 }
+
+// A tenant that moves a hot-attached volume (renaming a directory above
+// it) and puts a link where it was cannot make a detach miss it nor hit
+// something else: the detach takes out the volume's own mount wherever it
+// went, and its device leaves the devices cgroup, before the host releases
+// the loop device (which another attach could then get); the container's
+// read-only /proc/sys stays read-only.
+func testHotDetachMovedVolume(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.HotAttach || !caps.Exec {
+		t.Skip("backend has no hot attach")
+	}
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.UserNamespace = caps.UserNamespace
+	id := NewID("moved")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	sh := func(script string) string {
+		t.Helper()
+		out := newBuffer()
+		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
+		require.NoError(t, err)
+		_, err = p.Wait(ctx)
+		require.NoError(t, err)
+		return out.String()
+	}
+
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/vol/sys", TmpfsSize: 1 << 20}))
+	sh("mv /vol /vol2 && ln -s /proc /vol")
+	require.NoError(t, c.DetachVolume(ctx, "/vol/sys"))
+	got := sh("grep -E ' /proc/sys | /vol2/sys ' /proc/mounts")
+	require.Contains(t, got, " /proc/sys proc ro,", "/proc/sys is still read-only: %s", got)
+	require.NotContains(t, got, "/vol2/sys", "the moved volume was detached: %s", got)
+
+	if caps.RawBlock && caps.UserNamespace {
+		img := zeroImage(t, 4<<20)
+		require.NoError(t, os.WriteFile(img, []byte("tenant-disk"), 0o600))
+		require.NoError(t, os.Truncate(img, 4<<20))
+		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data/vdb", Mode: volume.ModeRawBlock}))
+		require.Contains(t, sh("head -c 11 /data/vdb"), "tenant-disk")
+		sh("mv /data /data2 && mkdir /data")
+		require.NoError(t, c.DetachVolume(ctx, "/data/vdb"))
+		requireDetached(t, img)
+		got := sh("test -e /data2/vdb && echo node-kept; head -c 11 /data2/vdb 2>&1; echo")
+		require.NotContains(t, got, "node-kept", "the moved device's mount went: %s", got)
+		require.NotContains(t, got, "tenant-disk")
+	}
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, id, nil)
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 		{"Seccomp", testSeccomp},
 		{"RawDeviceIoctls", testRawDeviceIoctls},
 		{"HotAttachPlanted", testHotAttachPlanted},
+		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"Snapshot", testSnapshot},
 		{"RootDisk", testRootDisk},
 		{"Image", testImage},
