@@ -233,6 +233,14 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
 		return nil, fail(err)
 	}
+	if rec.Identity != "" {
+		// Other state roots' attachments of the source, under the
+		// host's lock, once the record names this one.
+		if err := claimSource(rec, m.recordPath(rec.ID)); err != nil {
+			_ = os.Remove(m.recordPath(rec.ID))
+			return nil, fail(err)
+		}
+	}
 	att, err := m.act(ctx, rec, recs)
 	if err != nil {
 		_ = m.undo(ctx, rec, recs)
@@ -650,6 +658,9 @@ func (m *Manager) undo(ctx context.Context, rec *record, recs []*record) error {
 	}
 	if rec.Spec.Mode == ModeRawBlock && rec.Spec.Kind == KindImage {
 		errs = append(errs, detachLoopsOf(ctx, rec.Spec.Source, rec.Identity)...)
+	}
+	if rec.Identity != "" {
+		errs = append(errs, releaseSource(m.recordPath(rec.ID)))
 	}
 	if err := os.Remove(m.recordPath(rec.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)

@@ -715,3 +715,46 @@ func TestReadOnlyBlockDeviceIsExclusive(t *testing.T) {
 	require.NoError(t, m.DetachAll(ctx, "raw"))
 	requireClean(t, dir, "")
 }
+
+// State roots do not share a block device or image either: a second
+// manager (another root) is refused what the first holds read-write or
+// raw, and both may hold it read-only.
+func TestSourcesAreExclusiveAcrossRoots(t *testing.T) {
+	ctx := context.Background()
+	a, dirA := newManager(t, DefaultPolicy())
+	b, dirB := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	ld, err := loop.Attach(f, loop.Options{})
+	f.Close()
+	require.NoError(t, err)
+	defer ld.Detach()
+	user := AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000}
+	for _, first := range []Spec{
+		{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock},
+		{Source: ld.Path, Destination: "/data"},
+	} {
+		_, err := a.Attach(ctx, "c1", first, user)
+		require.NoError(t, err)
+		for _, second := range []Spec{
+			{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock},
+			{Source: ld.Path, Destination: "/data"},
+			{Source: ld.Path, Destination: "/data", ReadOnly: true},
+		} {
+			_, err := b.Attach(ctx, "c2", second, user)
+			require.Truef(t, errdefs.IsFailedPrecondition(err), "%+v under another root while %+v holds it: %v", second, first, err)
+		}
+		require.NoError(t, a.DetachAll(ctx, "c1"))
+	}
+	_, err = a.Attach(ctx, "c1", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err)
+	_, err = b.Attach(ctx, "c2", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.NoError(t, err, "read-only host mounts share across roots")
+	_, err = b.Attach(ctx, "c3", Spec{Source: ld.Path, Destination: "/data"}, AttachOptions{})
+	require.True(t, errdefs.IsFailedPrecondition(err))
+	require.NoError(t, a.DetachAll(ctx, "c1"))
+	require.NoError(t, b.DetachAll(ctx, "c2"))
+	requireClean(t, dirA, "")
+	requireClean(t, dirB, "")
+}

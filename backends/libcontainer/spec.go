@@ -123,7 +123,10 @@ func classify(err error) error {
 	case strings.Contains(msg, "executable file not found"),
 		strings.Contains(msg, "no such file or directory") && (strings.Contains(msg, "exec") || strings.Contains(msg, "chdir to cwd")):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	case strings.Contains(msg, "device or resource busy"):
+	case strings.Contains(msg, "device or resource busy"),
+		// A mount whose destination in the root filesystem is of the
+		// other kind (a device bound where the image has a directory).
+		strings.Contains(msg, "not a directory"), strings.Contains(msg, "is a directory"):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
