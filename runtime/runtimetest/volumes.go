@@ -131,6 +131,20 @@ func testVolumeRefused(t *testing.T, h Harness) {
 	requireDetached(t, img)
 	_, err = rt.Get(ctx, id)
 	require.True(t, isNotFound(err), "no container was created")
+
+	// An ext4 whose superblock claims more than the file holds is refused
+	// by the probe, before the kernel sees it.
+	short := ext4Image(t)
+	require.NoError(t, os.Truncate(short, 16<<20))
+	cfg = h.Config(t, "/bin/true")
+	cfg.Volumes = []volume.Spec{{Source: short, Destination: "/data"}}
+	id = NewID("volshort")
+	_, err = rt.Create(ctx, id, cfg)
+	require.Truef(t, isInvalidArgument(err), "truncated ext4: %v", err)
+	require.ErrorIs(t, err, volume.ErrGeometry)
+	requireDetached(t, short)
+	_, err = rt.Get(ctx, id)
+	require.True(t, isNotFound(err), "no container was created")
 }
 
 func zeroImage(t *testing.T, size int64) string {
