@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -27,8 +28,18 @@ type Container struct {
 // ID returns the container's ID.
 func (c *Container) ID() string { return c.id }
 
-// Info describes the container as the backend sees it now.
+// Info describes the container as the backend sees it now. The Info is
+// the caller's own to change.
 func (c *Container) Info(ctx context.Context) (*Info, error) {
+	i, err := c.info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ownInfo(c.id, i)
+}
+
+// info is Info as the backend gave it, shared: for reading only.
+func (c *Container) info(ctx context.Context) (*Info, error) {
 	i, err := c.r.d.State(ctx, c.id)
 	if err != nil {
 		return nil, wrap(c.id, err)
@@ -36,9 +47,24 @@ func (c *Container) Info(ctx context.Context) (*Info, error) {
 	return i, nil
 }
 
+// ownInfo copies what a backend may share with others (it may keep the
+// spec it read, see driver.Info).
+func ownInfo(id string, i *Info) (*Info, error) {
+	out := *i
+	out.Labels = maps.Clone(i.Labels)
+	if i.Spec != nil {
+		s, err := cloneSpec(i.Spec)
+		if err != nil {
+			return nil, wrap(id, err)
+		}
+		out.Spec = s
+	}
+	return &out, nil
+}
+
 // State returns the container's lifecycle state.
 func (c *Container) State(ctx context.Context) (Status, error) {
-	i, err := c.Info(ctx)
+	i, err := c.info(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -48,7 +74,7 @@ func (c *Container) State(ctx context.Context) (Status, error) {
 // require fails with failed-precondition unless the container is in one of
 // the allowed states.
 func (c *Container) require(ctx context.Context, op string, allowed ...Status) (*Info, error) {
-	i, err := c.Info(ctx)
+	i, err := c.info(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +125,7 @@ type DeleteOptions struct {
 // Delete removes the container and everything held for it: cgroups,
 // mounts, state, volumes, root disk, and its user namespace block.
 func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
-	i, err := c.Info(ctx)
+	i, err := c.info(ctx)
 	if err != nil {
 		return err
 	}
@@ -285,7 +311,7 @@ func (c *Container) DetachVolume(ctx context.Context, dst string) error {
 
 // Volumes lists the volumes attached to the container.
 func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
-	if _, err := c.Info(ctx); err != nil {
+	if _, err := c.info(ctx); err != nil {
 		return nil, err
 	}
 	return c.volumeSpecs(), nil

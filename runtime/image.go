@@ -135,7 +135,7 @@ func (c *Container) Commit(ctx context.Context, opts CommitOptions) (*image.Imag
 	if c.r.images == nil {
 		return nil, fmt.Errorf("container %q: commit: the runtime has no image store: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
-	info, err := c.Info(ctx)
+	info, err := c.info(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -222,7 +222,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err != nil {
 		return nil, wrap(id, err)
 	}
-	if err := r.confine(id, spec); err != nil {
+	if err := r.confine(id, spec, cfg); err != nil {
 		return nil, err
 	}
 	var rng IDRange
@@ -293,6 +293,11 @@ func (r *Runtime) List(ctx context.Context) ([]*Info, error) {
 	l, err := r.d.List(ctx)
 	if err != nil {
 		return nil, classify(err)
+	}
+	for i, info := range l {
+		if l[i], err = ownInfo(info.ID, info); err != nil {
+			return nil, err
+		}
 	}
 	return l, nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/volume"
 )
 
 // SecurityPolicy is what a container's spec may ask for beyond the
@@ -279,12 +281,21 @@ func defaultAllows(def *specs.LinuxSeccomp, name string, args []specs.LinuxSecco
 // confine checks a container's own copy of its spec against the security
 // policy and the host paths it names, then gives it berth's seccomp
 // confinement.
-func (r *Runtime) confine(id string, s *specs.Spec) error {
+func (r *Runtime) confine(id string, s *specs.Spec, cfg *Config) error {
 	if err := checkSecurity(id, s, r.security); err != nil {
 		return err
 	}
 	if err := checkHostPaths(id, s); err != nil {
 		return err
 	}
-	return applySeccomp(id, s)
+	return applySeccomp(id, s, r.mayHoldDevices(cfg))
+}
+
+// mayHoldDevices reports whether a container of cfg could ever hold a
+// block device: a user-namespaced one (raw-block volumes, at create or hot
+// attached), one given raw volumes, or any under a policy that allows raw
+// block outside user namespaces or privileged device rules.
+func (r *Runtime) mayHoldDevices(cfg *Config) bool {
+	return cfg.UserNamespace || r.volumes.Policy().RawBlockWithoutUserNamespace || r.security.AllowPrivileged ||
+		slices.ContainsFunc(cfg.Volumes, func(v volume.Spec) bool { return v.Mode == volume.ModeRawBlock })
 }

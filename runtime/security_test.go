@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -116,9 +117,9 @@ func TestConfineDeviceIoctls(t *testing.T) {
 // created again) is confined again to the same effect.
 func TestConfineDeviceIoctlsIsIdempotent(t *testing.T) {
 	s := DefaultSpec("/rootfs", "/bin/true")
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, true))
 	once := len(s.Linux.Seccomp.Syscalls)
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, true))
 	require.Equal(t, once, len(s.Linux.Seccomp.Syscalls))
 	require.False(t, seccompAllows(s.Linux.Seccomp, 0x4C01))
 	require.True(t, seccompAllows(s.Linux.Seccomp, 0x5401))
@@ -132,7 +133,7 @@ func TestConfineDeviceIoctlsIsIdempotent(t *testing.T) {
 
 func TestDefaultSeccompBlocksUserNamespaces(t *testing.T) {
 	s := DefaultSpec("/rootfs", "/bin/true")
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, true))
 	sc := s.Linux.Seccomp
 	require.Equal(t, specs.ActErrno, sc.DefaultAction)
 	require.False(t, slices.ContainsFunc(sc.Syscalls, func(r specs.LinuxSyscall) bool {
@@ -193,8 +194,27 @@ func TestSeccompForAllCapabilities(t *testing.T) {
 	s := DefaultSpec("/r", "/bin/true")
 	s.Process.Capabilities = nil
 	require.True(t, errdefs.IsPermissionDenied(checkSecurity("x", s, SecurityPolicy{})))
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, true))
 	require.True(t, slices.ContainsFunc(s.Linux.Seccomp.Syscalls, func(r specs.LinuxSyscall) bool {
 		return slices.Contains(r.Names, "mount") && r.Action == specs.ActAllow
 	}), "CAP_SYS_ADMIN's calls are in the profile for every capability")
+}
+
+// The device ioctl rules go to every container that may ever hold a block
+// device, and only there (they cost each start a few milliseconds).
+func TestDeviceIoctlRulesWhereDevicesMayBe(t *testing.T) {
+	rt, f, _ := newFakeRuntime(t)
+	ctx := context.Background()
+	hasRules := func(id string) bool {
+		return slices.ContainsFunc(f.created[id].Spec.Linux.Seccomp.Syscalls, func(r specs.LinuxSyscall) bool {
+			return slices.Contains(r.Names, "ioctl") && len(r.Args) > 0
+		})
+	}
+	_, err := rt.Create(ctx, "plain", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true")})
+	require.NoError(t, err)
+	require.False(t, hasRules("plain"), "a container that can hold no block device")
+	_, err = rt.Create(ctx, "userns", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), UserNamespace: true})
+	require.NoError(t, err)
+	require.True(t, hasRules("userns"), "a user-namespaced container may get a raw device hot attached")
+	require.False(t, seccompAllows(f.created["userns"].Spec.Linux.Seccomp, 0x4C01))
 }

@@ -39,6 +39,10 @@ type Runtime struct {
 	copies map[string]*sync.WaitGroup
 	// exited is closed when an attached container's exit is recorded.
 	exited map[string]chan struct{}
+	// loads and records keep what was read of containers' state files
+	// (see load.go).
+	loads   fileCache[*lc.Container]
+	records fileCache[*record]
 }
 
 // Option configures Open.
@@ -139,14 +143,20 @@ type record struct {
 	MonitorPid int    `json:"monitor_pid,omitempty"`
 }
 
+// readRecord reads the container's record, shared through the cache (see
+// load.go): callers copy what they change.
 func (r *Runtime) readRecord(id string) (*record, error) {
-	var rec record
-	if err := fsutil.ReadJSON(r.recordPath(id), &rec); err != nil {
+	shared, err := r.records.get(r.recordPath(id), func() (*record, error) {
+		var rec record
+		return &rec, fsutil.ReadJSON(r.recordPath(id), &rec)
+	})
+	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no such container: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
 	}
+	rec := *shared
 	return &rec, nil
 }
 
@@ -174,7 +184,7 @@ func (r *Runtime) As(i any) bool {
 func (r *Runtime) Close() error { return nil }
 
 func (r *Runtime) load(id string) (*lc.Container, error) {
-	c, err := lc.Load(r.runcRoot(), id)
+	c, err := r.loadContainer(id)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -318,7 +328,7 @@ func (r *Runtime) waitOrphan(ctx context.Context, id string) error {
 	if _, err := os.Stat(filepath.Join(r.dir(id), exitFile)); err == nil {
 		return nil
 	}
-	c, err := lc.Load(r.runcRoot(), id)
+	c, err := r.loadContainer(id)
 	if err != nil {
 		return nil // never started, or destroyed: nothing runs
 	}
@@ -380,7 +390,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if c, err := lc.Load(r.runcRoot(), id); err == nil {
+	if c, err := r.loadContainer(id); err == nil {
 		st, err := c.Status()
 		if err != nil {
 			return classify(err)
@@ -412,7 +422,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 // root filesystem mount, the directory. It tolerates any of them missing,
 // so it also finishes a create that crashed half-way.
 func (r *Runtime) cleanup(id string, rec *record) error {
-	if c, err := lc.Load(r.runcRoot(), id); err == nil {
+	if c, err := r.loadContainer(id); err == nil {
 		_ = c.Signal(unix.SIGKILL)
 		_ = c.Destroy()
 	}
@@ -441,7 +451,7 @@ func (r *Runtime) State(ctx context.Context, id string) (*driver.Info, error) {
 		return nil, err
 	}
 	info := &driver.Info{ID: id, CreatedAt: rec.CreatedAt, Labels: rec.Labels, Spec: rec.Spec, Status: driver.StatusUnknown}
-	c, err := lc.Load(r.runcRoot(), id)
+	c, err := r.loadContainer(id)
 	switch {
 	case err == nil:
 		st, err := c.Status()

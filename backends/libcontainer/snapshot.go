@@ -47,7 +47,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 
 // frozen runs fn with the container paused if it runs, and thaws it after.
 func (r *Runtime) frozen(id string, fn func() error) error {
-	c, err := lc.Load(r.runcRoot(), id)
+	c, err := r.loadContainer(id)
 	if err != nil {
 		return fn() // never started, or destroyed: nothing runs
 	}

@@ -143,7 +143,9 @@ type Info struct {
 	Pid       int // init's pid on the host; 0 when not running
 	CreatedAt time.Time
 	Labels    map[string]string
-	// Spec is the spec the container was created with.
+	// Spec is the spec the container was created with. A backend may
+	// share it among the Infos it hands out (it keeps what it read): the
+	// portable layer copies it before a caller can change it.
 	Spec *specs.Spec
 	// Exit is set once the container has stopped and its exit is known.
 	Exit *ExitStatus
