@@ -70,6 +70,13 @@
 // the holders, with everything of berth's undone: the device goes with its
 // last holder.
 //
+// # One host
+//
+// Block devices and image files are claimed host-wide (HostClaimsDir),
+// whatever the manager's directory: a source one state root holds
+// read-write or raw is refused under every other, as under its own; only
+// read-only host mounts share.
+//
 // # Crash safety
 //
 // Manager writes each attachment's record before it acts and marks it

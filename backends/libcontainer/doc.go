@@ -29,7 +29,10 @@
 // (its spec, labels, exit status, log and the mount point of an ID-mapped
 // root filesystem), runc/<id>/ holds libcontainer's state. A new Open on the
 // same root, in this or any later process, lists and controls the
-// containers that an earlier process created.
+// containers that an earlier process created. What a process read of these
+// files it keeps while they stay as they were (see load.go): a state file
+// holds the whole spec, seccomp profile included, and parsing it on every
+// call cost a container's run more than its profile did.
 //
 // # The monitor
 //
@@ -63,6 +66,27 @@
 // xfs, btrfs, tmpfs); others are refused with not-implemented. The state
 // directory must be searchable by others down to the root filesystem (the
 // container's root is no host user), or the create is failed-precondition.
+//
+// # Volumes in a running container
+//
+// Hot attach moves a mount prepared on the host (open_tree, fsmount) into
+// the container's mount namespace, on a thread thrown away afterwards; the
+// destination is resolved inside the container's root, never through a
+// link out of it nor a magic link, opened O_PATH (a FIFO planted there
+// cannot block it) and type-checked. Every volume's mount is known by its
+// mount ID, recorded at create (before the container's process runs) and
+// at hot attach (containers/<id>/mounts.json): a detach unmounts that
+// mount wherever the tenant moved it, never whatever lies at the path,
+// and a device's rule leaves the devices cgroup whatever became of its
+// mount.
+//
+// # Seccomp
+//
+// The engine applies the seccomp profile the portable layer puts in the
+// spec (Docker's default unless the caller gives one). That needs
+// libseccomp through cgo: build with -tags seccomp. A binary built without
+// it refuses to create a container that has a profile (failed-precondition)
+// rather than run it unconfined.
 //
 // # Native access
 //
