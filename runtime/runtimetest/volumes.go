@@ -1,15 +1,19 @@
 package runtimetest
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"github.com/stretchr/testify/require"
@@ -367,10 +371,32 @@ func testVolumeReadOnlyUnchanged(t *testing.T, h Harness) {
 				require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 				requireDetached(t, src) // berth's read-only loop over the device
 				detach()
+				// The kernel drops berth's loop device's hold on the
+				// device a moment after freeing it (a deferred close):
+				// the host's own LOOP_CLR_FD then completes with it.
+				require.NoError(t, waitLoopGone(ctx, img))
 				requireDetached(t, img)
 				require.Equal(t, want, sha(t, img), "the read-only %s volume was written", fs)
 				requireGone(t, h, rt, id, nil)
 			})
+		}
+	}
+}
+
+// waitLoopGone waits, within ctx, until no loop device is backed by img.
+func waitLoopGone(ctx context.Context, img string) error {
+	for {
+		bound, err := loop.Backing()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(slices.Collect(maps.Values(bound)), img) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s still backs a loop device: %w", img, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
