@@ -15,8 +15,10 @@ import (
 // HostClaimsDir holds the host's one record of the block devices and image
 // files berth has attached, whatever the manager's directory: a source
 // attached read-write (or raw) under one state root is refused under any
-// other, as under its own.
-const HostClaimsDir = "/var/lib/berth/claims"
+// other, as under its own. It lives under /run: what it records (mounts,
+// loop devices, nodes in use) does not outlive a boot, so it is written
+// without waiting for the disk.
+const HostClaimsDir = "/run/berth/claims"
 
 // claimsDir is HostClaimsDir; tests keep their claims apart.
 var claimsDir = HostClaimsDir
@@ -58,7 +60,7 @@ func withClaims(fn func(cs []claim) ([]claim, error)) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteJSON(path, cs)
+	return fsutil.WriteJSONVolatile(path, cs)
 }
 
 // claimSource claims rec's source (a block device or image file) for the
