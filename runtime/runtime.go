@@ -222,7 +222,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 	if err != nil {
 		return nil, wrap(id, err)
 	}
-	if err := r.confine(id, spec, cfg); err != nil {
+	if err := r.confine(id, spec); err != nil {
 		return nil, err
 	}
 	var rng IDRange

@@ -10,7 +10,6 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berthrun/berth/volume"
 )
 
 // SecurityPolicy is what a container's spec may ask for beyond the
@@ -172,8 +171,9 @@ func checkDevices(s *specs.Spec) error {
 }
 
 // checkKernelMounts keeps the container's own kernel interfaces as Docker
-// mounts them: proc only at /proc (where the masked and read-only paths
-// apply), sysfs and cgroup read-only.
+// mounts them: proc only at /proc, sysfs only at /sys and cgroup only
+// under /sys/fs/cgroup (where the masked and read-only paths apply), sysfs
+// and cgroup read-only.
 func checkKernelMounts(s *specs.Spec) error {
 	for _, m := range s.Mounts {
 		switch m.Type {
@@ -184,6 +184,14 @@ func checkKernelMounts(s *specs.Spec) error {
 		case "sysfs", "cgroup", "cgroup2":
 			if !readOnly(m.Options) {
 				return fmt.Errorf("a writable %s mount at %s", m.Type, m.Destination)
+			}
+			// Where the masked paths (/sys/firmware...) apply.
+			want := "/sys"
+			if m.Type != "sysfs" {
+				want = "/sys/fs/cgroup"
+			}
+			if d := filepath.Clean(m.Destination); d != want && !strings.HasPrefix(d, want+"/") {
+				return fmt.Errorf("%s mounted at %s, where the masked paths do not apply", m.Type, m.Destination)
 			}
 		}
 	}
@@ -247,6 +255,14 @@ func checkSeccompConfined(s *specs.Spec) error {
 	if err != nil {
 		return err
 	}
+	for _, a := range sc.Architectures {
+		// Another ABI reaches the same calls under other numbers and
+		// other conventions (i386's socketcall carries the socket's
+		// domain where the default profile cannot see it).
+		if !slices.Contains(def.Architectures, a) {
+			return fmt.Errorf("a seccomp profile admitting the %s system call ABI", a)
+		}
+	}
 	for _, rule := range sc.Syscalls {
 		if !slices.Contains(permissiveActions, rule.Action) {
 			continue
@@ -281,21 +297,12 @@ func defaultAllows(def *specs.LinuxSeccomp, name string, args []specs.LinuxSecco
 // confine checks a container's own copy of its spec against the security
 // policy and the host paths it names, then gives it berth's seccomp
 // confinement.
-func (r *Runtime) confine(id string, s *specs.Spec, cfg *Config) error {
+func (r *Runtime) confine(id string, s *specs.Spec) error {
 	if err := checkSecurity(id, s, r.security); err != nil {
 		return err
 	}
 	if err := checkHostPaths(id, s); err != nil {
 		return err
 	}
-	return applySeccomp(id, s, r.mayHoldDevices(cfg))
-}
-
-// mayHoldDevices reports whether a container of cfg could ever hold a
-// block device: a user-namespaced one (raw-block volumes, at create or hot
-// attached), one given raw volumes, or any under a policy that allows raw
-// block outside user namespaces or privileged device rules.
-func (r *Runtime) mayHoldDevices(cfg *Config) bool {
-	return cfg.UserNamespace || r.volumes.Policy().RawBlockWithoutUserNamespace || r.security.AllowPrivileged ||
-		slices.ContainsFunc(cfg.Volumes, func(v volume.Spec) bool { return v.Mode == volume.ModeRawBlock })
+	return applySeccomp(id, s)
 }

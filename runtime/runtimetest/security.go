@@ -99,6 +99,17 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
 				{Names: []string{"read", "write", "exit_group", "execve", "unshare", "mount"}, Action: specs.ActAllow}}}
 		},
+		"sysfs outside /sys": func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys2", Type: "sysfs", Source: "sysfs", Options: []string{"ro", "nosuid", "nodev", "noexec"}})
+		},
+		"seccomp admitting the 32-bit ABI": func(s *specs.Spec) {
+			sc, err := runtime.DefaultSeccompProfile(s)
+			if err != nil {
+				panic(err)
+			}
+			sc.Architectures = append(sc.Architectures, specs.ArchX86, specs.ArchX32)
+			s.Linux.Seccomp = sc
+		},
 		"sysfs ro then rw": func(s *specs.Spec) {
 			for i, m := range s.Mounts {
 				if m.Type == "sysfs" || m.Type == "cgroup" {
@@ -291,8 +302,12 @@ func testRawDeviceIoctls(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	got := out.String()
 	require.Contains(t, got, "BLKGETSIZE64: ok", "ordinary ioctls work: %s", got)
-	for _, req := range []string{"LOOP_CLR_FD", "LOOP_CLR_FD+hi", "LOOP_SET_STATUS64", "LOOP_CHANGE_FD", "LOOP_SET_CAPACITY", "LOOP_SET_DIRECT_IO", "LOOP_SET_BLOCK_SIZE", "BLKRRPART", "BLKPG"} {
+	for _, req := range []string{"LOOP_CLR_FD", "LOOP_CLR_FD+hi", "LOOP_SET_STATUS64", "LOOP_CHANGE_FD", "LOOP_SET_CAPACITY", "LOOP_SET_DIRECT_IO", "LOOP_SET_BLOCK_SIZE"} {
 		require.Contains(t, got, req+": EPERM", "%s is denied: %s", req, got)
+	}
+	// The block layer's own (CAP_SYS_ADMIN in the initial namespace).
+	for _, req := range []string{"BLKRRPART", "BLKPG"} {
+		require.Regexp(t, req+`: (EPERM|EACCES)`, got, "%s is denied: %s", req, got)
 	}
 	// The container still exists: its device is still the tenant's file,
 	// as the host kernel left it, and nobody else can get its number.
@@ -425,4 +440,55 @@ func testHotDetachMovedVolume(t *testing.T, h Harness) {
 	}
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// A container that holds no block device of its own cannot do through a
+// descriptor another container hands it (SCM_RIGHTS over a unix socket in a
+// volume they share) what the holder itself may not: the device ioctl
+// rules are every container's.
+func testDeviceHandedOver(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.RawBlock || !caps.UserNamespace {
+		t.Skip("backend has no raw block devices in user namespaces")
+	}
+	shared := fixture.TempDir(t)
+	require.NoError(t, os.Chmod(shared, 0o777))
+	img := zeroImage(t, 4<<20)
+
+	holderOut := newBuffer()
+	holder := h.Config(t, tenantDir+"/tenant", "send-fd", "/shared/sock", "/dev/xvdb")
+	withTenant(t, holder)
+	holder.UserNamespace = true
+	holder.Volumes = []volume.Spec{{Source: img, Destination: "/dev/xvdb", Mode: volume.ModeRawBlock}, {Source: shared, Destination: "/shared"}}
+	holder.IO = runtime.IO{Stdout: holderOut, Stderr: holderOut}
+	hc := create(t, rt, NewID("holder"), holder)
+	require.NoError(t, hc.Start(ctx))
+	require.NoError(t, holderOut.waitFor(ctx, "listening"))
+	dev := loopOf(t, img)
+	require.NotEmpty(t, dev)
+	before := loopState(t, dev)
+
+	out := newBuffer()
+	plain := h.Config(t, tenantDir+"/tenant", "recv-ioctls", "/shared/sock")
+	withTenant(t, plain)
+	plain.Volumes = []volume.Spec{{Source: shared, Destination: "/shared"}}
+	plain.IO = runtime.IO{Stdout: out, Stderr: out}
+	pc := create(t, rt, NewID("plain"), plain)
+	require.NoError(t, pc.Start(ctx))
+	_, err := pc.Wait(ctx)
+	require.NoError(t, err)
+	got := out.String()
+	require.Contains(t, got, "BLKGETSIZE64: ok", "the descriptor arrived: %s", got)
+	for _, req := range []string{"LOOP_CLR_FD", "LOOP_SET_STATUS64", "LOOP_CHANGE_FD"} {
+		require.Contains(t, got, req+": EPERM", "%s through a handed descriptor: %s", req, got)
+	}
+	_, err = hc.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, dev, loopOf(t, img), "the loop device still backs the image")
+	require.Equal(t, before, loopState(t, dev))
+	require.NoError(t, pc.Delete(ctx, runtime.DeleteOptions{}))
+	require.NoError(t, hc.Delete(ctx, runtime.DeleteOptions{}))
+	requireDetached(t, img)
 }

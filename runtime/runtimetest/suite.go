@@ -59,6 +59,7 @@ func Run(t *testing.T, h Harness) {
 		{"KernelInterfaceBinds", testKernelInterfaceBinds},
 		{"Seccomp", testSeccomp},
 		{"RawDeviceIoctls", testRawDeviceIoctls},
+		{"DeviceHandedOver", testDeviceHandedOver},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"Snapshot", testSnapshot},
