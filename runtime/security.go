@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
 )
 
 // SecurityPolicy is what a container's spec may ask for beyond the
