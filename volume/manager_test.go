@@ -480,9 +480,11 @@ func TestLinkedSources(t *testing.T) {
 	img := makeImage(t, imgs, "ext4")
 	sym := filepath.Join(imgs, "by-path")
 	require.NoError(t, os.Symlink(img, sym))
-	att, err := m.Attach(ctx, "c1", Spec{Source: sym, Destination: "/data"}, AttachOptions{})
+	_, err := m.Attach(ctx, "c1", Spec{Source: sym, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "an image named by a link: %v", err)
+	att, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{})
 	require.NoError(t, err)
-	require.Equal(t, img, att.Spec.Source, "the link is resolved once")
+	require.Equal(t, img, att.Spec.Source)
 	hard := filepath.Join(imgs, "hard")
 	require.NoError(t, os.Link(img, hard))
 	_, err = m.Attach(ctx, "c2", Spec{Source: hard, Destination: "/data"}, AttachOptions{})
@@ -757,4 +759,48 @@ func TestSourcesAreExclusiveAcrossRoots(t *testing.T) {
 	require.NoError(t, b.DetachAll(ctx, "c2"))
 	requireClean(t, dirA, "")
 	requireClean(t, dirB, "")
+}
+
+// A source named through a link a tenant could have planted (in a share,
+// a subPath) is refused, whatever it points to; a block device may be
+// named by a link under /dev only (os-brick's /dev/disk/by-path), and must
+// be one of the host's nodes, not one made with mknod elsewhere.
+func TestSourcesNamedThroughLinks(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	share := t.TempDir()
+	hostDir := t.TempDir()
+	img := makeImage(t, t.TempDir(), "ext4")
+	require.NoError(t, os.Symlink(hostDir, filepath.Join(share, "sub")))
+	require.NoError(t, os.Symlink(img, filepath.Join(share, "disk.img")))
+	require.NoError(t, os.MkdirAll(filepath.Join(share, "real"), 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(share, "real"), filepath.Join(share, "via")))
+	for _, sp := range []Spec{
+		{Source: filepath.Join(share, "sub"), Destination: "/data"},
+		{Source: filepath.Join(share, "disk.img"), Destination: "/data"},
+		{Source: filepath.Join(share, "via"), Destination: "/data"},
+		{Source: filepath.Join(share, "sub"), Destination: "/etc/x", Kind: KindFile},
+	} {
+		_, err := m.Attach(ctx, "c1", sp, AttachOptions{})
+		require.Truef(t, errdefs.IsInvalidArgument(err), "%s: %v", sp.Source, err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	ld, err := loop.Attach(f, loop.Options{})
+	f.Close()
+	require.NoError(t, err)
+	defer ld.Detach()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(ld.Path, &st))
+	node := filepath.Join(share, "node")
+	require.NoError(t, unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)))
+	_, err = m.Attach(ctx, "c1", Spec{Source: node, Destination: "/data"}, AttachOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "a block node made outside /dev: %v", err)
+	byPath := filepath.Join("/dev", "berth-test-"+filepath.Base(share))
+	require.NoError(t, os.Symlink(ld.Path, byPath))
+	defer os.Remove(byPath)
+	_, err = m.Attach(ctx, "c1", Spec{Source: byPath, Destination: "/data"}, AttachOptions{})
+	require.NoError(t, err, "a block device named by a link under /dev")
+	require.NoError(t, m.DetachAll(ctx, "c1"))
+	requireClean(t, dir, "")
 }

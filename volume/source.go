@@ -48,9 +48,18 @@ func openChecked(sp Spec, flags int) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("source %s is no longer a %s: %w", sp.Source, sp.Kind, errdefs.ErrInvalidArgument)
 	}
-	if sp.Kind != KindBlock {
-		// Block device nodes live on devtmpfs; what matters for them is
-		// that they are block devices, checked above.
+	if sp.Kind == KindBlock {
+		// The host's own nodes, on devtmpfs: a node anyone with
+		// CAP_MKNOD made elsewhere (a tenant, in a share) names any
+		// device, another tenant's disk among them.
+		if t, err := kernfs.TypeOf(fd); err != nil || t != "devtmpfs" {
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("source %s is a block device node on %s, not the host's /dev (devtmpfs): %w", sp.Source, t, errdefs.ErrInvalidArgument)
+		}
+	} else {
 		if err := kernfs.Check(fd); err != nil {
 			f.Close()
 			if errors.Is(err, kernfs.ErrKernelInterface) {

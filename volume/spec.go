@@ -145,8 +145,12 @@ func (s Spec) resolve() (Spec, error) {
 	if !filepath.IsAbs(s.Source) {
 		return bad("source %q is not an absolute path", s.Source)
 	}
-	// The operator names the source, often by a link (/dev/disk/by-path/...
-	// from os-brick): resolve it once, and work on what it names.
+	// The operator names a block device often by a link under /dev
+	// (/dev/disk/by-path/... from os-brick): resolve it once, and work on
+	// what it names. Any other source must be named by its real path: a
+	// link in a directory a tenant can write (a share, a subPath) would
+	// take the volume wherever the tenant points it, /etc or another
+	// tenant's disk.
 	real, err := filepath.EvalSymlinks(s.Source)
 	if errors.Is(err, os.ErrNotExist) {
 		return Spec{}, fmt.Errorf("volume %s: source %s: %w", name, s.Source, errdefs.ErrNotFound)
@@ -154,6 +158,7 @@ func (s Spec) resolve() (Spec, error) {
 	if err != nil {
 		return bad("source: %v", err)
 	}
+	given := s.Source
 	s.Source = real
 	fi, err := os.Stat(s.Source)
 	if err != nil {
@@ -172,6 +177,9 @@ func (s Spec) resolve() (Spec, error) {
 	}
 	if s.Kind == KindFile && kind == KindImage {
 		kind = KindFile
+	}
+	if given := filepath.Clean(given); real != given && (kind != KindBlock || !strings.HasPrefix(given, "/dev/")) {
+		return bad("source %s leads through a link (to %s): name a %s by its real path (only block devices under /dev may be named by a link)", given, real, kind)
 	}
 	if s.Kind != "" && s.Kind != kind {
 		return bad("source %s is a %s, not a %s", s.Source, kind, s.Kind)
