@@ -1,6 +1,7 @@
 package libcontainer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -49,35 +50,48 @@ func (r *Runtime) writeMounts(id string, m map[string]volumeMount) error {
 
 // recordVolumeMounts records the mount IDs of the volumes of a container
 // just created (its process waits on the exec FIFO: nothing of the
-// tenant's ran yet): its bind mounts and devices, found by destination in
-// the init's mount table.
-func (r *Runtime) recordVolumeMounts(id string, pid int, spec *specs.Spec, devs []driver.Device) error {
-	infos, err := mountinfo.PidMountInfo(pid)
-	if err != nil {
-		return err
-	}
-	top := func(dst string) (int, bool) {
-		id, found := 0, false
-		for _, i := range infos {
-			if i.Mountpoint == filepath.Clean(dst) {
-				id, found = i.ID, true // later lines are mounted over earlier ones
-			}
-		}
-		return id, found
-	}
+// tenant's ran yet): its bind mounts and devices. Each destination is
+// resolved in the container's root as the engine resolved it to mount
+// there (links in the image followed, within the root), and the mount
+// found there is the volume's.
+func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, gid int, spec *specs.Spec, devs []driver.Device) error {
 	m := map[string]volumeMount{}
-	for _, mnt := range spec.Mounts {
-		if mnt.Type != "bind" && !slices.Contains(mnt.Options, "bind") && !slices.Contains(mnt.Options, "rbind") {
-			continue
+	err := inMountNS(ctx, pid, uid, gid, func() error {
+		root, err := openRoot()
+		if err != nil {
+			return err
 		}
-		if mid, ok := top(mnt.Destination); ok {
+		defer unix.Close(root)
+		at := func(dst string) (int, error) {
+			fd, err := openInRoot(root, dst, unix.O_PATH)
+			if err != nil {
+				return 0, fmt.Errorf("volume %s: %w", dst, err)
+			}
+			defer unix.Close(fd)
+			return mountID(fd)
+		}
+		for _, mnt := range spec.Mounts {
+			if mnt.Type != "bind" && !slices.Contains(mnt.Options, "bind") && !slices.Contains(mnt.Options, "rbind") {
+				continue
+			}
+			mid, err := at(mnt.Destination)
+			if err != nil {
+				return err
+			}
 			m[filepath.Clean(mnt.Destination)] = volumeMount{ID: mid}
 		}
-	}
-	for _, d := range devs {
-		d := d
-		mid, _ := top(d.Path)
-		m[filepath.Clean(d.Path)] = volumeMount{ID: mid, Device: &d}
+		for _, d := range devs {
+			d := d
+			mid, err := at(d.Path)
+			if err != nil {
+				return err
+			}
+			m[filepath.Clean(d.Path)] = volumeMount{ID: mid, Device: &d}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return r.writeMounts(id, m)
 }
@@ -94,17 +108,23 @@ func mountID(fd int) (int, error) {
 	return int(stx.Mnt_id), nil
 }
 
-// mountpointOf returns where the mount mid is now in the mount table of
-// pid (a path in the container's root), or "" when it is gone.
-func mountpointOf(pid, mid int) (string, error) {
-	infos, err := mountinfo.PidMountInfo(pid)
+// mountpointOf returns where the mount mid is in the mount namespace of
+// the calling thread, relative to its root (for a thread inMountNS
+// entered: the container's root, whatever root the container's own
+// processes chose), or "" when it is gone. proc is the host's /proc,
+// opened before the thread left the host's mount namespace.
+func mountpointOf(proc, mid int) (string, error) {
+	fd, err := unix.Openat(proc, "thread-self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return "", fmt.Errorf("mount table: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "mountinfo")
+	defer f.Close()
+	infos, err := mountinfo.GetMountsFromReader(f, func(i *mountinfo.Info) (skip, stop bool) {
+		return i.ID != mid, i.ID == mid
+	})
+	if err != nil || len(infos) == 0 {
 		return "", err
 	}
-	for _, i := range infos {
-		if i.ID == mid {
-			return i.Mountpoint, nil
-		}
-	}
-	return "", nil
+	return infos[0].Mountpoint, nil
 }

@@ -273,7 +273,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err != nil {
 		return classify(err)
 	}
-	return r.recordVolumeMounts(req.ID, st.InitProcessPid, req.Spec, req.Devices)
+	uid, gid := 0, 0
+	if m := req.Spec.Linux.UIDMappings; len(m) > 0 {
+		uid, gid = int(m[0].HostID), int(req.Spec.Linux.GIDMappings[0].HostID)
+	}
+	return r.recordVolumeMounts(ctx, req.ID, st.InitProcessPid, uid, gid, req.Spec, req.Devices)
 }
 
 // Start implements driver.Runtime.

@@ -199,25 +199,24 @@ func (r *Runtime) DetachVolume(ctx context.Context, id, dst string) error {
 // against the ID in the container's namespace before the unmount, and
 // read again if it moved.
 func (r *Runtime) unmountByID(ctx context.Context, pid, uid, gid, mid int) error {
-	for range 100 {
-		where, err := mountpointOf(pid, mid)
-		if err != nil {
-			return err
-		}
-		if where == "" {
-			return nil // gone: only berth unmounts it
-		}
-		moved := false
-		err = inMountNS(ctx, pid, uid, gid, func() error {
-			var err error
-			moved, err = unmountMountAt(where, mid)
-			return err
-		})
-		if err != nil || !moved {
-			return err
-		}
+	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("the container keeps moving its volume's mount: %w", errdefs.ErrFailedPrecondition)
+	defer unix.Close(proc)
+	return inMountNS(ctx, pid, uid, gid, func() error {
+		for range 100 {
+			where, err := mountpointOf(proc, mid)
+			if err != nil || where == "" {
+				return err // "": gone, as only berth unmounts it
+			}
+			moved, err := unmountMountAt(where, mid)
+			if err != nil || !moved {
+				return err
+			}
+		}
+		return fmt.Errorf("the container keeps moving its volume's mount: %w", errdefs.ErrFailedPrecondition)
+	})
 }
 
 // allowDevice adds (or removes) a device's rule in the container's cgroup

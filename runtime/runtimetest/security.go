@@ -492,3 +492,48 @@ func testDeviceHandedOver(t *testing.T, h Harness) {
 	require.NoError(t, hc.Delete(ctx, runtime.DeleteOptions{}))
 	requireDetached(t, img)
 }
+
+// A detach finds a volume's mount however the tenant's view of it differs
+// from the destination berth was given: through a link the root filesystem
+// holds where the destination is (the engine mounted the volume where it
+// led), or with the container's init in a chroot of its own (its mount
+// table no longer shows the volume).
+func testDetachUnderTenantViews(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.HotAttach || !caps.Exec {
+		t.Skip("backend has no hot attach")
+	}
+	cfg := h.Config(t, "/bin/sh", "-c", "mkdir -p /jail && cp -a /bin /jail/ && exec chroot /jail /bin/sleep 1000")
+	if cfg.Spec.Root == nil || cfg.Spec.Root.Path == "" {
+		t.Skip("the harness gives no root filesystem directory to plant a link in")
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(cfg.Spec.Root.Path, "srv"), 0o755))
+	require.NoError(t, os.Symlink("/srv", filepath.Join(cfg.Spec.Root.Path, "data")))
+	cfg.UserNamespace = caps.UserNamespace
+	img := ext4Image(t)
+	cfg.Volumes = []volume.Spec{{Source: img, Destination: "/data"}}
+	id := NewID("views")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	sh := func(script string) string {
+		t.Helper()
+		out := newBuffer()
+		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
+		require.NoError(t, err)
+		_, err = p.Wait(ctx)
+		require.NoError(t, err)
+		return out.String()
+	}
+	require.Contains(t, sh("grep ' /srv ' /proc/mounts"), " ext4 ", "the volume is where the link led")
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/vol", TmpfsSize: 1 << 20}))
+
+	require.NoError(t, c.DetachVolume(ctx, "/data"))
+	require.NoError(t, c.DetachVolume(ctx, "/vol"))
+	got := sh("grep -E ' /srv | /vol ' /proc/mounts; echo done")
+	require.Equal(t, "done\n", got, "the detached volumes are gone from the container")
+	requireDetached(t, img)
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, id, nil)
+}

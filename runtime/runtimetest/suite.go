@@ -62,6 +62,7 @@ func Run(t *testing.T, h Harness) {
 		{"DeviceHandedOver", testDeviceHandedOver},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
+		{"DetachUnderTenantViews", testDetachUnderTenantViews},
 		{"Snapshot", testSnapshot},
 		{"RootDisk", testRootDisk},
 		{"Image", testImage},
