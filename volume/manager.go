@@ -356,6 +356,24 @@ func exclusive(rec *record, recs []*record) error {
 		if err == nil {
 			unix.Close(fd)
 		}
+		// Nor one anything else holds: a loop device over it, or a
+		// process with it open (a container that had it before, and
+		// kept a descriptor, maybe one handed to another container, is
+		// still reaching it).
+		var st unix.Stat_t
+		if err := unix.Stat(rec.Spec.Source, &st); err != nil {
+			return err
+		}
+		bound, err := loop.BackedBy(st.Dev, st.Ino)
+		if err != nil {
+			return err
+		}
+		if len(bound) > 0 {
+			return fmt.Errorf("block device %s backs %s: %w", rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
+		}
+		if held := loop.Holders(rec.Spec.Source); len(held) > 0 {
+			return fmt.Errorf("block device %s is in use: %s: %w", rec.Spec.Source, strings.Join(held, "; "), errdefs.ErrFailedPrecondition)
+		}
 	case KindImage:
 		var st unix.Stat_t
 		if err := unix.Stat(rec.Spec.Source, &st); err != nil {

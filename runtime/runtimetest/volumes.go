@@ -347,16 +347,16 @@ func testVolumeReadOnlyUnchanged(t *testing.T, h Harness) {
 				src, detach := img, func() {}
 				if kind == volume.KindBlock {
 					// The block device os-brick would leave: a loop
-					// device the host attached, not berth.
-					f, err := os.OpenFile(img, os.O_RDWR, 0)
+					// device the host attached, not berth, that no
+					// process holds open.
+					out, err := exec.Command("losetup", "--find", "--show", img).Output()
 					require.NoError(t, err)
-					ld, err := loop.Attach(f, loop.Options{})
-					f.Close()
-					require.NoError(t, err)
+					src = strings.TrimSpace(string(out))
 					var once sync.Once
-					detach = func() { once.Do(func() { require.NoError(t, ld.Detach()) }) }
+					detach = func() {
+						once.Do(func() { require.NoError(t, exec.Command("losetup", "-d", src).Run()) })
+					}
 					t.Cleanup(detach)
-					src = ld.Path
 				}
 				out := newBuffer()
 				cfg := h.Config(t, "/bin/sh", "-c", "ls -la /data >/dev/null && cat /data/* >/dev/null 2>&1; grep ' /data ' /proc/mounts")
