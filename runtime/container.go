@@ -306,7 +306,9 @@ func (c *Container) DetachVolume(ctx context.Context, dst string) error {
 	if err := c.r.d.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
 		return wrap(c.id, err)
 	}
-	return wrap(c.id, c.r.volumes.Detach(ctx, c.id, dst))
+	// The container lives on, perhaps with descriptors of the volume it
+	// opened before: the source stays its own until it is deleted.
+	return wrap(c.id, c.r.volumes.Retire(ctx, c.id, dst))
 }
 
 // Volumes lists the volumes attached to the container.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -106,7 +107,19 @@ func (r *Runtime) recoverDisks(ctx context.Context) error {
 
 // releaseVolumes detaches everything owner holds (volumes, root disk) and
 // then removes its disk: never while a loop device may still hold it.
+// releaseWait bounds the wait for a deleted container's loop devices when
+// the caller gave no deadline.
+const releaseWait = time.Minute
+
 func (r *Runtime) releaseVolumes(ctx context.Context, owner string) error {
+	// A loop device something outside berth still holds (a descriptor a
+	// tenant handed to another of its containers) goes with its holder:
+	// the wait for it is bounded, then named in the error.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, releaseWait)
+		defer cancel()
+	}
 	if err := r.volumes.DetachAll(ctx, owner); err != nil {
 		return err
 	}

@@ -162,7 +162,7 @@ func (r *Runtime) finishAttaches(ctx context.Context) {
 			err = r.d.DetachVolume(ctx, p.Owner, p.Spec.Destination)
 		}
 		if err == nil || errdefs.IsNotFound(err) {
-			_ = r.volumes.Detach(ctx, p.Owner, p.Spec.Destination)
+			_ = r.volumes.Retire(ctx, p.Owner, p.Spec.Destination)
 		}
 		unlock()
 	}

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -85,6 +86,10 @@ type record struct {
 	Node         string `json:"node,omitempty"`
 	Major, Minor uint32
 	Opts         AttachOptions `json:"opts"`
+	// Retired marks a volume detached from a container that still
+	// exists (Retire): gone from the host, but its source stays the
+	// container's until DetachAll, as it may hold descriptors of it.
+	Retired bool `json:"retired,omitempty"`
 }
 
 // testHook, when set by a test, is called at each step of an attach so the
@@ -327,6 +332,12 @@ func exclusive(rec *record, recs []*record) error {
 	for _, r := range recs {
 		if r.Identity != rec.Identity {
 			continue
+		}
+		if r.Retired {
+			if r.Owner == rec.Owner {
+				continue // its own descriptors: no one else's data
+			}
+			return fmt.Errorf("source %s was detached from %s, which may still hold it (until it is deleted): %w", rec.Spec.Source, r.Owner, errdefs.ErrFailedPrecondition)
 		}
 		if !r.Spec.ReadOnly || !rec.Spec.ReadOnly || r.Spec.Mode == ModeRawBlock || rec.Spec.Mode == ModeRawBlock {
 			return fmt.Errorf("source %s is attached to %s at %s; only read-only host mounts share: %w", rec.Spec.Source, r.Owner, r.Spec.Destination, errdefs.ErrFailedPrecondition)
@@ -722,9 +733,10 @@ func unmountDir(mp string) error {
 // namespace, or a process that has it open. Nothing of berth's is left;
 // the kernel frees the device with its last holder.
 type heldError struct {
-	dev, source string
-	holders     []string
-	err         error
+	dev, source            string
+	backingDev, backingIno uint64
+	holders                []string
+	err                    error
 }
 
 func (e *heldError) Error() string {
@@ -752,7 +764,7 @@ func releaseLoop(ctx context.Context, dev string, backingDev, backingIno uint64,
 	// Held: watch, then look again, so that no release goes unseen.
 	w, err := loop.Watch()
 	if err != nil {
-		return &heldError{dev: dev, source: source, holders: loop.Holders(dev), err: err}
+		return &heldError{dev: dev, source: source, backingDev: backingDev, backingIno: backingIno, holders: loop.Holders(dev), err: err}
 	}
 	defer w.Close()
 	for {
@@ -764,7 +776,7 @@ func releaseLoop(ctx context.Context, dev string, backingDev, backingIno uint64,
 			if ctx.Err() == nil {
 				return err
 			}
-			return &heldError{dev: dev, source: source, holders: loop.Holders(dev), err: err}
+			return &heldError{dev: dev, source: source, backingDev: backingDev, backingIno: backingIno, holders: loop.Holders(dev), err: err}
 		}
 	}
 }
@@ -820,18 +832,100 @@ func withoutHeld(err error) error {
 // ends first, naming what still holds the device (everything else is
 // undone and the device goes with its last holder).
 func (m *Manager) Detach(ctx context.Context, owner, dst string) error {
+	var undone error
+	err := m.withRecords(func(recs []*record) error {
+		r := findRecord(recs, owner, dst)
+		if r == nil {
+			return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+		}
+		undone = m.undo(noWait(), r, recs)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := awaitReleases(ctx, undone); err != nil {
+		return fmt.Errorf("volume %s: detach: %w", dst, err)
+	}
+	return nil
+}
+
+func findRecord(recs []*record, owner, dst string) *record {
+	id := attachmentID(owner, filepath.Clean(dst))
+	for _, r := range recs {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// Retire takes owner's volume at dst off the host, as Detach does, from a
+// container that goes on running: the container may still hold
+// descriptors it opened before (a file of the volume, its raw device), and
+// Linux cannot take them back. So the source stays the container's, as if
+// attached, until DetachAll when the container is gone: no other container
+// gets it meanwhile (its own may, again). Nothing is waited for.
+func (m *Manager) Retire(ctx context.Context, owner, dst string) error {
 	return m.withRecords(func(recs []*record) error {
-		id := attachmentID(owner, filepath.Clean(dst))
-		for _, r := range recs {
-			if r.ID == id {
-				if err := m.undo(ctx, r, recs); err != nil {
-					return fmt.Errorf("volume %s: detach: %w", dst, err)
-				}
-				return nil
+		r := findRecord(recs, owner, dst)
+		if r == nil {
+			return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+		}
+		var errs []error
+		if r.Identity != "" {
+			tomb := *r
+			tomb.ID, tomb.Retired, tomb.MountKey, tomb.Node = r.ID+".retired."+randomSuffix(), true, "", ""
+			tomb.Spec.Destination = r.Spec.Destination
+			if err := fsutil.WriteJSON(m.recordPath(tomb.ID), &tomb); err != nil {
+				return fmt.Errorf("volume %s: detach: %w", dst, err)
+			}
+			if err := claimSource(&tomb, m.recordPath(tomb.ID)); err != nil {
+				_ = os.Remove(m.recordPath(tomb.ID))
+				return fmt.Errorf("volume %s: detach: %w", dst, err)
 			}
 		}
-		return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+		errs = append(errs, withoutHeld(m.undo(noWait(), r, recs)))
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("volume %s: detach: %w", dst, err)
+		}
+		return nil
 	})
+}
+
+// noWait is a context already done: undo under the manager's lock never
+// waits for a device something else holds (that would hold every other
+// volume operation of the directory up); awaitReleases waits after.
+func noWait() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// awaitReleases waits, within ctx, for the loop devices undo found held,
+// and returns undo's other errors with what is still held then.
+func awaitReleases(ctx context.Context, undone error) error {
+	var errs []error
+	if j, ok := undone.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else if undone != nil {
+		errs = []error{undone}
+	}
+	var out []error
+	for _, e := range errs {
+		var held *heldError
+		if errors.As(e, &held) {
+			e = releaseLoop(ctx, held.dev, held.backingDev, held.backingIno, held.source)
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // withRecords runs fn on every record under the manager's lock.
@@ -850,16 +944,20 @@ func (m *Manager) withRecords(fn func(recs []*record) error) error {
 
 // DetachAll undoes every attachment of owner, as Detach does.
 func (m *Manager) DetachAll(ctx context.Context, owner string) error {
-	return m.withRecords(func(recs []*record) error {
-		var errs []error
+	var undone []error
+	err := m.withRecords(func(recs []*record) error {
 		for i, r := range recs {
 			if r.Owner == owner {
-				errs = append(errs, m.undo(ctx, r, recs))
+				undone = append(undone, m.undo(noWait(), r, recs))
 				recs[i] = &record{} // gone: no longer shares a mount
 			}
 		}
-		return errors.Join(errs...)
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return awaitReleases(ctx, errors.Join(undone...))
 }
 
 // Attachments lists owner's complete attachments.
@@ -870,7 +968,7 @@ func (m *Manager) Attachments(owner string) ([]Spec, error) {
 	}
 	var out []Spec
 	for _, r := range recs {
-		if r.Owner == owner && r.Complete {
+		if r.Owner == owner && r.Complete && !r.Retired {
 			out = append(out, r.Spec)
 		}
 	}

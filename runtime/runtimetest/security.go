@@ -2,6 +2,7 @@ package runtimetest
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -536,4 +537,48 @@ func testDetachUnderTenantViews(t *testing.T, h Harness) {
 	requireDetached(t, img)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// A container that kept a descriptor of its raw device across a hot detach
+// still reaches the device (Linux cannot take a descriptor back): the
+// device stays its own until it is deleted, and no other container gets it
+// meanwhile.
+func testDetachedDeviceStaysItsOwn(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.HotAttach || !caps.RawBlock || !caps.UserNamespace || !caps.Exec {
+		t.Skip("backend has no hot attach of raw devices")
+	}
+	img := zeroImage(t, 4<<20)
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	require.NoError(t, err)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.UserNamespace = true
+	id := NewID("keeper")
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: dev, Destination: "/dev/vdb", Mode: volume.ModeRawBlock}))
+	held := newBuffer()
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "exec 3<>/dev/vdb; echo holding; exec sleep 1000"}}, runtime.IO{Stdout: held, Stderr: held})
+	require.NoError(t, err)
+	require.NoError(t, held.waitFor(ctx, "holding"))
+	require.NoError(t, c.DetachVolume(ctx, "/dev/vdb"))
+	vols, err := c.Volumes(ctx)
+	require.NoError(t, err)
+	require.Empty(t, vols)
+
+	other := h.Config(t, "/bin/true")
+	other.UserNamespace = true
+	other.Volumes = []volume.Spec{{Source: dev, Destination: "/dev/vdb", Mode: volume.ModeRawBlock}}
+	_, err = rt.Create(ctx, NewID("next"), other)
+	require.Truef(t, isFailedPrecondition(err), "the device went to another container while the first holds it: %v", err)
+
+	_ = p.Signal(ctx, 9)
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	next := create(t, rt, NewID("next"), other)
+	require.NoError(t, next.Delete(ctx, runtime.DeleteOptions{}))
 }

@@ -63,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},
+		{"DetachedDeviceStaysItsOwn", testDetachedDeviceStaysItsOwn},
 		{"Snapshot", testSnapshot},
 		{"RootDisk", testRootDisk},
 		{"Image", testImage},
