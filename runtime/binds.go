@@ -25,7 +25,7 @@ func checkHostPaths(id string, s *specs.Spec) error {
 	if s.Root == nil || s.Root.Path == "" {
 		return nil
 	}
-	if _, err := checkHostPath(s.Root.Path, true); err != nil {
+	if err := checkRootfs(s.Root.Path); err != nil {
 		var class error = errdefs.ErrInvalidArgument
 		if errors.Is(err, os.ErrNotExist) {
 			class = errdefs.ErrNotFound
@@ -35,27 +35,19 @@ func checkHostPaths(id string, s *specs.Spec) error {
 	return nil
 }
 
-// checkHostPath resolves path, opens what it names and checks it, and with
-// recursive the mounts below it. It returns the resolved path.
-func checkHostPath(path string, recursive bool) (string, error) {
-	if !filepath.IsAbs(path) {
-		return "", fmt.Errorf("not an absolute path")
-	}
+// checkRootfs resolves path, opens what it names and checks it, and the
+// mounts below it.
+func checkRootfs(path string) error {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return "", err
+		return err
 	}
 	f, err := kernfs.Open(real)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer f.Close()
-	if recursive {
-		if err := kernfs.CheckUnder(real); err != nil {
-			return "", err
-		}
-	}
-	return real, nil
+	return kernfs.CheckUnder(real)
 }
 
 func isBindMount(m specs.Mount) bool {
