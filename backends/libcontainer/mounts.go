@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -68,7 +69,17 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 				return 0, fmt.Errorf("volume %s: %w", dst, err)
 			}
 			defer unix.Close(fd)
-			return mountID(fd)
+			var stx unix.Statx_t
+			if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+				return 0, err
+			}
+			// The root of a mount of its own, never the mount it sits
+			// in (the root filesystem's): a detach unmounts what this
+			// names.
+			if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+				return 0, fmt.Errorf("volume %s is not mounted at its destination: %w", dst, errdefs.ErrInternal)
+			}
+			return int(stx.Mnt_id), nil
 		}
 		for _, mnt := range spec.Mounts {
 			if mnt.Type != "bind" && !slices.Contains(mnt.Options, "bind") && !slices.Contains(mnt.Options, "rbind") {
