@@ -296,7 +296,7 @@ func (m *Manager) Unfinished(live func(owner string) bool) ([]Unfinished, error)
 	}
 	var out []Unfinished
 	for _, r := range recs {
-		if !r.Complete && live(r.Owner) {
+		if !r.Complete && !r.Retired && live(r.Owner) {
 			out = append(out, Unfinished{Owner: r.Owner, Spec: r.Spec})
 		}
 	}
@@ -747,7 +747,9 @@ func (e *heldError) Error() string {
 	return fmt.Sprintf("loop device %s still holds %s: %s: %v", e.dev, e.source, who, e.err)
 }
 
-func (e *heldError) Unwrap() error { return e.err }
+// Unwrap gives the wait's own error and the class: the device is in use,
+// a state of the host the caller may wait out.
+func (e *heldError) Unwrap() []error { return []error{e.err, errdefs.ErrFailedPrecondition} }
 
 // releaseLoop frees the loop device dev of the file source (device
 // backingDev, inode backingIno) and waits until it is free, or until ctx
@@ -876,6 +878,7 @@ func (m *Manager) Retire(ctx context.Context, owner, dst string) error {
 		if r.Identity != "" {
 			tomb := *r
 			tomb.ID, tomb.Retired, tomb.MountKey, tomb.Node = r.ID+".retired."+randomSuffix(), true, "", ""
+			tomb.Complete = true // nothing left to finish: it only holds the source
 			tomb.Spec.Destination = r.Spec.Destination
 			if err := fsutil.WriteJSON(m.recordPath(tomb.ID), &tomb); err != nil {
 				return fmt.Errorf("volume %s: detach: %w", dst, err)

@@ -179,7 +179,7 @@ func (s Spec) resolve() (Spec, error) {
 		kind = KindFile
 	}
 	if given := filepath.Clean(given); real != given && (kind != KindBlock || !strings.HasPrefix(given, "/dev/")) {
-		return bad("source %s leads through a link (to %s): name a %s by its real path (only block devices under /dev may be named by a link)", given, real, kind)
+		return bad("source %s leads through a link (to %s): name it by its real path (only block devices under /dev may be named by a link)", given, real)
 	}
 	if s.Kind != "" && s.Kind != kind {
 		return bad("source %s is a %s, not a %s", s.Source, kind, s.Kind)

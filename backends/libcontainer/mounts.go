@@ -99,6 +99,16 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 			}
 			m[filepath.Clean(d.Path)] = volumeMount{ID: mid, Device: &d}
 		}
+		// Two destinations that led to one place (a link in the root
+		// filesystem) hold one mount, the last: a detach of either
+		// would take the other's.
+		seen := map[int]string{}
+		for dst, vm := range m {
+			if other, ok := seen[vm.ID]; ok {
+				return fmt.Errorf("volumes at %s and %s land on one mount point (a link in the root filesystem): %w", other, dst, errdefs.ErrFailedPrecondition)
+			}
+			seen[vm.ID] = dst
+		}
 		return nil
 	})
 	if err != nil {
