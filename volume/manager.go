@@ -86,6 +86,12 @@ type record struct {
 	Node         string `json:"node,omitempty"`
 	Major, Minor uint32
 	Opts         AttachOptions `json:"opts"`
+	// LoopDevice is the loop device of a raw-block volume, bound to the
+	// source whose device and inode the kernel gave as BackingDev and
+	// BackingIno: undo frees that device if it is still bound to that
+	// file, whatever path the file has now.
+	LoopDevice             string `json:"loop_device,omitempty"`
+	BackingDev, BackingIno uint64 `json:",omitempty"`
 	// Retired marks a volume detached from a container that still
 	// exists (Retire): gone from the host, but its source stays the
 	// container's until DetachAll, as it may hold descriptors of it.
@@ -218,11 +224,24 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 			return nil, fail(fmt.Errorf("already attached to %s: %w", owner, errdefs.ErrAlreadyExists))
 		}
 	}
+	// A block device or image is opened once: its identity, its
+	// exclusivity and the attach all come from that one file, which a
+	// rename in the directory cannot swap for another meanwhile.
+	var src *os.File
 	if sp.Kind == KindBlock || sp.Kind == KindImage {
-		if rec.Identity, err = identity(sp); err != nil {
+		mode := os.O_RDWR
+		if sp.ReadOnly {
+			mode = os.O_RDONLY
+		}
+		if src, err = openChecked(sp, mode); err != nil {
 			return nil, fail(err)
 		}
-		if err := exclusive(rec, recs); err != nil {
+		defer src.Close()
+		hook("opened")
+		if rec.Identity, err = identityOf(src, sp); err != nil {
+			return nil, fail(err)
+		}
+		if err := exclusive(rec, recs, src); err != nil {
 			return nil, fail(err)
 		}
 	}
@@ -246,7 +265,7 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 			return nil, fail(err)
 		}
 	}
-	att, err := m.act(ctx, rec, recs)
+	att, err := m.act(ctx, rec, recs, src)
 	if err != nil {
 		_ = m.undo(ctx, rec, recs)
 		return nil, fail(err)
@@ -303,20 +322,21 @@ func (m *Manager) Unfinished(live func(owner string) bool) ([]Unfinished, error)
 	return out, nil
 }
 
-// identity names the source for sharing: a device number, or a file's
-// device and inode.
-func identity(sp Spec) (string, error) {
-	f, err := openChecked(sp, unix.O_PATH)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
+// identityOf names the opened source for sharing and exclusivity: a
+// block device by its number and, where the kernel counts them, its disk
+// sequence (a device the host made anew under the same number is another
+// device); an image file by its device and inode.
+func identityOf(f *os.File, sp Spec) (string, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", err
 	}
 	if sp.Kind == KindBlock {
-		return fmt.Sprintf("blk:%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
+		id := fmt.Sprintf("blk:%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		if seq, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/diskseq", unix.Major(st.Rdev), unix.Minor(st.Rdev))); err == nil {
+			id += ":" + strings.TrimSpace(string(seq))
+		}
+		return id, nil
 	}
 	return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
 }
@@ -328,7 +348,7 @@ func mountKey(identity string, ro bool) string {
 
 // exclusive refuses a read-write attach of a source in use, and any attach
 // of a source attached read-write: only read-only attachments share.
-func exclusive(rec *record, recs []*record) error {
+func exclusive(rec *record, recs []*record, src *os.File) error {
 	for _, r := range recs {
 		if r.Identity != rec.Identity {
 			continue
@@ -367,12 +387,14 @@ func exclusive(rec *record, recs []*record) error {
 		if err == nil {
 			unix.Close(fd)
 		}
-		// Nor one anything else holds: a loop device over it, or a
-		// process with it open (a container that had it before, and
-		// kept a descriptor, maybe one handed to another container, is
-		// still reaching it).
+		// Nor one a loop device is bound to. Containers reach a block
+		// device only through a loop device of berth's (raw) or a
+		// mount (host-mount), and either keeps its hold, visible here,
+		// as long as anything of the container's holds it: a
+		// descriptor it kept, parked in a socket, mapped, or handed to
+		// another container.
 		var st unix.Stat_t
-		if err := unix.Stat(rec.Spec.Source, &st); err != nil {
+		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 			return err
 		}
 		bound, err := loop.BackedBy(st.Dev, st.Ino)
@@ -382,12 +404,9 @@ func exclusive(rec *record, recs []*record) error {
 		if len(bound) > 0 {
 			return fmt.Errorf("block device %s backs %s: %w", rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
 		}
-		if held := loop.Holders(rec.Spec.Source); len(held) > 0 {
-			return fmt.Errorf("block device %s is in use: %s: %w", rec.Spec.Source, strings.Join(held, "; "), errdefs.ErrFailedPrecondition)
-		}
 	case KindImage:
 		var st unix.Stat_t
-		if err := unix.Stat(rec.Spec.Source, &st); err != nil {
+		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 			return err
 		}
 		bound, err := loop.BackedBy(st.Dev, st.Ino)
@@ -419,7 +438,7 @@ func (m *Manager) mountpoint(key string) string { return filepath.Join(m.dir, "m
 func (m *Manager) nodePath(id string) string { return filepath.Join(m.dir, "dev", id) }
 
 // act does the attach.
-func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attachment, error) {
+func (m *Manager) act(ctx context.Context, rec *record, recs []*record, src *os.File) (*Attachment, error) {
 	sp := rec.Spec
 	att := &Attachment{ID: rec.ID, Owner: rec.Owner, Spec: sp}
 	flags := []string{"nosuid", "nodev"}
@@ -445,7 +464,7 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "rprivate"}, flags...)}
 		return att, nil
 	case sp.Mode == ModeRawBlock:
-		return m.attachRaw(rec, att)
+		return m.attachRaw(rec, att, src)
 	}
 	mp := m.mountpoint(rec.MountKey)
 	if sharedMountOf(rec, recs) {
@@ -459,7 +478,7 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 		}
 		rec.FS, att.FS = other.FS, other.FS
 	} else {
-		fs, err := m.hostMount(ctx, sp, mp)
+		fs, err := m.hostMount(ctx, sp, mp, src)
 		if err != nil {
 			return nil, err
 		}
@@ -469,27 +488,23 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record) (*Attach
 	return att, nil
 }
 
-// openSource opens a block device or image file, attaching the file (or
-// the read-only block device) to an autoclear loop device. The returned file is the device that is probed,
-// checked and mounted; closing it releases the loop unless a mount holds it.
-func openSource(sp Spec) (dev *os.File, path string, err error) {
-	mode := os.O_RDWR
-	if sp.ReadOnly {
-		mode = os.O_RDONLY
-	}
-	f, err := openChecked(sp, mode)
-	if err != nil {
-		return nil, "", err
-	}
+// openSource gives the device to probe, check and mount for the opened
+// source src: a read-write block device itself, an image file (or a
+// read-only block device) on an autoclear loop device, read-only for a
+// read-only volume: a read-only mount still writes (ext4 cleans up its
+// orphan list, superblock fields change), and only a device the kernel
+// cannot write keeps the volume's bytes as they were. Closing the returned
+// file releases the loop unless a mount holds it.
+func openSource(sp Spec, src *os.File) (dev *os.File, path string, err error) {
 	if sp.Kind == KindBlock && !sp.ReadOnly {
-		return f, sp.Source, nil
+		fd, err := unix.Dup(int(src.Fd()))
+		if err != nil {
+			return nil, "", err
+		}
+		unix.CloseOnExec(fd)
+		return os.NewFile(uintptr(fd), sp.Source), sp.Source, nil
 	}
-	// Image files go on a loop device; so do read-only block devices, on
-	// a read-only one: a read-only mount still writes (ext4 cleans up its
-	// orphan list, superblock fields change), and only a device the
-	// kernel cannot write keeps the volume's bytes as they were.
-	defer f.Close()
-	ld, err := loop.Attach(f, loop.Options{ReadOnly: sp.ReadOnly, Autoclear: true})
+	ld, err := loop.Attach(src, loop.Options{ReadOnly: sp.ReadOnly, Autoclear: true})
 	if err != nil {
 		return nil, "", err
 	}
@@ -511,8 +526,8 @@ func deviceSize(f *os.File) (int64, error) {
 // open image, or the block device), with the probed type named: the kernel
 // never guesses. When it fails, an image's loop device is free before it
 // returns (within ctx).
-func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (fs Filesystem, err error) {
-	dev, path, err := openSource(sp)
+func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.File) (fs Filesystem, err error) {
+	dev, path, err := openSource(sp, src)
 	if err != nil {
 		return Filesystem{}, err
 	}
@@ -585,47 +600,32 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string) (fs Filesys
 }
 
 // attachRaw makes a device node for the container's root.
-func (m *Manager) attachRaw(rec *record, att *Attachment) (*Attachment, error) {
+func (m *Manager) attachRaw(rec *record, att *Attachment, src *os.File) (*Attachment, error) {
 	sp := rec.Spec
-	var rdev uint64
-	if sp.Kind == KindImage {
-		mode := os.O_RDWR
-		if sp.ReadOnly {
-			mode = os.O_RDONLY
-		}
-		f, err := openChecked(sp, mode)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		// No autoclear: nothing but the container keeps this device, and
-		// only while it has the node open. Recovery finds it by its
-		// backing file.
-		ld, err := loop.Attach(f, loop.Options{ReadOnly: sp.ReadOnly})
-		if err != nil {
-			return nil, err
-		}
-		hook("loop-attached")
-		var st unix.Stat_t
-		err = unix.Fstat(int(ld.File.Fd()), &st)
-		ld.Close()
-		if err != nil {
-			return nil, err
-		}
-		rdev = st.Rdev
-	} else {
-		f, err := openChecked(sp, unix.O_PATH)
-		if err != nil {
-			return nil, err
-		}
-		var st unix.Stat_t
-		err = unix.Fstat(int(f.Fd()), &st)
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-		rdev = st.Rdev
+	// A loop device of berth's over the source, a block device too: the
+	// container never holds the source itself, and the loop's binding
+	// (which it cannot undo: the loop ioctls are denied to it) shows
+	// while anything of the container's holds it. No autoclear: only
+	// undo frees it, by the identity recorded here.
+	ld, err := loop.Attach(src, loop.Options{ReadOnly: sp.ReadOnly})
+	if err != nil {
+		return nil, err
 	}
+	hook("loop-attached")
+	var st unix.Stat_t
+	err = unix.Fstat(int(ld.File.Fd()), &st)
+	if err == nil {
+		rec.LoopDevice = ld.Path
+		rec.BackingDev, rec.BackingIno, err = loop.BackingID(ld.Path)
+	}
+	ld.Close()
+	if err == nil {
+		err = fsutil.WriteJSON(m.recordPath(rec.ID), rec)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rdev := st.Rdev
 	rec.Major, rec.Minor = unix.Major(rdev), unix.Minor(rdev)
 	rec.Node = m.nodePath(rec.ID)
 	_ = os.Remove(rec.Node)
@@ -685,7 +685,11 @@ func (m *Manager) undo(ctx context.Context, rec *record, recs []*record) error {
 			errs = append(errs, err)
 		}
 	}
-	if rec.Spec.Mode == ModeRawBlock && rec.Spec.Kind == KindImage {
+	switch {
+	case rec.Spec.Mode == ModeRawBlock && rec.LoopDevice != "":
+		errs = append(errs, releaseLoop(ctx, rec.LoopDevice, rec.BackingDev, rec.BackingIno, rec.Spec.Source))
+	case rec.Spec.Mode == ModeRawBlock && rec.Spec.Kind == KindImage:
+		// A crash before the record named its loop device.
 		errs = append(errs, detachLoopsOf(ctx, rec.Spec.Source, rec.Identity)...)
 	}
 	if rec.Identity != "" {
@@ -790,8 +794,8 @@ func detachLoopsOf(ctx context.Context, source, id string) []error {
 	if err := unix.Stat(source, &st); err != nil {
 		return nil
 	}
-	if ident, err := identity(Spec{Source: source, Kind: KindImage}); err != nil || ident != id {
-		return nil
+	if fmt.Sprintf("file:%d:%d", st.Dev, st.Ino) != id {
+		return nil // another file under that name now
 	}
 	bound, err := loop.Backing()
 	if err != nil {

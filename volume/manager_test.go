@@ -802,3 +802,44 @@ func hostLoop(t *testing.T, img string) loopDevice {
 }
 
 type loopDevice struct{ Path string }
+
+// A source renamed over (in a directory the tenant writes) once it was
+// opened changes nothing: identity, exclusivity and the attach are all
+// the opened file's, so a file attached elsewhere cannot be slipped in.
+func TestSourceRenamedOverAfterOpen(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	share := t.TempDir()
+	x, y := filepath.Join(share, "x.img"), filepath.Join(share, "y.img")
+	require.NoError(t, os.WriteFile(x, append([]byte("X-DISK"), make([]byte, 1<<20)...), 0o600))
+	require.NoError(t, os.WriteFile(y, append([]byte("Y-DISK"), make([]byte, 1<<20)...), 0o600))
+	var xst unix.Stat_t
+	require.NoError(t, unix.Stat(x, &xst))
+	user := AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000}
+	_, err := m.Attach(ctx, "holder", Spec{Source: y, Destination: "/dev/vdy", Mode: ModeRawBlock}, user)
+	require.NoError(t, err)
+	testHook = func(step string) {
+		if step == "opened" {
+			require.NoError(t, os.Rename(y, x)) // y's file now under x's name
+		}
+	}
+	att, err := m.Attach(ctx, "c1", Spec{Source: x, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	testHook = nil
+	require.NoError(t, err)
+	f, err := os.Open(att.Device.HostPath)
+	require.NoError(t, err)
+	b := make([]byte, 6)
+	_, err = f.ReadAt(b, 0)
+	f.Close()
+	require.NoError(t, err)
+	require.Equal(t, "X-DISK", string(b), "the attach is of the file that was opened")
+	bound, err := loop.BackedBy(xst.Dev, xst.Ino)
+	require.NoError(t, err)
+	require.Len(t, bound, 1)
+	require.NoError(t, m.DetachAll(ctx, "c1"))
+	require.NoError(t, m.DetachAll(ctx, "holder"))
+	requireClean(t, dir, "")
+	bound, err = loop.BackedBy(xst.Dev, xst.Ino)
+	require.NoError(t, err)
+	require.Empty(t, bound, "the loop device of the renamed-away file is freed too")
+}
