@@ -51,7 +51,10 @@
 // mounted is refused.
 //
 // Raw-block exposes a device node made for the container, owned by its
-// mapped root, and allowed in its devices cgroup. It is only allowed for a
+// mapped root, and allowed in its devices cgroup: the node of a loop device
+// berth binds over the source (an image file or a block device alike), so
+// that the container never holds the source itself and anything of its
+// keeps the loop's binding, which other attaches see. It is only allowed for a
 // container with its own user namespace, where the kernel refuses to mount
 // block filesystems; without one it is failed-precondition unless
 // Policy.RawBlockWithoutUserNamespace says otherwise.
