@@ -339,6 +339,9 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 // Delete implements driver.Runtime.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
 	err := r.do(ctx, id, func(did string) error {
+		if err := killLeftInCgroup(ctx, did); err != nil {
+			return err
+		}
 		_, err := r.eng.ContainerRemove(ctx, did, client.ContainerRemoveOptions{RemoveVolumes: true})
 		return err
 	})

@@ -410,6 +410,9 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 				return err
 			}
 		}
+		if err := killRemaining(ctx, c); err != nil {
+			return err
+		}
 		if err := c.Destroy(); err != nil {
 			return classify(err)
 		}
@@ -428,6 +431,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 func (r *Runtime) cleanup(id string, rec *record) error {
 	if c, err := r.loadContainer(id); err == nil {
 		_ = c.Signal(unix.SIGKILL)
+		_ = killRemaining(context.Background(), c)
 		_ = c.Destroy()
 	}
 	_ = os.RemoveAll(filepath.Join(r.runcRoot(), id))
@@ -590,4 +594,28 @@ func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("container output went to the caller's writers, no log kept: %w", errdefs.ErrFailedPrecondition)
 	}
 	return f, err
+}
+
+// killRemaining kills whatever is left in the container's cgroup once its
+// init is gone, and waits, within ctx, until nothing is. libcontainer
+// takes a container whose init's main thread has exited for stopped even
+// while the init's other threads live on (a tenant's process can end its
+// leader thread alone), then cannot remove its cgroup: the container could
+// never be deleted. The pids are the cgroup's own members, so a pid reused
+// meanwhile is still the container's.
+func killRemaining(ctx context.Context, c *lc.Container) error {
+	for {
+		pids, err := c.Processes()
+		if err != nil || len(pids) == 0 {
+			return nil // no cgroup left, or nothing in it
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes %v of the container outlive SIGKILL: %w", pids, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 		{"Seccomp", testSeccomp},
 		{"RawDeviceIoctls", testRawDeviceIoctls},
 		{"DeviceHandedOver", testDeviceHandedOver},
+		{"LeaderExitedAlone", testLeaderExitedAlone},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},

@@ -1,0 +1,66 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// killLeftInCgroup kills what is left of a stopped container in its
+// cgroup, when the daemon is on this host. runc takes a container whose
+// init ended its main thread alone for stopped, and leaves the init's
+// other threads running (a tenant's process can do that): Docker then
+// removes the container, and its processes live on outside any control.
+// The pids are read from the container's own cgroup (Docker's cgroupfs or
+// systemd layout, v1 or v2), so a reused pid is still the container's.
+func killLeftInCgroup(ctx context.Context, dockerID string) error {
+	dirs := cgroupDirsOf(dockerID)
+	for {
+		var pids []int
+		for _, d := range dirs {
+			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes %v of the container outlive SIGKILL: %w", pids, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// cgroupDirsOf lists the cgroup directories Docker may have made for the
+// container on this host.
+func cgroupDirsOf(dockerID string) []string {
+	var out []string
+	hiers, _ := filepath.Glob("/sys/fs/cgroup/*")
+	hiers = append(hiers, "/sys/fs/cgroup")
+	for _, h := range hiers {
+		for _, rel := range []string{"docker/" + dockerID, "system.slice/docker-" + dockerID + ".scope"} {
+			d := filepath.Join(h, rel)
+			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
