@@ -17,18 +17,21 @@ import (
 type SecurityPolicy struct {
 	// AllowPrivileged admits, as Docker's --privileged does, a spec that
 	// loosens the container's confinement: capabilities beyond
-	// DefaultCapabilities, hooks (they run as root on the host), joining
+	// DefaultCapabilities (or no capability sets at all, which keeps
+	// every one), hooks (they run as root on the host), joining
 	// namespaces by path or sharing the host's PID, IPC, network or mount
 	// namespace, a cgroups path of its own choosing, devices and device
-	// cgroup rules, writable sysfs or cgroup mounts, proc mounted anywhere
-	// but /proc, fewer masked or read-only paths than DefaultSpec, and a
-	// seccomp profile that allows by default (unconfined). Without it each
-	// is refused with permission-denied.
+	// cgroup rules, writable sysfs or cgroup mounts, proc, sysfs or cgroup
+	// mounted outside /proc, /sys and /sys/fs/cgroup, fewer masked or
+	// read-only paths than DefaultSpec, and a seccomp profile that does
+	// more than narrow the default one (allows by default, hands calls to
+	// an agent, admits another ABI, allows a call the default denies).
+	// Without it each is refused with permission-denied.
 	//
 	// Some refusals hold even then: bind mounts of kernel interface
 	// filesystems (proc, sysfs, cgroup, devtmpfs...), block devices outside
 	// the volume policy, and the seccomp rules that keep a container from
-	// releasing, re-pointing or re-flagging a raw block device.
+	// releasing, re-pointing or re-flagging a loop device.
 	AllowPrivileged bool
 }
 
