@@ -285,14 +285,12 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 // done, once the container holds it.
 func (m *Manager) Complete(owner, dst string) error {
 	return m.withRecords(func(recs []*record) error {
-		id := attachmentID(owner, filepath.Clean(dst))
-		for _, r := range recs {
-			if r.ID == id {
-				r.Complete = true
-				return fsutil.WriteJSON(m.recordPath(r.ID), r)
-			}
+		r := findRecord(recs, owner, dst)
+		if r == nil {
+			return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
 		}
-		return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
+		r.Complete = true
+		return fsutil.WriteJSON(m.recordPath(r.ID), r)
 	})
 }
 
@@ -367,10 +365,14 @@ func exclusive(rec *record, recs []*record, src *os.File) error {
 		return nil
 	}
 	// Not ours to share: a source the host itself uses is refused.
-	switch rec.Spec.Kind {
-	case KindBlock:
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+		return err
+	}
+	if rec.Spec.Kind == KindBlock {
+		major, minor := unix.Major(st.Rdev), unix.Minor(st.Rdev)
 		mounted, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
-			return fmt.Sprintf("blk:%d:%d", i.Major, i.Minor) != rec.Identity, false
+			return uint32(i.Major) != major || uint32(i.Minor) != minor, false
 		})
 		if err != nil {
 			return err
@@ -387,35 +389,19 @@ func exclusive(rec *record, recs []*record, src *os.File) error {
 		if err == nil {
 			unix.Close(fd)
 		}
-		// Nor one a loop device is bound to. Containers reach a block
-		// device only through a loop device of berth's (raw) or a
-		// mount (host-mount), and either keeps its hold, visible here,
-		// as long as anything of the container's holds it: a
-		// descriptor it kept, parked in a socket, mapped, or handed to
-		// another container.
-		var st unix.Stat_t
-		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
-			return err
-		}
-		bound, err := loop.BackedBy(st.Dev, st.Ino)
-		if err != nil {
-			return err
-		}
-		if len(bound) > 0 {
-			return fmt.Errorf("block device %s backs %s: %w", rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
-		}
-	case KindImage:
-		var st unix.Stat_t
-		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
-			return err
-		}
-		bound, err := loop.BackedBy(st.Dev, st.Ino)
-		if err != nil {
-			return err
-		}
-		if len(bound) > 0 {
-			return fmt.Errorf("image %s is already attached on %s: %w", rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
-		}
+	}
+	// Nor one a loop device is bound to: an image berth or the host has
+	// attached; a block device a container reaches through a loop device
+	// of berth's (raw) or a mount over one (read-only), which keeps its
+	// hold, visible here, as long as anything of the container's holds
+	// it: a descriptor it kept, parked in a socket, mapped, or handed to
+	// another container.
+	bound, err := loop.BackedBy(st.Dev, st.Ino)
+	if err != nil {
+		return err
+	}
+	if len(bound) > 0 {
+		return fmt.Errorf("%s %s is already attached on %s: %w", rec.Spec.Kind, rec.Spec.Source, bound[0], errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -878,12 +864,10 @@ func (m *Manager) Retire(ctx context.Context, owner, dst string) error {
 		if r == nil {
 			return fmt.Errorf("volume %s: not attached to %s: %w", dst, owner, errdefs.ErrNotFound)
 		}
-		var errs []error
 		if r.Identity != "" {
 			tomb := *r
 			tomb.ID, tomb.Retired, tomb.MountKey, tomb.Node = r.ID+".retired."+randomSuffix(), true, "", ""
 			tomb.Complete = true // nothing left to finish: it only holds the source
-			tomb.Spec.Destination = r.Spec.Destination
 			if err := fsutil.WriteJSON(m.recordPath(tomb.ID), &tomb); err != nil {
 				return fmt.Errorf("volume %s: detach: %w", dst, err)
 			}
@@ -892,8 +876,7 @@ func (m *Manager) Retire(ctx context.Context, owner, dst string) error {
 				return fmt.Errorf("volume %s: detach: %w", dst, err)
 			}
 		}
-		errs = append(errs, withoutHeld(m.undo(noWait(), r, recs)))
-		if err := errors.Join(errs...); err != nil {
+		if err := withoutHeld(m.undo(noWait(), r, recs)); err != nil {
 			return fmt.Errorf("volume %s: detach: %w", dst, err)
 		}
 		return nil

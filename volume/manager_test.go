@@ -843,3 +843,64 @@ func TestSourceRenamedOverAfterOpen(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, bound, "the loop device of the renamed-away file is freed too")
 }
+
+// A block device the host has mounted is refused, the mount named.
+func TestHostMountedBlockDeviceRefused(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	ld := hostLoop(t, img)
+	mnt := t.TempDir()
+	run(t, "mount", "-o", "ro", ld.Path, mnt)
+	defer func() { _ = unix.Unmount(mnt, 0) }()
+	_, err := m.Attach(ctx, "c1", Spec{Source: ld.Path, Destination: "/data", ReadOnly: true}, AttachOptions{})
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "%v", err)
+	require.Contains(t, err.Error(), "mounted at "+mnt)
+	requireClean(t, dir, "")
+}
+
+// A retired volume whose source the host then made anew (another disk
+// under the same device number: a new disk sequence) no longer pins it;
+// the old one stays pinned while its container lives.
+func TestRecreatedDeviceIsAnother(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	user := AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000}
+	a, b := makeImage(t, t.TempDir(), "ext4"), makeImage(t, t.TempDir(), "ext4")
+	ld := hostLoop(t, a)
+	_, err := m.Attach(ctx, "tenant", Spec{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	require.NoError(t, err)
+	require.NoError(t, m.Retire(ctx, "tenant", "/dev/vdb"))
+	_, err = m.Attach(ctx, "other", Spec{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	require.Truef(t, errdefs.IsFailedPrecondition(err), "the retired device went to another container: %v", err)
+	if _, err := os.Stat("/sys/dev/block/7:0/diskseq"); err != nil {
+		t.Skip("this kernel counts no disk sequences")
+	}
+	run(t, "losetup", "-d", ld.Path)
+	run(t, "losetup", ld.Path, b) // another disk, the same number
+	_, err = m.Attach(ctx, "other", Spec{Source: ld.Path, Destination: "/dev/vdb", Mode: ModeRawBlock}, user)
+	require.NoError(t, err, "a device made anew is not the retired one")
+	require.NoError(t, m.DetachAll(ctx, "other"))
+	require.NoError(t, m.DetachAll(ctx, "tenant"))
+	requireClean(t, dir, "")
+}
+
+// A retired volume is no unfinished attach: recovery never takes it out of
+// its container again, whatever is attached at its destination since.
+func TestRetiredIsNotUnfinished(t *testing.T) {
+	ctx := context.Background()
+	m, dir := newManager(t, DefaultPolicy())
+	img := makeImage(t, t.TempDir(), "ext4")
+	_, err := m.Attach(ctx, "c1", Spec{Source: img, Destination: "/data"}, AttachOptions{Pending: true})
+	require.NoError(t, err)
+	live := func(string) bool { return true }
+	u, err := m.Unfinished(live)
+	require.NoError(t, err)
+	require.Len(t, u, 1, "a pending attach is unfinished")
+	require.NoError(t, m.Retire(ctx, "c1", "/data"))
+	u, err = m.Unfinished(live)
+	require.NoError(t, err)
+	require.Empty(t, u)
+	require.NoError(t, m.DetachAll(ctx, "c1"))
+	requireClean(t, dir, img)
+}
