@@ -1,5 +1,6 @@
 // Package internal holds helpers no caller of berth should import: file
-// helpers (fsutil), loop devices (loop), ID-mapped mounts (idmap), tar
-// writing (tarutil), /etc/subuid parsing (subid) and test fixtures
-// (fixture).
+// helpers and locks (fsutil), loop devices (loop), ID-mapped mounts
+// (idmap), kernel interface filesystems (kernfs), tar writing (tarutil),
+// killing what a container left (reap), /etc/subuid parsing (subid) and
+// test fixtures (fixture).
 package internal

@@ -2,14 +2,12 @@ package docker
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/berthrun/berth/internal/reap"
 )
 
 // killLeftInCgroup kills what is left of a stopped container in its
@@ -21,7 +19,7 @@ import (
 // systemd layout, v1 or v2), so a reused pid is still the container's.
 func killLeftInCgroup(ctx context.Context, dockerID string) error {
 	dirs := cgroupDirsOf(dockerID)
-	for {
+	return reap.KillAll(ctx, func() ([]int, error) {
 		var pids []int
 		for _, d := range dirs {
 			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
@@ -34,18 +32,8 @@ func killLeftInCgroup(ctx context.Context, dockerID string) error {
 				}
 			}
 		}
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("processes %v of the container outlive SIGKILL: %w", pids, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		return pids, nil
+	})
 }
 
 // cgroupDirsOf lists the cgroup directories Docker may have made for the

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -597,25 +598,10 @@ func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 }
 
 // killRemaining kills whatever is left in the container's cgroup once its
-// init is gone, and waits, within ctx, until nothing is. libcontainer
-// takes a container whose init's main thread has exited for stopped even
-// while the init's other threads live on (a tenant's process can end its
-// leader thread alone), then cannot remove its cgroup: the container could
-// never be deleted. The pids are the cgroup's own members, so a pid reused
-// meanwhile is still the container's.
+// init is gone. libcontainer takes a container whose init's main thread
+// has exited for stopped even while the init's other threads live on (a
+// tenant's process can end its leader thread alone), then cannot remove
+// its cgroup: the container could never be deleted.
 func killRemaining(ctx context.Context, c *lc.Container) error {
-	for {
-		pids, err := c.Processes()
-		if err != nil || len(pids) == 0 {
-			return nil // no cgroup left, or nothing in it
-		}
-		for _, pid := range pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("processes %v of the container outlive SIGKILL: %w", pids, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return reap.KillAll(ctx, c.Processes)
 }
