@@ -46,7 +46,7 @@
 //	volume probe PATH
 //	attach ID SRC:DST[:ro][:raw]
 //	detach ID DST
-//	image import [--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR
+//	image import [--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR|-
 //	image ls [-q]
 //	image rm REF...
 //	image export [--format docker|oci] REF FILE

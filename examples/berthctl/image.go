@@ -24,8 +24,8 @@ var imageCommands []command
 
 func init() {
 	imageCommands = []command{
-		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR",
-			"import a docker-save archive or OCI layout; print REF DIGEST per tag, or the digest", (*app).cmdImageImport},
+		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR|-",
+			"import a docker-save archive or OCI layout (- reads it from stdin); print REF DIGEST per tag, or the digest", (*app).cmdImageImport},
 		{"ls", "[-q]", "list images", (*app).cmdImageLs},
 		{"rm", "REF...", "remove tags or images (a tag's image goes with its last tag)", (*app).cmdImageRm},
 		{"export", "[--format docker|oci] REF FILE", "write an image as a docker-save or OCI archive (FILE - is stdout)", (*app).cmdImageExport},
@@ -113,12 +113,26 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	}
 	src := fs.Arg(0)
 	opts := image.ImportOptions{Tags: pol}
-	p := a.progress("importing " + filepath.Base(src))
+	name := filepath.Base(src)
+	if src == "-" {
+		name = "standard input"
+	}
+	p := a.progress("importing " + name)
 	if p != nil {
 		opts.Progress = p.report
 		defer p.done()
 	}
-	res, err := s.Import(context.Background(), src, opts)
+	var res *image.ImportResult
+	if src == "-" {
+		if _, terr := unix.IoctlGetTermios(int(a.stdin.Fd()), unix.TCGETS); terr == nil {
+			return 0, usageErrorf("image import: - reads the archive from standard input, which is a terminal")
+		}
+		// The archive streams from stdin: the store reads it once,
+		// with the same limits as a file.
+		res, err = s.ImportReader(context.Background(), a.stdin, opts)
+	} else {
+		res, err = s.Import(context.Background(), src, opts)
+	}
 	if err != nil {
 		return 0, err
 	}

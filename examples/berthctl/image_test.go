@@ -205,3 +205,21 @@ func TestImageGlance(t *testing.T) {
 	requireFailure(t, other.run("pull", "--glance", u, "00000000-0000-0000-0000-000000000000"), "not-found")
 	requireFailure(t, other.run("push", "--glance", u, "nope:1"), "not-found")
 }
+
+// TestImageImportStdin: "-" reads the archive from standard input, with
+// the same result as the file.
+func TestImageImportStdin(t *testing.T) {
+	c := newImageCtl(t)
+	a := archive(t, "from stdin", false, "busybox:1")
+	b, err := os.ReadFile(a)
+	require.NoError(t, err)
+	r := invoke(t, string(b), "--root", c.root, "image", "import", "--expect-tag", "busybox:1", "-")
+	require.Equal(t, 0, r.code, "stderr %q", r.stderr)
+	assert.Regexp(t, `^busybox:1 sha256:[0-9a-f]{64}\n$`, r.stdout)
+	assert.Equal(t, r.stdout, c.ok("import", "--expect-tag", "busybox:1", a), "the same image as from the file")
+
+	// Not an archive on stdin: refused, nothing imported.
+	r = invoke(t, "not a tar archive", "--root", c.root, "image", "import", "-")
+	requireFailure(t, r, "invalid-argument")
+	assert.Len(t, strings.Fields(c.ok("ls", "-q")), 1)
+}
