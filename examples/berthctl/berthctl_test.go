@@ -330,7 +330,13 @@ func TestLifecycle(t *testing.T) {
 
 	out = ok(t, "exec", "--env", "FOO=bar", "-w", "/tmp", "-u", "1000:1001", id, "--", "/bin/sh", "-c", "echo $FOO; pwd; id -u; id -g")
 	assert.Equal(t, "bar\n/tmp\n1000\n1001\n", out)
-	r := berthctl(t, "exec", id, "--", "/bin/sh", "-c", "echo to-stderr >&2; exit 3")
+	r := invoke(t, "hi\n", "--root", stateRoot, "exec", "-i", id, "cat")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "hi\n", r.stdout, "exec -i forwards stdin")
+	r = invoke(t, "hi\n", "--root", stateRoot, "exec", id, "cat")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stdout, "without -i the process's stdin is not connected")
+	r = berthctl(t, "exec", id, "--", "/bin/sh", "-c", "echo to-stderr >&2; exit 3")
 	assert.Equal(t, 3, r.code, "exec passes the process's exit code through")
 	assert.Equal(t, "to-stderr\n", r.stderr)
 

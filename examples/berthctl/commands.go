@@ -36,7 +36,7 @@ func init() {
 		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]",
 			"create a container, print its ID; its output goes to its log", (*app).cmdCreate},
 		{"start", "ID", "start a created container", (*app).cmdStart},
-		{"exec", "[--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
+		{"exec", "[-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
 			"run a process in a running container and exit with its code", (*app).cmdExec},
 		{"kill", "ID [SIGNAL]", "send a signal (default KILL) to a container's init", (*app).cmdKill},
 		{"pause", "ID", "freeze a running container", (*app).cmdPause},

@@ -31,7 +31,7 @@
 //	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
 //	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
 //	start ID
-//	exec [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
+//	exec [-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
 //	kill ID [SIGNAL]
 //	pause ID
 //	resume ID

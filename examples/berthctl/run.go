@@ -186,8 +186,10 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 		env  envList
 		cwd  string
 		user string
+		in   bool
 	)
 	fs.Var(&env, "env", "environment variable `K=V` (repeatable)")
+	fs.BoolVar(&in, "i", false, "forward standard input to the process")
 	fs.StringVar(&cwd, "w", "", "working `DIR` (absolute)")
 	fs.StringVar(&user, "u", "", "user `UID[:GID]`")
 	if err := a.parse(fs, args); err != nil {
@@ -218,7 +220,11 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 	}
 	proxy := catchSignals()
 	defer proxy.stop()
-	p, err := c.Exec(ctx, ps, runtime.IO{Stdout: a.stdout, Stderr: a.stderr})
+	pio := runtime.IO{Stdout: a.stdout, Stderr: a.stderr}
+	if in {
+		pio.Stdin = a.stdin
+	}
+	p, err := c.Exec(ctx, ps, pio)
 	if err != nil {
 		return 0, err
 	}
