@@ -461,6 +461,9 @@ func TestUsageErrors(t *testing.T) {
 		{"no command", nil, "invalid-argument"},
 		{"unknown global flag", []string{"--bogus", "ps"}, "invalid-argument"},
 		{"unknown command flag", []string{"run", "--bogus"}, "invalid-argument"},
+		{"unknown flag after a global one", []string{"run", "--fsck", "--bogus", "--rootfs", "/", "--", "/bin/true"}, "invalid-argument"},
+		{"unknown backend after the command", []string{"ps", "--backend", "nosuch"}, "not-implemented"},
+		{"global flag without its value", []string{"ps", "--root"}, "invalid-argument"},
 		{"run without rootfs", []string{"run", "--", "/bin/true"}, "invalid-argument"},
 		{"run without command", []string{"run", "--rootfs", "/"}, "invalid-argument"},
 		{"bad memory", []string{"run", "--memory", "12x", "--rootfs", "/", "--", "/bin/true"}, "invalid-argument"},
@@ -481,6 +484,32 @@ func TestUsageErrors(t *testing.T) {
 			assert.NoDirExists(t, root, "refused before the backend was opened")
 		})
 	}
+}
+
+// TestGlobalFlagsAnywhere: a global flag means the same before the
+// command's name and among the command's flags.
+func TestGlobalFlagsAnywhere(t *testing.T) {
+	requireEngine(t)
+	for _, args := range [][]string{
+		{"--root", stateRoot, "--fsck", "--allow-privileged", "run", "--rm", "--rootfs", rootfs, "--", "/bin/echo", "before"},
+		{"run", "--root", stateRoot, "--fsck", "--rm", "--allow-privileged", "--rootfs", rootfs, "--", "/bin/echo", "after"},
+	} {
+		r := invoke(t, "", args...)
+		require.Equal(t, 0, r.code, "stderr %q", r.stderr)
+		assert.Equal(t, args[len(args)-1]+"\n", r.stdout)
+	}
+	// --root after the command is the state root the command uses.
+	cleanup(t, "globalafter")
+	r := invoke(t, "", "create", "--name", "globalafter", "--root", stateRoot, "--rootfs", rootfs, "--", "/bin/true")
+	require.Equal(t, 0, r.code, "stderr %q", r.stderr)
+	assert.Contains(t, psIDs(t), "globalafter")
+	r = invoke(t, "", "ps", "-q", "--root", stateRoot)
+	require.Equal(t, 0, r.code, "stderr %q", r.stderr)
+	assert.Contains(t, strings.Fields(r.stdout), "globalafter")
+	ok(t, "rm", "globalafter")
+	// The command's help lists its own flags, not the global ones.
+	r = invoke(t, "", "run", "-h")
+	assert.NotContains(t, r.stdout, "-fsck")
 }
 
 func TestHelpAndVersion(t *testing.T) {

@@ -5,7 +5,8 @@
 //
 //	berthctl [--root DIR] [--backend NAME] [GLOBAL FLAGS] COMMAND [ARG...]
 //
-// Global flags come before the command:
+// Global flags come before the command's name or among the command's own
+// flags (berthctl --fsck run ... and berthctl run --fsck ... are the same):
 //
 //	--root DIR       state directory (default /var/lib/berth); the image
 //	                 store is DIR/images

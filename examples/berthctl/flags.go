@@ -175,9 +175,14 @@ func (a *app) parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func hasFlags(fs *flag.FlagSet) bool {
+// hasFlags tells whether fs has flags of its own (beside the global ones).
+func (a *app) hasFlags(fs *flag.FlagSet) bool {
 	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
+	fs.VisitAll(func(f *flag.Flag) {
+		if !a.isGlobal(f.Name) {
+			n++
+		}
+	})
 	return n > 0
 }
 
@@ -202,11 +207,19 @@ func exactArgs(fs *flag.FlagSet, n int) error {
 // command, as "image ") and returns errHelpShown.
 func (a *app) showHelp(prefix string, cmd command, fs *flag.FlagSet) error {
 	fmt.Fprintf(a.stdout, "usage: berthctl %s%s %s\n\n%s\n", prefix, cmd.name, cmd.args, cmd.summary)
-	if hasFlags(fs) {
+	if a.hasFlags(fs) {
+		// The command's own flags; the global ones are berthctl help's.
+		own := newFlagSet(fs.Name())
+		fs.VisitAll(func(f *flag.Flag) {
+			if !a.isGlobal(f.Name) {
+				own.Var(f.Value, f.Name, f.Usage)
+				own.Lookup(f.Name).DefValue = f.DefValue
+			}
+		})
 		fmt.Fprintf(a.stdout, "\nflags:\n")
-		fs.SetOutput(a.stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		own.SetOutput(a.stdout)
+		own.PrintDefaults()
 	}
+	fmt.Fprintf(a.stdout, "\nGlobal flags (berthctl help) are accepted before or after %s.\n", fs.Name())
 	return errHelpShown
 }

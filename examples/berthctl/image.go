@@ -51,7 +51,7 @@ func (a *app) cmdImage(_ *flag.FlagSet, args []string) (int, error) {
 	}
 	for _, c := range imageCommands {
 		if c.name == args[0] {
-			return c.run(a, newFlagSet("image "+c.name), args[1:])
+			return c.run(a, a.flagSet("image "+c.name), args[1:])
 		}
 	}
 	return 0, usageErrorf("image: unknown subcommand %q (%s)", args[0], imageNames())

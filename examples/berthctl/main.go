@@ -29,6 +29,9 @@ type app struct {
 
 	open func(root string, o openOptions) (*runtime.Runtime, error)
 	rt   *runtime.Runtime
+	// globals holds the global flags; every command's flag set takes
+	// them too, so they may come before or after the command's name.
+	globals *flag.FlagSet
 	// attached asks for containers tied to this process (see
 	// libcontainer.Attached): set by run before the backend opens.
 	attached bool
@@ -72,6 +75,7 @@ func (a *app) execute(args []string) (int, error) {
 		}
 		return 0, flagError(fs, err)
 	}
+	a.globals = fs
 	rest := fs.Args()
 	if len(rest) == 0 {
 		return 0, usageErrorf("no command given (see berthctl help)")
@@ -80,13 +84,24 @@ func (a *app) execute(args []string) (int, error) {
 	if !ok {
 		return 0, usageErrorf("unknown command %q (see berthctl help)", rest[0])
 	}
-	open, err := lookupBackend(a.backend)
-	if err != nil {
-		return 0, err
+	return cmd.run(a, a.flagSet(cmd.name), rest[1:])
+}
+
+// flagSet is a command's flag set: it holds the global flags, bound to the
+// same values, so that "berthctl --fsck run ..." and "berthctl run --fsck
+// ..." mean the same. The command adds its own.
+func (a *app) flagSet(name string) *flag.FlagSet {
+	fs := newFlagSet(name)
+	if a.globals != nil {
+		// Var keeps the value parsed before the command's name.
+		a.globals.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	}
-	a.open = open
-	sub := newFlagSet(cmd.name)
-	return cmd.run(a, sub, rest[1:])
+	return fs
+}
+
+// isGlobal tells a global flag from a command's own.
+func (a *app) isGlobal(name string) bool {
+	return a.globals != nil && a.globals.Lookup(name) != nil
 }
 
 // runtime opens the backend on first use, so that commands that do not
@@ -94,6 +109,15 @@ func (a *app) execute(args []string) (int, error) {
 func (a *app) runtime() (*runtime.Runtime, error) {
 	if a.rt != nil {
 		return a.rt, nil
+	}
+	if a.open == nil {
+		// --backend may come after the command's name: it is known
+		// only now.
+		open, err := lookupBackend(a.backend)
+		if err != nil {
+			return nil, err
+		}
+		a.open = open
 	}
 	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), security: a.policy.security(), dockerHost: a.dockerHost, diskFS: a.diskFS})
 	if err != nil {
@@ -114,7 +138,7 @@ func (a *app) container(ctx context.Context, id string) (*runtime.Container, err
 
 func (a *app) usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: berthctl [--root DIR] [--backend NAME] [GLOBAL FLAGS] COMMAND [ARG...]\n\n")
-	fmt.Fprintf(w, "global flags:\n  --root DIR      state directory (default %s)\n", runtime.DefaultStateDir)
+	fmt.Fprintf(w, "global flags (before or after the command's name):\n  --root DIR      state directory (default %s)\n", runtime.DefaultStateDir)
 	fmt.Fprintf(w, "  --backend NAME  engine: %s (default %s)\n", backendNames(), defaultBackend)
 	fmt.Fprintf(w, "  --docker-host ADDRESS  Docker daemon of --backend docker (default $DOCKER_HOST, else unix:///var/run/docker.sock)\n")
 	fmt.Fprintf(w, "  --disk-fs TYPE  root disks of --backend parallels: ext4 (default) or xfs\n")
