@@ -45,9 +45,34 @@ type Config struct {
 	Volumes []volume.Spec
 	// Labels are kept with the container.
 	Labels map[string]string
-	// IO connects the init process's standard streams. Without writers
-	// the output is kept in a log that Container.Logs reads back.
+	// IO connects the init process's standard streams. Whether or not
+	// writers are given, the output is also kept in a log that
+	// Container.Logs reads back (as `docker logs` does for an attached
+	// container).
 	IO IO
+	// Log caps that log: zero fields take DefaultLogMaxSize and
+	// DefaultLogMaxFiles. A container writing as fast as it can never
+	// makes it larger than MaxSize*MaxFiles bytes.
+	Log LogLimits
+}
+
+// The caps of a container's log unless its Config sets others: one file of
+// 10 MiB and one rotated file, as Docker's json-file with max-size=10m and
+// max-file=2.
+const (
+	DefaultLogMaxSize  = 10 << 20
+	DefaultLogMaxFiles = 2
+)
+
+// logLimits are cfg's log caps with the defaults filled in.
+func logLimits(l LogLimits) LogLimits {
+	if l.MaxSize == 0 {
+		l.MaxSize = DefaultLogMaxSize
+	}
+	if l.MaxFiles == 0 {
+		l.MaxFiles = DefaultLogMaxFiles
+	}
+	return l
 }
 
 // DefaultSpec returns the spec berth uses when the caller has no opinion:
@@ -104,6 +129,12 @@ func validateConfig(id string, c *Config) error {
 	}
 	if c == nil || c.Spec == nil {
 		return bad("no spec")
+	}
+	if c.Log.MaxSize < 0 || (c.Log.MaxSize > 0 && c.Log.MaxSize < 4096) {
+		return bad("log max size %d: at least 4096 bytes", c.Log.MaxSize)
+	}
+	if c.Log.MaxFiles < 0 || c.Log.MaxFiles > 100 {
+		return bad("log max files %d: 1 to 100", c.Log.MaxFiles)
 	}
 	s := c.Spec
 	sources := 0

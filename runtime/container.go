@@ -234,7 +234,8 @@ func (c *Container) Stats(ctx context.Context) (*Stats, error) {
 	return s, wrap(c.id, err)
 }
 
-// Logs reads back the output kept for a container created without writers.
+// Logs reads back the output kept for the container (with or without
+// writers), its oldest kept output first; see Config.Log for its caps.
 func (c *Container) Logs(ctx context.Context) (io.ReadCloser, error) {
 	if err := c.capable("logs", c.r.caps.Logs); err != nil {
 		return nil, err

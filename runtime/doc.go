@@ -28,6 +28,7 @@
 //   - every error carries a github.com/containerd/errdefs class and the
 //     container's ID; operations a backend lacks are not-implemented.
 //
-// Output of a container goes to writers given in Config.IO, or, without
-// any, to a log kept by the backend and read back with Container.Logs.
+// Output of a container goes to writers given in Config.IO, and in any case
+// to a log kept by the backend, capped with rotation (Config.Log), and read
+// back with Container.Logs.
 package runtime

@@ -247,7 +247,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 			spec.Linux.GIDMappings = m
 		}
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
 	if cfg.Image != "" {
 		if req.ImageSource, err = r.resolveImage(ctx, id, cfg.Image, spec); err != nil {
 			undo()

@@ -21,6 +21,8 @@ type (
 	IO = driver.IO
 	// Info describes a container.
 	Info = driver.Info
+	// LogLimits cap a container's kept output.
+	LogLimits = driver.LogLimits
 )
 
 // The lifecycle states.

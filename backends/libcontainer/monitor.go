@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -52,7 +54,7 @@ const (
 // spawnMonitor starts the container's monitor, which creates the init in
 // libcontainer and reports back. It returns the monitor's pid once the init
 // exists (waiting on its exec fifo).
-func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO) (int, error) {
+func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) (int, error) {
 	dir := r.dir(id)
 	if err := fsutil.WriteJSON(filepath.Join(dir, configFile), cfg); err != nil {
 		return 0, err
@@ -86,7 +88,8 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 	}
 	defer statusR.Close()
 
-	cmd := exec.Command("/proc/self/exe", monitorArg, dir, r.runcRoot(), id)
+	cmd := exec.Command("/proc/self/exe", monitorArg, dir, r.runcRoot(), id,
+		strconv.FormatInt(limits.MaxSize, 10), strconv.Itoa(limits.MaxFiles))
 	cmd.Args[0] = os.Args[0]
 	cmd.Stdin = nil
 	cmd.Stdout = monLog
@@ -126,7 +129,8 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 
 // containerStdio turns the caller's IO into three files for the monitor:
 // files are passed as they are, other readers and writers through pipes that
-// this process copies, and missing output goes to the container's log.
+// this process copies, and missing streams are /dev/null. The monitor keeps
+// the output in the container's log besides.
 func (r *Runtime) containerStdio(dir string, pio driver.IO) (files [3]*os.File, wg *sync.WaitGroup, closeAfter []*os.File, err error) {
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -134,14 +138,6 @@ func (r *Runtime) containerStdio(dir string, pio driver.IO) (files [3]*os.File, 
 	}
 	closeAfter = append(closeAfter, null)
 	files = [3]*os.File{null, null, null}
-	if pio.Stdout == nil && pio.Stderr == nil {
-		log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return files, nil, closeAfter, err
-		}
-		closeAfter = append(closeAfter, log)
-		files[1], files[2] = log, log
-	}
 	wg = &sync.WaitGroup{}
 	copying := false
 	if pio.Stdin != nil {
@@ -224,11 +220,17 @@ func className(err error) string {
 // runMonitor is the monitor process: create the init, report, wait for it,
 // record its exit. args: container dir, libcontainer root, ID.
 func runMonitor(args []string) int {
-	if len(args) != 3 {
+	if len(args) != 5 {
 		fmt.Fprintln(os.Stderr, "berth monitor: bad arguments")
 		return 2
 	}
 	dir, runcRoot, id := args[0], args[1], args[2]
+	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
+	maxFiles, err2 := strconv.Atoi(args[4])
+	if err1 != nil || err2 != nil {
+		fmt.Fprintln(os.Stderr, "berth monitor: bad log limits")
+		return 2
+	}
 	status := os.NewFile(fdStatus, "status")
 	report := func(st monitorStatus) bool {
 		b, _ := json.Marshal(st)
@@ -259,14 +261,21 @@ func runMonitor(args []string) int {
 		return fail(err)
 	}
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
-	c, p, err := startInit(runcRoot, id, &cfg, &proc, driver.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	// The container writes into pipes that this process copies into its
+	// capped log and on to the caller's stdout and stderr.
+	out, tee, err := keepOutput(dir, logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, stdout, stderr, sameFile(stdout, stderr))
 	if err != nil {
 		return fail(err)
 	}
-	// The init holds its own copies; ours would keep the caller's pipes open.
+	c, p, err := startInit(runcRoot, id, &cfg, &proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
+	// The init holds its own copies of the pipes' write ends; ours would
+	// keep the copies from ever ending.
+	out.close()
 	stdin.Close()
-	stdout.Close()
-	stderr.Close()
+	if err != nil {
+		tee.Finish(0)
+		return fail(err)
+	}
 	pid, _ := p.Pid()
 	if !report(monitorStatus{Pid: pid}) {
 		// The caller is gone before learning of the container: nobody
@@ -276,16 +285,80 @@ func runMonitor(args []string) int {
 		_ = c.Destroy()
 		return 1
 	}
-	if err := recordExit(dir, p); err != nil {
+	err = recordExit(dir, p)
+	// The exit is known; the output is copied to its end before the
+	// monitor goes (Wait returns once it has).
+	tee.Finish(outputIdle)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth monitor:", err)
 		return 1
 	}
 	return 0
 }
 
+// outputIdle is how long the copy of a stopped container's output may make
+// no progress before it is cut (see logfile.Tee.Finish).
+const outputIdle = 2 * time.Second
+
+// initOutput are the write ends of the pipes the init writes into.
+type initOutput struct {
+	Stdout, Stderr *os.File
+}
+
+func (o initOutput) close() {
+	o.Stdout.Close()
+	if o.Stderr != o.Stdout {
+		o.Stderr.Close()
+	}
+}
+
+// keepOutput makes the pipes the init writes its output into and starts
+// copying them into the container's capped log and to stdout and stderr
+// (the caller's streams; nil: the log only). With one writer for both, one
+// pipe keeps the order of the writes.
+func keepOutput(dir string, limits logfile.Limits, stdout, stderr io.Writer, same bool) (initOutput, *logfile.Tee, error) {
+	log, err := logfile.Create(filepath.Join(dir, logFile), limits)
+	if err != nil {
+		return initOutput{}, nil, err
+	}
+	tee := logfile.NewTee(log)
+	var out initOutput
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		log.Close()
+		return initOutput{}, nil, err
+	}
+	out.Stdout, out.Stderr = outW, outW
+	var errR *os.File
+	if !same {
+		if errR, out.Stderr, err = os.Pipe(); err != nil {
+			outR.Close()
+			outW.Close()
+			log.Close()
+			return initOutput{}, nil, err
+		}
+	}
+	tee.Copy(outR, stdout)
+	if errR != nil {
+		tee.Copy(errR, stderr)
+	}
+	tee.OnFinish(func() { log.Close() })
+	return out, tee, nil
+}
+
+// sameFile reports whether two descriptors are one file (the caller gave
+// one writer for both streams, or neither).
+func sameFile(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
+
 // startAttached runs the monitor's job in this process: it becomes the
 // init's parent and records its exit.
-func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO) error {
+func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) error {
 	dir := r.dir(id)
 	lockf, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -296,17 +369,15 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	if err != nil {
 		return err
 	}
-	if pio.Stdout == nil && pio.Stderr == nil {
-		log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			lock.Close()
-			return err
-		}
-		defer log.Close()
-		pio.Stdout, pio.Stderr = log, log
-	}
-	_, p, err := startInit(r.runcRoot(), id, cfg, proc, pio)
+	out, tee, err := keepOutput(dir, limits, nilIfNil(pio.Stdout), nilIfNil(pio.Stderr), pio.Stdout == pio.Stderr)
 	if err != nil {
+		lock.Close()
+		return err
+	}
+	_, p, err := startInit(r.runcRoot(), id, cfg, proc, driver.IO{Stdin: pio.Stdin, Stdout: out.Stdout, Stderr: out.Stderr})
+	out.close()
+	if err != nil {
+		tee.Finish(0)
 		lock.Close()
 		return classify(err)
 	}
@@ -320,8 +391,17 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		if err := recordExit(dir, p); err != nil {
 			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
 		}
+		tee.Finish(outputIdle)
 	}()
 	return nil
+}
+
+// nilIfNil turns a nil writer of any type into a nil interface.
+func nilIfNil(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok && f == nil {
+		return nil
+	}
+	return w
 }
 
 // lockMonitor takes the container's monitor lock for as long as the returned

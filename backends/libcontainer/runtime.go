@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/internal/idmap"
 	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
@@ -251,11 +252,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		return err
 	}
 	if r.attached {
-		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO); err != nil {
+		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, logLimits(req.Log)); err != nil {
 			return err
 		}
 	} else {
-		pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO)
+		pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, logLimits(req.Log))
 		if err != nil {
 			return err
 		}
@@ -585,16 +586,24 @@ func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	return out, nil
 }
 
-// Logs implements driver.Runtime.
+// Logs implements driver.Runtime: the container's log, its rotated files
+// first.
 func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 	if _, err := r.readRecord(id); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(r.dir(id), logFile))
+	rc, err := logfile.Open(filepath.Join(r.dir(id), logFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("container output went to the caller's writers, no log kept: %w", errdefs.ErrFailedPrecondition)
+		// A container of an older berth, whose output went to its
+		// caller's writers alone.
+		return nil, fmt.Errorf("no log kept for this container: %w", errdefs.ErrFailedPrecondition)
 	}
-	return f, err
+	return rc, err
+}
+
+// logLimits are the log's caps, the defaults where the request has none.
+func logLimits(l driver.LogLimits) logfile.Limits {
+	return logfile.Limits{MaxSize: l.MaxSize, MaxFiles: l.MaxFiles}.OrDefault()
 }
 
 // killRemaining kills whatever is left in the container's cgroup once its

@@ -32,7 +32,7 @@ type Capabilities struct {
 	Pause         bool // freeze and thaw
 	Update        bool // live change of memory, CPU and pids limits
 	Stats         bool // memory, CPU and pids usage
-	Logs          bool // stdout/stderr kept and readable when no writer is given
+	Logs          bool // stdout/stderr kept in a capped log (CreateRequest.Log), with or without writers, and readable
 	UserNamespace bool // a private user namespace per container
 	// UserNamespaceShared is true when every user-namespaced container
 	// gets the engine's one ID mapping (Docker's userns-remap) instead of
@@ -50,8 +50,8 @@ type Capabilities struct {
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means
-// the stream is not connected (for containers without any writer the backend
-// keeps a log instead, see Capabilities.Logs).
+// the stream is not connected (a container's output is kept in its log
+// besides, see Capabilities.Logs).
 type IO struct {
 	Stdin  io.Reader
 	Stdout io.Writer
@@ -89,9 +89,21 @@ type CreateRequest struct {
 	Devices []Device
 	// Labels are kept with the container and returned by State.
 	Labels map[string]string
-	// IO for the container's init process. Without writers, output goes to
-	// the backend's log (see Runtime.Logs).
+	// IO for the container's init process. Its output also goes to the
+	// backend's log (see Runtime.Logs), capped by Log.
 	IO IO
+	// Log caps the kept output; the portable layer fills in its
+	// defaults, so both fields are set.
+	Log LogLimits
+}
+
+// LogLimits cap a container's kept output as Docker's max-size and
+// max-file log options do: at most MaxFiles files (the current one and
+// MaxFiles-1 rotated ones) of at most MaxSize bytes each. A container
+// writing faster than anything reads never makes its log larger.
+type LogLimits struct {
+	MaxSize  int64
+	MaxFiles int
 }
 
 // ImageSource is an image of berth's store, already imported with its limits

@@ -158,6 +158,24 @@ func testLogs(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.Contains(t, string(b), "line-one\n")
 	require.Contains(t, string(b), "line-two\n")
+
+	// Given writers, the output reaches them and is kept besides.
+	out, errb := newBuffer(), newBuffer()
+	cfg := h.Config(t, "/bin/sh", "-c", "echo attached-out; echo attached-err >&2")
+	cfg.IO = runtime.IO{Stdout: out, Stderr: errb}
+	c = create(t, rt, NewID("logs"), cfg)
+	require.NoError(t, c.Start(ctx))
+	_, err = c.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "attached-out\n", out.String())
+	require.Equal(t, "attached-err\n", errb.String())
+	rc2, err := c.Logs(ctx)
+	require.NoError(t, err)
+	defer rc2.Close()
+	b, err = io.ReadAll(rc2)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "attached-out\n")
+	require.Contains(t, string(b), "attached-err\n")
 }
 
 func testErrors(t *testing.T, h Harness) {

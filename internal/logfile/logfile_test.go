@@ -1,0 +1,109 @@
+package logfile
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func diskUsage(t *testing.T, path string) int64 {
+	t.Helper()
+	names, err := Files(path)
+	require.NoError(t, err)
+	var n int64
+	for _, name := range names {
+		fi, err := os.Stat(name)
+		require.NoError(t, err)
+		n += fi.Size()
+	}
+	return n
+}
+
+func readAll(t *testing.T, path string) string {
+	t.Helper()
+	rc, err := Open(path)
+	require.NoError(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestRotationCaps(t *testing.T) {
+	for _, files := range []int{1, 2, 3} {
+		path := filepath.Join(t.TempDir(), "container.log")
+		w, err := Create(path, Limits{MaxSize: 1000, MaxFiles: files})
+		require.NoError(t, err)
+		var all bytes.Buffer
+		for i := 0; i < 500; i++ {
+			line := strings.Repeat(string(rune('a'+i%26)), i%37) + "\n"
+			all.WriteString(line)
+			_, err := w.Write([]byte(line))
+			require.NoError(t, err)
+			require.LessOrEqual(t, diskUsage(t, path), int64(1000*files))
+		}
+		big := bytes.Repeat([]byte("z"), 5000)
+		_, err = w.Write(big)
+		require.NoError(t, err)
+		all.Write(big)
+		_, err = w.Write([]byte("the-end\n"))
+		require.NoError(t, err)
+		all.WriteString("the-end\n")
+		require.NoError(t, w.Close())
+
+		names, err := Files(path)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(names), files)
+		assert.LessOrEqual(t, diskUsage(t, path), int64(1000*files))
+		got := readAll(t, path)
+		assert.True(t, strings.HasSuffix(all.String(), got), "%d files: the log is the newest output, in order", files)
+		assert.True(t, strings.HasSuffix(got, "the-end\n"))
+		assert.Greater(t, len(got), 1000*(files-1), "every file but the current one is full")
+	}
+}
+
+func TestAppendsToExisting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 10, MaxFiles: 2})
+	require.NoError(t, err)
+	_, _ = w.Write([]byte("12345678"))
+	w.Close()
+	w, err = Create(path, Limits{MaxSize: 10, MaxFiles: 2})
+	require.NoError(t, err)
+	_, _ = w.Write([]byte("abcd"))
+	w.Close()
+	assert.Equal(t, "12345678abcd", readAll(t, path))
+	assert.FileExists(t, path+".1")
+}
+
+func TestOpenMissing(t *testing.T) {
+	_, err := Open(filepath.Join(t.TempDir(), "container.log"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// A pipe held open by a process that outlives the init is cut once idle.
+func TestTeeFinishCutsIdlePipe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 1 << 20, MaxFiles: 1})
+	require.NoError(t, err)
+	r, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pw.Close()
+	var out bytes.Buffer
+	tee := NewTee(w)
+	tee.Copy(r, &out)
+	tee.OnFinish(func() { w.Close() })
+	_, _ = pw.Write([]byte("hello\n"))
+	start := time.Now()
+	tee.Finish(200 * time.Millisecond)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assert.Equal(t, "hello\n", out.String())
+	assert.Equal(t, "hello\n", readAll(t, path))
+}

@@ -1,0 +1,110 @@
+package logfile
+
+import (
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Tee copies a container's output pipes into its log and, while they
+// accept it, into the caller's writers. A writer that fails (its reader is
+// gone) is dropped; the log goes on. A log that fails (a full disk) is
+// skipped for that write: the container is never blocked by its log.
+type Tee struct {
+	log     io.Writer
+	wg      sync.WaitGroup
+	readers []*os.File
+	// last is when a copy last made progress (UnixNano); busy counts
+	// copies blocked in a write to a caller's writer.
+	last atomic.Int64
+	busy atomic.Int32
+	// onFinish run once the copies ended.
+	onFinish []func()
+}
+
+// OnFinish has f run when Finish returns.
+func (t *Tee) OnFinish(f func()) { t.onFinish = append(t.onFinish, f) }
+
+// NewTee returns a Tee writing into log.
+func NewTee(log io.Writer) *Tee {
+	t := &Tee{log: log}
+	t.last.Store(time.Now().UnixNano())
+	return t
+}
+
+// Copy starts copying r (the read end of a pipe, which the Tee closes) into
+// the log and w (nil: the log only).
+func (t *Tee) Copy(r *os.File, w io.Writer) {
+	t.readers = append(t.readers, r)
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer r.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				t.last.Store(time.Now().UnixNano())
+				_, _ = t.log.Write(buf[:n])
+				if w != nil {
+					t.busy.Add(1)
+					_, werr := w.Write(buf[:n])
+					t.busy.Add(-1)
+					if werr != nil {
+						w = nil
+					}
+				}
+				t.last.Store(time.Now().UnixNano())
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// Finish returns once every pipe reached its end, which it does when the
+// container's processes are gone. A process that outlives the init (a
+// container sharing the host's PID namespace) may hold a pipe open: once
+// the copies have been idle for idle, Finish closes the pipes and returns.
+func (t *Tee) Finish(idle time.Duration) {
+	defer func() {
+		for _, f := range t.onFinish {
+			f()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	if idle <= 0 {
+		t.cut()
+		<-done
+		return
+	}
+	tick := time.NewTicker(idle / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			if t.busy.Load() == 0 && time.Since(time.Unix(0, t.last.Load())) > idle {
+				t.cut()
+				<-done
+				return
+			}
+		}
+	}
+}
+
+// cut ends the copies: a Read blocked on a pipe returns (pipes are
+// pollable), and a Read after it fails.
+func (t *Tee) cut() {
+	for _, r := range t.readers {
+		r.Close()
+	}
+}
