@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
-	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
