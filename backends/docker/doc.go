@@ -27,7 +27,10 @@
 //
 // Exec, Pause, Update, Stats: yes. Logs: unless the daemon's log driver is
 // "none" (Docker keeps output in its log whether or not writers were given;
-// Logs reads all of it). CgroupNamespace: with API 1.41. UserNamespace and
+// Logs reads all of it). On the json-file and local drivers berth caps each
+// container's log with the request's driver.LogLimits, as the max-size and
+// max-file log options; other drivers keep the daemon's configuration.
+// CgroupNamespace: with API 1.41. UserNamespace and
 // UserNamespaceShared: on a userns-remap daemon only (its security options
 // name userns). RawBlock: yes; the runtime's volume policy keeps raw
 // devices to user-namespaced containers, so on a plain daemon they are

@@ -44,6 +44,8 @@ type Runtime struct {
 	remap    *idMapping // the userns-remap mapping, nil on a plain daemon
 	cgroupns bool       // the API has cgroup namespaces (1.41+)
 	memTotal uint64     // the daemon host's memory: Docker's "no limit"
+	// logDriver is the daemon's default log driver.
+	logDriver string
 
 	mu sync.Mutex
 	// ids caches berth ID -> Docker ID, so that an operation costs one
@@ -107,6 +109,7 @@ func Open(opts ...Option) (*Runtime, error) {
 		eng.Close()
 		return nil, err
 	}
+	r.logDriver = info.Info.LoggingDriver
 	r.caps = driver.Capabilities{
 		Exec: true, Pause: true, Update: true, Stats: true, RawBlock: true,
 		Logs:                info.Info.LoggingDriver != "none",
@@ -255,6 +258,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 		}
 	}
 	t.host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
+	t.host.LogConfig = logConfig(r.logDriver, req.Log)
 	attached := req.IO.Stdin != nil || req.IO.Stdout != nil || req.IO.Stderr != nil
 	if req.IO.Stdin != nil {
 		// Stdin stays open until the attached copy closes it.

@@ -291,3 +291,19 @@ func TestExitStatus(t *testing.T) {
 	assert.Equal(t, driver.ExitStatus{Code: 143, Signal: syscall.SIGTERM}, exitStatus(143, time.Time{}))
 	assert.Equal(t, driver.ExitStatus{Code: 255}, exitStatus(255, time.Time{}))
 }
+
+// The log is capped on the daemon's disk drivers, through their options;
+// other drivers keep the daemon's configuration.
+func TestLogCaps(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	r := openFake(t, f)
+	req := createReq("capped", "/bin/true")
+	req.Log = driver.LogLimits{MaxSize: 65536, MaxFiles: 3}
+	require.NoError(t, r.Create(ctx, req))
+	for _, c := range f.containers {
+		assert.Equal(t, container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "65536", "max-file": "3"}}, c.host.LogConfig)
+	}
+	assert.Equal(t, container.LogConfig{Type: "local", Config: map[string]string{"max-size": "10485760", "max-file": "2"}}, logConfig("local", driver.LogLimits{}))
+	assert.Equal(t, container.LogConfig{}, logConfig("journald", driver.LogLimits{MaxSize: 1 << 20, MaxFiles: 2}))
+}

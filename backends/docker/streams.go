@@ -3,9 +3,11 @@ package docker
 import (
 	"context"
 	"io"
+	"strconv"
 	"sync"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/berthrun/berth/runtime/driver"
@@ -64,6 +66,33 @@ func (r *Runtime) attach(ctx context.Context, dockerID string, pio driver.IO) (*
 	}
 	return copyStreams(res.HijackedResponse, pio), nil
 }
+
+// logConfig caps a container's log as berth asks (driver.LogLimits): on
+// the daemon's json-file and local drivers, which keep the log on the
+// daemon's disk, through their max-size and max-file options. Other
+// drivers send the output elsewhere (journald, syslog...) and have no such
+// options: the daemon's configuration stands.
+func logConfig(daemonDriver string, l driver.LogLimits) container.LogConfig {
+	if daemonDriver != "json-file" && daemonDriver != "local" {
+		return container.LogConfig{}
+	}
+	if l.MaxSize <= 0 {
+		l.MaxSize = defaultLogMaxSize
+	}
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = defaultLogMaxFiles
+	}
+	return container.LogConfig{Type: daemonDriver, Config: map[string]string{
+		"max-size": strconv.FormatInt(l.MaxSize, 10),
+		"max-file": strconv.Itoa(l.MaxFiles),
+	}}
+}
+
+// The caps of a request without any (the portable layer always sets them).
+const (
+	defaultLogMaxSize  = 10 << 20
+	defaultLogMaxFiles = 2
+)
 
 // Logs implements driver.Runtime. Docker keeps a container's output in its
 // log driver whether or not writers were attached; this reads all of it
