@@ -116,6 +116,31 @@ func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 	return &logReader{PipeReader: pr, body: body}, nil
 }
 
+// FollowLogs implements driver.LogFollower with the daemon's own follow,
+// which ends when the container stops.
+func (r *Runtime) FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error {
+	opts := client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Follow: true, Tail: "all"}
+	if tail >= 0 {
+		opts.Tail = strconv.Itoa(tail)
+	}
+	var body io.ReadCloser
+	err := r.do(ctx, id, func(did string) error {
+		rc, err := r.eng.ContainerLogs(ctx, did, opts)
+		body = rc
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	// One writer for both streams: StdCopy writes them in turn.
+	_, err = stdcopy.StdCopy(w, w, body)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
 // logReader closes the daemon's response along with the pipe.
 type logReader struct {
 	*io.PipeReader

@@ -306,6 +306,11 @@ func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 	return r.engine.Logs(ctx, id)
 }
 
+// FollowLogs implements driver.LogFollower.
+func (r *Runtime) FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error {
+	return r.engine.FollowLogs(ctx, id, tail, w)
+}
+
 // AttachVolume implements driver.Runtime.
 func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
 	return r.engine.AttachVolume(ctx, id, a)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
+	"math"
 	goruntime "runtime"
 	"runtime/debug"
 	"sort"
@@ -31,9 +31,9 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "[--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]",
+		{"run", "[--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]",
 			"create and start a container, forward its output and exit with its code", (*app).cmdRun},
-		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]",
+		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]",
 			"create a container, print its ID; its output goes to its log", (*app).cmdCreate},
 		{"start", "ID", "start a created container", (*app).cmdStart},
 		{"exec", "[-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
@@ -45,7 +45,7 @@ func init() {
 		{"stats", "ID", "print a container's memory, CPU and pids usage", (*app).cmdStats},
 		{"ps", "[-q]", "list containers", (*app).cmdPs},
 		{"rm", "[-f] ID...", "delete containers (-f kills running ones first)", (*app).cmdRm},
-		{"logs", "ID", "print the output kept for a container created without run", (*app).cmdLogs},
+		{"logs", "[-f] [--tail N] ID", "print the output kept for a container (-f: and follow it until the container stops)", (*app).cmdLogs},
 		{"wait", "ID", "wait for a container to stop and print its exit code", (*app).cmdWait},
 		{"resize-disk", "ID SIZE", "grow a container's own root disk while it runs (--backend parallels)", (*app).cmdResizeDisk},
 		{"snapshot", "[--allow-retag] ID REF", "store a snapshot of a container's root filesystem as the image REF", (*app).cmdSnapshot},
@@ -264,14 +264,25 @@ func (a *app) remove(ctx context.Context, id string, force bool) error {
 }
 
 func (a *app) cmdLogs(fs *flag.FlagSet, args []string) (int, error) {
-	return a.simple(fs, args, func(ctx context.Context, c *runtime.Container) error {
-		rc, err := c.Logs(ctx)
-		if err != nil {
-			return err
+	follow := fs.Bool("f", false, "follow the output until the container stops")
+	var tail optInt
+	fs.Var(&tail, "tail", "print only the last `N` lines (0: none, with -f only what comes next)")
+	if err := a.parseN(fs, args, 1); err != nil {
+		return 0, err
+	}
+	opts := runtime.LogOptions{Follow: *follow}
+	if tail.set {
+		switch {
+		case tail.n < 0:
+			return 0, usageErrorf("logs: --tail %d: want a number of lines, 0 or more", tail.n)
+		case tail.n == 0:
+			opts.Tail = -1
+		default:
+			opts.Tail = int(min(tail.n, math.MaxInt32))
 		}
-		defer rc.Close()
-		_, err = io.Copy(a.stdout, rc)
-		return err
+	}
+	return a.onContainer(fs.Arg(0), func(ctx context.Context, c *runtime.Container) error {
+		return c.WriteLogs(ctx, a.stdout, opts)
 	})
 }
 

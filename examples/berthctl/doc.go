@@ -29,8 +29,8 @@
 //
 // Commands:
 //
-//	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
-//	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [-i] -- CMD [ARG...]
+//	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]
+//	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]
 //	start ID
 //	exec [-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
 //	kill ID [SIGNAL]
@@ -40,7 +40,7 @@
 //	stats ID
 //	ps [-q]
 //	rm [-f] ID...
-//	logs ID
+//	logs [-f] [--tail N] ID
 //	wait ID
 //	resize-disk ID SIZE
 //	snapshot [--allow-retag] ID REF

@@ -27,6 +27,8 @@ type createFlags struct {
 	stdin    bool
 	volumes  volumeList
 	diskSize byteSize
+	logSize  byteSize
+	logFiles optInt
 }
 
 func (f *createFlags) register(fs *flag.FlagSet) {
@@ -39,6 +41,8 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.env, "env", "environment variable `K=V` (repeatable)")
 	fs.BoolVar(&f.stdin, "i", false, "attach standard input")
 	fs.Var(&f.diskSize, "disk-size", "size of the container's own root disk in `BYTES` (backends with root disks: parallels)")
+	fs.Var(&f.logSize, "log-max-size", "cap each file of the container's log at `BYTES` (default 10m)")
+	fs.Var(&f.logFiles, "log-max-files", "keep at most `N` log files, the current one included (default 2)")
 	fs.Var(&f.volumes, "volume", "attach a volume `SRC:DST[:ro][:raw]` (block device, image file or directory; tmpfs:DST:size=BYTES)")
 }
 
@@ -83,6 +87,18 @@ func (f *createFlags) config(name string, args []string) (string, *runtime.Confi
 	cfg := &runtime.Config{Spec: spec, Image: f.image, UserNamespace: f.userns, Volumes: f.volumes}
 	if f.diskSize.set {
 		cfg.DiskSize = f.diskSize.n
+	}
+	if f.logSize.set {
+		if f.logSize.n == 0 {
+			return "", nil, usageErrorf("%s: --log-max-size 0: the log needs room", name)
+		}
+		cfg.Log.MaxSize = f.logSize.n
+	}
+	if f.logFiles.set {
+		if f.logFiles.n < 1 || f.logFiles.n > 100 {
+			return "", nil, usageErrorf("%s: --log-max-files %d: 1 to 100", name, f.logFiles.n)
+		}
+		cfg.Log.MaxFiles = int(f.logFiles.n)
 	}
 	return id, cfg, nil
 }

@@ -2,10 +2,12 @@ package logfile
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +108,80 @@ func TestTeeFinishCutsIdlePipe(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 	assert.Equal(t, "hello\n", out.String())
 	assert.Equal(t, "hello\n", readAll(t, path))
+}
+
+func TestTail(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\n", 5, "a\nb\n"},
+		{"a\nb\n", -1, "a\nb\n"},
+		{"a\nb\n", 0, ""},
+		{"", 3, ""},
+	} {
+		var out bytes.Buffer
+		require.NoError(t, Tail(strings.NewReader(tc.in), tc.n, &out))
+		assert.Equal(t, tc.want, out.String(), "%q tail %d", tc.in, tc.n)
+	}
+}
+
+// Follow copies the tail, then what is written next across rotations, and
+// ends once the writer is done and everything was copied.
+func TestFollow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 1024, MaxFiles: 2})
+	require.NoError(t, err)
+	for i := 0; i < 10; i++ {
+		_, _ = w.Write([]byte("old-" + string(rune('0'+i)) + "\n"))
+	}
+	done := make(chan struct{})
+	var out syncBuf
+	errc := make(chan error, 1)
+	go func() { errc <- Follow(context.Background(), path, 2, &out, done) }()
+	// Follow's first read is done before the new output comes.
+	time.Sleep(300 * time.Millisecond)
+	var want strings.Builder
+	want.WriteString("old-8\nold-9\n")
+	for i := 0; i < 200; i++ {
+		line := "new-" + strings.Repeat("x", i%20) + "\n"
+		want.WriteString(line)
+		_, _ = w.Write([]byte(line))
+		if i%20 == 0 {
+			// Less than a file between two polls: nothing is lost.
+			time.Sleep(2 * pollInterval)
+		}
+	}
+	w.Close()
+	close(done)
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Follow did not end")
+	}
+	assert.Equal(t, want.String(), out.String())
+	names, err := Files(path)
+	require.NoError(t, err)
+	assert.Len(t, names, 2, "the log rotated while followed")
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

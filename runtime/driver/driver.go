@@ -249,6 +249,16 @@ type Runtime interface {
 	Close() error
 }
 
+// LogFollower is what a backend whose kept output can be followed as it
+// grows implements besides Runtime (Container.WriteLogs with Follow).
+type LogFollower interface {
+	// FollowLogs writes the container's kept output to w, only its last
+	// tail lines when tail >= 0, then what the container writes next,
+	// until the container has stopped and its output is copied, or ctx
+	// ends.
+	FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error
+}
+
 // DiskMaker is what a backend with Capabilities.RootDisk implements besides
 // Runtime. The runtime owns every root disk: it keeps the image file under
 // its state directory, attaches it through its one volume manager under its
