@@ -124,4 +124,3 @@ func sameFile(a, b *os.File) bool {
 	fb, err2 := b.Stat()
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }
-
