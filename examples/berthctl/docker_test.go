@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -186,4 +187,34 @@ func TestDockerSignalProxy(t *testing.T) {
 	d := newDockerCtl(t)
 	checkSignalProxy(t, "--backend", "docker", "--docker-host", dockerHost, "--root", d.root, "run", "--rm", "--name", "sigproxy", "--image", d.image)
 	assert.Nil(t, d.status("sigproxy"))
+}
+
+// TestDockerLogs: the output of a run container is kept by the daemon,
+// capped as asked, and logs -f follows a running one to its end.
+func TestDockerLogs(t *testing.T) {
+	t.Parallel()
+	d := newDockerCtl(t)
+	r := d.run("", "run", "--name", "dlogs", "--log-max-size", "64k", "--log-max-files", "3", "--image", d.image, "--", "/bin/sh", "-c", "echo one; sleep 0.3; echo two")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "one\ntwo\n", r.stdout)
+	assert.Equal(t, "one\ntwo\n", d.ok("logs", "dlogs"))
+	assert.Equal(t, "two\n", d.ok("logs", "--tail", "1", "dlogs"))
+	if docker, err := exec.LookPath("docker"); err == nil {
+		cmd := exec.Command(docker, "inspect", "-f", "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}", "dlogs")
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+dockerHost)
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		if f := strings.Fields(string(out)); len(f) > 0 && (f[0] == "json-file" || f[0] == "local") {
+			assert.Equal(t, []string{f[0], "65536", "3"}, f, "the daemon caps the log")
+		}
+	}
+	d.ok("rm", "dlogs")
+
+	d.ok("create", "--name", "dfollow", "--image", d.image, "--", "/bin/sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done")
+	d.ok("start", "dfollow")
+	r = d.run("", "logs", "-f", "dfollow")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "line1\nline2\nline3\n", r.stdout)
+	assert.Equal(t, "0\n", d.ok("wait", "dfollow"))
+	d.ok("rm", "dfollow")
 }
