@@ -65,8 +65,10 @@
 // run forwards the container's output to its own stdout and stderr (and its
 // stdin with -i), proxies SIGINT, SIGTERM and SIGHUP to the container while
 // it waits, and exits with the container's exit code; exec does the same
-// for an extra process. create keeps the container's output in a log that
-// logs prints.
+// for an extra process (its stdin with exec -i). Every container's output,
+// run's too, is kept in a log capped with rotation (--log-max-size,
+// default 10m, times --log-max-files, default 2); logs prints it, its last
+// N lines with --tail N, and with -f follows it until the container stops.
 //
 // # Errors
 //
