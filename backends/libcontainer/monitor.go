@@ -369,11 +369,18 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	if err != nil {
 		return err
 	}
-	out, tee, err := keepOutput(dir, limits, nilIfNil(pio.Stdout), nilIfNil(pio.Stderr), pio.Stdout == pio.Stderr)
+	stdout, stderr, dups, err := noSigpipe(nilIfNil(pio.Stdout), nilIfNil(pio.Stderr))
 	if err != nil {
 		lock.Close()
 		return err
 	}
+	out, tee, err := keepOutput(dir, limits, stdout, stderr, pio.Stdout == pio.Stderr)
+	if err != nil {
+		closeAll(dups)
+		lock.Close()
+		return err
+	}
+	tee.OnFinish(func() { closeAll(dups) })
 	_, p, err := startInit(r.runcRoot(), id, cfg, proc, driver.IO{Stdin: pio.Stdin, Stdout: out.Stdout, Stderr: out.Stderr})
 	out.close()
 	if err != nil {
@@ -394,6 +401,48 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		tee.Finish(outputIdle)
 	}()
 	return nil
+}
+
+// noSigpipe replaces writers that are this process's stdout or stderr by
+// duplicates of them: a write to a broken pipe on descriptor 1 or 2 kills a
+// Go program with SIGPIPE, on another it fails with EPIPE, which ends the
+// copy and reaches the container as its own broken pipe.
+func noSigpipe(stdout, stderr io.Writer) (io.Writer, io.Writer, []*os.File, error) {
+	var dups []*os.File
+	seen := map[*os.File]*os.File{}
+	dup := func(w io.Writer) (io.Writer, error) {
+		f, ok := w.(*os.File)
+		if !ok || (f.Fd() != 1 && f.Fd() != 2) {
+			return w, nil
+		}
+		if d, ok := seen[f]; ok {
+			return d, nil
+		}
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			return nil, fmt.Errorf("dup %s: %w", f.Name(), err)
+		}
+		d := os.NewFile(uintptr(fd), f.Name())
+		seen[f] = d
+		dups = append(dups, d)
+		return d, nil
+	}
+	out, err := dup(stdout)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	errw, err := dup(stderr)
+	if err != nil {
+		closeAll(dups)
+		return nil, nil, nil, err
+	}
+	return out, errw, dups, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // nilIfNil turns a nil writer of any type into a nil interface.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,4 +130,31 @@ func TestLogsCapped(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ok(t, "rm", "-f", hostile)
+}
+
+// TestRunBrokenPipe: when what reads run's output goes away, the container
+// sees the broken pipe as if it wrote there itself (yes dies of SIGPIPE),
+// and berthctl lives on to remove it.
+func TestRunBrokenPipe(t *testing.T) {
+	requireEngine(t)
+	cleanup(t, "brokenpipe")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c",
+		`{ "$0" --root "$1" run --rm --name brokenpipe --rootfs "$2" -- /bin/sh -c 'yes; echo yes-ended >&2'; echo "berthctl $?" >&2; } | head -n 1`,
+		bin, stateRoot, rootfs)
+	cmd.WaitDelay = 5 * time.Second
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil || !cmd.ProcessState.Exited() {
+			_ = invoke(t, "", "--root", stateRoot, "rm", "-f", "brokenpipe")
+		}
+	})
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, stderr.String())
+	assert.Equal(t, "y\n", string(out))
+	assert.Contains(t, stderr.String(), "berthctl 0\n", "the shell in the container went on after yes died")
+	assert.Contains(t, stderr.String(), "yes-ended\n")
+	assert.NotContains(t, psIDs(t), "brokenpipe")
 }

@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// Tee copies a container's output pipes into its log and, while they
-// accept it, into the caller's writers. A writer that fails (its reader is
-// gone) is dropped; the log goes on. A log that fails (a full disk) is
-// skipped for that write: the container is never blocked by its log.
+// Tee copies a container's output pipes into its log and into the
+// caller's writers. A writer that fails (its reader is gone) ends the copy
+// of its pipe, so that the container sees the broken pipe as if it wrote
+// to the writer itself. A log that fails (a full disk) is skipped for that
+// write: the container is never blocked by its log.
 type Tee struct {
 	log     io.Writer
 	wg      sync.WaitGroup
@@ -53,7 +54,7 @@ func (t *Tee) Copy(r *os.File, w io.Writer) {
 					_, werr := w.Write(buf[:n])
 					t.busy.Add(-1)
 					if werr != nil {
-						w = nil
+						return
 					}
 				}
 				t.last.Store(time.Now().UnixNano())
