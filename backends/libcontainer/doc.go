@@ -43,6 +43,15 @@
 // container runs. The monitor holds a lock on containers/<id>/monitor.lock
 // for its lifetime, which is how other processes know it is alive.
 //
+// The init's stdout and stderr are pipes that the monitor copies into the
+// container's log, containers/<id>/container.log, capped with rotation
+// (driver.CreateRequest.Log: container.log.1... hold the older output),
+// and on to the caller's writers when there are any: the log is kept for
+// every container, and however fast a container writes it never grows
+// past its cap. A caller's writer that breaks ends the copy of its stream,
+// so the container sees the broken pipe. Wait returns once the output is
+// copied; FollowLogs reads the log as it grows, across rotations.
+//
 // With the Attached option the calling process plays the monitor's part
 // itself: one process less per container (what `berthctl run` uses), but
 // if the caller dies first its containers live on as orphans whose exit
