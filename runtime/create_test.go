@@ -214,3 +214,20 @@ func TestSpecBindsGoThroughTheVolumeManager(t *testing.T) {
 	_, err = rt.Create(ctx, "c2", &Config{Spec: spec})
 	require.Truef(t, errdefs.IsInvalidArgument(err), "a socket: %v", err)
 }
+
+// The log's caps reach the backend, the defaults filled in; caps no log
+// could keep are refused.
+func TestCreateLogLimits(t *testing.T) {
+	rt, f, _ := newFakeRuntime(t)
+	ctx := context.Background()
+	_, err := rt.Create(ctx, "dflt", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true")})
+	require.NoError(t, err)
+	require.Equal(t, driver.LogLimits{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}, f.created["dflt"].Log)
+	_, err = rt.Create(ctx, "mine", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), Log: LogLimits{MaxSize: 1 << 16}})
+	require.NoError(t, err)
+	require.Equal(t, driver.LogLimits{MaxSize: 1 << 16, MaxFiles: DefaultLogMaxFiles}, f.created["mine"].Log)
+	for _, l := range []LogLimits{{MaxSize: -1}, {MaxSize: 100}, {MaxFiles: -1}, {MaxFiles: 1000}} {
+		_, err = rt.Create(ctx, "bad", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), Log: l})
+		require.True(t, errdefs.IsInvalidArgument(err), "%+v: %v", l, err)
+	}
+}
