@@ -332,6 +332,18 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	return r.do(ctx, id, func(did string) error {
 		_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
+		if err == nil || sig != syscall.SIGKILL {
+			return err
+		}
+		// Docker refuses to kill a container whose init ended its leader
+		// thread alone ("PID ... is zombie and can not be killed") while
+		// its other threads run on: berth kills them through the cgroup.
+		if killLeftInCgroup(ctx, did) != nil {
+			return err
+		}
+		if c, ierr := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{}); ierr == nil && c.Container.State != nil && !c.Container.State.Running {
+			return nil
+		}
 		return err
 	})
 }
