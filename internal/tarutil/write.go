@@ -36,70 +36,16 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 		return err
 	}
 	defer root.Close()
-	tw := tar.NewWriter(w)
-	type inode struct{ dev, ino uint64 }
-	seen := map[inode]string{}
+	dw := &dirWriter{tw: tar.NewWriter(w), root: root, opts: o, seen: map[inode]string{}}
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(dir, path)
-		if err != nil {
+		if err != nil || rel == "." {
 			return err
 		}
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&fs.ModeSocket != 0 {
-			return nil
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		h.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		h.Format = tar.FormatPAX
-		h.Uname, h.Gname = "", ""
-		h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
-		if !o.ModTime.IsZero() {
-			h.ModTime = o.ModTime
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			h.Uid, h.Gid = int(st.Uid), int(st.Gid)
-			if fi.Mode().IsRegular() && st.Nlink > 1 {
-				key := inode{uint64(st.Dev), st.Ino}
-				if first, ok := seen[key]; ok {
-					h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
-				} else {
-					seen[key] = h.Name
-				}
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			return nil
-		}
-		f, err := openBeneath(int(root.Fd()), rel)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		defer f.Close()
-		if _, err := io.CopyN(tw, f, h.Size); err != nil {
+		if err := dw.add(path, rel, d); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 		return nil
@@ -107,7 +53,83 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 	if err != nil {
 		return err
 	}
-	return tw.Close()
+	return dw.tw.Close()
+}
+
+type inode struct{ dev, ino uint64 }
+
+// dirWriter writes one tree's entries.
+type dirWriter struct {
+	tw   *tar.Writer
+	root *os.File // the tree's top, files are opened beneath it
+	opts Options
+	seen map[inode]string // the first name of each hard-linked file
+}
+
+// add writes the entry at path (rel under the tree's top).
+func (dw *dirWriter) add(path, rel string, d fs.DirEntry) error {
+	fi, err := d.Info()
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket != 0 {
+		return nil
+	}
+	h, err := dw.header(path, rel, fi)
+	if err != nil {
+		return err
+	}
+	if err := dw.tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	f, err := openBeneath(int(dw.root.Fd()), rel)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyN(dw.tw, f, h.Size)
+	return err
+}
+
+// header is the tar header of fi: owners by number, no access or change
+// times, a second name of a hard-linked file as a link to the first.
+func (dw *dirWriter) header(path, rel string, fi fs.FileInfo) (*tar.Header, error) {
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = os.Readlink(path); err != nil {
+			return nil, err
+		}
+	}
+	h, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return nil, err
+	}
+	h.Name = filepath.ToSlash(rel)
+	if fi.IsDir() {
+		h.Name += "/"
+	}
+	h.Format = tar.FormatPAX
+	h.Uname, h.Gname = "", ""
+	h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
+	if !dw.opts.ModTime.IsZero() {
+		h.ModTime = dw.opts.ModTime
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		h.Uid, h.Gid = int(st.Uid), int(st.Gid)
+		if fi.Mode().IsRegular() && st.Nlink > 1 {
+			key := inode{uint64(st.Dev), st.Ino}
+			if first, ok := dw.seen[key]; ok {
+				h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
+			} else {
+				dw.seen[key] = h.Name
+			}
+		}
+	}
+	return h, nil
 }
 
 // openBeneath opens the regular file rel under the directory dir for reading: no link
