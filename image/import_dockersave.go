@@ -2,15 +2,12 @@ package image
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/dockersave"
-	"github.com/berthrun/berth/image/ocilayout"
 )
 
 // dockerSave resolves a legacy docker-save archive: berth writes each
@@ -40,17 +37,13 @@ func (r *resolver) dockerSave(ctx context.Context, doc []byte) error {
 		}); err != nil {
 			return fmt.Errorf("image %d: %w", i, err)
 		}
-		m := ocispec.Manifest{
-			MediaType: ocispec.MediaTypeImageManifest,
-			Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cfgSt.info.Digest, Size: cfgSt.info.Size},
-			Layers:    []ocispec.Descriptor{},
+		cfg := ocispec.Descriptor{Digest: cfgSt.info.Digest, Size: cfgSt.info.Size}
+		for j, l := range p.layers {
+			descs[j] = ocispec.Descriptor{MediaType: l.info.Compression.MediaType(), Digest: l.info.Digest, Size: l.info.Size}
 		}
-		m.SchemaVersion = 2
-		for _, l := range p.layers {
-			m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: l.info.Compression.MediaType(), Digest: l.info.Digest, Size: l.info.Size})
+		if p.manifest, p.digest, err = dockersave.ImageManifest(cfg, descs); err != nil {
+			return err
 		}
-		p.manifest, _ = json.Marshal(m)
-		p.digest = digest.FromBytes(p.manifest)
 		if old, ok := r.seen[p.digest]; ok {
 			old.addTags(e.RepoTags)
 			continue
@@ -70,7 +63,7 @@ func (r *resolver) dockerTags(doc []byte) error {
 		return err
 	}
 	for _, e := range entries {
-		d, ok := ocilayout.PathDigest(e.Config)
+		d, ok := e.LayoutConfig()
 		if !ok {
 			continue
 		}

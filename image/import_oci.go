@@ -3,7 +3,6 @@ package image
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -14,77 +13,18 @@ import (
 
 // index imports the images index.json lists.
 func (r *resolver) index(ctx context.Context, idx *ocispec.Index) error {
-	for _, d := range idx.Manifests {
-		names := descriptorNames(d)
-		switch {
-		case ocilayout.IsManifest(d.MediaType):
-			if d.Platform != nil && !ocilayout.MatchPlatform(r.platform, d.Platform) {
-				continue
-			}
-			p, err := r.manifest(ctx, d)
-			if err != nil {
-				return err
-			}
-			p.addTags(names)
-		case ocilayout.IsIndex(d.MediaType):
-			m, err := r.choose(ctx, d, 1)
-			if err != nil {
-				return err
-			}
-			if m == nil {
-				continue
-			}
-			p, err := r.manifest(ctx, *m)
-			if err != nil {
-				return err
-			}
-			p.addTags(names)
+	read := func(ctx context.Context, d ocispec.Descriptor) ([]byte, error) {
+		b, _, err := r.doc(ctx, d)
+		return b, err
+	}
+	return ocilayout.WalkIndex(ctx, idx, r.platform, read, func(m ocispec.Descriptor, names []string) error {
+		p, err := r.manifest(ctx, m)
+		if err != nil {
+			return err
 		}
-		// Anything else (artifacts, signatures) is not an image: skipped.
-	}
-	return nil
-}
-
-// descriptorNames are the image names an index entry carries.
-func descriptorNames(d ocispec.Descriptor) []string {
-	if n := d.Annotations["io.containerd.image.name"]; n != "" {
-		return []string{n}
-	}
-	if n := d.Annotations[ocispec.AnnotationRefName]; n != "" && strings.ContainsAny(n, "/:") {
-		return []string{n}
-	}
-	return nil
-}
-
-// maxIndexDepth bounds nested indexes.
-const maxIndexDepth = 4
-
-// choose picks the manifest for the platform from a nested index.
-func (r *resolver) choose(ctx context.Context, d ocispec.Descriptor, depth int) (*ocispec.Descriptor, error) {
-	if depth > maxIndexDepth {
-		return nil, fmt.Errorf("indexes nested deeper than %d: %w", maxIndexDepth, errdefs.ErrInvalidArgument)
-	}
-	b, _, err := r.doc(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := ocilayout.ParseIndex(d.Digest.String(), b)
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range idx.Manifests {
-		if ocilayout.IsManifest(m.MediaType) && ocilayout.MatchPlatform(r.platform, m.Platform) {
-			return &m, nil
-		}
-	}
-	for _, m := range idx.Manifests {
-		if ocilayout.IsIndex(m.MediaType) && (m.Platform == nil || ocilayout.MatchPlatform(r.platform, m.Platform)) {
-			if found, err := r.choose(ctx, m, depth+1); err != nil || found != nil {
-				return found, err
-			}
-		}
-	}
-	return nil, nil
+		p.addTags(names)
+		return nil
+	})
 }
 
 // manifest verifies an image manifest and everything it names.

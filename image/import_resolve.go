@@ -76,10 +76,7 @@ func (r *resolver) resolve(ctx context.Context) ([]*pending, error) {
 		if !hasLayout || !hasIndex {
 			return nil, fmt.Errorf("an OCI layout needs both %s and %s: %w", ocilayout.LayoutFile, ocilayout.IndexFile, errdefs.ErrInvalidArgument)
 		}
-		if err := ocilayout.ParseLayout(layout); err != nil {
-			return nil, err
-		}
-		idx, err := ocilayout.ParseIndex(ocilayout.IndexFile, idxDoc)
+		idx, err := ocilayout.ReadIndex(layout, idxDoc)
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,7 @@ type source interface {
 
 // docNames are the documents read into memory (capped) rather than staged.
 var docNames = map[string]bool{
-	dockersave.ManifestFile: true, ocilayout.IndexFile: true, ocilayout.LayoutFile: true, "repositories": true,
+	dockersave.ManifestFile: true, ocilayout.IndexFile: true, ocilayout.LayoutFile: true, dockersave.RepositoriesFile: true,
 }
 
 type tarSource struct {
@@ -78,7 +78,7 @@ func (t *tarSource) read(ctx context.Context, r io.Reader, lim Limits) error {
 			alg, want := digest.SHA256, digest.Digest("")
 			if d, ok := ocilayout.PathDigest(name); ok {
 				alg, want = d.Algorithm(), d
-			} else if d, ok := legacyConfigDigest(name); ok {
+			} else if d, ok := dockersave.ConfigDigest(name); ok {
 				want = d
 			}
 			st, err := t.in.stage(ctx, name, tr, alg, want)
@@ -108,17 +108,6 @@ func (t *tarSource) read(ctx context.Context, r io.Reader, lim Limits) error {
 // under 150 bytes): with MaxArchiveEntries it bounds the memory an import
 // keeps for them.
 const maxArchiveName = 512
-
-// legacyConfigDigest reads the digest a docker-save config's name gives
-// ("HEX.json").
-func legacyConfigDigest(name string) (digest.Digest, bool) {
-	enc, ok := strings.CutSuffix(name, ".json")
-	if !ok || strings.Contains(enc, "/") {
-		return "", false
-	}
-	d := digest.NewDigestFromEncoded(digest.SHA256, enc)
-	return d, d.Validate() == nil
-}
 
 func (t *tarSource) file(p string) (*staged, error) {
 	for range 16 {
