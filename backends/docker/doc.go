@@ -34,8 +34,27 @@
 // refused with failed-precondition, and on a userns-remap daemon the node
 // berth made is handed to the daemon's root and bound into the container
 // with a devices cgroup rule (Docker's --device would bind the host node of
-// the container's path in a user namespace). HotAttach, DiskResize,
-// RootDisk, Snapshot: no (not-implemented).
+// the container's path in a user namespace). HotAttach: when the daemon is
+// on this host (see below). DiskResize, RootDisk, Snapshot: no
+// (not-implemented).
+//
+// # Hot attach
+//
+// Docker cannot add a mount to a running container; berth reaches the
+// container's mount namespace through its init's pid and does what the
+// embedded engine does (internal/mountns): the volume's mount is made
+// detached on the host (ID-mapped through the container's user namespace
+// on a userns-remap daemon; a tmpfs owned by the container's root), moved
+// to its destination by a thread that entered the namespace, resolved in
+// the container's root without following what the tenant planted
+// (failed-precondition), and recorded by mount ID under the state
+// directory, so that a detach takes out that mount wherever the tenant
+// moved it. A raw device's node is bound the same way and allowed by
+// writing the container's cgroup v1 devices.allow (devices.deny at detach);
+// on a cgroup v2 host device attach is not-implemented. A created,
+// never-started container has no namespace yet: attach is
+// failed-precondition until Start. A volume given at create, mounted by
+// runc while the tenant may already run, is detached by its destination.
 //
 // # User namespaces
 //

@@ -113,6 +113,9 @@ func Open(opts ...Option) (*Runtime, error) {
 		UserNamespace:       r.remap != nil,
 		UserNamespaceShared: r.remap != nil,
 		CgroupNamespace:     r.cgroupns,
+		// The container's mount namespace is reached through its init's
+		// pid: only on the daemon's host (hotattach_linux.go).
+		HotAttach: r.local,
 	}
 	return r, nil
 }

@@ -12,8 +12,7 @@ import (
 )
 
 // Volumes reach a Docker container as bind mounts in the spec (see
-// bindMount). Attaching to a running container is not implemented:
-// Capabilities.HotAttach is false.
+// bindMount); hot attach is in hotattach_linux.go.
 
 // unsupportedRequest refuses root disks of their own: Docker's storage
 // driver owns the root filesystem.
@@ -46,16 +45,6 @@ func translateRawDevices(devs []driver.Device, t *translation) error {
 		t.host.DeviceCgroupRules = append(t.host.DeviceCgroupRules, fmt.Sprintf("b %d:%d %s", d.Major, d.Minor, access))
 	}
 	return nil
-}
-
-// AttachVolume implements driver.Runtime: not implemented (HotAttach).
-func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
-	return notImplemented("attaching a volume to a running Docker container")
-}
-
-// DetachVolume implements driver.Runtime: not implemented (HotAttach).
-func (r *Runtime) DetachVolume(ctx context.Context, id string, dst string) error {
-	return notImplemented("detaching a volume from a running Docker container")
 }
 
 // ResizeDisk implements driver.Runtime: not implemented (DiskResize).
