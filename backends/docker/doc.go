@@ -35,8 +35,10 @@
 // berth made is handed to the daemon's root and bound into the container
 // with a devices cgroup rule (Docker's --device would bind the host node of
 // the container's path in a user namespace). HotAttach: when the daemon is
-// on this host (see below). DiskResize, RootDisk, Snapshot: no
-// (not-implemented).
+// on this host (see below). Snapshot (and so runtime's Commit): the
+// container's root filesystem as Docker exports it, the container paused
+// while the daemon writes it (see Runtime.Snapshot). DiskResize, RootDisk:
+// no (not-implemented).
 //
 // # Hot attach
 //

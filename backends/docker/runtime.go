@@ -116,6 +116,7 @@ func Open(opts ...Option) (*Runtime, error) {
 		// The container's mount namespace is reached through its init's
 		// pid: only on the daemon's host (hotattach_linux.go).
 		HotAttach: r.local,
+		Snapshot:  true,
 	}
 	return r, nil
 }

@@ -3,7 +3,6 @@ package docker
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/moby/moby/api/types/mount"
@@ -50,10 +49,4 @@ func translateRawDevices(devs []driver.Device, t *translation) error {
 // ResizeDisk implements driver.Runtime: not implemented (DiskResize).
 func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
 	return notImplemented("resizing a Docker container's root filesystem")
-}
-
-// Snapshot implements driver.Runtime: not implemented (Snapshot). Docker's
-// export is not consistent while the container runs.
-func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	return notImplemented("snapshot of a Docker container's root filesystem")
 }
