@@ -55,17 +55,12 @@ func snapshotOwner(id string) string {
 	return snapshotPrefix + id + "." + hex.EncodeToString(b)
 }
 
-// openDisks finds the backend's disk maker and removes the disks a crash
-// left behind.
+// openDisks removes the disks a crash left behind, on a backend with root
+// disks (New found its driver.DiskMaker).
 func (r *Runtime) openDisks(ctx context.Context) error {
-	dm, ok := r.d.(driver.DiskMaker)
-	if !r.caps.RootDisk {
+	if r.disks == nil {
 		return nil
 	}
-	if !ok {
-		return fmt.Errorf("the backend declares root disks but does not make them (driver.DiskMaker): %w", errdefs.ErrInvalidArgument)
-	}
-	r.disks = dm
 	if err := os.MkdirAll(r.disksDir(), 0o700); err != nil {
 		return err
 	}

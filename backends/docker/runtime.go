@@ -120,6 +120,16 @@ func Open(opts ...Option) (*Runtime, error) {
 // Name implements driver.Runtime.
 func (r *Runtime) Name() string { return "docker" }
 
+// The optional parts of the driver contract Docker serves; it has no hot
+// attach, root disks or consistent snapshots.
+var (
+	_ driver.Execer      = (*Runtime)(nil)
+	_ driver.Pauser      = (*Runtime)(nil)
+	_ driver.Updater     = (*Runtime)(nil)
+	_ driver.StatsReader = (*Runtime)(nil)
+	_ driver.Logger      = (*Runtime)(nil)
+)
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities { return r.caps }
 

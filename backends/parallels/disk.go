@@ -3,7 +3,6 @@ package parallels
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,7 +22,7 @@ const (
 	fiThaw   = 0xC0045878
 )
 
-// ResizeDisk implements driver.Runtime: online growth of the root disk.
+// ResizeDisk implements driver.DiskResizer: online growth of the root disk.
 // The runtime holds the container's owner lock meanwhile.
 func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
 	d, err := r.disk(ctx, id)
@@ -96,13 +95,6 @@ func (r *Runtime) SnapshotDisk(ctx context.Context, id, dst string) error {
 		_ = os.Remove(dst)
 	}
 	return err
-}
-
-// Snapshot implements driver.Runtime. The runtime archives root disks
-// itself: it attaches a SnapshotDisk copy read-only through its volume
-// manager, so this engine never mounts one.
-func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	return fmt.Errorf("snapshot: the runtime archives copies of root disks (SnapshotDisk): %w", errdefs.ErrNotImplemented)
 }
 
 // Exported is what Export writes next to the disk: enough to create the
