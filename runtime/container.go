@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -123,6 +124,64 @@ func (c *Container) Kill(ctx context.Context, sig syscall.Signal) error {
 		return err
 	}
 	return wrap(c.id, c.r.d.Kill(ctx, c.id, sig))
+}
+
+// Stop ends the container's process the way docker stop does: SIGTERM,
+// up to grace for it to exit, then SIGKILL, and it returns once the
+// process is gone. A stopped container is left as it is; a created one,
+// whose program never ran, is failed-precondition (Delete it instead).
+// A paused container gets SIGKILL at once: its frozen processes could not
+// handle SIGTERM before the grace ended anyway, and thawing it first would
+// change its state behind the caller's back (Docker's stop waits out the
+// grace in vain instead). Stop works on every backend: it is Kill and Wait.
+func (c *Container) Stop(ctx context.Context, grace time.Duration) error {
+	if grace < 0 {
+		return fmt.Errorf("container %q: stop grace %v: %w", c.id, grace, errdefs.ErrInvalidArgument)
+	}
+	i, err := c.info(ctx)
+	if err != nil {
+		return err
+	}
+	switch i.Status {
+	case StatusStopped:
+		return nil
+	case StatusRunning:
+		if err := c.signal(ctx, syscall.SIGTERM); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, grace)
+		_, err := c.r.d.Wait(wctx, c.id)
+		graceOver := wctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !graceOver {
+			return wrap(c.id, err)
+		}
+	case StatusPaused:
+	default:
+		return fmt.Errorf("container %q: cannot stop a %s container: %w", c.id, i.Status, errdefs.ErrFailedPrecondition)
+	}
+	if err := c.signal(ctx, syscall.SIGKILL); err != nil {
+		return err
+	}
+	_, err = c.r.d.Wait(ctx, c.id)
+	return wrap(c.id, err)
+}
+
+// signal sends sig, taking a container that stopped meanwhile for done.
+func (c *Container) signal(ctx context.Context, sig syscall.Signal) error {
+	err := c.r.d.Kill(ctx, c.id, sig)
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+		if err != nil {
+			if st, serr := c.State(ctx); serr == nil && st != StatusStopped {
+				return wrap(c.id, err)
+			}
+		}
+		return nil
+	}
+	return wrap(c.id, err)
 }
 
 // DeleteOptions tune Delete.

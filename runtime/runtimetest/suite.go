@@ -40,6 +40,7 @@ func Run(t *testing.T, h Harness) {
 		{"Errors", testErrors},
 		{"KillTERM", testKillTERM},
 		{"KillKILL", testKillKILL},
+		{"Stop", testStop},
 		{"Exec", testExec},
 		{"Pause", testPause},
 		{"Update", testUpdate},
