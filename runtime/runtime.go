@@ -189,6 +189,16 @@ func (r *Runtime) As(i any) bool { return r.d.As(i) }
 
 // Create makes a container from cfg without starting its process.
 func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Container, error) {
+	c, err := r.create(ctx, id, cfg, nil)
+	if err == nil && cfg.RootDisk != "" {
+		// The adopted disk now belongs to the container: it moved.
+		_ = os.Remove(cfg.RootDisk)
+	}
+	return c, err
+}
+
+// create is Create; disk, when set, is cfg.RootDisk already open (Import).
+func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -262,7 +272,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		}
 	}
 	if r.disks != nil {
-		err = r.attachRootDisk(ctx, req, cfg)
+		err = r.attachRootDisk(ctx, req, cfg, disk)
 	}
 	if err == nil {
 		err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
@@ -275,10 +285,6 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		// its own, even when the engine says already-exists.
 		undo()
 		return nil, wrap(id, err)
-	}
-	if cfg.RootDisk != "" {
-		// The adopted disk now belongs to the container: it moved.
-		_ = os.Remove(cfg.RootDisk)
 	}
 	return &Container{r: r, id: id}, nil
 }

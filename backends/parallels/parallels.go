@@ -45,6 +45,7 @@ var (
 	_ driver.StatsReader    = (*Runtime)(nil)
 	_ driver.Logger         = (*Runtime)(nil)
 	_ driver.VolumeAttacher = (*Runtime)(nil)
+	_ driver.ContainerAser  = (*Runtime)(nil)
 )
 
 type options struct {
