@@ -416,7 +416,9 @@ func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
 // filesystem as it was at one instant; a running container is frozen only
 // for as long as the backend needs (Capabilities.Snapshot).
 func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
-	if err := c.capable("snapshot", c.r.snapshot != nil || c.r.disks != nil); err != nil {
+	// New bound what serves a claimed Snapshot: root disks or a
+	// Snapshotter.
+	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
 		return err
 	}
 	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
