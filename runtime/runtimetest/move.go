@@ -32,6 +32,7 @@ func testColdMove(t *testing.T, h Harness) {
 	cfg := h.Config(t, "/bin/sh", "-c", "cat /moved 2>/dev/null || echo fresh; echo kept > /moved; mkdir -p /tree/a; echo deep > /tree/a/b")
 	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
 	cfg.Labels = map[string]string{"moved": "yes"}
+	cfg.DiskSize = 320 << 20 // small copies (xfs needs 300 MiB): RootDisk measures the host's free space
 	c := create(t, src, id, cfg)
 	require.NoError(t, c.Start(ctx))
 	_, err := c.Wait(ctx)
@@ -82,7 +83,9 @@ func testImportHostile(t *testing.T, h Harness) {
 		require.Truef(t, isNotImplemented(err), "import without root disks: %v", err)
 		return
 	}
-	c := create(t, rt, NewID("hostsrc"), h.Config(t, "/bin/true"))
+	cfg := h.Config(t, "/bin/true")
+	cfg.DiskSize = 320 << 20 // small copies, as in ColdMove
+	c := create(t, rt, NewID("hostsrc"), cfg)
 	good := filepath.Join(t.TempDir(), "good")
 	require.NoError(t, c.Export(ctx, good))
 	goodConfig, goodDisk := filepath.Join(good, runtime.ExportConfigFile), filepath.Join(good, "disk.img")
