@@ -98,7 +98,9 @@ func (r *Runtime) hotTarget(ctx context.Context, id string) (*hotTarget, error) 
 	return t, nil
 }
 
-// AttachVolume implements driver.Runtime (Capabilities.HotAttach).
+var _ driver.VolumeAttacher = (*Runtime)(nil)
+
+// AttachVolume implements driver.VolumeAttacher (Capabilities.HotAttach).
 func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
 	t, err := r.hotTarget(ctx, id)
 	if err != nil {
@@ -165,7 +167,7 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 	return nil
 }
 
-// DetachVolume implements driver.Runtime (Capabilities.HotAttach): a
+// DetachVolume implements driver.VolumeAttacher (Capabilities.HotAttach): a
 // hot-attached volume's mount is found by its ID, a volume given at create
 // by its destination; a device's rule leaves the devices cgroup whatever
 // became of its mount.

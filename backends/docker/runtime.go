@@ -128,6 +128,17 @@ func Open(opts ...Option) (*Runtime, error) {
 // Name implements driver.Runtime.
 func (r *Runtime) Name() string { return "docker" }
 
+// The optional parts of the driver contract Docker serves (and, on Linux,
+// driver.VolumeAttacher in hotattach_linux.go); it has no root disks.
+var (
+	_ driver.Snapshotter = (*Runtime)(nil)
+	_ driver.Execer      = (*Runtime)(nil)
+	_ driver.Pauser      = (*Runtime)(nil)
+	_ driver.Updater     = (*Runtime)(nil)
+	_ driver.StatsReader = (*Runtime)(nil)
+	_ driver.Logger      = (*Runtime)(nil)
+)
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities { return r.caps }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/berthrun/berth/internal/tarutil"
 )
 
-// Snapshot implements driver.Runtime (Capabilities.Snapshot): the
+// Snapshot implements driver.Snapshotter (Capabilities.Snapshot): the
 // container's root filesystem as Docker exports it (its image's layers and
 // its writable layer, flattened; volumes, and the /etc/hosts, hostname and
 // resolv.conf Docker binds over it, are not part of it), at one instant. A

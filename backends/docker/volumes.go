@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"context"
 	"fmt"
 	"os"
 
@@ -11,7 +10,9 @@ import (
 )
 
 // Volumes reach a Docker container as bind mounts in the spec (see
-// bindMount); hot attach is in hotattach_linux.go.
+// bindMount); hot attach is in hotattach_linux.go (driver.VolumeAttacher).
+// Root disks are not implemented: Docker's storage driver holds the root
+// filesystem, so the backend is no driver.DiskResizer.
 
 // unsupportedRequest refuses root disks of their own: Docker's storage
 // driver owns the root filesystem.
@@ -44,9 +45,4 @@ func translateRawDevices(devs []driver.Device, t *translation) error {
 		t.host.DeviceCgroupRules = append(t.host.DeviceCgroupRules, fmt.Sprintf("b %d:%d %s", d.Major, d.Minor, access))
 	}
 	return nil
-}
-
-// ResizeDisk implements driver.Runtime: not implemented (DiskResize).
-func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
-	return notImplemented("resizing a Docker container's root filesystem")
 }
