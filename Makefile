@@ -34,9 +34,15 @@ test: setup vet
 		elif [ $$rc -ne 0 ]; then exit 1; fi; \
 	done
 
+# The portable packages (and their internal dependencies) build and vet
+# off Linux too: Linux-only calls live in _linux.go files.
+PORTABLE = ./runtime/... ./volume/... ./image/...
+
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet $(PORTABLE)
+	GOOS=freebsd $(GO) vet $(PORTABLE)
 
 # setup.sh is idempotent and quick when all is in place, so it always runs:
 # it also restarts what a reboot stopped.

@@ -3,11 +3,9 @@ package image
 import (
 	"archive/tar"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -110,30 +108,13 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, opts Export
 
 func writeExport(ctx context.Context, w io.Writer, format string, im *Image, tags []string, blobs []*verifiedReader) error {
 	tw := tar.NewWriter(w)
-	file := func(name string, b []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(b)), ModTime: exportTime, Format: tar.FormatPAX}); err != nil {
-			return err
-		}
-		_, err := tw.Write(b)
+	lw := ocilayout.NewWriter(tw, exportTime)
+	if err := lw.WriteLayout(); err != nil {
 		return err
 	}
-	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	if err := file(ocilayout.LayoutFile, layout); err != nil {
-		return err
-	}
-	dirs := map[string]bool{}
 	for _, b := range blobs {
 		if err := ctx.Err(); err != nil {
 			return err
-		}
-		p := ocilayout.BlobPath(b.d)
-		for _, dir := range []string{"blobs/", "blobs/" + b.d.Algorithm().String() + "/"} {
-			if !dirs[dir] {
-				dirs[dir] = true
-				if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: exportTime, Format: tar.FormatPAX}); err != nil {
-					return err
-				}
-			}
 		}
 		size := b.size
 		if size < 0 {
@@ -143,38 +124,24 @@ func writeExport(ctx context.Context, w io.Writer, format string, im *Image, tag
 			}
 			size, b.size = fi.Size(), fi.Size()
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: p, Typeflag: tar.TypeReg, Mode: 0o444, Size: size, ModTime: exportTime, Format: tar.FormatPAX}); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, b); err != nil {
+		if err := lw.WriteBlob(b.d, size, b); err != nil {
 			return err
 		}
 	}
 	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: im.Digest, Size: blobs[len(blobs)-1].size}
-	oidx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
-	oidx.SchemaVersion = 2
-	if len(tags) == 0 {
-		oidx.Manifests = append(oidx.Manifests, mdesc)
-	}
-	for _, t := range tags {
-		d := mdesc
-		d.Annotations = map[string]string{"io.containerd.image.name": t, ocispec.AnnotationRefName: t[strings.LastIndexByte(t, ':')+1:]}
-		oidx.Manifests = append(oidx.Manifests, d)
-	}
-	ib, _ := json.Marshal(oidx)
-	if err := file(ocilayout.IndexFile, ib); err != nil {
+	if err := lw.WriteIndex(mdesc, tags); err != nil {
 		return err
 	}
 	if format == FormatDocker {
-		e := dockersave.ManifestEntry{Config: ocilayout.BlobPath(im.ConfigDigest), RepoTags: tags}
-		for _, l := range im.manifest.Layers {
-			e.Layers = append(e.Layers, ocilayout.BlobPath(l.Digest))
+		layers := make([]digest.Digest, len(im.manifest.Layers))
+		for i, l := range im.manifest.Layers {
+			layers[i] = l.Digest
 		}
-		mb, err := dockersave.MarshalManifest([]dockersave.ManifestEntry{e})
+		mb, err := dockersave.LayoutManifest(im.ConfigDigest, layers, tags)
 		if err != nil {
 			return err
 		}
-		if err := file(dockersave.ManifestFile, mb); err != nil {
+		if err := lw.WriteFile(dockersave.ManifestFile, mb); err != nil {
 			return err
 		}
 	}

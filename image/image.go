@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/image/ocilayout"
 )
@@ -181,7 +180,7 @@ func (s *Store) openVerified(d digest.Digest, size int64) (*verifiedReader, erro
 		h = d.Algorithm().Hash()
 	}
 	// Reading the blob once, front to back: tell the kernel.
-	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	adviseSequential(f)
 	return &verifiedReader{f: f, d: d, size: size, h: h}, nil
 }
 

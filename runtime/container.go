@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -28,6 +29,15 @@ type Container struct {
 
 // ID returns the container's ID.
 func (c *Container) ID() string { return c.id }
+
+// As reaches a backend-native type for this container, as Runtime.As does
+// for the runtime (gocloud.dev's As): i points to a type the backend's
+// documentation lists, which As sets; it reports whether it did. A backend
+// without per-container types accepts none.
+func (c *Container) As(i any) bool {
+	a, ok := c.r.d.(driver.ContainerAser)
+	return ok && a.ContainerAs(c.id, i)
+}
 
 // Info describes the container as the backend sees it now. The Info is
 // the caller's own to change.
@@ -117,6 +127,64 @@ func (c *Container) Kill(ctx context.Context, sig syscall.Signal) error {
 	return wrap(c.id, c.r.d.Kill(ctx, c.id, sig))
 }
 
+// Stop ends the container's process the way docker stop does: SIGTERM,
+// up to grace for it to exit, then SIGKILL, and it returns once the
+// process is gone. A stopped container is left as it is; a created one,
+// whose program never ran, is failed-precondition (Delete it instead).
+// A paused container gets SIGKILL at once: its frozen processes could not
+// handle SIGTERM before the grace ended anyway, and thawing it first would
+// change its state behind the caller's back (Docker's stop waits out the
+// grace in vain instead). Stop works on every backend: it is Kill and Wait.
+func (c *Container) Stop(ctx context.Context, grace time.Duration) error {
+	if grace < 0 {
+		return fmt.Errorf("container %q: stop grace %v: %w", c.id, grace, errdefs.ErrInvalidArgument)
+	}
+	i, err := c.info(ctx)
+	if err != nil {
+		return err
+	}
+	switch i.Status {
+	case StatusStopped:
+		return nil
+	case StatusRunning:
+		if err := c.signal(ctx, syscall.SIGTERM); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, grace)
+		_, err := c.r.d.Wait(wctx, c.id)
+		graceOver := wctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !graceOver {
+			return wrap(c.id, err)
+		}
+	case StatusPaused:
+	default:
+		return fmt.Errorf("container %q: cannot stop a %s container: %w", c.id, i.Status, errdefs.ErrFailedPrecondition)
+	}
+	if err := c.signal(ctx, syscall.SIGKILL); err != nil {
+		return err
+	}
+	_, err = c.r.d.Wait(ctx, c.id)
+	return wrap(c.id, err)
+}
+
+// signal sends sig, taking a container that stopped meanwhile for done.
+func (c *Container) signal(ctx context.Context, sig syscall.Signal) error {
+	err := c.r.d.Kill(ctx, c.id, sig)
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+		if err != nil {
+			if st, serr := c.State(ctx); serr == nil && st != StatusStopped {
+				return wrap(c.id, err)
+			}
+		}
+		return nil
+	}
+	return wrap(c.id, err)
+}
+
 // DeleteOptions tune Delete.
 type DeleteOptions struct {
 	// Force kills a running or paused container first.
@@ -168,7 +236,7 @@ func hasUserNamespace(s *specs.Spec) bool {
 
 // Exec starts an extra process in the running container.
 func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process, error) {
-	if err := c.capable("exec", c.r.caps.Exec); err != nil {
+	if err := c.capable("exec", c.r.exec != nil); err != nil {
 		return nil, err
 	}
 	if p == nil || len(p.Args) == 0 {
@@ -180,7 +248,7 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 	if _, err := c.require(ctx, "exec in", StatusRunning); err != nil {
 		return nil, err
 	}
-	dp, err := c.r.d.Exec(ctx, c.id, p, pio)
+	dp, err := c.r.exec.Exec(ctx, c.id, p, pio)
 	if err != nil {
 		return nil, wrap(c.id, err)
 	}
@@ -189,29 +257,29 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 
 // Pause freezes every process of the container.
 func (c *Container) Pause(ctx context.Context) error {
-	if err := c.capable("pause", c.r.caps.Pause); err != nil {
+	if err := c.capable("pause", c.r.pause != nil); err != nil {
 		return err
 	}
 	if _, err := c.require(ctx, "pause", StatusRunning); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.d.Pause(ctx, c.id))
+	return wrap(c.id, c.r.pause.Pause(ctx, c.id))
 }
 
 // Resume thaws a paused container.
 func (c *Container) Resume(ctx context.Context) error {
-	if err := c.capable("resume", c.r.caps.Pause); err != nil {
+	if err := c.capable("resume", c.r.pause != nil); err != nil {
 		return err
 	}
 	if _, err := c.require(ctx, "resume", StatusPaused); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.d.Resume(ctx, c.id))
+	return wrap(c.id, c.r.pause.Resume(ctx, c.id))
 }
 
 // Update changes resource limits while the container lives.
 func (c *Container) Update(ctx context.Context, res Resources) error {
-	if err := c.capable("update", c.r.caps.Update); err != nil {
+	if err := c.capable("update", c.r.update != nil); err != nil {
 		return err
 	}
 	if err := validateResources(c.id, &res); err != nil {
@@ -220,28 +288,28 @@ func (c *Container) Update(ctx context.Context, res Resources) error {
 	if _, err := c.require(ctx, "update", StatusCreated, StatusRunning, StatusPaused); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.d.Update(ctx, c.id, &res))
+	return wrap(c.id, c.r.update.Update(ctx, c.id, &res))
 }
 
 // Stats reads the container's usage.
 func (c *Container) Stats(ctx context.Context) (*Stats, error) {
-	if err := c.capable("stats", c.r.caps.Stats); err != nil {
+	if err := c.capable("stats", c.r.stats != nil); err != nil {
 		return nil, err
 	}
 	if _, err := c.require(ctx, "read stats of", StatusCreated, StatusRunning, StatusPaused); err != nil {
 		return nil, err
 	}
-	s, err := c.r.d.Stats(ctx, c.id)
+	s, err := c.r.stats.Stats(ctx, c.id)
 	return s, wrap(c.id, err)
 }
 
 // Logs reads back the output kept for the container (with or without
 // writers), its oldest kept output first; see Config.Log for its caps.
 func (c *Container) Logs(ctx context.Context) (io.ReadCloser, error) {
-	if err := c.capable("logs", c.r.caps.Logs); err != nil {
+	if err := c.capable("logs", c.r.logs != nil); err != nil {
 		return nil, err
 	}
-	rc, err := c.r.d.Logs(ctx, c.id)
+	rc, err := c.r.logs.Logs(ctx, c.id)
 	return rc, wrap(c.id, err)
 }
 
@@ -260,7 +328,7 @@ type LogOptions struct {
 // WriteLogs writes the container's kept output to w, as opts ask. It ends
 // with ctx, which is the way to stop following a container that runs on.
 func (c *Container) WriteLogs(ctx context.Context, w io.Writer, opts LogOptions) error {
-	if err := c.capable("logs", c.r.caps.Logs); err != nil {
+	if err := c.capable("logs", c.r.logs != nil); err != nil {
 		return err
 	}
 	tail := opts.Tail
@@ -277,7 +345,7 @@ func (c *Container) WriteLogs(ctx context.Context, w io.Writer, opts LogOptions)
 		}
 		return wrap(c.id, f.FollowLogs(ctx, c.id, tail, w))
 	}
-	rc, err := c.r.d.Logs(ctx, c.id)
+	rc, err := c.r.logs.Logs(ctx, c.id)
 	if err != nil {
 		return wrap(c.id, err)
 	}
@@ -289,7 +357,7 @@ func (c *Container) WriteLogs(ctx context.Context, w io.Writer, opts LogOptions)
 // sees it at once, without a restart. The volume goes through the runtime's
 // policy exactly as at create.
 func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
-	if err := c.capable("hot attach", c.r.caps.HotAttach); err != nil {
+	if err := c.capable("hot attach", c.r.attach != nil); err != nil {
 		return err
 	}
 	if filepath.Clean(v.Destination) == "/" {
@@ -315,10 +383,10 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 	if err != nil {
 		return wrap(c.id, err)
 	}
-	err = c.r.d.AttachVolume(ctx, c.id, toDriver(att, i.Spec))
+	err = c.r.attach.AttachVolume(ctx, c.id, toDriver(att, i.Spec))
 	if err == nil {
 		if err = c.r.volumes.Complete(c.id, att.Spec.Destination); err != nil {
-			_ = c.r.d.DetachVolume(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
+			_ = c.r.attach.DetachVolume(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
 		}
 	}
 	if err != nil {
@@ -331,7 +399,7 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 // DetachVolume removes the volume at dst from the container, then from the
 // host (unmount, loop device, node).
 func (c *Container) DetachVolume(ctx context.Context, dst string) error {
-	if err := c.capable("hot detach", c.r.caps.HotAttach); err != nil {
+	if err := c.capable("hot detach", c.r.attach != nil); err != nil {
 		return err
 	}
 	if _, err := c.require(ctx, "detach a volume from", StatusCreated, StatusRunning); err != nil {
@@ -345,7 +413,7 @@ func (c *Container) DetachVolume(ctx context.Context, dst string) error {
 	if !slices.ContainsFunc(c.volumeSpecs(), func(v volume.Spec) bool { return v.Destination == filepath.Clean(dst) }) {
 		return fmt.Errorf("container %q: no volume at %s: %w", c.id, dst, errdefs.ErrNotFound)
 	}
-	if err := c.r.d.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
+	if err := c.r.attach.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
 		return wrap(c.id, err)
 	}
 	// The container lives on, perhaps with descriptors of the volume it
@@ -369,7 +437,7 @@ func (c *Container) volumeSpecs() []volume.Spec {
 // ResizeDisk grows the container's root disk to size bytes; a running
 // container sees the space at once (Capabilities.DiskResize).
 func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
-	if err := c.capable("resize disk", c.r.caps.DiskResize); err != nil {
+	if err := c.capable("resize disk", c.r.resize != nil); err != nil {
 		return err
 	}
 	if size <= 0 {
@@ -383,13 +451,15 @@ func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
 		return wrap(c.id, err)
 	}
 	defer unlock()
-	return wrap(c.id, c.r.d.ResizeDisk(ctx, c.id, size))
+	return wrap(c.id, c.r.resize.ResizeDisk(ctx, c.id, size))
 }
 
 // Snapshot writes an uncompressed tar archive of the container's root
 // filesystem as it was at one instant; a running container is frozen only
 // for as long as the backend needs (Capabilities.Snapshot).
 func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
+	// New bound what serves a claimed Snapshot: root disks or a
+	// Snapshotter.
 	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
 		return err
 	}
@@ -399,7 +469,7 @@ func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
 	if c.r.disks != nil {
 		return wrap(c.id, c.r.snapshotRootDisk(ctx, c.id, w))
 	}
-	return wrap(c.id, c.r.d.Snapshot(ctx, c.id, w))
+	return wrap(c.id, c.r.snapshot.Snapshot(ctx, c.id, w))
 }
 
 // Process is an extra process started by Exec.

@@ -55,17 +55,12 @@ func snapshotOwner(id string) string {
 	return snapshotPrefix + id + "." + hex.EncodeToString(b)
 }
 
-// openDisks finds the backend's disk maker and removes the disks a crash
-// left behind.
+// openDisks removes the disks a crash left behind, on a backend with root
+// disks (New found its driver.DiskMaker).
 func (r *Runtime) openDisks(ctx context.Context) error {
-	dm, ok := r.d.(driver.DiskMaker)
-	if !r.caps.RootDisk {
+	if r.disks == nil {
 		return nil
 	}
-	if !ok {
-		return fmt.Errorf("the backend declares root disks but does not make them (driver.DiskMaker): %w", errdefs.ErrInvalidArgument)
-	}
-	r.disks = dm
 	if err := os.MkdirAll(r.disksDir(), 0o700); err != nil {
 		return err
 	}
@@ -134,7 +129,7 @@ func (r *Runtime) releaseVolumes(ctx context.Context, owner string) error {
 // under the state directory, attaches it through the volume manager, and
 // hands the backend the mounted path and the image. Create's undo
 // (releaseVolumes) takes all of it back.
-func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest, cfg *Config) error {
+func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest, cfg *Config, disk *os.File) error {
 	id := req.ID
 	// Under the owner lock and with no container of this ID, a disk here
 	// is what a crashed create left.
@@ -152,7 +147,15 @@ func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest,
 	img := r.diskImage(id)
 	var modes []driver.PathMode
 	if cfg.RootDisk != "" {
-		if err := adoptDisk(cfg.RootDisk, img); err != nil {
+		if disk == nil {
+			f, err := openDiskFile(unix.AT_FDCWD, cfg.RootDisk)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			disk = f
+		}
+		if err := adoptDisk(disk, img); err != nil {
 			return err
 		}
 	} else {
@@ -198,21 +201,41 @@ func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest,
 	return nil
 }
 
-// adoptDisk puts the caller's disk image at dst: a hard link where both
-// are on one filesystem, a sparse copy otherwise. The caller's file stays
-// until the container exists (Create removes it then), so a refused create
-// loses nothing.
-func adoptDisk(src, dst string) error {
-	fi, err := os.Lstat(src)
-	if err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("root disk %s is not a regular file: %w", src, errdefs.ErrInvalidArgument)
+// openDiskFile opens a disk image to adopt without following a link and
+// without blocking on a FIFO, and checks that it is a regular file.
+func openDiskFile(dirfd int, name string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("root disk %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
 	}
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	} else if !errors.Is(err, syscall.EXDEV) {
+	f := os.NewFile(uintptr(fd), name)
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("root disk %s is not a regular file: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return f, nil
+}
+
+// adoptDisk puts the disk image open as src at dst: a hard link of that
+// very file where it has no other link and both are on one filesystem
+// (nothing else could write to it under the container), a sparse copy
+// otherwise. The caller's file stays until the container exists (Create
+// and Import remove it then), so a refused create loses nothing.
+func adoptDisk(src *os.File, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 		return err
 	}
-	return fsutil.CopySparse(src, dst)
+	if st.Nlink == 1 {
+		err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", src.Fd()), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+	}
+	return fsutil.CopySparseFrom(src, dst)
 }
 
 // setModes sets what the backend's filesystem maker could not (the sticky

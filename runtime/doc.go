@@ -25,8 +25,20 @@
 //     with root disks (a driver.DiskMaker) the runtime keeps each disk under
 //     its state directory, attaches it like a volume and hands the backend
 //     only the mounted path; no backend opens a manager of its own;
+//   - a stopped container moves between state directories or hosts with
+//     Container.Export and Runtime.Import, on any backend with root disks;
+//     the import directory is read without following links, and a disk
+//     that is not a regular file of it is refused;
+//   - Container.Stop is TERM, a grace, then KILL, on every backend;
 //   - every error carries a github.com/containerd/errdefs class and the
-//     container's ID; operations a backend lacks are not-implemented.
+//     container's ID; operations a backend lacks (it does not implement
+//     the optional driver interface, see package driver) are answered
+//     not-implemented here.
+//
+// Runtime.As and Container.As reach a backend's native types, as
+// gocloud.dev's As does: each backend's documentation lists the types they
+// accept. Backend-only operations (the parallels backend's disk copies)
+// are reached that way, never by asserting on a backend's types.
 //
 // Output of a container goes to writers given in Config.IO, and in any case
 // to a log kept by the backend, capped with rotation (Config.Log), and read

@@ -32,8 +32,9 @@ type Runtime struct {
 	images  *image.Store
 	// security is what specs may ask for beyond the default confinement.
 	security SecurityPolicy
-	// disks makes root disks on backends that have them (see disk.go).
-	disks    driver.DiskMaker
+	// ops are the backend's optional interfaces (contract.go); disks
+	// makes root disks on backends that have them (see disk.go).
+	ops
 	stateDir string
 }
 
@@ -110,6 +111,11 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 			return nil, err
 		}
 	}
+	caps := d.Capabilities()
+	dops, err := bindOps(d, caps)
+	if err != nil {
+		return nil, err
+	}
 	root, err := claimRoot(o.stateDir, d.Name())
 	if err != nil {
 		return nil, err
@@ -127,7 +133,8 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 	}
 	r := &Runtime{
 		d:        d,
-		caps:     d.Capabilities(),
+		caps:     caps,
+		ops:      dops,
 		ids:      &idAllocator{pool: o.pool, dir: o.idDir, root: root},
 		volumes:  vm,
 		images:   o.images,
@@ -158,8 +165,8 @@ func (r *Runtime) finishAttaches(ctx context.Context) {
 			continue // an attach or detach of it is running now
 		}
 		info, err := r.d.State(ctx, p.Owner)
-		if err == nil && info.Status != StatusStopped && r.caps.HotAttach {
-			err = r.d.DetachVolume(ctx, p.Owner, p.Spec.Destination)
+		if err == nil && info.Status != StatusStopped && r.attach != nil {
+			err = r.attach.DetachVolume(ctx, p.Owner, p.Spec.Destination)
 		}
 		if err == nil || errdefs.IsNotFound(err) {
 			_ = r.volumes.Retire(ctx, p.Owner, p.Spec.Destination)
@@ -182,6 +189,16 @@ func (r *Runtime) As(i any) bool { return r.d.As(i) }
 
 // Create makes a container from cfg without starting its process.
 func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Container, error) {
+	c, err := r.create(ctx, id, cfg, nil)
+	if err == nil && cfg.RootDisk != "" {
+		// The adopted disk now belongs to the container: it moved.
+		_ = os.Remove(cfg.RootDisk)
+	}
+	return c, err
+}
+
+// create is Create; disk, when set, is cfg.RootDisk already open (Import).
+func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -255,7 +272,7 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		}
 	}
 	if r.disks != nil {
-		err = r.attachRootDisk(ctx, req, cfg)
+		err = r.attachRootDisk(ctx, req, cfg, disk)
 	}
 	if err == nil {
 		err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
@@ -268,10 +285,6 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 		// its own, even when the engine says already-exists.
 		undo()
 		return nil, wrap(id, err)
-	}
-	if cfg.RootDisk != "" {
-		// The adopted disk now belongs to the container: it moved.
-		_ = os.Remove(cfg.RootDisk)
 	}
 	return &Container{r: r, id: id}, nil
 }

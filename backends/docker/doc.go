@@ -3,7 +3,8 @@
 // with API version negotiation; Docker 20.10's API 1.41 and later).
 //
 //	engine, err := docker.Open(docker.WithHost("unix:///run/docker.sock"))
-//	rt, err := runtime.New(engine, runtime.WithStateDir("/var/lib/berth"))
+//	store, err := image.Open("/var/lib/berth/images")
+//	rt, err := runtime.New(engine, runtime.WithStateDir("/var/lib/berth"), runtime.WithImageStore(store))
 //	c, err := rt.Create(ctx, "web-1", &runtime.Config{
 //		Spec: runtime.DefaultSpec("", "/bin/echo", "hi"), Image: "busybox:latest"})
 //
@@ -37,8 +38,29 @@
 // refused with failed-precondition, and on a userns-remap daemon the node
 // berth made is handed to the daemon's root and bound into the container
 // with a devices cgroup rule (Docker's --device would bind the host node of
-// the container's path in a user namespace). HotAttach, DiskResize,
-// RootDisk, Snapshot: no (not-implemented).
+// the container's path in a user namespace). HotAttach: when the daemon is
+// on this host (see below). Snapshot (and so runtime's Commit): the
+// container's root filesystem as Docker exports it, the container paused
+// while the daemon writes it (see Runtime.Snapshot). DiskResize, RootDisk:
+// no (not-implemented).
+//
+// # Hot attach
+//
+// Docker cannot add a mount to a running container; berth reaches the
+// container's mount namespace through its init's pid and does what the
+// embedded engine does (internal/mountns): the volume's mount is made
+// detached on the host (ID-mapped through the container's user namespace
+// on a userns-remap daemon; a tmpfs owned by the container's root), moved
+// to its destination by a thread that entered the namespace, resolved in
+// the container's root without following what the tenant planted
+// (failed-precondition), and recorded by mount ID under the state
+// directory, so that a detach takes out that mount wherever the tenant
+// moved it. A raw device's node is bound the same way and allowed by
+// writing the container's cgroup v1 devices.allow (devices.deny at detach);
+// on a cgroup v2 host device attach is not-implemented. A created,
+// never-started container has no namespace yet: attach is
+// failed-precondition until Start. A volume given at create, mounted by
+// runc while the tenant may already run, is detached by its destination.
 //
 // # User namespaces
 //
@@ -73,7 +95,7 @@
 //	process.terminal, consoleSize, scheduler, selinuxLabel, ioPriority, execCPUAffinity: not-implemented
 //	hostname, domainname     Hostname, Domainname
 //	root.path                not-implemented (images only, for now); root.readonly: ReadonlyRootfs
-//	image                    Config.Image: a reference the daemon already has (no pulls)
+//	image                    Config.Image: see Images below
 //	namespaces               own (Docker's default) when listed, the host's when absent:
 //	                         network: NetworkMode none with networking disabled (a new
 //	                         namespace, loopback only) or host; pid, ipc, uts, cgroup:
@@ -108,6 +130,22 @@
 // /etc/resolv.conf, and berth sets Init false (the command is PID 1) and
 // the restart policy "no".
 //
+// # Images
+//
+// With an image store (runtime.WithImageStore), Config.Image is resolved
+// there: berth writes the image as an untagged docker-save archive and
+// loads it (only if the daemon lacks that image ID), so a load can move no
+// daemon tag, and labels the container with the image ID
+// (org.berthrun.berth.store-image). When such a container is deleted, the
+// image is removed from the daemon unless it is tagged or another
+// container, berth's or not, uses it: the daemon's refusal to remove an
+// image in use is the arbiter, and a create that finds the image gone
+// between its load and the create loads it again. Without a store,
+// Config.Image is failed-precondition unless the backend was opened with
+// WithDaemonImages, the explicit policy to run images the daemon already
+// has (no pulls), which never went through berth's import limits nor its
+// tag confinement; those images are never removed by berth.
+//
 // # Exit status
 //
 // Docker reports an exit code only: 128+N is read as death by signal N, as
@@ -141,5 +179,10 @@
 //
 // # Native access
 //
-// Runtime.As accepts **Runtime and **client.Client (the Engine API client).
+// Runtime.As accepts **Runtime and **client.Client (the Engine API client);
+// runtime.Container.As accepts nothing (the backend has no per-container
+// types). Of the optional driver interfaces the backend implements Execer,
+// Pauser, Updater, StatsReader and Logger: hot attach, root disks, disk
+// resizing, snapshots and cold moves are not-implemented, answered by the
+// runtime.
 package docker

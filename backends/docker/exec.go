@@ -15,7 +15,7 @@ import (
 	"github.com/berthrun/berth/runtime/driver"
 )
 
-// Exec implements driver.Runtime. The process is attached whether or not
+// Exec implements driver.Execer. The process is attached whether or not
 // the caller gave streams: Docker ends the attach stream when the process
 // is done, which is how Wait learns of it.
 func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {

@@ -129,3 +129,8 @@ func TestEnsureImageRefusesMovedTags(t *testing.T) {
 	require.Contains(t, err.Error(), "ubuntu:latest")
 	require.Equal(t, []string{"ubuntu:latest"}, f.imgs().images["sha256:ubuntu"], "the tag is put back")
 }
+
+func (f *fakeEngine) ImageRemove(ctx context.Context, id string, _ client.ImageRemoveOptions) (client.ImageRemoveResult, error) {
+	f.record("ImageRemove " + id)
+	return client.ImageRemoveResult{}, errdefs.ErrNotImplemented
+}

@@ -363,3 +363,7 @@ func multiplexed(out, errOut string) []byte {
 	}
 	return b
 }
+
+func (f *fakeEngine) ContainerExport(ctx context.Context, id string, _ client.ContainerExportOptions) (client.ContainerExportResult, error) {
+	return nil, cerrdefs.ErrNotImplemented
+}

@@ -108,3 +108,23 @@ func movedTo(before, after map[string]string, id string) []string {
 	sort.Strings(moved)
 	return moved
 }
+
+// releaseImage removes from the daemon an image berth loaded from its store
+// once no container uses it, so that deleted containers leave no "<none>"
+// images behind. The daemon is the arbiter: it refuses to remove an image
+// any container (running or not, berth's or not) uses (conflict), and a
+// create that finds the image gone meanwhile loads it again (Create). An
+// image someone tagged since is theirs too and stays. Best effort: the
+// container is deleted whatever becomes of its image.
+func (r *Runtime) releaseImage(ctx context.Context, id string) {
+	res, err := r.eng.ImageInspect(ctx, id)
+	if err != nil {
+		return
+	}
+	for _, t := range res.RepoTags {
+		if t != "" && t != "<none>:<none>" {
+			return
+		}
+	}
+	_, _ = r.eng.ImageRemove(ctx, id, client.ImageRemoveOptions{})
+}

@@ -31,9 +31,11 @@ func TestArchiveCannotMoveDaemonTag(t *testing.T) {
 	state := fixture.TempDir(t)
 	h := &harness{host: plainHost}
 	rt := h.open(t, state)
-	c, err := rt.Create(ctx, runtimetest.NewID("seed"), h.Config(t, "/bin/true"))
+	// The seed container keeps the image berth loaded in the daemon
+	// until it is tagged (an untagged one goes with its last container).
+	seedC, err := rt.Create(ctx, runtimetest.NewID("seed"), h.Config(t, "/bin/true"))
 	require.NoError(t, err)
-	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	defer seedC.Delete(context.Background(), runtime.DeleteOptions{})
 	seed, err := rt.Images().Get(ctx, busyboxRef)
 	require.NoError(t, err)
 	// The daemon is shared with the host: whatever ubuntu:latest it has is
@@ -61,7 +63,7 @@ func TestArchiveCannotMoveDaemonTag(t *testing.T) {
 
 	var out bytes.Buffer
 	cfg := &runtime.Config{Spec: runtime.DefaultSpec("", "/bin/cat", "/pwned"), Image: "ubuntu:latest", IO: runtime.IO{Stdout: &out}}
-	c, err = rt.Create(ctx, runtimetest.NewID("evil"), cfg)
+	c, err := rt.Create(ctx, runtimetest.NewID("evil"), cfg)
 	require.NoError(t, err)
 	defer c.Delete(context.Background(), runtime.DeleteOptions{Force: true})
 	require.NoError(t, c.Start(ctx))

@@ -17,6 +17,8 @@ type options struct {
 	scope    string
 	stateDir string
 	eng      engine // a stand-in for the daemon (tests)
+
+	daemonImages bool
 }
 
 // Option configures Open.
@@ -70,6 +72,18 @@ func WithStateDir(dir string) Option {
 func withEngine(e engine) Option {
 	return func(o *options) error {
 		o.eng = e
+		return nil
+	}
+}
+
+// WithDaemonImages lets Config.Image name an image the daemon already has
+// when the runtime has no image store (runtime.WithImageStore), by policy:
+// such images did not go through berth's import, its limits or its tag
+// confinement. Without it (the default) Config.Image without a store is
+// failed-precondition. With a store, images always come from the store.
+func WithDaemonImages() Option {
+	return func(o *options) error {
+		o.daemonImages = true
 		return nil
 	}
 }

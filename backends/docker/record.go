@@ -21,6 +21,10 @@ const (
 	LabelID = LabelPrefix + ".id"
 	// LabelScope is the scope of the runtime that made the container.
 	LabelScope = LabelPrefix + ".scope"
+	// LabelStoreImage is on a container made from an image of berth's
+	// store: the image ID berth loaded into the daemon for it, removed
+	// from the daemon with the last container that uses it.
+	LabelStoreImage = LabelPrefix + ".store-image"
 	// labelRecord holds the spec and the caller's labels, as JSON.
 	labelRecord = LabelPrefix + ".record"
 )

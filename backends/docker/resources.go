@@ -14,7 +14,7 @@ import (
 	"github.com/berthrun/berth/runtime/driver"
 )
 
-// Pause implements driver.Runtime (the cgroup freezer, through Docker).
+// Pause implements driver.Pauser (the cgroup freezer, through Docker).
 func (r *Runtime) Pause(ctx context.Context, id string) error {
 	return r.do(ctx, id, func(did string) error {
 		_, err := r.eng.ContainerPause(ctx, did, client.ContainerPauseOptions{})
@@ -30,7 +30,7 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 	})
 }
 
-// Update implements driver.Runtime. Docker has no way back to an unlimited
+// Update implements driver.Updater. Docker has no way back to an unlimited
 // memory once a limit is set.
 func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) error {
 	var out container.Resources
@@ -75,7 +75,7 @@ func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) 
 	})
 }
 
-// Stats implements driver.Runtime with one sample of Docker's stats.
+// Stats implements driver.StatsReader with one sample of Docker's stats.
 func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	var s container.StatsResponse
 	err := r.do(ctx, id, func(did string) error {

@@ -40,6 +40,10 @@ type Runtime struct {
 	// reports are this host's.
 	local bool
 
+	// daemonImages: Config.Image may name the daemon's own images when
+	// the runtime has no store (WithDaemonImages).
+	daemonImages bool
+
 	caps     driver.Capabilities
 	remap    *idMapping // the userns-remap mapping, nil on a plain daemon
 	cgroupns bool       // the API has cgroup namespaces (1.41+)
@@ -78,7 +82,7 @@ func Open(opts ...Option) (*Runtime, error) {
 		}
 		eng, local = cli, strings.HasPrefix(cli.DaemonHost(), "unix://")
 	}
-	r := &Runtime{eng: eng, scope: o.scope, stateDir: o.stateDir, local: local, ids: map[string]string{}, streams: map[string]*attachment{}}
+	r := &Runtime{eng: eng, scope: o.scope, stateDir: o.stateDir, local: local, daemonImages: o.daemonImages, ids: map[string]string{}, streams: map[string]*attachment{}}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
 	info, err := eng.Info(ctx, client.InfoOptions{})
@@ -116,12 +120,27 @@ func Open(opts ...Option) (*Runtime, error) {
 		UserNamespace:       r.remap != nil,
 		UserNamespaceShared: r.remap != nil,
 		CgroupNamespace:     r.cgroupns,
+		// The container's mount namespace is reached through its init's
+		// pid: only on the daemon's host (hotattach_linux.go).
+		HotAttach: r.local,
+		Snapshot:  true,
 	}
 	return r, nil
 }
 
 // Name implements driver.Runtime.
 func (r *Runtime) Name() string { return "docker" }
+
+// The optional parts of the driver contract Docker serves (and, on Linux,
+// driver.VolumeAttacher in hotattach_linux.go); it has no root disks.
+var (
+	_ driver.Snapshotter = (*Runtime)(nil)
+	_ driver.Execer      = (*Runtime)(nil)
+	_ driver.Pauser      = (*Runtime)(nil)
+	_ driver.Updater     = (*Runtime)(nil)
+	_ driver.StatsReader = (*Runtime)(nil)
+	_ driver.Logger      = (*Runtime)(nil)
+)
 
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities { return r.caps }
@@ -252,10 +271,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	}
 	t.config.Labels = labels
 	t.config.Image = req.Image
+	if req.ImageSource == nil && req.Image != "" && !r.daemonImages {
+		return fmt.Errorf("image %q: the runtime has no image store, and this Docker backend was not opened WithDaemonImages to run the daemon's own images: %w", req.Image, errdefs.ErrFailedPrecondition)
+	}
 	if req.ImageSource != nil {
-		if t.config.Image, err = r.ensureImage(ctx, req.ImageSource); err != nil {
-			return err
-		}
+		t.config.Labels[LabelStoreImage] = req.ImageSource.ConfigDigest
 	}
 	t.host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
 	t.host.LogConfig = logConfig(r.logDriver, req.Log)
@@ -266,7 +286,21 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	}
 	t.config.AttachStdout, t.config.AttachStderr = req.IO.Stdout != nil, req.IO.Stderr != nil
 
-	res, err := r.eng.ContainerCreate(ctx, client.ContainerCreateOptions{Name: req.ID, Config: t.config, HostConfig: t.host})
+	var res client.ContainerCreateResult
+	for attempt := 0; ; attempt++ {
+		if req.ImageSource != nil {
+			if t.config.Image, err = r.ensureImage(ctx, req.ImageSource); err != nil {
+				return err
+			}
+		}
+		res, err = r.eng.ContainerCreate(ctx, client.ContainerCreateOptions{Name: req.ID, Config: t.config, HostConfig: t.host})
+		// The image berth loaded may go between its load and this
+		// create, with the last other container that used it (see
+		// releaseImage): load it again.
+		if req.ImageSource == nil || !errdefs.IsNotFound(err) || attempt == 2 {
+			break
+		}
+	}
 	if errdefs.IsConflict(err) {
 		return fmt.Errorf("the Docker name %q is taken: %v: %w", req.ID, err, errdefs.ErrAlreadyExists)
 	}
@@ -336,13 +370,29 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	return r.do(ctx, id, func(did string) error {
 		_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
+		if err == nil || sig != syscall.SIGKILL {
+			return err
+		}
+		// Docker refuses to kill a container whose init ended its leader
+		// thread alone ("PID ... is zombie and can not be killed") while
+		// its other threads run on: berth kills them through the cgroup.
+		if killLeftInCgroup(ctx, did) != nil {
+			return err
+		}
+		if c, ierr := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{}); ierr == nil && c.Container.State != nil && !c.Container.State.Running {
+			return nil
+		}
 		return err
 	})
 }
 
 // Delete implements driver.Runtime.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
-	err := r.do(ctx, id, func(did string) error {
+	c, err := r.inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = r.do(ctx, id, func(did string) error {
 		if err := killLeftInCgroup(ctx, did); err != nil {
 			return err
 		}
@@ -351,6 +401,9 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if img := c.Config.Labels[LabelStoreImage]; img != "" {
+		r.releaseImage(context.WithoutCancel(ctx), img)
 	}
 	r.forget(id)
 	r.mu.Lock()

@@ -18,7 +18,7 @@ import (
 
 func openFake(t *testing.T, f *fakeEngine, opts ...Option) *Runtime {
 	t.Helper()
-	r, err := Open(append([]Option{withEngine(f), WithStateDir(t.TempDir())}, opts...)...)
+	r, err := Open(append([]Option{withEngine(f), WithStateDir(t.TempDir()), WithDaemonImages()}, opts...)...)
 	require.NoError(t, err)
 	return r
 }
@@ -30,7 +30,8 @@ func createReq(id string, args ...string) *driver.CreateRequest {
 func TestCapabilitiesFollowTheDaemon(t *testing.T) {
 	f := newFake()
 	caps := openFake(t, f).Capabilities()
-	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true}, caps)
+	// HotAttach needs the daemon on this host: the fake is not.
+	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true, Snapshot: true}, caps)
 
 	f.info.SecurityOptions = []string{"name=seccomp,profile=default", "name=userns"}
 	f.info.DockerRootDir = "/var/lib/docker/100000.100000"
@@ -306,4 +307,18 @@ func TestLogCaps(t *testing.T) {
 	}
 	assert.Equal(t, container.LogConfig{Type: "local", Config: map[string]string{"max-size": "10485760", "max-file": "2"}}, logConfig("local", driver.LogLimits{}))
 	assert.Equal(t, container.LogConfig{}, logConfig("journald", driver.LogLimits{MaxSize: 1 << 20, MaxFiles: 2}))
+}
+
+// Without an image store, Config.Image names the daemon's own images only
+// by the explicit policy WithDaemonImages.
+func TestDaemonImagesByPolicyOnly(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	r, err := Open(withEngine(f), WithStateDir(t.TempDir()))
+	require.NoError(t, err)
+	err = r.Create(ctx, createReq("web", "/bin/true"))
+	require.True(t, errdefs.IsFailedPrecondition(err), "%v", err)
+	require.Contains(t, err.Error(), "no image store")
+	require.Empty(t, f.containers, "nothing created")
+	require.NoError(t, openFake(t, f).Create(ctx, createReq("web", "/bin/true")))
 }

@@ -94,7 +94,7 @@ const (
 	defaultLogMaxFiles = 2
 )
 
-// Logs implements driver.Runtime. Docker keeps a container's output in its
+// Logs implements driver.Logger. Docker keeps a container's output in its
 // log driver whether or not writers were attached; this reads all of it
 // back, stdout and stderr in the order they came.
 func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {

@@ -1,9 +1,7 @@
 package docker
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/moby/moby/api/types/mount"
@@ -12,8 +10,9 @@ import (
 )
 
 // Volumes reach a Docker container as bind mounts in the spec (see
-// bindMount). Attaching to a running container is not implemented:
-// Capabilities.HotAttach is false.
+// bindMount); hot attach is in hotattach_linux.go (driver.VolumeAttacher).
+// Root disks are not implemented: Docker's storage driver holds the root
+// filesystem, so the backend is no driver.DiskResizer.
 
 // unsupportedRequest refuses root disks of their own: Docker's storage
 // driver owns the root filesystem.
@@ -46,25 +45,4 @@ func translateRawDevices(devs []driver.Device, t *translation) error {
 		t.host.DeviceCgroupRules = append(t.host.DeviceCgroupRules, fmt.Sprintf("b %d:%d %s", d.Major, d.Minor, access))
 	}
 	return nil
-}
-
-// AttachVolume implements driver.Runtime: not implemented (HotAttach).
-func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
-	return notImplemented("attaching a volume to a running Docker container")
-}
-
-// DetachVolume implements driver.Runtime: not implemented (HotAttach).
-func (r *Runtime) DetachVolume(ctx context.Context, id string, dst string) error {
-	return notImplemented("detaching a volume from a running Docker container")
-}
-
-// ResizeDisk implements driver.Runtime: not implemented (DiskResize).
-func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
-	return notImplemented("resizing a Docker container's root filesystem")
-}
-
-// Snapshot implements driver.Runtime: not implemented (Snapshot). Docker's
-// export is not consistent while the container runs.
-func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	return notImplemented("snapshot of a Docker container's root filesystem")
 }

@@ -99,5 +99,10 @@
 //
 // # Native access
 //
-// Runtime.As accepts **Runtime (this backend's own type).
+// Runtime.As accepts **Runtime (this backend's own type); runtime.Container.As
+// accepts nothing (the backend has no per-container types). Of the
+// optional driver interfaces the backend implements every one but
+// DiskResizer and DiskMaker: its containers have no root disk of their own,
+// so disk resizing and cold moves are not-implemented, answered by the
+// runtime.
 package libcontainer

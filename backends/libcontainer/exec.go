@@ -15,7 +15,7 @@ import (
 	"github.com/berthrun/berth/runtime/driver"
 )
 
-// Exec implements driver.Runtime. The process is a child of the calling
+// Exec implements driver.Execer. The process is a child of the calling
 // process; its output is copied by libcontainer into the given writers.
 func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
 	rec, err := r.readRecord(id)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/internal/mountns"
 )
 
 // A container from an image runs on an overlay: the image's unpacked tree,
@@ -64,7 +65,7 @@ func mountImageRootfs(dir, lower string, uidMap, gidMap []specs.LinuxIDMapping) 
 		return err
 	}
 	uid, gid := int(uidMap[0].HostID), int(gidMap[0].HostID)
-	return onThrowawayThread(func() error {
+	return mountns.OnThrowawayThread(func() error {
 		// overlayfs acts on the upper layer with its mounter's
 		// credentials: the container's root, with the capabilities that
 		// setfsuid dropped from this thread given back.

@@ -9,11 +9,11 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/mountns"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -57,14 +57,14 @@ func (r *Runtime) writeMounts(id string, m map[string]volumeMount) error {
 // found there is the volume's.
 func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, gid int, spec *specs.Spec, devs []driver.Device) error {
 	m := map[string]volumeMount{}
-	err := inMountNS(ctx, pid, uid, gid, func() error {
-		root, err := openRoot()
+	err := mountns.Enter(ctx, pid, uid, gid, func() error {
+		root, err := mountns.OpenRoot()
 		if err != nil {
 			return err
 		}
 		defer unix.Close(root)
 		at := func(dst string) (int, error) {
-			fd, err := openInRoot(root, dst, unix.O_PATH)
+			fd, err := mountns.OpenInRoot(root, dst, unix.O_PATH)
 			if err != nil {
 				return 0, fmt.Errorf("volume %s: %w", dst, err)
 			}
@@ -115,37 +115,4 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 		return err
 	}
 	return r.writeMounts(id, m)
-}
-
-// mountID returns the ID of the mount whose root fd is.
-func mountID(fd int) (int, error) {
-	var stx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
-		return 0, err
-	}
-	if stx.Mask&unix.STATX_MNT_ID == 0 {
-		return 0, fmt.Errorf("statx: no mount ID")
-	}
-	return int(stx.Mnt_id), nil
-}
-
-// mountpointOf returns where the mount mid is in the mount namespace of
-// the calling thread, relative to its root (for a thread inMountNS
-// entered: the container's root, whatever root the container's own
-// processes chose), or "" when it is gone. proc is the host's /proc,
-// opened before the thread left the host's mount namespace.
-func mountpointOf(proc, mid int) (string, error) {
-	fd, err := unix.Openat(proc, "thread-self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", fmt.Errorf("mount table: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "mountinfo")
-	defer f.Close()
-	infos, err := mountinfo.GetMountsFromReader(f, func(i *mountinfo.Info) (skip, stop bool) {
-		return i.ID != mid, i.ID == mid
-	})
-	if err != nil || len(infos) == 0 {
-		return "", err
-	}
-	return infos[0].Mountpoint, nil
 }

@@ -165,6 +165,18 @@ func (r *Runtime) readRecord(id string) (*record, error) {
 // Name implements driver.Runtime.
 func (r *Runtime) Name() string { return "libcontainer" }
 
+// The optional parts of the driver contract the embedded engine serves;
+// its containers have no root disk of their own.
+var (
+	_ driver.Execer         = (*Runtime)(nil)
+	_ driver.Pauser         = (*Runtime)(nil)
+	_ driver.Updater        = (*Runtime)(nil)
+	_ driver.StatsReader    = (*Runtime)(nil)
+	_ driver.Logger         = (*Runtime)(nil)
+	_ driver.VolumeAttacher = (*Runtime)(nil)
+	_ driver.Snapshotter    = (*Runtime)(nil)
+)
+
 // Capabilities implements driver.Runtime.
 func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
@@ -534,7 +546,7 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 	return classify(c.Resume())
 }
 
-// Update implements driver.Runtime.
+// Update implements driver.Updater.
 func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) error {
 	c, err := r.load(id)
 	if err != nil {
@@ -563,7 +575,7 @@ func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) 
 	return classify(c.Set(cfg))
 }
 
-// Stats implements driver.Runtime.
+// Stats implements driver.StatsReader.
 func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	c, err := r.load(id)
 	if err != nil {
@@ -586,7 +598,7 @@ func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	return out, nil
 }
 
-// Logs implements driver.Runtime: the container's log, its rotated files
+// Logs implements driver.Logger: the container's log, its rotated files
 // first.
 func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 	if _, err := r.readRecord(id); err != nil {

@@ -6,20 +6,13 @@ import (
 	"io"
 	"os"
 
-	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/tarutil"
 )
 
-// ResizeDisk implements driver.Runtime: containers of this engine have no
-// disk of their own.
-func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
-	return fmt.Errorf("resize disk: containers of the embedded engine share the host's filesystem: %w", errdefs.ErrNotImplemented)
-}
-
-// Snapshot implements driver.Runtime: the container is frozen while its
+// Snapshot implements driver.Snapshotter: the container is frozen while its
 // root filesystem is archived, so the archive is one instant of it.
 func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 	rec, err := r.readRecord(id)

@@ -3,13 +3,9 @@ package parallels
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"slices"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
@@ -23,7 +19,7 @@ const (
 	fiThaw   = 0xC0045878
 )
 
-// ResizeDisk implements driver.Runtime: online growth of the root disk.
+// ResizeDisk implements driver.DiskResizer: online growth of the root disk.
 // The runtime holds the container's owner lock meanwhile.
 func (r *Runtime) ResizeDisk(ctx context.Context, id string, size int64) error {
 	d, err := r.disk(ctx, id)
@@ -98,75 +94,35 @@ func (r *Runtime) SnapshotDisk(ctx context.Context, id, dst string) error {
 	return err
 }
 
-// Snapshot implements driver.Runtime. The runtime archives root disks
-// itself: it attaches a SnapshotDisk copy read-only through its volume
-// manager, so this engine never mounts one.
-func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	return fmt.Errorf("snapshot: the runtime archives copies of root disks (SnapshotDisk): %w", errdefs.ErrNotImplemented)
+// Disk is one container's root disk, as runtime.Container.As reaches it
+// (the portable cold move is Container.Export and Runtime.Import).
+type Disk struct {
+	r  *Runtime
+	id string
 }
 
-// Exported is what Export writes next to the disk: enough to create the
-// container again on another root (runtime.Config with RootDisk).
-type Exported struct {
-	// Spec is the container's spec without its root path, user namespace
-	// or ID mappings, which the new root gives it.
-	Spec          *specs.Spec       `json:"spec"`
-	UserNamespace bool              `json:"user_namespace,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	// Disk is the image file's name in the export directory.
-	Disk string `json:"disk"`
+// ContainerAs implements driver.ContainerAser: **Disk.
+func (r *Runtime) ContainerAs(id string, i any) bool {
+	p, ok := i.(**Disk)
+	if ok {
+		*p = &Disk{r: r, id: id}
+	}
+	return ok
 }
 
-// ExportFile is the name of the config Export writes.
-const ExportFile = "container.json"
-
-// Export writes a stopped (or never started) container's disk (disk.img)
-// and config (container.json) to dir, for a cold move: delete the
-// container here, copy dir anywhere, and create it on another root with
-// ReadExport's config. Running containers are refused (failed-precondition).
-func (r *Runtime) Export(ctx context.Context, id, dir string) error {
-	info, err := r.State(ctx, id)
+// Image returns the path of the disk's image file. The file is the
+// runtime's: read it, never write, move or remove it.
+func (d *Disk) Image(ctx context.Context) (string, error) {
+	rd, err := d.r.disk(ctx, d.id)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if info.Status != driver.StatusStopped && info.Status != driver.StatusCreated {
-		return fmt.Errorf("container is %s; stop it before moving it: %w", info.Status, errdefs.ErrFailedPrecondition)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	exp := Exported{Labels: info.Labels, Disk: "disk.img"}
-	spec := *info.Spec
-	spec.Root = nil
-	if spec.Linux != nil {
-		l := *spec.Linux
-		l.UIDMappings, l.GIDMappings = nil, nil
-		l.Namespaces = slices.DeleteFunc(slices.Clone(l.Namespaces), func(n specs.LinuxNamespace) bool {
-			if n.Type == specs.UserNamespace {
-				exp.UserNamespace = true
-				return true
-			}
-			return false
-		})
-		spec.Linux = &l
-	}
-	exp.Spec = &spec
-	if err := r.SnapshotDisk(ctx, id, filepath.Join(dir, exp.Disk)); err != nil {
-		return err
-	}
-	return fsutil.WriteJSON(filepath.Join(dir, ExportFile), exp)
+	return rd.img, nil
 }
 
-// ReadExport reads what Export wrote in dir; the disk path is made
-// absolute.
-func ReadExport(dir string) (*Exported, string, error) {
-	var exp Exported
-	if err := fsutil.ReadJSON(filepath.Join(dir, ExportFile), &exp); err != nil {
-		return nil, "", fmt.Errorf("export %s: %v: %w", dir, err, errdefs.ErrInvalidArgument)
-	}
-	if exp.Spec == nil || exp.Disk == "" || filepath.Base(exp.Disk) != exp.Disk {
-		return nil, "", fmt.Errorf("export %s: incomplete: %w", dir, errdefs.ErrInvalidArgument)
-	}
-	disk, err := filepath.Abs(filepath.Join(dir, exp.Disk))
-	return &exp, disk, err
+// Snapshot writes a consistent copy of the disk to dst (a new file), even
+// while the container runs (SnapshotDisk). It is not serialized with the
+// runtime's Delete or ResizeDisk of the same container: the caller is.
+func (d *Disk) Snapshot(ctx context.Context, dst string) error {
+	return d.r.SnapshotDisk(ctx, d.id, dst)
 }

@@ -34,12 +34,15 @@
 //     thaw. Container.Snapshot archives such a copy as a tar stream, which
 //     the runtime can commit as an image: the runtime attaches the copy
 //     read-only through its volume manager, archives it, and drops it.
-//   - Export writes a stopped container's disk and spec to a directory;
-//     after the container is deleted here, another root creates it again
-//     from them (ReadExport, Config.RootDisk), which moves the disk.
+//   - runtime.Container.Export writes a stopped container's disk and
+//     config to a directory; after the container is deleted here,
+//     runtime.Runtime.Import creates it again on another root from them,
+//     which moves the disk (a cold move). The runtime does both over
+//     SnapshotDisk and Config.RootDisk: any backend with root disks can.
 //
-// SnapshotDisk and Export, reached through Runtime.As, are not serialized
-// with the runtime's Delete or ResizeDisk of the same container.
+// Disk.Snapshot (SnapshotDisk), reached through runtime.Container.As, is
+// not serialized with the runtime's Delete or ResizeDisk of the same
+// container.
 //
 // # State
 //
@@ -50,5 +53,9 @@
 // (<stateDir>/volumes) are the runtime's, and the runtime cleans up after a
 // crash at any point when it is opened next.
 //
-// Runtime.As accepts **Runtime.
+// Runtime.As accepts **Runtime. runtime.Container.As accepts **Disk: the
+// container's root disk, its image file (Disk.Image) and consistent copies
+// of it (Disk.Snapshot). The backend implements every optional driver
+// interface but Snapshotter: the runtime archives SnapshotDisk copies
+// itself.
 package parallels

@@ -68,108 +68,128 @@ func populateXFS(ctx context.Context, path, rootfs string) ([]driver.PathMode, e
 		return nil, err
 	}
 	defer os.Remove(proto.Name())
-	w := bufio.NewWriter(proto)
-	var modes []driver.PathMode
-	fmt.Fprintln(w, "berth")
-	fmt.Fprintln(w, "0 0")
-	var walk func(dir, rel string, depth int) error
-	entry := func(fi fs.FileInfo) (string, error) {
-		st := fi.Sys().(*syscall.Stat_t)
-		m := fi.Mode()
-		t := "-"
-		switch {
-		case m.IsDir():
-			t = "d"
-		case m&fs.ModeSymlink != 0:
-			t = "l"
-		case m&fs.ModeCharDevice != 0:
-			t = "c"
-		case m&fs.ModeDevice != 0:
-			t = "b"
-		case m&fs.ModeNamedPipe != 0:
-			t = "p"
-		case m.IsRegular():
-		default:
-			return "", nil // sockets
-		}
-		u, g := "-", "-"
-		if m&fs.ModeSetuid != 0 {
-			u = "u"
-		}
-		if m&fs.ModeSetgid != 0 {
-			g = "g"
-		}
-		return fmt.Sprintf("%s%s%s%03o %d %d", t, u, g, m.Perm(), st.Uid, st.Gid), nil
+	p := &protofile{w: bufio.NewWriter(proto)}
+	err = p.write(rootfs)
+	if cerr := proto.Close(); err == nil {
+		err = cerr
 	}
-	walk = func(dir, rel string, depth int) error {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			name := e.Name()
-			if strings.ContainsAny(name, " \t\n$") {
-				return fmt.Errorf("%s: names with blanks or $ cannot go on an xfs root disk: %w", filepath.Join(rel, name), errdefs.ErrInvalidArgument)
-			}
-			full := filepath.Join(dir, name)
-			fi, err := os.Lstat(full)
-			if err != nil {
-				return err
-			}
-			head, err := entry(fi)
-			if err != nil || head == "" {
-				continue
-			}
-			indent := strings.Repeat(" ", depth)
-			st := fi.Sys().(*syscall.Stat_t)
-			switch head[0] {
-			case '-':
-				fmt.Fprintf(w, "%s%s %s %s\n", indent, name, head, full)
-			case 'l':
-				target, err := os.Readlink(full)
-				if err != nil {
-					return err
-				}
-				if strings.ContainsAny(target, " \t\n") {
-					return fmt.Errorf("%s: symlink target with blanks: %w", filepath.Join(rel, name), errdefs.ErrInvalidArgument)
-				}
-				fmt.Fprintf(w, "%s%s %s %s\n", indent, name, head, target)
-			case 'b', 'c':
-				fmt.Fprintf(w, "%s%s %s %d %d\n", indent, name, head, unix.Major(st.Rdev), unix.Minor(st.Rdev))
-			case 'p':
-				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
-			case 'd':
-				if fi.Mode()&fs.ModeSticky != 0 {
-					modes = append(modes, driver.PathMode{Path: filepath.Join(rel, name), Mode: fi.Mode()})
-				}
-				fmt.Fprintf(w, "%s%s %s\n", indent, name, head)
-				if err := walk(full, filepath.Join(rel, name), depth+1); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "%s$\n", indent)
-			}
-		}
-		return nil
-	}
-	rootFI, err := os.Lstat(rootfs)
 	if err != nil {
 		return nil, err
 	}
-	head, _ := entry(rootFI)
-	fmt.Fprintln(w, head)
-	if err := walk(rootfs, "", 1); err != nil {
-		proto.Close()
-		return nil, err
+	return p.modes, run(ctx, "mkfs.xfs", "-q", "-f", "-L", "berth-root", "-p", proto.Name(), path)
+}
+
+// protofile writes an xfs protofile (see mkfs.xfs(8)) and gathers the
+// modes it cannot hold.
+type protofile struct {
+	w     *bufio.Writer
+	modes []driver.PathMode
+}
+
+// write describes the tree under rootfs.
+func (p *protofile) write(rootfs string) error {
+	fmt.Fprintln(p.w, "berth")
+	fmt.Fprintln(p.w, "0 0")
+	rootFI, err := os.Lstat(rootfs)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintln(w, "$")
-	if err := w.Flush(); err != nil {
-		proto.Close()
-		return nil, err
+	fmt.Fprintln(p.w, protoHead(rootFI))
+	if err := p.walk(rootfs, "", 1); err != nil {
+		return err
 	}
-	if err := proto.Close(); err != nil {
-		return nil, err
+	fmt.Fprintln(p.w, "$")
+	return p.w.Flush()
+}
+
+// protoHead is an entry's type, setid flags, mode and owner
+// ("-u-755 0 0"), or "" for what a protofile cannot hold (sockets).
+func protoHead(fi fs.FileInfo) string {
+	st := fi.Sys().(*syscall.Stat_t)
+	m := fi.Mode()
+	t := "-"
+	switch {
+	case m.IsDir():
+		t = "d"
+	case m&fs.ModeSymlink != 0:
+		t = "l"
+	case m&fs.ModeCharDevice != 0:
+		t = "c"
+	case m&fs.ModeDevice != 0:
+		t = "b"
+	case m&fs.ModeNamedPipe != 0:
+		t = "p"
+	case m.IsRegular():
+	default:
+		return "" // sockets
 	}
-	return modes, run(ctx, "mkfs.xfs", "-q", "-f", "-L", "berth-root", "-p", proto.Name(), path)
+	u, g := "-", "-"
+	if m&fs.ModeSetuid != 0 {
+		u = "u"
+	}
+	if m&fs.ModeSetgid != 0 {
+		g = "g"
+	}
+	return fmt.Sprintf("%s%s%s%03o %d %d", t, u, g, m.Perm(), st.Uid, st.Gid)
+}
+
+// walk describes dir's entries (rel under the root) at depth.
+func (p *protofile) walk(dir, rel string, depth int) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.ContainsAny(name, " \t\n$") {
+			return fmt.Errorf("%s: names with blanks or $ cannot go on an xfs root disk: %w", filepath.Join(rel, name), errdefs.ErrInvalidArgument)
+		}
+		if err := p.entry(filepath.Join(dir, name), filepath.Join(rel, name), name, depth); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// entry describes one entry, and a directory's contents after it.
+func (p *protofile) entry(full, rel, name string, depth int) error {
+	fi, err := os.Lstat(full)
+	if err != nil {
+		return err
+	}
+	head := protoHead(fi)
+	if head == "" {
+		return nil
+	}
+	indent := strings.Repeat(" ", depth)
+	switch head[0] {
+	case '-':
+		fmt.Fprintf(p.w, "%s%s %s %s\n", indent, name, head, full)
+	case 'l':
+		target, err := os.Readlink(full)
+		if err != nil {
+			return err
+		}
+		if strings.ContainsAny(target, " \t\n") {
+			return fmt.Errorf("%s: symlink target with blanks: %w", rel, errdefs.ErrInvalidArgument)
+		}
+		fmt.Fprintf(p.w, "%s%s %s %s\n", indent, name, head, target)
+	case 'b', 'c':
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(p.w, "%s%s %s %d %d\n", indent, name, head, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case 'p':
+		fmt.Fprintf(p.w, "%s%s %s\n", indent, name, head)
+	case 'd':
+		if fi.Mode()&fs.ModeSticky != 0 {
+			p.modes = append(p.modes, driver.PathMode{Path: rel, Mode: fi.Mode()})
+		}
+		fmt.Fprintf(p.w, "%s%s %s\n", indent, name, head)
+		if err := p.walk(full, rel, depth+1); err != nil {
+			return err
+		}
+		fmt.Fprintf(p.w, "%s$\n", indent)
+	}
+	return nil
 }
 
 // hasCapability reports whether this process holds cap in its effective

@@ -2,11 +2,13 @@ package parallels_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
@@ -37,28 +39,29 @@ func TestColdMove(t *testing.T) {
 	h := &harness{fs: "ext4"}
 	src, dst := h.Open(t), h.Open(t)
 	id := runtimetest.NewID("move")
-	cfg := h.Config(t, "/bin/sh", "-c", "echo moved-data > /data-file; cat /proc/self/uid_map")
+	cfg := h.Config(t, "/bin/sh", "-c", "cat /data-file 2>/dev/null; echo moved-data > /data-file; cat /proc/self/uid_map")
 	cfg.UserNamespace = true
 	first := runOut(t, ctx, src, id, cfg)
+	require.NotContains(t, first, "moved-data")
 	c, err := src.Get(ctx, id)
 	require.NoError(t, err)
 
-	var engine *parallels.Runtime
-	require.True(t, src.As(&engine))
 	dir := filepath.Join(t.TempDir(), "moving")
-	require.NoError(t, engine.Export(ctx, id, dir))
+	require.NoError(t, c.Export(ctx, dir))
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	require.Empty(t, leftovers(t, stateRoot(t, src), id))
 
-	exp, disk, err := parallels.ReadExport(dir)
+	var out syncBuf
+	c2, err := dst.Import(ctx, id, dir, runtime.ImportOptions{IO: runtime.IO{Stdout: &out, Stderr: &out}})
 	require.NoError(t, err)
-	require.True(t, exp.UserNamespace)
-	exp.Spec.Process.Args = []string{"/bin/sh", "-c", "cat /data-file; cat /proc/self/uid_map"}
-	out := runOut(t, ctx, dst, id, &runtime.Config{Spec: exp.Spec, RootDisk: disk, UserNamespace: exp.UserNamespace})
-	require.Contains(t, out, "moved-data\n", "the data came along")
+	info, err := c2.Info(ctx)
+	require.NoError(t, err)
+	require.True(t, info.Spec.Linux.UIDMappings != nil, "the importer gave the container a user namespace of its own")
+	require.NoError(t, c2.Start(ctx))
+	_, err = c2.Wait(ctx)
+	require.NoError(t, err)
+	require.Contains(t, out.String(), "moved-data\n", "the data came along")
 	require.Contains(t, first, "0 ")
-	c2, err := dst.Get(ctx, id)
-	require.NoError(t, err)
 	require.NoError(t, c2.Delete(ctx, runtime.DeleteOptions{}))
 	require.Empty(t, leftovers(t, stateRoot(t, dst), id))
 
@@ -66,8 +69,8 @@ func TestColdMove(t *testing.T) {
 	c3, err := src.Create(ctx, runtimetest.NewID("busy"), h.Config(t, "/bin/sleep", "100"))
 	require.NoError(t, err)
 	require.NoError(t, c3.Start(ctx))
-	err = engine.Export(ctx, c3.ID(), filepath.Join(t.TempDir(), "x"))
-	require.Error(t, err)
+	err = c3.Export(ctx, filepath.Join(t.TempDir(), "x"))
+	require.True(t, errdefs.IsFailedPrecondition(err), "%v", err)
 	require.NoError(t, c3.Delete(ctx, runtime.DeleteOptions{Force: true}))
 }
 
@@ -88,10 +91,13 @@ func TestSnapshotDiskStartsElsewhere(t *testing.T) {
 	require.NoError(t, c.Start(ctx))
 	require.Eventually(t, func() bool { return out.String() == "ready\n" }, time.Minute, 20*time.Millisecond)
 
-	var engine *parallels.Runtime
-	require.True(t, rt.As(&engine))
+	var disk *parallels.Disk
+	require.True(t, c.As(&disk))
+	img, err := disk.Image(ctx)
+	require.NoError(t, err)
+	require.FileExists(t, img)
 	snap := filepath.Join(t.TempDir(), "snap.img")
-	require.NoError(t, engine.SnapshotDisk(ctx, c.ID(), snap))
+	require.NoError(t, disk.Snapshot(ctx, snap))
 	st, err := c.State(ctx)
 	require.NoError(t, err)
 	require.Equal(t, runtime.StatusRunning, st, "thawed after the snapshot")
@@ -116,16 +122,17 @@ func TestRootDiskKeptOnFailure(t *testing.T) {
 	defer cancel()
 	h := &harness{fs: "ext4"}
 	rt := h.Open(t)
-	var engine *parallels.Runtime
-	require.True(t, rt.As(&engine))
 	id := runtimetest.NewID("src")
 	c, err := rt.Create(ctx, id, h.Config(t, "/bin/true"))
 	require.NoError(t, err)
 	dir := filepath.Join(t.TempDir(), "exp")
-	require.NoError(t, engine.Export(ctx, id, dir))
+	require.NoError(t, c.Export(ctx, dir))
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
-	exp, disk, err := parallels.ReadExport(dir)
+	var exp struct{ Spec *specs.Spec }
+	b, err := os.ReadFile(filepath.Join(dir, runtime.ExportConfigFile))
 	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &exp))
+	disk := filepath.Join(dir, "disk.img")
 
 	bad := *exp.Spec
 	bad.Process = &specs.Process{Args: []string{"/bin/true"}, Cwd: "/", Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_TYPO", Hard: 1, Soft: 1}}}

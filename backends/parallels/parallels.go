@@ -26,8 +26,9 @@ const DefaultDiskSize = 1 << 30
 // show it.
 const diskAnnotation = "run.berth.parallels.disk-image"
 
-// Runtime is the disk-image engine; it implements driver.Runtime and
-// driver.DiskMaker.
+// Runtime is the disk-image engine; it implements driver.Runtime,
+// driver.DiskMaker and the optional interfaces below. Snapshots are the
+// runtime's, over SnapshotDisk copies: it is no driver.Snapshotter.
 type Runtime struct {
 	base        string
 	engine      *libcontainer.Runtime
@@ -35,7 +36,17 @@ type Runtime struct {
 	fs          diskFS
 }
 
-var _ driver.DiskMaker = (*Runtime)(nil)
+var (
+	_ driver.DiskMaker      = (*Runtime)(nil)
+	_ driver.DiskResizer    = (*Runtime)(nil)
+	_ driver.Execer         = (*Runtime)(nil)
+	_ driver.Pauser         = (*Runtime)(nil)
+	_ driver.Updater        = (*Runtime)(nil)
+	_ driver.StatsReader    = (*Runtime)(nil)
+	_ driver.Logger         = (*Runtime)(nil)
+	_ driver.VolumeAttacher = (*Runtime)(nil)
+	_ driver.ContainerAser  = (*Runtime)(nil)
+)
 
 type options struct {
 	defaultSize int64
@@ -280,7 +291,7 @@ func (r *Runtime) List(ctx context.Context) ([]*driver.Info, error) {
 	return l, err
 }
 
-// Exec implements driver.Runtime.
+// Exec implements driver.Execer.
 func (r *Runtime) Exec(ctx context.Context, id string, p *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
 	return r.engine.Exec(ctx, id, p, pio)
 }
@@ -291,17 +302,17 @@ func (r *Runtime) Pause(ctx context.Context, id string) error { return r.engine.
 // Resume implements driver.Runtime.
 func (r *Runtime) Resume(ctx context.Context, id string) error { return r.engine.Resume(ctx, id) }
 
-// Update implements driver.Runtime.
+// Update implements driver.Updater.
 func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) error {
 	return r.engine.Update(ctx, id, res)
 }
 
-// Stats implements driver.Runtime.
+// Stats implements driver.StatsReader.
 func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 	return r.engine.Stats(ctx, id)
 }
 
-// Logs implements driver.Runtime.
+// Logs implements driver.Logger.
 func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 	return r.engine.Logs(ctx, id)
 }

@@ -72,15 +72,12 @@ func TestRootDiskFsckFromRuntimePolicy(t *testing.T) {
 	h := &harness{fs: "ext4"}
 	id := runtimetest.NewID("checked")
 	require.Contains(t, runOut(t, ctx, rt, id, h.Config(t, "/bin/echo", "sound")), "sound", "a new disk passes the check")
-	var engine *parallels.Runtime
-	require.True(t, rt.As(&engine))
-	dir := filepath.Join(t.TempDir(), "exp")
-	require.NoError(t, engine.Export(ctx, id, dir))
 	c, err := rt.Get(ctx, id)
 	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "exp")
+	require.NoError(t, c.Export(ctx, dir))
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
-	exp, disk, err := parallels.ReadExport(dir)
-	require.NoError(t, err)
+	disk := filepath.Join(dir, "disk.img")
 
 	// Zero the first block group descriptors: the superblock still says
 	// ext4, the checker finds the filesystem broken.
@@ -90,7 +87,7 @@ func TestRootDiskFsckFromRuntimePolicy(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	bad := runtimetest.NewID("corrupt")
-	_, err = rt.Create(ctx, bad, &runtime.Config{Spec: exp.Spec, RootDisk: disk})
+	_, err = rt.Import(ctx, bad, dir, runtime.ImportOptions{})
 	require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
 	require.Contains(t, err.Error(), "check failed")
 	require.Empty(t, leftovers(t, root, bad))

@@ -413,6 +413,27 @@ func TestRmForce(t *testing.T) {
 	assertNoMount(t, "force1")
 }
 
+// TestStop: a container handling TERM ends on it with its own code; one
+// ignoring it is killed after -t.
+func TestStop(t *testing.T) {
+	requireEngine(t)
+	cleanup(t, "stopterm")
+	cleanup(t, "stopkill")
+	ok(t, "create", "--name", "stopterm", "--rootfs", rootfs, "--", "/bin/sh", "-c", "trap 'exit 42' TERM; echo ready; sleep 300 & wait")
+	ok(t, "create", "--name", "stopkill", "--rootfs", rootfs, "--", "/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done")
+	ok(t, "start", "stopterm")
+	ok(t, "start", "stopkill")
+	require.Eventually(t, func() bool { return berthctl(t, "logs", "stopterm").stdout == "ready\n" }, time.Minute, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return berthctl(t, "logs", "stopkill").stdout == "ready\n" }, time.Minute, 50*time.Millisecond)
+	start := time.Now()
+	ok(t, "stop", "-t", "2", "stopterm", "stopkill")
+	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "the TERM-ignoring container had its grace")
+	assert.Equal(t, "42\n", ok(t, "wait", "stopterm"))
+	assert.Equal(t, "137\n", ok(t, "wait", "stopkill"))
+	ok(t, "stop", "stopterm")
+	requireFailure(t, berthctl(t, "stop", "nosuchcontainer"), "not-found")
+}
+
 // TestRmReportsEveryFailure: rm goes on past a failure and reports the
 // first one's class, on one line.
 func TestRmReportsEveryFailure(t *testing.T) {
@@ -476,6 +497,8 @@ func TestUsageErrors(t *testing.T) {
 		{"exec bad user", []string{"exec", "-u", "root", "a", "--", "/bin/true"}, "invalid-argument"},
 		{"exec without command", []string{"exec", "a"}, "invalid-argument"},
 		{"ps with argument", []string{"ps", "x"}, "invalid-argument"},
+		{"stop without ID", []string{"stop"}, "invalid-argument"},
+		{"stop negative grace", []string{"stop", "-t", "-1", "a"}, "invalid-argument"},
 		{"help unknown", []string{"help", "frobnicate"}, "invalid-argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

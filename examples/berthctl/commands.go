@@ -44,6 +44,7 @@ func init() {
 		{"update", "ID [--memory BYTES] [--cpus N] [--pids N]", "change a container's limits", (*app).cmdUpdate},
 		{"stats", "ID", "print a container's memory, CPU and pids usage", (*app).cmdStats},
 		{"ps", "[-q]", "list containers", (*app).cmdPs},
+		{"stop", "[-t SECONDS] ID...", "stop running containers: TERM, then KILL after SECONDS (default 10)", (*app).cmdStop},
 		{"rm", "[-f] ID...", "delete containers (-f kills running ones first)", (*app).cmdRm},
 		{"logs", "[-f] [--tail N] ID", "print the output kept for a container (-f: and follow it until the container stops)", (*app).cmdLogs},
 		{"wait", "ID", "wait for a container to stop and print its exit code", (*app).cmdWait},
@@ -235,6 +236,35 @@ func (a *app) cmdPs(fs *flag.FlagSet, args []string) (int, error) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.ID, i.Status, pid, i.CreatedAt.UTC().Format(time.RFC3339), exit)
 	}
 	return 0, tw.Flush()
+}
+
+// cmdStop stops every container named, as docker stop does, going on past
+// failures like rm.
+func (a *app) cmdStop(fs *flag.FlagSet, args []string) (int, error) {
+	secs := fs.Int("t", 10, "seconds to wait after TERM before KILL")
+	if err := a.parse(fs, args); err != nil {
+		return 0, err
+	}
+	if *secs < 0 {
+		return 0, usageErrorf("stop: -t %d: want seconds, 0 or more", *secs)
+	}
+	if fs.NArg() == 0 {
+		return 0, usageErrorf("stop: want at least one ID")
+	}
+	ctx := context.Background()
+	var f failures
+	for _, id := range fs.Args() {
+		f.add(a.stop(ctx, id, time.Duration(*secs)*time.Second))
+	}
+	return 0, f.err()
+}
+
+func (a *app) stop(ctx context.Context, id string, grace time.Duration) error {
+	c, err := a.container(ctx, id)
+	if err != nil {
+		return err
+	}
+	return c.Stop(ctx, grace)
 }
 
 // cmdRm deletes every container named, going on past failures; it reports

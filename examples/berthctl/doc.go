@@ -39,6 +39,7 @@
 //	update ID [--memory BYTES] [--cpus N] [--pids N]
 //	stats ID
 //	ps [-q]
+//	stop [-t SECONDS] ID...
 //	rm [-f] ID...
 //	logs [-f] [--tail N] ID
 //	wait ID
@@ -60,7 +61,9 @@
 // BYTES is an integer, optionally suffixed with k, m or g (KiB, MiB, GiB;
 // any case). --cpus N is a fraction of one CPU, applied as a CFS quota of
 // N*100000 µs per 100000 µs period. SIGNAL is a name (TERM, SIGTERM) or a
-// number; kill sends KILL by default.
+// number; kill sends KILL by default. stop sends TERM and, when the
+// container has not ended SECONDS later (default 10, as docker stop), KILL;
+// a paused container gets KILL at once (runtime.Container.Stop).
 //
 // run forwards the container's output to its own stdout and stderr (and its
 // stdin with -i), proxies SIGINT, SIGTERM and SIGHUP to the container while

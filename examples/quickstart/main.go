@@ -54,29 +54,41 @@ func run() error {
 	fmt.Printf("opened the embedded engine on %s (capabilities %+v)\n", root, rt.Capabilities())
 
 	var out bytes.Buffer
-	spec := runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "echo hello from $(hostname); cat /proc/self/uid_map; exec sleep 30")
-	c, err := rt.Create(ctx, "quickstart", &runtime.Config{Spec: spec, UserNamespace: true, IO: runtime.IO{Stdout: &out, Stderr: &out}})
+	c, err := start(ctx, rt, rootfs, &out)
 	if err != nil {
 		return err
+	}
+	if err := changeLive(ctx, c); err != nil {
+		return err
+	}
+	return stopAndDelete(ctx, c, root, &out)
+}
+
+// start creates and starts the container in a user namespace of its own,
+// and runs a command in it.
+func start(ctx context.Context, rt *runtime.Runtime, rootfs string, out *bytes.Buffer) (*runtime.Container, error) {
+	spec := runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "echo hello from $(hostname); cat /proc/self/uid_map; exec sleep 30")
+	c, err := rt.Create(ctx, "quickstart", &runtime.Config{Spec: spec, UserNamespace: true, IO: runtime.IO{Stdout: out, Stderr: out}})
+	if err != nil {
+		return nil, err
 	}
 	fmt.Println("created container", c.ID(), "in its own user namespace")
 	if err := c.Start(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	st, _ := c.State(ctx)
 	fmt.Println("started it; state:", st)
-
-	var execOut bytes.Buffer
-	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "id; ls /"}}, runtime.IO{Stdout: &execOut, Stderr: &execOut})
+	text, code, err := execIn(ctx, c, "id; ls /")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	es, err := p.Wait(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("exec'd `id; ls /` (exit %d):\n%s", es.Code, indent(execOut.String()))
+	fmt.Printf("exec'd `id; ls /` (exit %d):\n%s", code, indent(text))
+	return c, nil
+}
 
+// changeLive changes the running container: its memory limit, a pause,
+// and a volume attached.
+func changeLive(ctx context.Context, c *runtime.Container) error {
 	mem := int64(64 << 20)
 	if err := c.Update(ctx, runtime.Resources{MemoryLimit: &mem}); err != nil {
 		return err
@@ -90,7 +102,7 @@ func run() error {
 	if err := c.Pause(ctx); err != nil {
 		return err
 	}
-	st, _ = c.State(ctx)
+	st, _ := c.State(ctx)
 	fmt.Println("paused it; state:", st)
 	if err := c.Resume(ctx); err != nil {
 		return err
@@ -98,15 +110,17 @@ func run() error {
 	if err := c.AttachVolume(ctx, volume.Spec{Destination: "/scratch", TmpfsSize: 8 << 20}); err != nil {
 		return err
 	}
-	execOut.Reset()
-	p, err = c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "grep /scratch /proc/mounts"}}, runtime.IO{Stdout: &execOut, Stderr: &execOut})
+	text, _, err := execIn(ctx, c, "grep /scratch /proc/mounts")
 	if err != nil {
 		return err
 	}
-	if _, err := p.Wait(ctx); err != nil {
-		return err
-	}
-	fmt.Printf("resumed it and attached an 8 MiB tmpfs at /scratch while it runs:\n%s", indent(execOut.String()))
+	fmt.Printf("resumed it and attached an 8 MiB tmpfs at /scratch while it runs:\n%s", indent(text))
+	return nil
+}
+
+// stopAndDelete kills the container, deletes it and checks that nothing
+// of it is left on the host.
+func stopAndDelete(ctx context.Context, c *runtime.Container, root string, out *bytes.Buffer) error {
 	info, err := c.Info(ctx)
 	if err != nil {
 		return err
@@ -118,7 +132,7 @@ func run() error {
 	if err := c.Kill(ctx, syscall.SIGKILL); err != nil {
 		return err
 	}
-	es, err = c.Wait(ctx)
+	es, err := c.Wait(ctx)
 	if err != nil {
 		return err
 	}
@@ -131,6 +145,18 @@ func run() error {
 	}
 	fmt.Println("deleted it, and checked: no cgroup, mount or state left")
 	return nil
+}
+
+// execIn runs a shell script in the container and returns its output and
+// exit code.
+func execIn(ctx context.Context, c *runtime.Container, script string) (string, int, error) {
+	var out bytes.Buffer
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: &out, Stderr: &out})
+	if err != nil {
+		return "", 0, err
+	}
+	es, err := p.Wait(ctx)
+	return out.String(), es.Code, err
 }
 
 // leftovers lists what of the container is still on the host: its cgroup

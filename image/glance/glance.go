@@ -225,3 +225,13 @@ func expectedHash(gi *images.Image) (hash.Hash, string, error) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// Delete removes Glance image id (an image Push made, say). An image
+// Glance does not have is not-found.
+func Delete(ctx context.Context, glanceURL, id string, opts Options) error {
+	c, err := client(glanceURL, opts)
+	if err != nil {
+		return err
+	}
+	return classify(fmt.Sprintf("glance %s: image %s", glanceURL, id), images.Delete(ctx, c, id).ExtractErr())
+}

@@ -170,8 +170,23 @@ func getImage(t *testing.T, u, id string) *images.Image {
 }
 
 func deleteImage(t *testing.T, u, id string) {
-	c := &gophercloud.ServiceClient{ProviderClient: &gophercloud.ProviderClient{}, Endpoint: u + "/", ResourceBase: u + "/v2/"}
-	if err := images.Delete(context.Background(), c, id).ExtractErr(); err != nil {
+	if err := glance.Delete(context.Background(), u, id, glance.Options{}); err != nil {
 		t.Errorf("delete Glance image %s: %v", id, err)
 	}
+}
+
+// Delete removes what Push made; a second delete, or one of an image
+// Glance never had, is not-found.
+func TestDelete(t *testing.T) {
+	u := requireGlance(t)
+	ctx := context.Background()
+	store, _ := busyboxStore(t)
+	id, err := glance.Push(ctx, u, store, "busybox:1", glance.PushOptions{})
+	require.NoError(t, err)
+	require.NoError(t, glance.Delete(ctx, u, id, glance.Options{}))
+	err = glance.Delete(ctx, u, id, glance.Options{})
+	require.Truef(t, errdefs.IsNotFound(err), "second delete: %v", err)
+	require.Contains(t, err.Error(), id, "the error names the image")
+	err = glance.Delete(ctx, u, "00000000-0000-4000-8000-000000000000", glance.Options{})
+	require.Truef(t, errdefs.IsNotFound(err), "unknown image: %v", err)
 }

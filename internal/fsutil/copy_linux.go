@@ -31,6 +31,22 @@ func CopySparse(src, dst string) error {
 	return err
 }
 
+// CopySparseFrom is CopySparse from a file already open.
+func CopySparseFrom(in *os.File, dst string) error {
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = copyInto(in, out)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(dst)
+	}
+	return err
+}
+
 func copyInto(in, out *os.File) error {
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
 		return nil

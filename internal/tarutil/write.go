@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Options tune WriteDir.
@@ -36,70 +34,16 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 		return err
 	}
 	defer root.Close()
-	tw := tar.NewWriter(w)
-	type inode struct{ dev, ino uint64 }
-	seen := map[inode]string{}
+	dw := &dirWriter{tw: tar.NewWriter(w), root: root, opts: o, seen: map[inode]string{}}
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(dir, path)
-		if err != nil {
+		if err != nil || rel == "." {
 			return err
 		}
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&fs.ModeSocket != 0 {
-			return nil
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		h.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		h.Format = tar.FormatPAX
-		h.Uname, h.Gname = "", ""
-		h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
-		if !o.ModTime.IsZero() {
-			h.ModTime = o.ModTime
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			h.Uid, h.Gid = int(st.Uid), int(st.Gid)
-			if fi.Mode().IsRegular() && st.Nlink > 1 {
-				key := inode{uint64(st.Dev), st.Ino}
-				if first, ok := seen[key]; ok {
-					h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
-				} else {
-					seen[key] = h.Name
-				}
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			return nil
-		}
-		f, err := openBeneath(int(root.Fd()), rel)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		defer f.Close()
-		if _, err := io.CopyN(tw, f, h.Size); err != nil {
+		if err := dw.add(path, rel, d); err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 		return nil
@@ -107,29 +51,81 @@ func WriteDir(w io.Writer, dir string, opts ...Options) error {
 	if err != nil {
 		return err
 	}
-	return tw.Close()
+	return dw.tw.Close()
 }
 
-// openBeneath opens the regular file rel under the directory dir for reading: no link
-// is followed on the way (one swapped in since the walk saw the path fails
-// the open) and a FIFO swapped in is refused instead of waited on.
-func openBeneath(dir int, rel string) (*os.File, error) {
-	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+type inode struct{ dev, ino uint64 }
+
+// dirWriter writes one tree's entries.
+type dirWriter struct {
+	tw   *tar.Writer
+	root *os.File // the tree's top, files are opened beneath it
+	opts Options
+	seen map[inode]string // the first name of each hard-linked file
+}
+
+// add writes the entry at path (rel under the tree's top).
+func (dw *dirWriter) add(path, rel string, d fs.DirEntry) error {
+	fi, err := d.Info()
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket != 0 {
+		return nil
+	}
+	h, err := dw.header(path, rel, fi)
+	if err != nil {
+		return err
+	}
+	if err := dw.tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	f, err := openBeneath(int(dw.root.Fd()), rel)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyN(dw.tw, f, h.Size)
+	return err
+}
+
+// header is the tar header of fi: owners by number, no access or change
+// times, a second name of a hard-linked file as a link to the first.
+func (dw *dirWriter) header(path, rel string, fi fs.FileInfo) (*tar.Header, error) {
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = os.Readlink(path); err != nil {
+			return nil, err
+		}
+	}
+	h, err := tar.FileInfoHeader(fi, link)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), rel)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		f.Close()
-		return nil, err
+	h.Name = filepath.ToSlash(rel)
+	if fi.IsDir() {
+		h.Name += "/"
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("no longer a regular file")
+	h.Format = tar.FormatPAX
+	h.Uname, h.Gname = "", ""
+	h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
+	if !dw.opts.ModTime.IsZero() {
+		h.ModTime = dw.opts.ModTime
 	}
-	return f, nil
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		h.Uid, h.Gid = int(st.Uid), int(st.Gid)
+		if fi.Mode().IsRegular() && st.Nlink > 1 {
+			key := inode{uint64(st.Dev), st.Ino}
+			if first, ok := dw.seen[key]; ok {
+				h.Typeflag, h.Linkname, h.Size = tar.TypeLink, first, 0
+			} else {
+				dw.seen[key] = h.Name
+			}
+		}
+	}
+	return h, nil
 }

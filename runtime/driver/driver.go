@@ -200,9 +200,18 @@ type Process interface {
 	Signal(ctx context.Context, sig syscall.Signal) error
 }
 
-// Runtime is what a backend implements. IDs reaching a backend are valid and
-// state transitions were checked by the caller, but a backend must still
-// report engine refusals with the right class.
+// Runtime is the core every backend implements: the mandatory lifecycle.
+// What only some engines can do is in the optional interfaces below
+// (Execer, Pauser, ...), each matching a field of Capabilities: runtime.New
+// finds them with type assertions, refuses a backend that claims a
+// capability without implementing its interface (invalid-argument), and
+// never calls an interface whose capability is false. The portable layer
+// answers not-implemented itself for what a backend lacks, so a backend
+// never needs a stub.
+//
+// IDs reaching a backend are valid and state transitions were checked by
+// the caller, but a backend must still report engine refusals with the
+// right class.
 type Runtime interface {
 	// Name names the backend ("libcontainer", "docker"...). A state
 	// directory belongs to one backend: the portable layer records the
@@ -223,40 +232,79 @@ type Runtime interface {
 	State(ctx context.Context, id string) (*Info, error)
 	List(ctx context.Context) ([]*Info, error)
 
-	Exec(ctx context.Context, id string, p *ProcessSpec, io IO) (Process, error)
-	Pause(ctx context.Context, id string) error
-	Resume(ctx context.Context, id string) error
-	Update(ctx context.Context, id string, r *Resources) error
-	Stats(ctx context.Context, id string) (*Stats, error)
-	// Logs returns the container's kept output.
-	Logs(ctx context.Context, id string) (io.ReadCloser, error)
-	// AttachVolume makes a volume appear in a created or running
-	// container without a restart (Capabilities.HotAttach).
-	AttachVolume(ctx context.Context, id string, a *Attachment) error
-	// DetachVolume removes the volume at dst from the running container.
-	DetachVolume(ctx context.Context, id string, dst string) error
-	// ResizeDisk grows the container's root disk to size bytes, online
-	// (Capabilities.DiskResize).
-	ResizeDisk(ctx context.Context, id string, size int64) error
-	// Snapshot writes an uncompressed tar archive of the container's root
-	// filesystem as it was at one instant, even while it runs
-	// (Capabilities.Snapshot). On a backend with root disks the runtime
-	// archives a DiskMaker.SnapshotDisk copy itself and never calls it.
-	Snapshot(ctx context.Context, id string, w io.Writer) error
-
 	// As reaches backend-native types (see the backend's documentation).
 	As(i any) bool
 	Close() error
 }
 
+// Execer runs extra processes in a running container (Capabilities.Exec).
+type Execer interface {
+	Exec(ctx context.Context, id string, p *ProcessSpec, io IO) (Process, error)
+}
+
+// Pauser freezes and thaws containers (Capabilities.Pause).
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+}
+
+// Updater changes limits while a container lives (Capabilities.Update).
+type Updater interface {
+	Update(ctx context.Context, id string, r *Resources) error
+}
+
+// StatsReader reads a container's usage (Capabilities.Stats).
+type StatsReader interface {
+	Stats(ctx context.Context, id string) (*Stats, error)
+}
+
+// Logger reads back the output kept for a container (Capabilities.Logs).
+type Logger interface {
+	// Logs returns the container's kept output.
+	Logs(ctx context.Context, id string) (io.ReadCloser, error)
+}
+
 // LogFollower is what a backend whose kept output can be followed as it
-// grows implements besides Runtime (Container.WriteLogs with Follow).
+// grows implements besides Logger (Container.WriteLogs with Follow).
 type LogFollower interface {
 	// FollowLogs writes the container's kept output to w, only its last
 	// tail lines when tail >= 0, then what the container writes next,
 	// until the container has stopped and its output is copied, or ctx
 	// ends.
 	FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error
+}
+
+// VolumeAttacher attaches volumes to live containers
+// (Capabilities.HotAttach).
+type VolumeAttacher interface {
+	// AttachVolume makes a volume appear in a created or running
+	// container without a restart.
+	AttachVolume(ctx context.Context, id string, a *Attachment) error
+	// DetachVolume removes the volume at dst from the running container.
+	DetachVolume(ctx context.Context, id string, dst string) error
+}
+
+// DiskResizer grows a container's root disk online
+// (Capabilities.DiskResize).
+type DiskResizer interface {
+	// ResizeDisk grows the container's root disk to size bytes.
+	ResizeDisk(ctx context.Context, id string, size int64) error
+}
+
+// Snapshotter archives a container's root filesystem at one instant
+// (Capabilities.Snapshot). A backend with root disks does not need it: the
+// runtime archives a DiskMaker.SnapshotDisk copy itself.
+type Snapshotter interface {
+	// Snapshot writes an uncompressed tar archive of the container's
+	// root filesystem as it was at one instant, even while it runs.
+	Snapshot(ctx context.Context, id string, w io.Writer) error
+}
+
+// ContainerAser reaches backend-native types for one container
+// (runtime.Container.As); see the backend's documentation for the types it
+// accepts. A backend without per-container types does not implement it.
+type ContainerAser interface {
+	ContainerAs(id string, i any) bool
 }
 
 // DiskMaker is what a backend with Capabilities.RootDisk implements besides

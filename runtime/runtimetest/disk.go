@@ -84,7 +84,7 @@ func testRootDisk(t *testing.T, h Harness) {
 	require.Contains(t, out, "No space left on device")
 	var after syscall.Statfs_t
 	require.NoError(t, syscall.Statfs(t.TempDir(), &after))
-	used := (int64(before.Bavail) - int64(after.Bavail)) * before.Bsize
+	used := (int64(before.Bavail) - int64(after.Bavail)) * int64(before.Bsize)
 	// Other tests write to the same host filesystem meanwhile: the bound
 	// is loose, but far below the 1 GiB the container tried to write.
 	require.Less(t, used, int64(cfg.DiskSize)+160<<20, "the container's writes reached the host's free space")

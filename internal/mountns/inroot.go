@@ -1,4 +1,4 @@
-package libcontainer
+package mountns
 
 import (
 	"errors"
@@ -10,18 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The helpers below run in a container's mount namespace (inMountNS), where
+// The helpers below run in a container's mount namespace (Enter), where
 // every path is the tenant's to shape: links, FIFOs, device nodes planted
 // where berth will look. Paths resolve inside the container's root and
 // never through a magic link (RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS);
 // what berth opens it opens O_PATH, so nothing blocks, and it checks the
 // type of the opened file before acting on it.
 
-func openRoot() (int, error) {
+func OpenRoot() (int, error) {
 	return unix.Openat2(unix.AT_FDCWD, "/", &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC})
 }
 
-func openInRoot(root int, path string, flags int) (int, error) {
+func OpenInRoot(root int, path string, flags int) (int, error) {
 	fd, err := unix.Openat2(root, path, &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
@@ -57,20 +57,20 @@ func fileType(mode uint32) string {
 // directory, creating missing components with mode 0755.
 func mkdirAllInRoot(root int, dir string) (int, error) {
 	rel := strings.TrimPrefix(filepath.Clean(dir), "/")
-	cur, err := openInRoot(root, ".", unix.O_PATH|unix.O_DIRECTORY)
+	cur, err := OpenInRoot(root, ".", unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil || rel == "" {
 		return cur, err
 	}
 	parts := strings.Split(rel, "/")
 	for i, p := range parts {
 		prefix := strings.Join(parts[:i+1], "/")
-		next, err := openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
+		next, err := OpenInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
 		if errors.Is(err, unix.ENOENT) {
 			if err := unix.Mkdirat(cur, p, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 				unix.Close(cur)
 				return -1, fmt.Errorf("mkdir /%s: %w", prefix, err)
 			}
-			next, err = openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
+			next, err = OpenInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
 		}
 		unix.Close(cur)
 		if errors.Is(err, unix.ENOTDIR) {
@@ -90,7 +90,7 @@ func mkdirAllInRoot(root int, dir string) (int, error) {
 // node, a file of the wrong kind) refuses the attach with
 // failed-precondition.
 func mountpointInRoot(dst string, file bool) (int, error) {
-	root, err := openRoot()
+	root, err := OpenRoot()
 	if err != nil {
 		return -1, err
 	}
@@ -133,12 +133,12 @@ func mountpointInRoot(dst string, file bool) (int, error) {
 // there, removes its placeholder file; it returns the device's stat, or nil
 // for another mount. Nothing mounted at dst (already gone) is not an error.
 func unmountInRoot(dst string) (*unix.Stat_t, error) {
-	root, err := openRoot()
+	root, err := OpenRoot()
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(root)
-	parent, err := openInRoot(root, filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY)
+	parent, err := OpenInRoot(root, filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
@@ -164,7 +164,7 @@ func unmountInRoot(dst string) (*unix.Stat_t, error) {
 		// mount point cannot be replaced: nothing of berth's is there.
 		return nil, nil
 	}
-	// The thread's working directory is its own (inMountNS unshares
+	// The thread's working directory is its own (Enter unshares
 	// CLONE_FS): umount2 then resolves one name in the opened parent, and
 	// never follows a link there.
 	if err := unix.Fchdir(parent); err != nil {
@@ -184,12 +184,12 @@ func unmountInRoot(dst string) (*unix.Stat_t, error) {
 // mid: moved reports that it is not (the tenant moved it meanwhile; read
 // the table again). A device bind's placeholder file goes too.
 func unmountMountAt(where string, mid int) (moved bool, err error) {
-	root, err := openRoot()
+	root, err := OpenRoot()
 	if err != nil {
 		return false, err
 	}
 	defer unix.Close(root)
-	parent, err := openInRoot(root, filepath.Dir(where), unix.O_PATH|unix.O_DIRECTORY)
+	parent, err := OpenInRoot(root, filepath.Dir(where), unix.O_PATH|unix.O_DIRECTORY)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errdefs.IsFailedPrecondition(err) {
 		return true, nil
 	}
@@ -202,7 +202,7 @@ func unmountMountAt(where string, mid int) (moved bool, err error) {
 	if err := unix.Statx(parent, base, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_TYPE, &stx); err != nil || int(stx.Mnt_id) != mid {
 		return true, nil
 	}
-	// The thread's working directory is its own (inMountNS unshares
+	// The thread's working directory is its own (Enter unshares
 	// CLONE_FS): umount2 resolves one name in the opened parent, where a
 	// mount point cannot be renamed or replaced.
 	if err := unix.Fchdir(parent); err != nil {

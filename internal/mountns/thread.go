@@ -1,4 +1,4 @@
-package libcontainer
+package mountns
 
 import (
 	goruntime "runtime"
@@ -6,12 +6,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// onThrowawayThread runs fn on an OS thread of its own that is discarded
+// OnThrowawayThread runs fn on an OS thread of its own that is discarded
 // afterwards, for work that changes the thread itself (its namespaces,
 // filesystem IDs, capabilities) and must not leak into other goroutines.
 // The main thread is never used: it can never end, so it would keep the
 // change (and, say, a container's mount namespace) forever.
-func onThrowawayThread(fn func() error) error {
+func OnThrowawayThread(fn func() error) error {
 	errc := make(chan error, 1)
 	work := func() {
 		// Never unlocked: the thread ends with this goroutine.

@@ -1,0 +1,128 @@
+package image
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// commit moves the images' blobs into the store and records the images
+// and tags, all under the store lock; a failure leaves the store as it
+// was.
+func (s *Store) commit(ctx context.Context, in *ingest, ps []*pending, pol TagPolicy) (*ImportResult, error) {
+	wants, skipped, err := pol.plan(ps)
+	if err != nil {
+		return nil, err
+	}
+	res := &ImportResult{}
+	err = s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		changes, err := pol.apply(idx, wants)
+		if err != nil {
+			return err
+		}
+		if err := s.place(in, idx, ps, res); err != nil {
+			if idx, rerr := s.readIndex(); rerr == nil {
+				_ = s.collect(idx)
+			}
+			return err
+		}
+		if err := s.writeIndex(idx); err != nil {
+			if idx, rerr := s.readIndex(); rerr == nil {
+				_ = s.collect(idx)
+			}
+			return err
+		}
+		res.Tags = append(changes, skipped...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// place puts the blobs of new images in blobs/ and records the images.
+func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) error {
+	now := time.Now().UTC()
+	var dirs []string
+	for _, p := range ps {
+		im := ImportedImage{Digest: p.digest, Config: p.config.info.Digest, ArchiveTags: p.tags}
+		if _, ok := idx.Images[p.digest]; ok {
+			im.Existed = true
+			res.Images = append(res.Images, im)
+			continue
+		}
+		rec := &imageInfo{Config: p.config.info.Digest, Imported: now, Size: int64(len(p.manifest)) + p.config.info.Size}
+		blobs := append([]*staged{p.config}, p.layers...)
+		for _, b := range blobs {
+			if err := s.placeBlob(b.info.Digest, b.path, &dirs); err != nil {
+				return err
+			}
+		}
+		rec.Blobs = append(rec.Blobs, p.config.info.Digest)
+		for _, l := range p.layers {
+			rec.Blobs = append(rec.Blobs, l.info.Digest)
+			rec.Size += l.info.Size
+		}
+		mpath := ""
+		if p.manifestSt != nil {
+			mpath = p.manifestSt.path
+		} else {
+			mpath = filepath.Join(in.dir, "manifest-"+p.digest.Encoded())
+			if err := os.WriteFile(mpath, p.manifest, 0o600); err != nil {
+				return classifyOS(err)
+			}
+		}
+		if err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
+			return err
+		}
+		idx.Images[p.digest] = rec
+		res.Images = append(res.Images, im)
+	}
+	if s.fsync {
+		for _, d := range dirs {
+			if err := syncDir(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// placeBlob renames a staged file into blobs/ unless the blob is there.
+func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) error {
+	dst := s.blobPath(d)
+	if _, err := os.Lstat(dst); err == nil {
+		return nil
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return classifyOS(err)
+	}
+	if err := os.Chmod(staged, 0o444); err != nil {
+		return classifyOS(err)
+	}
+	if err := os.Rename(staged, dst); err != nil {
+		return classifyOS(err)
+	}
+	if !contains(*dirs, dir) {
+		*dirs = append(*dirs, dir)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return classifyOS(err)
+	}
+	defer f.Close()
+	return classifyOS(f.Sync())
+}
