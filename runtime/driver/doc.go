@@ -17,7 +17,7 @@
 //	Capabilities.Pause       Pauser
 //	Capabilities.Update      Updater
 //	Capabilities.Stats       StatsReader
-//	Capabilities.Logs        Logger
+//	Capabilities.Logs        Logger (and LogFollower, to follow the log as it grows)
 //	Capabilities.HotAttach   VolumeAttacher
 //	Capabilities.DiskResize  DiskResizer
 //	Capabilities.RootDisk    DiskMaker
