@@ -11,7 +11,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/image/dockersave"
 	"github.com/berthrun/berth/image/ocilayout"
@@ -151,7 +150,7 @@ func writeExport(ctx context.Context, w io.Writer, format string, im *Image, tag
 // shared runs fn holding the store's lock shared: no Remove or commit
 // runs meanwhile.
 func (s *Store) shared(ctx context.Context, fn func() error) error {
-	release, err := lock(ctx, filepath.Join(s.dir, lockFile), unix.LOCK_SH)
+	release, err := lock(ctx, filepath.Join(s.dir, lockFile), true)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/image/layer"
 	"github.com/berthrun/berth/image/unpack"
@@ -321,7 +320,7 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	release, err := lock(ctx, filepath.Join(s.dir, rootfsDir, d.Encoded()+".lock"), unix.LOCK_EX)
+	release, err := lock(ctx, filepath.Join(s.dir, rootfsDir, d.Encoded()+".lock"), false)
 	if err != nil {
 		return "", s.dropHolder(opts.Holder, err)
 	}

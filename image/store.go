@@ -142,49 +142,25 @@ func (s *Store) blobPath(d digest.Digest) string {
 }
 
 // lock takes an flock on path (created if needed), waiting while ctx
-// allows. Each call opens its own file description, so the lock also
-// serializes goroutines of one process.
-func lock(ctx context.Context, path string, how int) (func(), error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+// allows; shared takes a shared lock.
+func lock(ctx context.Context, path string, shared bool) (func(), error) {
+	release, err := fsutil.LockFileContext(ctx, path, fsutil.LockOptions{Shared: shared})
+	if err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("lock %s: %w", path, classifyOS(err))
 	}
-	for delay := time.Millisecond; ; {
-		err := unix.Flock(fd, how|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Close(fd) }, nil
-		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			unix.Close(fd)
-			return nil, fmt.Errorf("lock %s: %w", path, classifyOS(err))
-		}
-		select {
-		case <-ctx.Done():
-			unix.Close(fd)
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 50*time.Millisecond)
-	}
+	return release, err
 }
 
 // tryLock takes an flock on a directory or file without waiting; ok is
 // false when another holds it.
 func tryLock(path string) (release func(), ok bool) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, false
-	}
-	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
-		unix.Close(fd)
-		return nil, false
-	}
-	return func() { unix.Close(fd) }, true
+	release, err := fsutil.LockFile(path, fsutil.LockOptions{Existing: true, NoWait: true})
+	return release, err == nil
 }
 
 // locked runs fn holding the store's lock.
 func (s *Store) locked(ctx context.Context, fn func() error) error {
-	release, err := lock(ctx, filepath.Join(s.dir, lockFile), unix.LOCK_EX)
+	release, err := lock(ctx, filepath.Join(s.dir, lockFile), false)
 	if err != nil {
 		return err
 	}

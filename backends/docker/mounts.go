@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
 )
 
@@ -41,11 +42,11 @@ func (r *Runtime) scopeDir() string {
 // idmapper makes the ID-mapped mounts of one container while it is being
 // created, holding its directory's lock.
 type idmapper struct {
-	r    *Runtime
-	id   string
-	dir  string
-	lock *os.File
-	n    int
+	r      *Runtime
+	id     string
+	dir    string
+	unlock func()
+	n      int
 }
 
 func (r *Runtime) newIDMapper(id string) *idmapper {
@@ -57,7 +58,7 @@ func (m *idmapper) mapBind(src string) (string, error) {
 	if m.r.remap == nil {
 		return "", notImplemented("ID-mapped bind of %s: this daemon runs without userns-remap", src)
 	}
-	for m.lock == nil {
+	for m.unlock == nil {
 		if err := os.MkdirAll(filepath.Dir(m.dir), 0o711); err != nil {
 			return "", err
 		}
@@ -70,17 +71,16 @@ func (m *idmapper) mapBind(src string) (string, error) {
 		} else if err != nil {
 			return "", err
 		}
-		lock, err := lockDir(m.dir, unix.LOCK_EX)
+		// A concurrent Open may have taken the new directory for a stale
+		// one before the lock: start again.
+		unlock, err := fsutil.LockFile(m.dir, fsutil.LockOptions{Existing: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
-		// A concurrent Open may have taken the new directory for a stale
-		// one before the lock: start again.
-		if _, err := os.Stat(m.dir); err != nil {
-			lock.Close()
-			continue
-		}
-		m.lock = lock
+		m.unlock = unlock
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -104,25 +104,13 @@ func (m *idmapper) mapBind(src string) (string, error) {
 
 // done releases the lock; on failure it also removes the mounts.
 func (m *idmapper) done(ok bool) {
-	if m.lock == nil {
+	if m.unlock == nil {
 		return
 	}
 	if !ok {
 		_ = removeMounts(m.dir)
 	}
-	m.lock.Close()
-}
-
-func lockDir(dir string, how int) (*os.File, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	m.unlock()
 }
 
 // removeMounts unmounts everything under dir and removes it.
@@ -169,7 +157,7 @@ func (r *Runtime) removeStaleMounts(ctx context.Context) error {
 			continue
 		}
 		dir := filepath.Join(r.scopeDir(), e.Name())
-		lock, err := lockDir(dir, unix.LOCK_EX|unix.LOCK_NB)
+		unlock, err := fsutil.LockFile(dir, fsutil.LockOptions{Existing: true, NoWait: true})
 		if err != nil {
 			continue // being created
 		}
@@ -177,7 +165,7 @@ func (r *Runtime) removeStaleMounts(ctx context.Context) error {
 		if errdefs.IsNotFound(err) {
 			err = removeMounts(dir)
 		}
-		lock.Close()
+		unlock()
 		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("stale mounts of %s: %w", e.Name(), err)
 		}

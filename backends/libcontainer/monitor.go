@@ -245,13 +245,13 @@ func runMonitor(args []string) int {
 	}
 	// The lock stays held until this process exits: that is how others
 	// know the monitor lives.
-	lock, err := lockMonitor(dir)
+	unlock, err := lockMonitor(dir)
 	if err != nil {
 		return fail(err)
 	}
-	// Closed (unlocked) on return, after the exit is recorded; the defer
-	// also keeps the file from being finalized, and unlocked, earlier.
-	defer lock.Close()
+	// Unlocked on return, after the exit is recorded; the defer also keeps
+	// the file from being finalized, and unlocked, earlier.
+	defer unlock()
 	var cfg configs.Config
 	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
 		return fail(err)
@@ -365,19 +365,19 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		return err
 	}
 	lockf.Close()
-	lock, err := lockMonitor(dir)
+	unlock, err := lockMonitor(dir)
 	if err != nil {
 		return err
 	}
 	stdout, stderr, dups, err := noSigpipe(nilIfNil(pio.Stdout), nilIfNil(pio.Stderr))
 	if err != nil {
-		lock.Close()
+		unlock()
 		return err
 	}
 	out, tee, err := keepOutput(dir, limits, stdout, stderr, pio.Stdout == pio.Stderr)
 	if err != nil {
 		closeAll(dups)
-		lock.Close()
+		unlock()
 		return err
 	}
 	tee.OnFinish(func() { closeAll(dups) })
@@ -385,7 +385,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	out.close()
 	if err != nil {
 		tee.Finish(0)
-		lock.Close()
+		unlock()
 		return classify(err)
 	}
 	exited := make(chan struct{})
@@ -394,7 +394,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	r.mu.Unlock()
 	go func() {
 		defer close(exited)
-		defer lock.Close()
+		defer unlock()
 		if err := recordExit(dir, p); err != nil {
 			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
 		}
@@ -453,18 +453,10 @@ func nilIfNil(w io.Writer) io.Writer {
 	return w
 }
 
-// lockMonitor takes the container's monitor lock for as long as the returned
-// file stays open.
-func lockMonitor(dir string) (*os.File, error) {
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
-		return nil, err
-	}
-	return lock, nil
+// lockMonitor takes the container's monitor lock (the file must exist) until
+// the returned function runs.
+func lockMonitor(dir string) (func(), error) {
+	return fsutil.LockFile(filepath.Join(dir, lockFile), fsutil.LockOptions{Existing: true})
 }
 
 // startInit creates the container in libcontainer and its init, which then
@@ -504,15 +496,7 @@ func recordExit(dir string, p *lc.Process) error {
 
 // monitorAlive reports whether the container's monitor holds its lock.
 func (r *Runtime) monitorAlive(id string) bool {
-	f, err := os.Open(filepath.Join(r.dir(id), lockFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	return false
+	return fsutil.Locked(filepath.Join(r.dir(id), lockFile))
 }
 
 // waitMonitor returns once the container's monitor is gone (and so has
