@@ -14,8 +14,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fsutil"
 )
 
@@ -268,17 +268,5 @@ func randomID() string {
 
 // classifyOS gives file system errors their errdefs class.
 func classifyOS(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
-	case errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrAlreadyExists)
-	}
-	return err
+	return errclass.OS(err)
 }

@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/runtime/driver"
 	"github.com/berthrun/berth/volume"
 )
@@ -323,25 +324,9 @@ func wrap(id string, err error) error {
 	return fmt.Errorf("container %q: %w", id, classify(err))
 }
 
-// classes are the errdefs classes berth reports.
-var classes = []func(error) bool{
-	errdefs.IsNotFound, errdefs.IsAlreadyExists, errdefs.IsInvalidArgument,
-	errdefs.IsFailedPrecondition, errdefs.IsNotImplemented, errdefs.IsPermissionDenied,
-	errdefs.IsResourceExhausted, errdefs.IsUnavailable, errdefs.IsCanceled,
-	errdefs.IsDeadlineExceeded, errdefs.IsConflict, errdefs.IsUnknown, errdefs.IsInternal,
-	errdefs.IsAborted, errdefs.IsOutOfRange, errdefs.IsDataLoss, errdefs.IsUnauthorized,
-}
-
 // classify gives an unclassified error the unknown class. Context errors
 // are classes of their own (errdefs.IsCanceled, IsDeadlineExceeded).
-func classify(err error) error {
-	for _, is := range classes {
-		if is(err) {
-			return err
-		}
-	}
-	return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
-}
+func classify(err error) error { return errclass.Ensure(err) }
 
 // attachVolumes attaches each volume through the manager (policy, probe,
 // host mount) and hands the backend only the result: bind mounts and

@@ -10,18 +10,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
-)
 
-// passThrough are the classes a Docker error may already carry and that
-// berth reports as they are. The client gives every daemon error the class
-// of its HTTP status (404 not found, 400 invalid argument, 409 conflict,
-// 501 not implemented...).
-var passThrough = []func(error) bool{
-	errdefs.IsNotFound, errdefs.IsAlreadyExists, errdefs.IsInvalidArgument,
-	errdefs.IsFailedPrecondition, errdefs.IsNotImplemented, errdefs.IsPermissionDenied,
-	errdefs.IsResourceExhausted, errdefs.IsUnavailable, errdefs.IsUnauthorized,
-	errdefs.IsInternal, errdefs.IsUnknown, errdefs.IsDeadlineExceeded, errdefs.IsCanceled,
-}
+	"github.com/berthrun/berth/internal/errclass"
+)
 
 // classify gives an Engine API error berth's class. A conflict (409) is the
 // daemon refusing an operation in the container's current state: berth calls
@@ -38,12 +29,9 @@ func classify(err error) error {
 	case client.IsErrConnectionFailed(err), isBrokenStream(err):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 	}
-	for _, is := range passThrough {
-		if is(err) {
-			return err
-		}
-	}
-	return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
+	// The client gives every daemon error the class of its HTTP status
+	// (404 not found, 400 invalid argument, 501 not implemented...).
+	return errclass.Ensure(err)
 }
 
 // isBrokenStream reports a connection to the daemon that broke mid-way, as

@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/runtime/driver"
@@ -117,7 +118,7 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 		return 0, fmt.Errorf("monitor failed before reporting: %s: %w", strings.TrimSpace(string(tail)), errdefs.ErrUnknown)
 	}
 	if st.Error != "" {
-		return 0, fmt.Errorf("%s: %w", st.Error, classFromName(st.Class))
+		return 0, fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
 	}
 	if copyWG != nil {
 		r.mu.Lock()
@@ -190,33 +191,6 @@ func (r *Runtime) containerStdio(dir string, pio driver.IO) (files [3]*os.File, 
 	return files, wg, closeAfter, nil
 }
 
-// classNames maps class names sent by the monitor back to errdefs.
-var classNames = map[string]error{
-	"invalid-argument":    errdefs.ErrInvalidArgument,
-	"not-found":           errdefs.ErrNotFound,
-	"already-exists":      errdefs.ErrAlreadyExists,
-	"failed-precondition": errdefs.ErrFailedPrecondition,
-	"not-implemented":     errdefs.ErrNotImplemented,
-	"permission-denied":   errdefs.ErrPermissionDenied,
-	"resource-exhausted":  errdefs.ErrResourceExhausted,
-}
-
-func classFromName(n string) error {
-	if e, ok := classNames[n]; ok {
-		return e
-	}
-	return errdefs.ErrUnknown
-}
-
-func className(err error) string {
-	for n, e := range classNames {
-		if errors.Is(err, e) {
-			return n
-		}
-	}
-	return "unknown"
-}
-
 // runMonitor is the monitor process: create the init, report, wait for it,
 // record its exit. args: container dir, libcontainer root, ID.
 func runMonitor(args []string) int {
@@ -240,7 +214,7 @@ func runMonitor(args []string) int {
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "berth monitor:", err)
-		report(monitorStatus{Error: err.Error(), Class: className(classify(err))})
+		report(monitorStatus{Error: err.Error(), Class: errclass.Name(classify(err))})
 		return 1
 	}
 	// The lock stays held until this process exits: that is how others

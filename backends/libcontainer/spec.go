@@ -3,7 +3,6 @@ package libcontainer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // rlimits maps the OCI names berth accepts to the kernel's resources.
@@ -104,12 +105,11 @@ func classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) ||
-		errdefs.IsAlreadyExists(err) || errdefs.IsNotImplemented(err) || errdefs.IsUnknown(err):
+	case errclass.Has(err):
 		return err
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	case errors.Is(err, os.ErrNotExist) || errors.Is(err, lc.ErrNotExist):
+	case errclass.OSClass(err) != nil:
+		return errclass.OS(err)
+	case errors.Is(err, lc.ErrNotExist):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 	case errors.Is(err, lc.ErrExist):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrAlreadyExists)

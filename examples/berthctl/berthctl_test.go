@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fixture"
 )
 
@@ -606,9 +607,9 @@ func TestErrorClass(t *testing.T) {
 		"unavailable":         fmt.Errorf("x: %w", errdefs.ErrUnavailable),
 		"unknown":             errors.New("plain"),
 	} {
-		assert.Equal(t, want, errorClass(err), err.Error())
+		assert.Equal(t, want, errclass.Name(err), err.Error())
 	}
-	assert.Equal(t, "invalid-argument", errorClass(usageErrorf("bad")))
+	assert.Equal(t, "invalid-argument", errclass.Name(usageErrorf("bad")))
 	var b bytes.Buffer
 	report(&b, fmt.Errorf("line one\nline two\r\nthree\n: %w", errdefs.ErrNotFound))
 	assert.Equal(t, "berthctl: not-found: line one line two three : not found\n", b.String())

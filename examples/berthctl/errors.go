@@ -8,41 +8,17 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // exitFailure is the exit code of any failure of berthctl itself, as
 // docker uses it, so that it stands apart from a container's own codes.
 const exitFailure = 125
 
-// errorClasses names the errdefs classes berthctl reports, in the order
-// they are tested; an error in none of them is "unknown".
-var errorClasses = []struct {
-	name string
-	is   func(error) bool
-}{
-	{"invalid-argument", errdefs.IsInvalidArgument},
-	{"not-found", errdefs.IsNotFound},
-	{"already-exists", errdefs.IsAlreadyExists},
-	{"failed-precondition", errdefs.IsFailedPrecondition},
-	{"permission-denied", errdefs.IsPermissionDenied},
-	{"not-implemented", errdefs.IsNotImplemented},
-	{"resource-exhausted", errdefs.IsResourceExhausted},
-	{"unavailable", errdefs.IsUnavailable},
-}
-
-// errorClass returns err's errdefs class in kebab case.
-func errorClass(err error) string {
-	for _, c := range errorClasses {
-		if c.is(err) {
-			return c.name
-		}
-	}
-	return "unknown"
-}
-
 // report prints err as the one line scripts can parse.
 func report(w io.Writer, err error) {
-	fmt.Fprintf(w, "berthctl: %s: %s\n", errorClass(err), oneLine(err.Error()))
+	fmt.Fprintf(w, "berthctl: %s: %s\n", errclass.Name(err), oneLine(err.Error()))
 }
 
 var newlines = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")

@@ -15,11 +15,13 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errhttp"
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // Property names berth sets on the Glance images it pushes.
@@ -58,24 +60,19 @@ func client(glanceURL string, o Options) (*gophercloud.ServiceClient, error) {
 	return &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: endpoint, ResourceBase: base, Type: "image"}, nil
 }
 
-// classify gives Glance's answers their errdefs class.
+// classify gives Glance's answers their errdefs class: an HTTP status the
+// class errhttp gives it (413, an image over Glance's quota, is
+// resource-exhausted), a Glance that cannot be reached unavailable.
 func classify(what string, err error) error {
 	if err == nil {
 		return nil
 	}
+	var code gophercloud.ErrUnexpectedResponseCode
 	switch {
-	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrNotFound)
-	case gophercloud.ResponseCodeIs(err, http.StatusUnauthorized):
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrUnauthenticated)
-	case gophercloud.ResponseCodeIs(err, http.StatusForbidden):
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrPermissionDenied)
-	case gophercloud.ResponseCodeIs(err, http.StatusConflict):
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrConflict)
-	case gophercloud.ResponseCodeIs(err, http.StatusRequestEntityTooLarge):
+	case errors.As(err, &code) && code.Actual == http.StatusRequestEntityTooLarge:
 		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrResourceExhausted)
-	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+	case errors.As(err, &code):
+		return fmt.Errorf("%s: %v: %w", what, err, errhttp.ToNative(code.Actual))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -83,13 +80,7 @@ func classify(what string, err error) error {
 	if errors.As(err, &ue) {
 		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrUnavailable)
 	}
-	for _, is := range []func(error) bool{errdefs.IsNotFound, errdefs.IsInvalidArgument, errdefs.IsDataLoss,
-		errdefs.IsResourceExhausted, errdefs.IsAlreadyExists, errdefs.IsFailedPrecondition} {
-		if is(err) {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrUnknown)
+	return fmt.Errorf("%s: %w", what, errclass.Ensure(err))
 }
 
 // PushOptions tune Push.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 func entryErr(name, what string, err error) error {
@@ -31,12 +33,6 @@ func classify(err error) error {
 		return fmt.Errorf("a parent is not a directory: %w", errdefs.ErrInvalidArgument)
 	case unix.ENAMETOOLONG:
 		return fmt.Errorf("name too long: %w", errdefs.ErrInvalidArgument)
-	case unix.ENOSPC, unix.EDQUOT:
-		return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
-	case unix.EPERM, unix.EACCES:
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	case unix.ENOENT:
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 	}
-	return err
+	return errclass.OS(err)
 }
