@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/runtime/driver"
 	"github.com/berthrun/berth/volume"
 )
 
@@ -162,10 +163,8 @@ func validateConfig(id string, c *Config) error {
 	if s.Linux == nil {
 		return bad("spec has no linux section")
 	}
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			return bad("user namespaces are requested with Config.UserNamespace, not in the spec")
-		}
+	if driver.HasUserNamespace(s) {
+		return bad("user namespaces are requested with Config.UserNamespace, not in the spec")
 	}
 	if len(s.Linux.UIDMappings) > 0 || len(s.Linux.GIDMappings) > 0 {
 		return bad("ID mappings come from the runtime's pool, not from the spec")

@@ -221,17 +221,10 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
 	errs := []error{c.r.releaseVolumes(ctx, c.id), c.r.releaseImage(ctx, c.id)}
-	if hasUserNamespace(i.Spec) {
+	if driver.HasUserNamespace(i.Spec) {
 		errs = append(errs, c.r.ids.release(c.id))
 	}
 	return wrap(c.id, errors.Join(errs...))
-}
-
-func hasUserNamespace(s *specs.Spec) bool {
-	if s == nil || s.Linux == nil {
-		return false
-	}
-	return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 }
 
 // Exec starts an extra process in the running container.

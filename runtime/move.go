@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/runtime/driver"
 	"github.com/berthrun/berth/volume"
 )
 
@@ -60,7 +61,7 @@ func (c *Container) Export(ctx context.Context, dir string) (retErr error) {
 		return err
 	}
 	exp := exported{Labels: i.Labels, Disk: exportDiskFile, Spec: exportSpec(i.Spec, c.volumeSpecs())}
-	exp.UserNamespace = hasUserNamespace(i.Spec)
+	exp.UserNamespace = driver.HasUserNamespace(i.Spec)
 	b, err := json.MarshalIndent(exp, "", "\t")
 	if err != nil {
 		return wrap(c.id, err)

@@ -332,7 +332,7 @@ func classify(err error) error { return errclass.Ensure(err) }
 // host mount) and hands the backend only the result: bind mounts and
 // device nodes.
 func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, vols []volume.Spec, rng IDRange) error {
-	opts := volume.AttachOptions{UserNamespace: hasUserNamespace(req.Spec)}
+	opts := volume.AttachOptions{UserNamespace: driver.HasUserNamespace(req.Spec)}
 	if rng.Size > 0 {
 		opts.RootUID, opts.RootGID = rng.HostID, rng.HostID
 	}
@@ -405,7 +405,7 @@ func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
 	if att.Mount != nil {
 		m := *att.Mount
 		m.Options = append([]string(nil), m.Options...)
-		if m.Type == "bind" && hasUserNamespace(spec) {
+		if m.Type == "bind" && driver.HasUserNamespace(spec) {
 			// With the container's mapping when the runtime gave it one;
 			// an engine with a shared mapping applies its own.
 			m.Options = append(m.Options, "idmap")

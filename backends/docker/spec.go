@@ -14,6 +14,8 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // translation is a container in Docker's terms, built from a checked OCI
@@ -355,7 +357,7 @@ func translateMounts(s *specs.Spec, t *translation) error {
 				return err
 			}
 			if idmapped {
-				if t.remap == nil || t.mapBind == nil || !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace }) {
+				if t.remap == nil || t.mapBind == nil || !driver.HasUserNamespace(s) {
 					return notImplemented("spec: ID-mapped bind of %s outside a user namespace of a userns-remap daemon", m.Source)
 				}
 				if bm.Source, err = t.mapBind(m.Source); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -226,7 +225,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 			_ = r.cleanup(req.ID, rec)
 		}
 	}()
-	userns := slices.ContainsFunc(req.Spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+	userns := driver.HasUserNamespace(req.Spec)
 	if userns {
 		if err := traversable(r.root); err != nil {
 			return err
