@@ -3,12 +3,13 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
 )
 
 // Kind is what a volume's source is.
@@ -96,22 +97,26 @@ func ParseSpec(s string) (Spec, error) {
 	return sp, nil
 }
 
-// ParseBytes reads a size with an optional k, m, g or t suffix (powers of
-// 1024).
+// ParseBytes reads a size in bytes: a non-negative integer, optionally
+// followed by a binary unit k, m, g, t or p (powers of 1024, any case),
+// itself optionally followed by b or ib: 64m, 64M, 64MB and 64MiB are all
+// 64<<20. A bare b means bytes. Signs, fractions, exponents and spaces are
+// refused, as is a size beyond int64. It is go-units' RAMInBytes restricted
+// to integers; berth's other byte-size flags and options use it.
 func ParseBytes(v string) (int64, error) {
-	mult := int64(1)
-	lower := strings.ToLower(strings.TrimSuffix(strings.ToLower(v), "b"))
-	for suffix, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40} {
-		if strings.HasSuffix(lower, suffix) {
-			mult, lower = m, strings.TrimSuffix(lower, suffix)
-			break
-		}
+	bad := func() (int64, error) {
+		return 0, fmt.Errorf("size %q: want BYTES, an integer with an optional k, m, g, t or p suffix (powers of 1024)", v)
 	}
-	n, err := strconv.ParseInt(lower, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want BYTES with an optional k, m, g or t suffix", v)
+	if v == "" || v[0] < '0' || v[0] > '9' || strings.ContainsAny(v, ".+-eE ") {
+		return bad()
 	}
-	return n * mult, nil
+	n, err := units.RAMInBytes(v)
+	// RAMInBytes computes in float64: a size beyond int64 comes out
+	// negative, or saturated on some architectures.
+	if err != nil || n < 0 || n == math.MaxInt64 {
+		return bad()
+	}
+	return n, nil
 }
 
 // resolve checks the spec and fills in Kind from the source.

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/runtime/driver"
+	"github.com/berthrun/berth/volume"
 )
 
 // translation is a container in Docker's terms, built from a checked OCI
@@ -397,7 +399,10 @@ func standardMountOptions(dest string, std standardMount, options []string, t *t
 		case o == "relatime" || o == "rw" && !slices.Contains(std.options, "ro"):
 			// the kernel's default
 		case dest == "/dev/shm" && strings.HasPrefix(o, "size="):
-			n, err := parseSize(strings.TrimPrefix(o, "size="))
+			n, err := volume.ParseBytes(strings.TrimPrefix(o, "size="))
+			if err == nil && n == 0 {
+				err = errors.New("a size of 0")
+			}
 			if err != nil {
 				return invalid("spec: /dev/shm %s: %v", o, err)
 			}
@@ -411,27 +416,6 @@ func standardMountOptions(dest string, std standardMount, options []string, t *t
 			dest, std.typ, strings.Join(std.options, ","), strings.Join(options, ","))
 	}
 	return nil
-}
-
-// parseSize reads a tmpfs size: bytes with an optional k, m or g suffix.
-func parseSize(v string) (int64, error) {
-	shift := 0
-	switch {
-	case strings.HasSuffix(v, "k"):
-		shift = 10
-	case strings.HasSuffix(v, "m"):
-		shift = 20
-	case strings.HasSuffix(v, "g"):
-		shift = 30
-	}
-	if shift > 0 {
-		v = v[:len(v)-1]
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)>>shift {
-		return 0, fmt.Errorf("bad size %q", v)
-	}
-	return n << shift, nil
 }
 
 // bindPropagations are the propagation options a bind mount may carry.

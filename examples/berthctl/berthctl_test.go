@@ -21,6 +21,7 @@ import (
 
 	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/volume"
 )
 
 // The suite drives a real berthctl binary, built once, against one state
@@ -557,13 +558,14 @@ func TestParseBytes(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "4096": 4096, "1k": 1 << 10, "1K": 1 << 10, "64m": 64 << 20, "64M": 64 << 20,
 		"2g": 2 << 30, "2G": 2 << 30, "8589934591g": 8589934591 << 30,
+		"1kb": 1 << 10, "1KiB": 1 << 10, "3MB": 3 << 20, "1t": 1 << 40, "2P": 2 << 50, "512b": 512,
 	} {
-		got, err := parseBytes(in)
+		got, err := volume.ParseBytes(in)
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "k", "-1", "+5", "1.5g", "1kb", "1t", "12x", " 1", "8589934592g", "99999999999999999999"} {
-		_, err := parseBytes(in)
+	for _, in := range []string{"", "k", "-1", "+5", "1.5g", "1e3", "1 k", "1kib2", "1x", "12x", " 1", "1 ", "8589934592g", "99999999999999999999"} {
+		_, err := volume.ParseBytes(in)
 		assert.Error(t, err, in)
 	}
 }

@@ -135,7 +135,7 @@ func (a *app) cmdUpdate(fs *flag.FlagSet, args []string) (int, error) {
 		cpu    cpus
 		pids   optInt
 	)
-	fs.Var(&memory, "memory", "memory limit in `BYTES` (suffixes k, m, g)")
+	fs.Var(&memory, "memory", "memory limit in `BYTES` (suffixes k, m, g, t, p)")
 	fs.Var(&cpu, "cpus", "CPU quota as a number `N` of CPUs (e.g. 0.5)")
 	fs.Var(&pids, "pids", "maximum number `N` of processes (-1: no limit)")
 	// The ID may come before the flags (the documented form) or after.

@@ -58,8 +58,9 @@
 //	version
 //	help [COMMAND]
 //
-// BYTES is an integer, optionally suffixed with k, m or g (KiB, MiB, GiB;
-// any case). --cpus N is a fraction of one CPU, applied as a CFS quota of
+// BYTES is an integer, optionally suffixed with k, m, g, t or p (KiB, MiB,
+// GiB, TiB, PiB; any case; a trailing b or ib is allowed: 64m, 64MB and
+// 64MiB are the same), as volume.ParseBytes reads it. --cpus N is a fraction of one CPU, applied as a CFS quota of
 // N*100000 µs per 100000 µs period. SIGNAL is a name (TERM, SIGTERM) or a
 // number; kill sends KILL by default. stop sends TERM and, when the
 // container has not ended SECONDS later (default 10, as docker stop), KILL;

@@ -11,6 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/volume"
 )
 
 // newFlagSet returns a set that reports errors to its caller instead of
@@ -49,34 +51,12 @@ func (b *byteSize) String() string {
 }
 
 func (b *byteSize) Set(v string) error {
-	n, err := parseBytes(v)
+	n, err := volume.ParseBytes(v)
 	if err != nil {
 		return err
 	}
 	b.n, b.set = n, true
 	return nil
-}
-
-// byteUnits are the suffixes BYTES accepts, lower case.
-var byteUnits = map[byte]uint{'k': 10, 'm': 20, 'g': 30}
-
-// parseBytes reads an integer optionally suffixed with k, m or g (KiB,
-// MiB, GiB, any case).
-func parseBytes(v string) (int64, error) {
-	num, shift := v, uint(0)
-	if v != "" {
-		if s, ok := byteUnits[strings.ToLower(v[len(v)-1:])[0]]; ok {
-			num, shift = v[:len(v)-1], s
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || num == "" || num[0] == '+' {
-		return 0, fmt.Errorf("%q is not a byte count (an integer, optionally with k, m or g)", v)
-	}
-	if n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("%q is too large", v)
-	}
-	return n << shift, nil
 }
 
 // cpuPeriod is the CFS period --cpus is expressed against, in µs.

@@ -36,7 +36,7 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rootfs, "rootfs", "", "root filesystem `DIR` (this or --image)")
 	fs.StringVar(&f.image, "image", "", "image `REF` to run (this or --rootfs; backends that take images)")
 	fs.BoolVar(&f.userns, "userns", false, "run in a private user namespace")
-	fs.Var(&f.memory, "memory", "memory limit in `BYTES` (suffixes k, m, g)")
+	fs.Var(&f.memory, "memory", "memory limit in `BYTES` (suffixes k, m, g, t, p)")
 	fs.Var(&f.cpus, "cpus", "CPU quota as a number `N` of CPUs (e.g. 0.5)")
 	fs.Var(&f.env, "env", "environment variable `K=V` (repeatable)")
 	fs.BoolVar(&f.stdin, "i", false, "attach standard input")
