@@ -41,6 +41,33 @@ func UsernsFD(uidMap, gidMap []specs.LinuxIDMapping) (*os.File, error) {
 	return f, nil
 }
 
+// DetachedBind clones src recursively as a mount attached nowhere yet
+// (open_tree), with attr applied (mount_setattr) and, when usernsFD >= 0,
+// ID-mapped through that user namespace. The caller closes the returned
+// descriptor, or moves the mount with move_mount.
+func DetachedBind(src string, attr unix.MountAttr, usernsFD int) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	what := "mount_setattr"
+	if usernsFD >= 0 {
+		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
+		attr.Userns_fd = uint64(usernsFD)
+		what = "idmap"
+	}
+	if attr != (unix.MountAttr{}) {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			unix.Close(fd)
+			if usernsFD >= 0 {
+				return -1, fmt.Errorf("%s %s (the filesystem must support ID-mapped mounts): %w", what, src, err)
+			}
+			return -1, fmt.Errorf("%s %s: %w", what, src, err)
+		}
+	}
+	return fd, nil
+}
+
 func toSys(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
 	out := make([]syscall.SysProcIDMap, 0, len(m))
 	for _, e := range m {
@@ -58,15 +85,11 @@ func BindMount(src, dst string, uidMap, gidMap []specs.LinuxIDMapping) error {
 		return err
 	}
 	defer userns.Close()
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	fd, err := DetachedBind(src, unix.MountAttr{}, int(userns.Fd()))
 	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", src, err)
+		return err
 	}
 	defer unix.Close(fd)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("idmap %s (the filesystem must support ID-mapped mounts): %w", src, err)
-	}
 	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("move_mount %s: %w", dst, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/idmap"
 )
 
 // Enter runs fn on a thread that has entered the mount namespace of pid,
@@ -136,22 +138,10 @@ func MountAttrs(opts []string) uint64 {
 }
 
 // DetachedBind clones src as a mount not attached anywhere yet, with attrs
-// set, ID-mapped through the user namespace usernsFD when it is >= 0.
+// set and private propagation, ID-mapped through the user namespace
+// usernsFD when it is >= 0 (idmap.DetachedBind).
 func DetachedBind(src string, attrs uint64, usernsFD int) (int, error) {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-	if err != nil {
-		return -1, fmt.Errorf("open_tree %s: %w", src, err)
-	}
-	attr := unix.MountAttr{Attr_set: attrs, Propagation: unix.MS_PRIVATE}
-	if usernsFD >= 0 {
-		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
-		attr.Userns_fd = uint64(usernsFD)
-	}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("mount_setattr %s: %w", src, err)
-	}
-	return fd, nil
+	return idmap.DetachedBind(src, unix.MountAttr{Attr_set: attrs, Propagation: unix.MS_PRIVATE}, usernsFD)
 }
 
 // DetachedTmpfs makes a tmpfs from OCI options (size, mode, flags), its
