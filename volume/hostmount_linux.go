@@ -9,9 +9,9 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/loop"
 )
 
@@ -129,27 +129,10 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.Fil
 // unmountDir unmounts mp if it is a mount point and removes it. With the
 // mount gone, an autoclear loop device under it frees itself.
 func unmountDir(mp string) error {
-	for {
-		mounted, err := mountinfo.Mounted(mp)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if !mounted {
-			break
-		}
-		if err := unix.Unmount(mp, 0); err != nil {
-			if !errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("unmount %s: %w", mp, err)
-			}
-			// Still used (a container's view): detach it from the host
-			// now; the kernel frees it with the last user.
-			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
-				return fmt.Errorf("unmount %s: %w", mp, err)
-			}
-		}
+	// Still used (a container's view), a mount is detached from the host
+	// now; the kernel frees it with the last user.
+	if err := fsutil.Unmount(mp); err != nil {
+		return err
 	}
 	if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

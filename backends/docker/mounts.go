@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
@@ -124,8 +123,8 @@ func removeMounts(dir string) error {
 	}
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unmount %s: %w", p, err)
+		if err := fsutil.Unmount(p); err != nil {
+			return err
 		}
 	}
 	// Never walk into a mount: remove the emptied points one by one.

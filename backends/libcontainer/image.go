@@ -8,10 +8,10 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
 	"github.com/berthrun/berth/internal/mountns"
 )
@@ -95,20 +95,14 @@ func mountOverlay(target, opts string) error {
 func unmountImageRootfs(dir string) error {
 	var errs []error
 	for _, p := range []string{"rootfs", "lower", "rwmap"} {
-		mp := filepath.Join(dir, p)
-		if ok, err := mountinfo.Mounted(mp); err != nil || !ok {
-			continue
-		}
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-		}
+		errs = append(errs, fsutil.Unmount(filepath.Join(dir, p)))
 	}
 	return errors.Join(errs...)
 }
 
 // snapshotOverlayView mounts, read-only at target, the container's tree as
 // it sees it, with the IDs it sees: its writable layer over the image's,
-// without ID mapping. Unmount it with unix.Unmount.
+// without ID mapping. Unmount it with fsutil.Unmount.
 func snapshotOverlayView(dir, lower, target string) error {
 	upper := filepath.Join(dir, "rw", "upper")
 	for _, p := range []string{lower, upper} {

@@ -449,7 +449,7 @@ func (r *Runtime) cleanup(id string, rec *record) error {
 	}
 	_ = os.RemoveAll(filepath.Join(r.runcRoot(), id))
 	if rec.IDMapped {
-		if err := unix.Unmount(rec.Rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		if err := fsutil.Unmount(rec.Rootfs); err != nil {
 			return fmt.Errorf("unmount root filesystem: %w", err)
 		}
 	}

@@ -7,8 +7,8 @@ import (
 	"os"
 
 	lc "github.com/opencontainers/runc/libcontainer"
-	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/tarutil"
 )
 
@@ -33,7 +33,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 		if err := snapshotOverlayView(r.dir(id), rec.ImageTree, view); err != nil {
 			return err
 		}
-		defer unix.Unmount(view, unix.MNT_DETACH)
+		defer func() { _ = fsutil.Unmount(view) }()
 		return tarutil.WriteDir(w, view)
 	})
 }
