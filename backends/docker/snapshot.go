@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/tarutil"
 )
 
@@ -114,7 +115,7 @@ func (r *Runtime) layersArchiver(c *container.InspectResponse, w io.Writer) (wri
 		return nil, nil, fmt.Errorf("mount the container's layers: %w: %w", err, errdefs.ErrNotImplemented)
 	}
 	unmount = func() {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		_ = fsutil.Unmount(dir)
 		_ = os.Remove(dir)
 	}
 	return func() error { return tarutil.WriteDir(w, dir) }, unmount, nil
