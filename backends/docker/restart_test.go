@@ -94,7 +94,7 @@ func TestDaemonRestart(t *testing.T) {
 
 	c2, err := rt2.Get(ctx, running.ID())
 	require.NoError(t, err)
-	var buf syncBuffer
+	var buf fixture.SyncBuffer
 	p, err := c2.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/cat", "/proc/self/uid_map"}}, runtime.IO{Stdout: &buf})
 	require.NoError(t, err)
 	_, err = p.Wait(ctx)

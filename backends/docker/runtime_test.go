@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/berthrun/berth/internal/fixture"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -179,7 +180,7 @@ func TestAttachAndLogs(t *testing.T) {
 	ctx := context.Background()
 	f := newFake()
 	r := openFake(t, f)
-	var out, errOut syncBuffer
+	var out, errOut fixture.SyncBuffer
 	req := createReq("box", "/bin/sh", "-c", "...")
 	req.IO = driver.IO{Stdout: &out, Stderr: &errOut}
 	require.NoError(t, r.Create(ctx, req))

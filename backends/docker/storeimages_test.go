@@ -40,7 +40,7 @@ func TestStoreImageRemovedWithLastContainer(t *testing.T) {
 
 			var cs []*runtime.Container
 			for range 2 {
-				out := &syncBuffer{}
+				out := &fixture.SyncBuffer{}
 				c, err := rt.Create(ctx, runtimetest.NewID("released"), &runtime.Config{Spec: runtime.DefaultSpec(""), Image: ref, IO: runtime.IO{Stdout: out}})
 				require.NoError(t, err)
 				require.NoError(t, c.Start(ctx))

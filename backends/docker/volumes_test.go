@@ -34,7 +34,7 @@ func TestDirectoryAndTmpfsVolumes(t *testing.T) {
 			share := fixture.TempDir(t)
 			require.NoError(t, os.WriteFile(filepath.Join(share, "from-host"), []byte("host-data\n"), 0o644))
 
-			out := &syncBuffer{}
+			out := &fixture.SyncBuffer{}
 			cfg := h.Config(t, "/bin/sh", "-c", strings.Join([]string{
 				"cat /data/from-host",
 				"echo from-container > /data/written && echo dir-write-ok",

@@ -20,7 +20,7 @@ import (
 
 func runOut(t *testing.T, ctx context.Context, rt *runtime.Runtime, id string, cfg *runtime.Config) string {
 	t.Helper()
-	var out syncBuf
+	var out fixture.SyncBuffer
 	cfg.IO = runtime.IO{Stdout: &out, Stderr: &out}
 	c, err := rt.Create(ctx, id, cfg)
 	require.NoError(t, err)
@@ -51,7 +51,7 @@ func TestColdMove(t *testing.T) {
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	require.Empty(t, leftovers(t, stateRoot(t, src), id))
 
-	var out syncBuf
+	var out fixture.SyncBuffer
 	c2, err := dst.Import(ctx, id, dir, runtime.ImportOptions{IO: runtime.IO{Stdout: &out, Stderr: &out}})
 	require.NoError(t, err)
 	info, err := c2.Info(ctx)
@@ -82,7 +82,7 @@ func TestSnapshotDiskStartsElsewhere(t *testing.T) {
 	defer cancel()
 	h := &harness{fs: "ext4"}
 	rt := h.Open(t)
-	var out syncBuf
+	var out fixture.SyncBuffer
 	cfg := h.Config(t, "/bin/sh", "-c", "echo before-snapshot > /state; echo ready; sleep 1000")
 	cfg.IO = runtime.IO{Stdout: &out, Stderr: &out}
 	c, err := rt.Create(ctx, runtimetest.NewID("live"), cfg)

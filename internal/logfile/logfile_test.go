@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/berthrun/berth/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -139,7 +139,7 @@ func TestFollow(t *testing.T) {
 		_, _ = w.Write([]byte("old-" + string(rune('0'+i)) + "\n"))
 	}
 	done := make(chan struct{})
-	var out syncBuf
+	var out fixture.SyncBuffer
 	errc := make(chan error, 1)
 	go func() { errc <- Follow(context.Background(), path, 2, &out, done) }()
 	// Follow's first read is done before the new output comes.
@@ -167,21 +167,4 @@ func TestFollow(t *testing.T) {
 	names, err := Files(path)
 	require.NoError(t, err)
 	assert.Len(t, names, 2, "the log rotated while followed")
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
