@@ -17,18 +17,7 @@ func CopySparse(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	err = copyInto(in, out)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(dst)
-	}
-	return err
+	return CopySparseFrom(in, dst)
 }
 
 // CopySparseFrom is CopySparse from a file already open.
