@@ -32,18 +32,9 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	id := NewID("hot")
 	c := create(t, rt, id, cfg)
 	require.NoError(t, c.Start(ctx))
-	exec := func(script string) string {
-		t.Helper()
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		_, err = p.Wait(ctx)
-		require.NoError(t, err)
-		return out.String()
-	}
 
 	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data"}))
-	got := exec("cat /proc/mounts; echo hot > /data/marker && echo wrote")
+	got := shOut(ctx, t, c, "cat /proc/mounts; echo hot > /data/marker && echo wrote")
 	line := mountsLine(got, "/data")
 	require.NotEmpty(t, line, "attached volume visible without a restart: %s", got)
 	require.Contains(t, line, "nosuid")
@@ -53,17 +44,17 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	require.Truef(t, isFailedPrecondition(err), "a read-write volume is attached once: %v", err)
 
 	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/scratch", TmpfsSize: 4 << 20}))
-	got = exec("echo t > /scratch/f && echo tmpfs-ok; grep ' /scratch ' /proc/mounts")
+	got = shOut(ctx, t, c, "echo t > /scratch/f && echo tmpfs-ok; grep ' /scratch ' /proc/mounts")
 	require.Contains(t, got, "tmpfs-ok")
 	require.Contains(t, got, "size=4096k")
 
 	if caps.RawBlock && caps.UserNamespace {
 		raw := zeroImage(t, 4<<20)
 		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: raw, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}))
-		got = exec("echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
+		got = shOut(ctx, t, c, "echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
 		require.Contains(t, got, "raw-ok")
 		require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
-		got = exec("test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
+		got = shOut(ctx, t, c, "test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
 		require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
 		require.NotContains(t, got, "still-there", "the detached device's node is gone")
 		requireDetached(t, raw)
@@ -73,7 +64,7 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	}
 
 	require.NoError(t, c.DetachVolume(ctx, "/data"))
-	got = exec("grep ' /data ' /proc/mounts || echo not-mounted")
+	got = shOut(ctx, t, c, "grep ' /data ' /proc/mounts || echo not-mounted")
 	require.Contains(t, got, "not-mounted")
 	requireDetached(t, img)
 	require.Equal(t, "hot\n", readExt4(t, img, "/marker"))
@@ -84,6 +75,35 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// plantScript plants, where testHotAttachPlanted's attaches will go, a
+// FIFO, a directory, links and a file of the wrong kind.
+var plantScript = strings.Join([]string{
+	"mkfifo /dev/vdc",
+	"mkdir /dev/vdd",
+	"ln -s /etc/passwd /dev/vde",
+	"mkdir -p /srv && mkfifo /srv/fifo && echo x > /srv/file",
+	"ln -s /proc/1/root /srv/escape",
+	"echo planted",
+}, "; ")
+
+// plantedAttempts are the attaches at what plantScript left: tmpfs ones,
+// and raw block ones of raw where the backend has them.
+func plantedAttempts(caps runtime.Capabilities, raw string) []volume.Spec {
+	attempts := []volume.Spec{
+		{Destination: "/srv/fifo", TmpfsSize: 1 << 20},
+		{Destination: "/srv/file", TmpfsSize: 1 << 20},
+		{Destination: "/srv/escape", TmpfsSize: 1 << 20},
+		{Destination: "/srv/escape/x", TmpfsSize: 1 << 20},
+	}
+	if caps.RawBlock && caps.UserNamespace {
+		attempts = append(attempts,
+			volume.Spec{Source: raw, Destination: "/dev/vdc", Mode: volume.ModeRawBlock},
+			volume.Spec{Source: raw, Destination: "/dev/vdd", Mode: volume.ModeRawBlock},
+			volume.Spec{Source: raw, Destination: "/dev/vde", Mode: volume.ModeRawBlock})
+	}
+	return attempts
 }
 
 // What a tenant plants where a hot attach will put its volume (a FIFO, a
@@ -102,34 +122,10 @@ func testHotAttachPlanted(t *testing.T, h Harness) {
 	id := NewID("planted")
 	c := create(t, rt, id, cfg)
 	require.NoError(t, c.Start(ctx))
-	out := newBuffer()
-	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", strings.Join([]string{
-		"mkfifo /dev/vdc",
-		"mkdir /dev/vdd",
-		"ln -s /etc/passwd /dev/vde",
-		"mkdir -p /srv && mkfifo /srv/fifo && echo x > /srv/file",
-		"ln -s /proc/1/root /srv/escape",
-		"echo planted",
-	}, "; ")}}, runtime.IO{Stdout: out, Stderr: out})
-	require.NoError(t, err)
-	_, err = p.Wait(ctx)
-	require.NoError(t, err)
-	require.Contains(t, out.String(), "planted")
+	require.Contains(t, shOut(ctx, t, c, plantScript), "planted")
 
 	raw := zeroImage(t, 4<<20)
-	attempts := []volume.Spec{
-		{Destination: "/srv/fifo", TmpfsSize: 1 << 20},
-		{Destination: "/srv/file", TmpfsSize: 1 << 20},
-		{Destination: "/srv/escape", TmpfsSize: 1 << 20},
-		{Destination: "/srv/escape/x", TmpfsSize: 1 << 20},
-	}
-	if caps.RawBlock && caps.UserNamespace {
-		attempts = append(attempts,
-			volume.Spec{Source: raw, Destination: "/dev/vdc", Mode: volume.ModeRawBlock},
-			volume.Spec{Source: raw, Destination: "/dev/vdd", Mode: volume.ModeRawBlock},
-			volume.Spec{Source: raw, Destination: "/dev/vde", Mode: volume.ModeRawBlock})
-	}
-	for _, v := range attempts {
+	for _, v := range plantedAttempts(caps, raw) {
 		start := time.Now()
 		err := c.AttachVolume(ctx, v)
 		require.Truef(t, isFailedPrecondition(err), "attach at planted %s: %v (after %s)", v.Destination, err, time.Since(start))
@@ -139,13 +135,9 @@ func testHotAttachPlanted(t *testing.T, h Harness) {
 		require.Empty(t, vols, "a refused attach is not recorded")
 	}
 	// The tenant's files are as it left them.
-	out = newBuffer()
-	p, err = c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "test -p /dev/vdc && test -d /dev/vdd && test -L /dev/vde && test -p /srv/fifo && test -L /srv/escape && head -c 4 /etc/passwd"}}, runtime.IO{Stdout: out, Stderr: out})
-	require.NoError(t, err)
-	es, err := p.Wait(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 0, es.Code, "planted files changed: %s", out)
-	require.Equal(t, "root", out.String())
+	out, code := execSh(ctx, t, c, "test -p /dev/vdc && test -d /dev/vdd && test -L /dev/vde && test -p /srv/fifo && test -L /srv/escape && head -c 4 /etc/passwd")
+	require.Equal(t, 0, code, "planted files changed: %s", out)
+	require.Equal(t, "root", out)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireDetached(t, raw)
 	requireGone(t, h, rt, id, nil)
@@ -169,20 +161,11 @@ func testHotDetachMovedVolume(t *testing.T, h Harness) {
 	id := NewID("moved")
 	c := create(t, rt, id, cfg)
 	require.NoError(t, c.Start(ctx))
-	sh := func(script string) string {
-		t.Helper()
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		_, err = p.Wait(ctx)
-		require.NoError(t, err)
-		return out.String()
-	}
 
 	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/vol/sys", TmpfsSize: 1 << 20}))
-	sh("mv /vol /vol2 && ln -s /proc /vol")
+	shOut(ctx, t, c, "mv /vol /vol2 && ln -s /proc /vol")
 	require.NoError(t, c.DetachVolume(ctx, "/vol/sys"))
-	got := sh("grep -E ' /proc/sys | /vol2/sys ' /proc/mounts")
+	got := shOut(ctx, t, c, "grep -E ' /proc/sys | /vol2/sys ' /proc/mounts")
 	require.Contains(t, got, " /proc/sys proc ro,", "/proc/sys is still read-only: %s", got)
 	require.NotContains(t, got, "/vol2/sys", "the moved volume was detached: %s", got)
 
@@ -191,11 +174,11 @@ func testHotDetachMovedVolume(t *testing.T, h Harness) {
 		require.NoError(t, os.WriteFile(img, []byte("tenant-disk"), 0o600))
 		require.NoError(t, os.Truncate(img, 4<<20))
 		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data/vdb", Mode: volume.ModeRawBlock}))
-		require.Contains(t, sh("head -c 11 /data/vdb"), "tenant-disk")
-		sh("mv /data /data2 && mkdir /data")
+		require.Contains(t, shOut(ctx, t, c, "head -c 11 /data/vdb"), "tenant-disk")
+		shOut(ctx, t, c, "mv /data /data2 && mkdir /data")
 		require.NoError(t, c.DetachVolume(ctx, "/data/vdb"))
 		requireDetached(t, img)
-		got := sh("test -e /data2/vdb && echo node-kept; head -c 11 /data2/vdb 2>&1; echo")
+		got := shOut(ctx, t, c, "test -e /data2/vdb && echo node-kept; head -c 11 /data2/vdb 2>&1; echo")
 		require.NotContains(t, got, "node-kept", "the moved device's mount went: %s", got)
 		require.NotContains(t, got, "tenant-disk")
 	}
@@ -227,21 +210,12 @@ func testDetachUnderTenantViews(t *testing.T, h Harness) {
 	id := NewID("views")
 	c := create(t, rt, id, cfg)
 	require.NoError(t, c.Start(ctx))
-	sh := func(script string) string {
-		t.Helper()
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		_, err = p.Wait(ctx)
-		require.NoError(t, err)
-		return out.String()
-	}
-	require.Contains(t, sh("grep ' /srv ' /proc/mounts"), " ext4 ", "the volume is where the link led")
+	require.Contains(t, shOut(ctx, t, c, "grep ' /srv ' /proc/mounts"), " ext4 ", "the volume is where the link led")
 	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/vol", TmpfsSize: 1 << 20}))
 
 	require.NoError(t, c.DetachVolume(ctx, "/data"))
 	require.NoError(t, c.DetachVolume(ctx, "/vol"))
-	got := sh("grep -E ' /srv | /vol ' /proc/mounts; echo done")
+	got := shOut(ctx, t, c, "grep -E ' /srv | /vol ' /proc/mounts; echo done")
 	require.Equal(t, "done\n", got, "the detached volumes are gone from the container")
 	requireDetached(t, img)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))

@@ -91,13 +91,8 @@ func testUpdate(t *testing.T, h Harness) {
 		// threads to enter the container), not for 40 more processes.
 		low := int64(25)
 		require.NoError(t, c.Update(ctx, runtime.Resources{PidsLimit: &low}))
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c",
-			"n=0; for i in $(seq 40); do sleep 2 >/dev/null 2>&1 && true & n=$((n+1)); done; echo tried $n"}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		_, err = p.Wait(ctx)
-		require.NoError(t, err)
-		require.Contains(t, out.String(), "fork", "forks beyond the pids limit fail: %q", out.String())
+		out := shOut(ctx, t, c, "n=0; for i in $(seq 40); do sleep 2 >/dev/null 2>&1 && true & n=$((n+1)); done; echo tried $n")
+		require.Contains(t, out, "fork", "forks beyond the pids limit fail: %q", out)
 	}
 	if rt.Capabilities().Stats {
 		s, err := c.Stats(ctx)
