@@ -1,6 +1,7 @@
 package runtimetest
 
 import (
+	"maps"
 	"os"
 	"testing"
 
@@ -28,7 +29,29 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt := h.Open(t)
 	require.False(t, rt.SecurityPolicy().AllowPrivileged, "the suite runs the default policy")
-	cases := map[string]func(*specs.Spec){
+	cases := map[string]func(*specs.Spec){}
+	for _, group := range []map[string]func(*specs.Spec){privilegedProcess(), privilegedHost(), privilegedMounts(), privilegedSeccomp()} {
+		maps.Copy(cases, group)
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := h.Config(t, "/bin/true")
+			mutate(cfg.Spec)
+			id := NewID("priv")
+			_, err := rt.Create(ctx, id, cfg)
+			require.Truef(t, errdefs.IsPermissionDenied(err), "%s: %v", name, err)
+			require.Contains(t, err.Error(), id)
+			requireNotCreated(t, h, rt, id)
+		})
+	}
+	_, err := os.Stat("/tmp/berth-hook-ran")
+	require.True(t, os.IsNotExist(err), "a hook ran on the host")
+}
+
+// privilegedProcess returns the spec changes of testPrivilegedRefused that widen the
+// process's capabilities or add hooks (which run on the host).
+func privilegedProcess() map[string]func(*specs.Spec) {
+	return map[string]func(*specs.Spec){
 		"CAP_SYS_ADMIN": func(s *specs.Spec) {
 			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
 			s.Process.Capabilities.Effective = append(s.Process.Capabilities.Effective, "CAP_SYS_ADMIN")
@@ -37,10 +60,18 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 		"ambient CAP_SYS_MODULE": func(s *specs.Spec) {
 			s.Process.Capabilities.Ambient = []string{"CAP_SYS_MODULE"}
 		},
+		"no capability sets (all kept)": func(s *specs.Spec) { s.Process.Capabilities = nil },
 		"createRuntime hook": func(s *specs.Spec) {
 			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch /tmp/berth-hook-ran"}}}}
 		},
 		"poststop hook": func(s *specs.Spec) { s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}} },
+	}
+}
+
+// privilegedHost returns the spec changes of testPrivilegedRefused that share the
+// host's namespaces, cgroups or devices.
+func privilegedHost() map[string]func(*specs.Spec) {
+	return map[string]func(*specs.Spec){
 		"host network namespace by path": func(s *specs.Spec) {
 			for i, n := range s.Linux.Namespaces {
 				if n.Type == specs.NetworkNamespace {
@@ -63,6 +94,14 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/mem", Type: "c", Major: 1, Minor: 1}}
 			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "r"})
 		},
+	}
+}
+
+// privilegedMounts returns the spec changes of testPrivilegedRefused that expose
+// kernel interfaces: writable or extra sysfs and proc, unmasked or writable
+// proc paths.
+func privilegedMounts() map[string]func(*specs.Spec) {
+	return map[string]func(*specs.Spec){
 		"writable sysfs": func(s *specs.Spec) {
 			for i, m := range s.Mounts {
 				if m.Type == "sysfs" {
@@ -77,24 +116,8 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 			s.Linux.MaskedPaths = s.Linux.MaskedPaths[1:]
 		},
 		"writable /proc/sys": func(s *specs.Spec) { s.Linux.ReadonlyPaths = nil },
-		"unconfined seccomp": func(s *specs.Spec) {
-			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
-		},
-		"no capability sets (all kept)": func(s *specs.Spec) { s.Process.Capabilities = nil },
-		"seccomp allowing unshare and mount": func(s *specs.Spec) {
-			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
-				{Names: []string{"read", "write", "exit_group", "execve", "unshare", "mount"}, Action: specs.ActAllow}}}
-		},
 		"sysfs outside /sys": func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys2", Type: "sysfs", Source: "sysfs", Options: []string{"ro", "nosuid", "nodev", "noexec"}})
-		},
-		"seccomp admitting the 32-bit ABI": func(s *specs.Spec) {
-			sc, err := runtime.DefaultSeccompProfile(s)
-			if err != nil {
-				panic(err)
-			}
-			sc.Architectures = append(sc.Architectures, specs.ArchX86, specs.ArchX32)
-			s.Linux.Seccomp = sc
 		},
 		"sysfs ro then rw": func(s *specs.Spec) {
 			for i, m := range s.Mounts {
@@ -104,17 +127,26 @@ func testPrivilegedRefused(t *testing.T, h Harness) {
 			}
 		},
 	}
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			cfg := h.Config(t, "/bin/true")
-			mutate(cfg.Spec)
-			id := NewID("priv")
-			_, err := rt.Create(ctx, id, cfg)
-			require.Truef(t, errdefs.IsPermissionDenied(err), "%s: %v", name, err)
-			require.Contains(t, err.Error(), id)
-			requireNotCreated(t, h, rt, id)
-		})
+}
+
+// privilegedSeccomp returns the spec changes of testPrivilegedRefused that loosen
+// the seccomp filter.
+func privilegedSeccomp() map[string]func(*specs.Spec) {
+	return map[string]func(*specs.Spec){
+		"unconfined seccomp": func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+		},
+		"seccomp allowing unshare and mount": func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"read", "write", "exit_group", "execve", "unshare", "mount"}, Action: specs.ActAllow}}}
+		},
+		"seccomp admitting the 32-bit ABI": func(s *specs.Spec) {
+			sc, err := runtime.DefaultSeccompProfile(s)
+			if err != nil {
+				panic(err)
+			}
+			sc.Architectures = append(sc.Architectures, specs.ArchX86, specs.ArchX32)
+			s.Linux.Seccomp = sc
+		},
 	}
-	_, err := os.Stat("/tmp/berth-hook-ran")
-	require.True(t, os.IsNotExist(err), "a hook ran on the host")
 }
