@@ -1,6 +1,7 @@
 package runtimetest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,18 +50,7 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	require.Contains(t, got, "size=4096k")
 
 	if caps.RawBlock && caps.UserNamespace {
-		raw := zeroImage(t, 4<<20)
-		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: raw, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}))
-		got = shOut(ctx, t, c, "echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
-		require.Contains(t, got, "raw-ok")
-		require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
-		got = shOut(ctx, t, c, "test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
-		require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
-		require.NotContains(t, got, "still-there", "the detached device's node is gone")
-		requireDetached(t, raw)
-		b, err := os.ReadFile(raw)
-		require.NoError(t, err)
-		require.True(t, strings.HasPrefix(string(b), "hot-raw\n"))
+		hotAttachRawBlock(ctx, t, c)
 	}
 
 	require.NoError(t, c.DetachVolume(ctx, "/data"))
@@ -75,6 +65,25 @@ func testVolumeHotAttach(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// hotAttachRawBlock hot attaches a raw block volume to the running c,
+// writes it from inside, detaches it and checks that the device left the
+// container and that the host reads what was written.
+func hotAttachRawBlock(ctx context.Context, t *testing.T, c *runtime.Container) {
+	t.Helper()
+	raw := zeroImage(t, 4<<20)
+	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: raw, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}))
+	got := shOut(ctx, t, c, "echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
+	require.Contains(t, got, "raw-ok")
+	require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
+	got = shOut(ctx, t, c, "test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
+	require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
+	require.NotContains(t, got, "still-there", "the detached device's node is gone")
+	requireDetached(t, raw)
+	b, err := os.ReadFile(raw)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(b), "hot-raw\n"))
 }
 
 // plantScript plants, where testHotAttachPlanted's attaches will go, a
