@@ -55,17 +55,8 @@ func testRootDisk(t *testing.T, h Harness) {
 	id := NewID("disk")
 	c := create(t, rt, id, cfg)
 	require.NoError(t, c.Start(ctx))
-	exec := func(script string) (string, int) {
-		t.Helper()
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		es, err := p.Wait(ctx)
-		require.NoError(t, err)
-		return out.String(), es.Code
-	}
 	dfTotal := func() int {
-		out, code := exec("df -k / | tail -1")
+		out, code := execSh(ctx, t, c, "df -k / | tail -1")
 		require.Equal(t, 0, code, out)
 		f := strings.Fields(out)
 		require.GreaterOrEqual(t, len(f), 2, out)
@@ -76,10 +67,10 @@ func testRootDisk(t *testing.T, h Harness) {
 	total := dfTotal()
 	require.Greater(t, total, 250<<10, "df shows the disk's size (KiB)")
 	require.LessOrEqual(t, total, 320<<10)
-	out, code := exec("stat -c %A /tmp")
+	out, code := execSh(ctx, t, c, "stat -c %A /tmp")
 	require.Equal(t, "drwxrwxrwt\n", out, "the disk keeps the sticky bit of the root filesystem's /tmp (code %d)", code)
 
-	out, code = exec("dd if=/dev/zero of=/fill bs=1M count=1024 2>&1")
+	out, code = execSh(ctx, t, c, "dd if=/dev/zero of=/fill bs=1M count=1024 2>&1")
 	require.NotEqual(t, 0, code, "filling the disk fails")
 	require.Contains(t, out, "No space left on device")
 	var after syscall.Statfs_t
@@ -95,7 +86,7 @@ func testRootDisk(t *testing.T, h Harness) {
 	}
 	require.NoError(t, c.ResizeDisk(ctx, 640<<20))
 	require.Greater(t, dfTotal(), total+250<<10, "the running container sees the grown disk")
-	out, code = exec("dd if=/dev/zero of=/fill2 bs=1M count=30 2>&1")
+	out, code = execSh(ctx, t, c, "dd if=/dev/zero of=/fill2 bs=1M count=30 2>&1")
 	require.Equal(t, 0, code, "writes succeed again without a restart: %s", out)
 	require.True(t, isInvalidArgument(c.ResizeDisk(ctx, 32<<20)), "shrinking is refused")
 }

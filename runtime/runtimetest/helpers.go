@@ -174,3 +174,22 @@ func requireGone(t *testing.T, h Harness, rt *runtime.Runtime, id string, cgroup
 	}
 	require.Empty(t, h.Leftovers(t, rt, id), "left behind by %s", id)
 }
+
+// execSh runs script through /bin/sh -c in c and returns its output
+// (stdout and stderr together) and exit code.
+func execSh(ctx context.Context, t *testing.T, c *runtime.Container, script string) (string, int) {
+	t.Helper()
+	out := newBuffer()
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
+	require.NoError(t, err)
+	es, err := p.Wait(ctx)
+	require.NoError(t, err)
+	return out.String(), es.Code
+}
+
+// shOut is execSh for a script whose exit code the test does not check.
+func shOut(ctx context.Context, t *testing.T, c *runtime.Container, script string) string {
+	t.Helper()
+	out, _ := execSh(ctx, t, c, script)
+	return out
+}

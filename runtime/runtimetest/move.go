@@ -91,6 +91,32 @@ func testImportHostile(t *testing.T, h Harness) {
 	goodConfig, goodDisk := filepath.Join(good, runtime.ExportConfigFile), filepath.Join(good, "disk.img")
 	config, err := os.ReadFile(goodConfig)
 	require.NoError(t, err)
+	for _, tc := range hostileExports(t, goodConfig, goodDisk, config) {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "hostile")
+			require.NoError(t, os.Mkdir(dir, 0o700))
+			tc.make(dir)
+			id := NewID("hostile")
+			imported, err := rt.Import(ctx, id, dir, runtime.ImportOptions{})
+			require.Truef(t, isInvalidArgument(err), "import of %s: %v", tc.name, err)
+			require.Nil(t, imported)
+			requireGone(t, h, rt, id, nil)
+			_, err = os.Stat(goodDisk)
+			require.NoError(t, err, "the disk the hostile export pointed at is untouched")
+		})
+	}
+}
+
+// hostileExport makes, in an empty directory, an export Import must refuse.
+type hostileExport struct {
+	name string
+	make func(dir string)
+}
+
+// hostileExports are testImportHostile's cases: links and FIFOs in place of
+// the config or disk, and configs naming a disk outside the directory;
+// goodConfig, goodDisk and config are a real export's files and config.
+func hostileExports(t *testing.T, goodConfig, goodDisk string, config []byte) []hostileExport {
 	withDisk := func(name string) []byte {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal(config, &m))
@@ -99,10 +125,7 @@ func testImportHostile(t *testing.T, h Harness) {
 		require.NoError(t, err)
 		return b
 	}
-	for _, tc := range []struct {
-		name string
-		make func(dir string)
-	}{
+	return []hostileExport{
 		{"config symlink", func(dir string) {
 			require.NoError(t, os.Symlink(goodConfig, filepath.Join(dir, runtime.ExportConfigFile)))
 		}},
@@ -126,18 +149,5 @@ func testImportHostile(t *testing.T, h Harness) {
 		{"disk dotdot", func(dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, runtime.ExportConfigFile), withDisk(".."), 0o600))
 		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "hostile")
-			require.NoError(t, os.Mkdir(dir, 0o700))
-			tc.make(dir)
-			id := NewID("hostile")
-			imported, err := rt.Import(ctx, id, dir, runtime.ImportOptions{})
-			require.Truef(t, isInvalidArgument(err), "import of %s: %v", tc.name, err)
-			require.Nil(t, imported)
-			requireGone(t, h, rt, id, nil)
-			_, err = os.Stat(goodDisk)
-			require.NoError(t, err, "the disk the hostile export pointed at is untouched")
-		})
 	}
 }

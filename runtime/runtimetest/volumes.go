@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -207,78 +206,6 @@ func testVolumeRawBlock(t *testing.T, h Harness) {
 	b, err := os.ReadFile(img)
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(string(b), "berth-raw-marker\n"), "the host reads the container's marker")
-	requireGone(t, h, rt, id, nil)
-}
-
-func testVolumeHotAttach(t *testing.T, h Harness) {
-	ctx := testContext(t)
-	rt := h.Open(t)
-	caps := rt.Capabilities()
-	img := ext4Image(t)
-	if !caps.HotAttach {
-		c := create(t, rt, NewID("nohot"), h.Config(t, "/bin/sleep", "1000"))
-		require.NoError(t, c.Start(ctx))
-		err := c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data"})
-		require.Truef(t, isNotImplemented(err), "hot attach on a backend without it: %v", err)
-		return
-	}
-	require.True(t, caps.Exec, "hot attach is checked through exec")
-	cfg := h.Config(t, "/bin/sleep", "1000")
-	cfg.UserNamespace = caps.UserNamespace
-	id := NewID("hot")
-	c := create(t, rt, id, cfg)
-	require.NoError(t, c.Start(ctx))
-	exec := func(script string) string {
-		t.Helper()
-		out := newBuffer()
-		p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}}, runtime.IO{Stdout: out, Stderr: out})
-		require.NoError(t, err)
-		_, err = p.Wait(ctx)
-		require.NoError(t, err)
-		return out.String()
-	}
-
-	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/data"}))
-	got := exec("cat /proc/mounts; echo hot > /data/marker && echo wrote")
-	line := mountsLine(got, "/data")
-	require.NotEmpty(t, line, "attached volume visible without a restart: %s", got)
-	require.Contains(t, line, "nosuid")
-	require.Contains(t, line, "nodev")
-	require.Contains(t, got, "wrote")
-	err := c.AttachVolume(ctx, volume.Spec{Source: img, Destination: "/other"})
-	require.Truef(t, isFailedPrecondition(err), "a read-write volume is attached once: %v", err)
-
-	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/scratch", TmpfsSize: 4 << 20}))
-	got = exec("echo t > /scratch/f && echo tmpfs-ok; grep ' /scratch ' /proc/mounts")
-	require.Contains(t, got, "tmpfs-ok")
-	require.Contains(t, got, "size=4096k")
-
-	if caps.RawBlock && caps.UserNamespace {
-		raw := zeroImage(t, 4<<20)
-		require.NoError(t, c.AttachVolume(ctx, volume.Spec{Source: raw, Destination: "/dev/xvdc", Mode: volume.ModeRawBlock}))
-		got = exec("echo hot-raw | dd of=/dev/xvdc conv=fsync 2>/dev/null && echo raw-ok")
-		require.Contains(t, got, "raw-ok")
-		require.NoError(t, c.DetachVolume(ctx, "/dev/xvdc"))
-		got = exec("test -e /dev/xvdc && echo still-there; dd if=/dev/xvdc count=1 2>/dev/null | head -c 7")
-		require.NotContains(t, got, "hot-raw", "detached device still readable: %s", got)
-		require.NotContains(t, got, "still-there", "the detached device's node is gone")
-		requireDetached(t, raw)
-		b, err := os.ReadFile(raw)
-		require.NoError(t, err)
-		require.True(t, strings.HasPrefix(string(b), "hot-raw\n"))
-	}
-
-	require.NoError(t, c.DetachVolume(ctx, "/data"))
-	got = exec("grep ' /data ' /proc/mounts || echo not-mounted")
-	require.Contains(t, got, "not-mounted")
-	requireDetached(t, img)
-	require.Equal(t, "hot\n", readExt4(t, img, "/marker"))
-	require.True(t, isNotFound(c.DetachVolume(ctx, "/data")), "detach twice")
-
-	require.NoError(t, c.Kill(ctx, syscall.SIGKILL))
-	_, err = c.Wait(ctx)
-	require.NoError(t, err)
-	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	requireGone(t, h, rt, id, nil)
 }
 

@@ -1,0 +1,73 @@
+package runtimetest
+
+import (
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime"
+)
+
+func testExec(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	if !rt.Capabilities().Exec {
+		t.Skip("backend cannot exec")
+	}
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.Spec.Process.Env = append(cfg.Spec.Process.Env, "FROM_CONTAINER=yes")
+	c := create(t, rt, NewID("exec"), cfg)
+	require.NoError(t, c.Start(ctx))
+
+	run := func(p *runtime.ProcessSpec, stdin io.Reader) (runtime.ExitStatus, string, string) {
+		t.Helper()
+		stdout, stderr := newBuffer(), newBuffer()
+		proc, err := c.Exec(ctx, p, runtime.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+		require.NoError(t, err)
+		es, err := proc.Wait(ctx)
+		require.NoError(t, err)
+		return es, stdout.String(), stderr.String()
+	}
+	es, out, _ := run(&runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "exit 3"}}, nil)
+	require.Equal(t, 3, es.Code)
+	es, out, errOut := run(&runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "echo out; echo err >&2"}}, nil)
+	require.Equal(t, 0, es.Code)
+	require.Equal(t, "out\n", out)
+	require.Equal(t, "err\n", errOut)
+	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "echo $FROM_CONTAINER $EXTRA; pwd"}, Env: []string{"EXTRA=given"}, Cwd: "/tmp"}, nil)
+	require.Equal(t, "yes given\n/tmp\n", out)
+	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "id -u; id -g"}, User: &specs.User{UID: 1000, GID: 1001}}, nil)
+	require.Equal(t, "1000\n1001\n", out)
+	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/cat"}}, strings.NewReader("through stdin\n"))
+	require.Equal(t, "through stdin\n", out)
+	// Exec'd processes share the container's PID namespace: sleep is init.
+	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/cat", "/proc/1/cmdline"}}, nil)
+	require.Equal(t, "/bin/sleep\x001000\x00", out)
+
+	// A missing binary is the caller's mistake, reported as one (an
+	// invalid-argument error, or the shell's 126/127 exit codes), and the
+	// container lives on.
+	missing, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/no/such/binary"}}, runtime.IO{})
+	if err != nil {
+		require.Truef(t, isInvalidArgument(err), "exec of a missing binary: %v", err)
+	} else {
+		es, err := missing.Wait(ctx)
+		require.NoError(t, err)
+		require.Contains(t, []int{126, 127}, es.Code, "exec of a missing binary")
+	}
+	st, err := c.State(ctx)
+	require.NoError(t, err)
+	require.Equal(t, runtime.StatusRunning, st)
+
+	// Signal an exec'd process.
+	proc, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sleep", "1000"}}, runtime.IO{})
+	require.NoError(t, err)
+	require.NoError(t, proc.Signal(ctx, syscall.SIGKILL))
+	es, err = proc.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 137, es.Code)
+}

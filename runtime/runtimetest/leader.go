@@ -1,0 +1,49 @@
+package runtimetest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime"
+)
+
+// A container whose init ended its main thread alone (its other threads
+// live on, the leader a zombie) is still deleted, with nothing left: the
+// engine may take it for stopped, but its processes are killed and its
+// cgroups removed.
+func testLeaderExitedAlone(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	out := newBuffer()
+	marker := NewID("leader-exits")
+	cfg := h.Config(t, tenantDir+"/tenant", "leader-exits", marker)
+	withTenant(t, cfg)
+	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+	id := NewID("leader")
+	c, err := rt.Create(ctx, id, cfg)
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, out.waitFor(ctx, "leader exiting"))
+	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	// The leader's own cgroup file no longer tells (it is a zombie):
+	// the harness's leftovers name the container's cgroups.
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, id, nil)
+	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
+}
+
+// threadsWith lists the host's threads whose command line holds marker.
+func threadsWith(marker string) []string {
+	var out []string
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*")
+	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(t, "cmdline")); err == nil && strings.Contains(string(b), marker) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
