@@ -302,3 +302,41 @@ func (r *Runtime) copyRootDisk(ctx context.Context, id, dst string) error {
 func volumesOnly(specs []volume.Spec) []volume.Spec {
 	return slices.DeleteFunc(specs, func(s volume.Spec) bool { return s.Destination == rootDst })
 }
+
+// ResizeDisk grows the container's root disk to size bytes; a running
+// container sees the space at once (Capabilities.DiskResize).
+func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
+	if err := c.capable("resize disk", c.r.resize != nil); err != nil {
+		return err
+	}
+	if size <= 0 {
+		return fmt.Errorf("container %q: disk size %d: %w", c.id, size, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.require(ctx, "resize the disk of", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	return wrap(c.id, c.r.resize.ResizeDisk(ctx, c.id, size))
+}
+
+// Snapshot writes an uncompressed tar archive of the container's root
+// filesystem as it was at one instant; a running container is frozen only
+// for as long as the backend needs (Capabilities.Snapshot).
+func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
+	// New bound what serves a claimed Snapshot: root disks or a
+	// Snapshotter.
+	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	if c.r.disks != nil {
+		return wrap(c.id, c.r.snapshotRootDisk(ctx, c.id, w))
+	}
+	return wrap(c.id, c.r.snapshot.Snapshot(ctx, c.id, w))
+}

@@ -106,3 +106,84 @@ func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
 	}
 	return da
 }
+
+// AttachVolume attaches a volume to the created or running container, which
+// sees it at once, without a restart. The volume goes through the runtime's
+// policy exactly as at create.
+func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
+	if err := c.capable("hot attach", c.r.attach != nil); err != nil {
+		return err
+	}
+	if filepath.Clean(v.Destination) == "/" {
+		return fmt.Errorf("container %q: volume %s: a volume cannot replace the root filesystem: %w", c.id, v.Destination, errdefs.ErrInvalidArgument)
+	}
+	if v.Mode == volume.ModeRawBlock && !c.r.caps.RawBlock {
+		return fmt.Errorf("container %q: volume %s: raw block devices: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
+	}
+	i, err := c.require(ctx, "attach a volume to", StatusCreated, StatusRunning)
+	if err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	opts := volume.AttachOptions{Pending: true}
+	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 {
+		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID, Pending: true}
+	}
+	att, err := c.r.volumes.Attach(ctx, c.id, v, opts)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	err = c.r.attach.AttachVolume(ctx, c.id, toDriver(att, i.Spec))
+	if err == nil {
+		if err = c.r.volumes.Complete(c.id, att.Spec.Destination); err != nil {
+			_ = c.r.attach.DetachVolume(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
+		}
+	}
+	if err != nil {
+		_ = c.r.volumes.Detach(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
+		return wrap(c.id, err)
+	}
+	return nil
+}
+
+// DetachVolume removes the volume at dst from the container, then from the
+// host (unmount, loop device, node).
+func (c *Container) DetachVolume(ctx context.Context, dst string) error {
+	if err := c.capable("hot detach", c.r.attach != nil); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "detach a volume from", StatusCreated, StatusRunning); err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	if !slices.ContainsFunc(c.volumeSpecs(), func(v volume.Spec) bool { return v.Destination == filepath.Clean(dst) }) {
+		return fmt.Errorf("container %q: no volume at %s: %w", c.id, dst, errdefs.ErrNotFound)
+	}
+	if err := c.r.attach.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
+		return wrap(c.id, err)
+	}
+	// The container lives on, perhaps with descriptors of the volume it
+	// opened before: the source stays its own until it is deleted.
+	return wrap(c.id, c.r.volumes.Retire(ctx, c.id, dst))
+}
+
+// Volumes lists the volumes attached to the container.
+func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
+	if _, err := c.info(ctx); err != nil {
+		return nil, err
+	}
+	return c.volumeSpecs(), nil
+}
+
+func (c *Container) volumeSpecs() []volume.Spec {
+	v, _ := c.r.volumes.Attachments(c.id)
+	return volumesOnly(v)
+}
