@@ -24,28 +24,8 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 
 // create is Create; disk, when set, is cfg.RootDisk already open (Import).
 func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
-	if err := ValidateID(id); err != nil {
+	if err := r.checkCreate(id, cfg); err != nil {
 		return nil, err
-	}
-	if err := validateConfig(id, cfg); err != nil {
-		return nil, err
-	}
-	if cfg.RootDisk != "" && !r.caps.RootDisk {
-		return nil, fmt.Errorf("container %q: root disk: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
-	}
-	if cfg.Image == "" && cfg.RootDisk == "" {
-		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
-		}
-	}
-	if cfg.DiskSize != 0 && !r.caps.RootDisk {
-		return nil, fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
-	}
-	if cfg.DiskSize < 0 {
-		return nil, fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
-	}
-	if cfg.UserNamespace && !r.caps.UserNamespace {
-		return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
 	}
 	// The owner lock is held from here until the container exists: two
 	// creates of one ID take turns, and recovery in another process never
@@ -68,50 +48,99 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 		return nil, err
 	}
 	var rng IDRange
-	undo := func() {
-		_ = r.releaseVolumes(ctx, id)
-		_ = r.releaseImage(ctx, id)
-		if rng.Size > 0 {
-			_ = r.ids.release(id)
-		}
-	}
 	if cfg.UserNamespace {
-		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
-		// An engine with one mapping for all (Docker's userns-remap)
-		// fills it in itself; the others get a block of their own.
-		if !r.caps.UserNamespaceShared {
-			rng, err = r.ids.allocate(id, r.ownerLive(ctx))
-			if err != nil {
-				return nil, wrap(id, err)
-			}
-			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
-			spec.Linux.UIDMappings = m
-			spec.Linux.GIDMappings = m
-		}
-	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
-	if cfg.Image != "" {
-		if req.ImageSource, err = r.resolveImage(ctx, id, cfg.Image, spec); err != nil {
-			undo()
+		if rng, err = r.userNamespace(ctx, id, spec); err != nil {
 			return nil, wrap(id, err)
 		}
 	}
-	if r.disks != nil {
-		err = r.attachRootDisk(ctx, req, cfg, disk)
-	}
-	if err == nil {
-		err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
-	}
-	if err == nil {
-		err = r.d.Create(ctx, req)
-	}
-	if err != nil {
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
+	if err := r.createWith(ctx, req, cfg, disk, rng); err != nil {
 		// The ID was free under the lock: whatever this call holds is
 		// its own, even when the engine says already-exists.
-		undo()
+		r.undoCreate(ctx, id, rng)
 		return nil, wrap(id, err)
 	}
 	return &Container{r: r, id: id}, nil
+}
+
+// checkCreate refuses, before anything is taken, a create the config or
+// the backend rules out.
+func (r *Runtime) checkCreate(id string, cfg *Config) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	if err := validateConfig(id, cfg); err != nil {
+		return err
+	}
+	if cfg.RootDisk != "" && !r.caps.RootDisk {
+		return fmt.Errorf("container %q: root disk: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.Image == "" && cfg.RootDisk == "" {
+		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
+			return fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
+		}
+	}
+	if cfg.DiskSize != 0 && !r.caps.RootDisk {
+		return fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.DiskSize < 0 {
+		return fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
+	}
+	if cfg.UserNamespace && !r.caps.UserNamespace {
+		return fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+// userNamespace adds a user namespace to spec and returns the block of
+// host IDs allocated to the container (none when the engine has one
+// mapping for all).
+func (r *Runtime) userNamespace(ctx context.Context, id string, spec *specs.Spec) (IDRange, error) {
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	// An engine with one mapping for all (Docker's userns-remap)
+	// fills it in itself; the others get a block of their own.
+	if r.caps.UserNamespaceShared {
+		return IDRange{}, nil
+	}
+	rng, err := r.ids.allocate(id, r.ownerLive(ctx))
+	if err != nil {
+		return IDRange{}, err
+	}
+	m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
+	spec.Linux.UIDMappings = m
+	spec.Linux.GIDMappings = m
+	return rng, nil
+}
+
+// createWith gives req the container's image, root disk and volumes, then
+// has the backend create it.
+func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg *Config, disk *os.File, rng IDRange) error {
+	if cfg.Image != "" {
+		src, err := r.resolveImage(ctx, req.ID, cfg.Image, req.Spec)
+		if err != nil {
+			return err
+		}
+		req.ImageSource = src
+	}
+	if r.disks != nil {
+		if err := r.attachRootDisk(ctx, req, cfg, disk); err != nil {
+			return err
+		}
+	}
+	if err := r.attachVolumes(ctx, req, cfg.Volumes, rng); err != nil {
+		return err
+	}
+	return r.d.Create(ctx, req)
+}
+
+// undoCreate releases what a failed create of id took: its volumes, its
+// image hold and its ID block.
+func (r *Runtime) undoCreate(ctx context.Context, id string, rng IDRange) {
+	_ = r.releaseVolumes(ctx, id)
+	_ = r.releaseImage(ctx, id)
+	if rng.Size > 0 {
+		_ = r.ids.release(id)
+	}
 }
 
 // cloneSpec deep-copies s: the caller's spec is never changed, even when
