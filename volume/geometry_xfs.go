@@ -17,32 +17,11 @@ func xfsGeometry(r io.ReaderAt, size int64) (uint64, error) {
 	if sb == nil {
 		return 0, errShort
 	}
+	bs, err := xfsSizes(sb)
+	if err != nil {
+		return 0, err
+	}
 	be := binary.BigEndian
-	bs, blockLog := uint64(be.Uint32(sb[4:])), sb[120]
-	if !isPow2(bs) || bs < 512 || bs > 65536 {
-		return 0, fmt.Errorf("block size %d (want a power of two from 512 to 65536)", bs)
-	}
-	if blockLog > 16 || bs != 1<<blockLog {
-		return 0, fmt.Errorf("block size %d but block log %d", bs, blockLog)
-	}
-	sect, sectLog := uint64(be.Uint16(sb[102:])), sb[121]
-	if !isPow2(sect) || sect < 512 || sect > 32768 || sect > bs {
-		return 0, fmt.Errorf("sector size %d (want a power of two from 512 to 32768, at most the block size %d)", sect, bs)
-	}
-	if sectLog > 15 || sect != 1<<sectLog {
-		return 0, fmt.Errorf("sector size %d but sector log %d", sect, sectLog)
-	}
-	inode, inodeLog := uint64(be.Uint16(sb[104:])), sb[122]
-	if !isPow2(inode) || inode < 256 || inode > 2048 {
-		return 0, fmt.Errorf("inode size %d (want a power of two from 256 to 2048)", inode)
-	}
-	if inodeLog > 11 || inode != 1<<inodeLog {
-		return 0, fmt.Errorf("inode size %d but inode log %d", inode, inodeLog)
-	}
-	if perBlock := uint64(be.Uint16(sb[106:])); perBlock != (bs+inode-1)/inode {
-		return 0, fmt.Errorf("%d inodes per block with %d-byte blocks and %d-byte inodes", perBlock, bs, inode)
-	}
-
 	dblocks := be.Uint64(sb[8:])
 	agblocks, agcount := uint64(be.Uint32(sb[84:])), uint64(be.Uint32(sb[88:]))
 	if agcount == 0 {
@@ -79,4 +58,35 @@ func xfsGeometry(r io.ReaderAt, size int64) (uint64, error) {
 		return 0, fmt.Errorf("internal log of %d blocks at block %d of allocation group %d lies outside the %d data blocks", logBlocks, agbno, agno, dblocks)
 	}
 	return dblocks * bs, nil
+}
+
+// xfsSizes checks the block, sector and inode sizes and their logs, and
+// returns the block size.
+func xfsSizes(sb []byte) (uint64, error) {
+	be := binary.BigEndian
+	bs, blockLog := uint64(be.Uint32(sb[4:])), sb[120]
+	if !isPow2(bs) || bs < 512 || bs > 65536 {
+		return 0, fmt.Errorf("block size %d (want a power of two from 512 to 65536)", bs)
+	}
+	if blockLog > 16 || bs != 1<<blockLog {
+		return 0, fmt.Errorf("block size %d but block log %d", bs, blockLog)
+	}
+	sect, sectLog := uint64(be.Uint16(sb[102:])), sb[121]
+	if !isPow2(sect) || sect < 512 || sect > 32768 || sect > bs {
+		return 0, fmt.Errorf("sector size %d (want a power of two from 512 to 32768, at most the block size %d)", sect, bs)
+	}
+	if sectLog > 15 || sect != 1<<sectLog {
+		return 0, fmt.Errorf("sector size %d but sector log %d", sect, sectLog)
+	}
+	inode, inodeLog := uint64(be.Uint16(sb[104:])), sb[122]
+	if !isPow2(inode) || inode < 256 || inode > 2048 {
+		return 0, fmt.Errorf("inode size %d (want a power of two from 256 to 2048)", inode)
+	}
+	if inodeLog > 11 || inode != 1<<inodeLog {
+		return 0, fmt.Errorf("inode size %d but inode log %d", inode, inodeLog)
+	}
+	if perBlock := uint64(be.Uint16(sb[106:])); perBlock != (bs+inode-1)/inode {
+		return 0, fmt.Errorf("%d inodes per block with %d-byte blocks and %d-byte inodes", perBlock, bs, inode)
+	}
+	return bs, nil
 }
