@@ -213,17 +213,33 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 		return fail(err)
 	}
 	if size == 0 {
-		used, inodes, err := treeUsage(tree)
-		if err != nil {
+		if size, err = ext4Size(tree); err != nil {
 			return fail(err)
 		}
-		// Room for metadata (an inode per 16 KiB, journal) and a spare 25%.
-		size = (used+inodes*256)*5/4 + 64<<20
-		size = (size + 1<<20 - 1) &^ (1<<20 - 1)
 	}
+	if err := makeExt4(ctx, mkfs, tree, file, size); err != nil {
+		return fail(err)
+	}
+	return res, nil
+}
+
+// ext4Size is the size of an ext4 image to hold tree: room for metadata
+// (an inode per 16 KiB, journal) and a spare 25%, in whole MiB.
+func ext4Size(tree string) (int64, error) {
+	used, inodes, err := treeUsage(tree)
+	if err != nil {
+		return 0, err
+	}
+	size := (used+inodes*256)*5/4 + 64<<20
+	return (size + 1<<20 - 1) &^ (1<<20 - 1), nil
+}
+
+// makeExt4 makes file, size bytes, an ext4 image of tree with mkfs; the
+// file is removed if that fails.
+func makeExt4(ctx context.Context, mkfs, tree, file string, size int64) error {
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	ok := false
 	defer func() {
@@ -233,10 +249,10 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 	}()
 	if err := f.Truncate(size); err != nil {
 		f.Close()
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	if err := f.Close(); err != nil {
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4", "-d", tree, "-E", "root_owner=0:0", file)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -244,10 +260,10 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 		if strings.Contains(string(out), "Could not allocate") || strings.Contains(string(out), "No space") {
 			cls = errdefs.ErrResourceExhausted
 		}
-		return fail(fmt.Errorf("mkfs.ext4: %v: %s: %w", err, strings.TrimSpace(string(out)), cls))
+		return fmt.Errorf("mkfs.ext4: %v: %s: %w", err, strings.TrimSpace(string(out)), cls)
 	}
 	ok = true
-	return res, nil
+	return nil
 }
 
 // treeUsage sums the disk blocks and inodes of a tree.
