@@ -308,27 +308,7 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if opts.Holder != "" && !validHolder(opts.Holder) {
 		return "", fmt.Errorf("rootfs holder %q: want 1 to 128 characters of [a-zA-Z0-9_.-]: %w", opts.Holder, errdefs.ErrInvalidArgument)
 	}
-	var d digest.Digest
-	err := s.locked(ctx, func() error {
-		idx, err := s.readIndex()
-		if err != nil {
-			return err
-		}
-		if d, err = resolveRef(idx, ref); err != nil {
-			return err
-		}
-		if opts.Holder == "" {
-			return nil
-		}
-		if cur, ok := idx.Holders[opts.Holder]; ok {
-			if cur != d {
-				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", opts.Holder, cur, errdefs.ErrFailedPrecondition)
-			}
-			return nil
-		}
-		idx.Holders[opts.Holder] = d
-		return s.writeIndex(idx)
-	})
+	d, err := s.holdRef(ctx, ref, opts.Holder)
 	if err != nil {
 		return "", err
 	}
@@ -344,14 +324,50 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
+	if err := s.unpackRootfs(ctx, ref, d, dir); err != nil {
+		return "", s.dropHolder(opts.Holder, err)
+	}
+	return dir, nil
+}
+
+// holdRef resolves ref and, when holder is set, records that holder holds
+// the image (refused if it holds another).
+func (s *Store) holdRef(ctx context.Context, ref, holder string) (digest.Digest, error) {
+	var d digest.Digest
+	err := s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		if d, err = resolveRef(idx, ref); err != nil {
+			return err
+		}
+		if holder == "" {
+			return nil
+		}
+		if cur, ok := idx.Holders[holder]; ok {
+			if cur != d {
+				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", holder, cur, errdefs.ErrFailedPrecondition)
+			}
+			return nil
+		}
+		idx.Holders[holder] = d
+		return s.writeIndex(idx)
+	})
+	return d, err
+}
+
+// unpackRootfs unpacks image d (named ref) into a temporary directory and
+// renames it to dir; the caller holds dir's lock.
+func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, dir string) error {
 	tmp := filepath.Join(s.dir, rootfsDir, ".tmp-"+d.Encoded()+"-"+randomID())
 	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return "", s.dropHolder(opts.Holder, classifyOS(err))
+		return classifyOS(err)
 	}
 	idx, err := s.readIndex()
 	if err != nil {
 		os.RemoveAll(tmp)
-		return "", s.dropHolder(opts.Holder, err)
+		return err
 	}
 	im, err := s.load(idx, d)
 	if err == nil {
@@ -362,9 +378,9 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
-		return "", s.dropHolder(opts.Holder, fmt.Errorf("rootfs of %q: %w", ref, err))
+		return fmt.Errorf("rootfs of %q: %w", ref, err)
 	}
-	return dir, nil
+	return nil
 }
 
 // dropHolder undoes a Rootfs' hold after a failure, and returns err.
