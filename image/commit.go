@@ -51,12 +51,44 @@ func (s *Store) Commit(ctx context.Context, layer io.Reader, opts CommitOptions)
 	if err != nil {
 		return nil, fmt.Errorf("commit: read layer: %w", err)
 	}
-	diffID := dg.Digest()
+	entries, err := commitEntries(opts.Config, dg.Digest(), tmp, size)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(writeArchive(pw, entries))
+	}()
+	res, err := s.ImportReader(ctx, pr, ImportOptions{Limits: opts.Limits, Tags: opts.Tags})
+	pr.Close()
+	if err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if len(res.Images) != 1 {
+		return nil, fmt.Errorf("commit made %d images: %w", len(res.Images), errdefs.ErrInternal)
+	}
+	return res, nil
+}
+
+// archiveEntry is a regular file of the archive Commit imports.
+type archiveEntry struct {
+	name string
+	size int64
+	r    io.Reader
+}
+
+// commitEntries returns the files of a docker-save archive of one image:
+// its config (config, with the layer of diffID), the layer (size bytes
+// read from layer) and the manifest.
+func commitEntries(config ocispec.ImageConfig, diffID digest.Digest, layer io.Reader, size int64) ([]archiveEntry, error) {
 	now := time.Now().UTC()
 	cfg := ocispec.Image{
 		Created:  &now,
 		Platform: ocilayout.HostPlatform(),
-		Config:   opts.Config,
+		Config:   config,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 		History:  []ocispec.History{{Created: &now, CreatedBy: "berth commit"}},
 	}
@@ -70,40 +102,23 @@ func (s *Store) Commit(ctx context.Context, layer io.Reader, opts CommitOptions)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+	return []archiveEntry{
+		{cfgName, int64(len(cfgJSON)), bytes.NewReader(cfgJSON)},
+		{layerName, size, layer},
+		{dockersave.ManifestFile, int64(len(manifest)), bytes.NewReader(manifest)},
+	}, nil
+}
+
+// writeArchive writes entries to w as a tar archive.
+func writeArchive(w io.Writer, entries []archiveEntry) error {
+	tw := tar.NewWriter(w)
+	for _, f := range entries {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: f.size, Typeflag: tar.TypeReg, ModTime: exportTime}); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(tw, f.r, f.size); err != nil {
+			return err
+		}
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		tw := tar.NewWriter(pw)
-		err := func() error {
-			for _, f := range []struct {
-				name string
-				size int64
-				r    io.Reader
-			}{
-				{cfgName, int64(len(cfgJSON)), bytes.NewReader(cfgJSON)},
-				{layerName, size, tmp},
-				{dockersave.ManifestFile, int64(len(manifest)), bytes.NewReader(manifest)},
-			} {
-				if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: f.size, Typeflag: tar.TypeReg, ModTime: exportTime}); err != nil {
-					return err
-				}
-				if _, err := io.CopyN(tw, f.r, f.size); err != nil {
-					return err
-				}
-			}
-			return tw.Close()
-		}()
-		pw.CloseWithError(err)
-	}()
-	res, err := s.ImportReader(ctx, pr, ImportOptions{Limits: opts.Limits, Tags: opts.Tags})
-	pr.Close()
-	if err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	if len(res.Images) != 1 {
-		return nil, fmt.Errorf("commit made %d images: %w", len(res.Images), errdefs.ErrInternal)
-	}
-	return res, nil
+	return tw.Close()
 }

@@ -68,28 +68,8 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, opts Export
 	var blobs []*verifiedReader
 	err = s.shared(ctx, func() error {
 		var err error
-		if im, err = s.load(idx, d); err != nil {
-			return err
-		}
-		descs := append([]ocispec.Descriptor{im.manifest.Config}, im.manifest.Layers...)
-		descs = append(descs, ocispec.Descriptor{Digest: d})
-		seen := map[digest.Digest]bool{}
-		for _, desc := range descs {
-			if seen[desc.Digest] {
-				continue // a layer used twice is stored once
-			}
-			seen[desc.Digest] = true
-			size := desc.Size
-			if desc.Digest == d {
-				size = -1
-			}
-			vr, err := s.openVerified(desc.Digest, size)
-			if err != nil {
-				return err
-			}
-			blobs = append(blobs, vr)
-		}
-		return nil
+		im, blobs, err = s.openBlobs(idx, d)
+		return err
 	})
 	defer func() {
 		for _, b := range blobs {
@@ -156,4 +136,34 @@ func (s *Store) shared(ctx context.Context, fn func() error) error {
 	}
 	defer release()
 	return fn()
+}
+
+// openBlobs loads image d and opens its blobs, each once: config, layers
+// and the manifest. It returns the blobs opened even when it fails, for
+// the caller to close.
+func (s *Store) openBlobs(idx *index, d digest.Digest) (*Image, []*verifiedReader, error) {
+	im, err := s.load(idx, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	descs := append([]ocispec.Descriptor{im.manifest.Config}, im.manifest.Layers...)
+	descs = append(descs, ocispec.Descriptor{Digest: d})
+	var blobs []*verifiedReader
+	seen := map[digest.Digest]bool{}
+	for _, desc := range descs {
+		if seen[desc.Digest] {
+			continue // a layer used twice is stored once
+		}
+		seen[desc.Digest] = true
+		size := desc.Size
+		if desc.Digest == d {
+			size = -1
+		}
+		vr, err := s.openVerified(desc.Digest, size)
+		if err != nil {
+			return im, blobs, err
+		}
+		blobs = append(blobs, vr)
+	}
+	return im, blobs, nil
 }

@@ -50,58 +50,78 @@ func (t *tarSource) read(ctx context.Context, r io.Reader, lim Limits) error {
 			}
 			return fmt.Errorf("not a valid tar (truncated or corrupt): %v: %w", err, errdefs.ErrInvalidArgument)
 		}
-		if n >= lim.MaxArchiveEntries {
-			return fmt.Errorf("more than %d entries: %w", lim.MaxArchiveEntries, errdefs.ErrResourceExhausted)
-		}
-		if len(h.Name) > maxArchiveName || len(h.Linkname) > maxArchiveName {
-			return fmt.Errorf("entry name of %d bytes exceeds %d: %w", max(len(h.Name), len(h.Linkname)), maxArchiveName, errdefs.ErrInvalidArgument)
-		}
-		name, err := dockersave.CleanPath(h.Name)
+		name, err := checkEntry(h, n, lim, kinds)
 		if err != nil {
 			return err
 		}
-		if k, dup := kinds[name]; dup && (k != tar.TypeDir || h.Typeflag != tar.TypeDir) {
-			return fmt.Errorf("entry %q appears twice: %w", name, errdefs.ErrInvalidArgument)
+		if err := t.add(ctx, name, h, tr, lim); err != nil {
+			return err
 		}
-		kinds[name] = h.Typeflag
-		switch h.Typeflag {
-		case tar.TypeDir:
-		case tar.TypeReg:
-			if docNames[name] {
-				b, err := readCapped(name, tr, lim.MaxJSONBytes)
-				if err != nil {
-					return readErr(err)
-				}
-				t.docs[name] = b
-				continue
-			}
-			alg, want := digest.SHA256, digest.Digest("")
-			if d, ok := ocilayout.PathDigest(name); ok {
-				alg, want = d.Algorithm(), d
-			} else if d, ok := dockersave.ConfigDigest(name); ok {
-				want = d
-			}
-			st, err := t.in.stage(ctx, name, tr, alg, want)
+	}
+}
+
+// checkEntry checks the archive's nth entry h against the limits and the
+// entries before it (kinds, by name, which it records h in); it returns
+// h's clean name.
+func checkEntry(h *tar.Header, n int, lim Limits, kinds map[string]byte) (string, error) {
+	if n >= lim.MaxArchiveEntries {
+		return "", fmt.Errorf("more than %d entries: %w", lim.MaxArchiveEntries, errdefs.ErrResourceExhausted)
+	}
+	if len(h.Name) > maxArchiveName || len(h.Linkname) > maxArchiveName {
+		return "", fmt.Errorf("entry name of %d bytes exceeds %d: %w", max(len(h.Name), len(h.Linkname)), maxArchiveName, errdefs.ErrInvalidArgument)
+	}
+	name, err := dockersave.CleanPath(h.Name)
+	if err != nil {
+		return "", err
+	}
+	if k, dup := kinds[name]; dup && (k != tar.TypeDir || h.Typeflag != tar.TypeDir) {
+		return "", fmt.Errorf("entry %q appears twice: %w", name, errdefs.ErrInvalidArgument)
+	}
+	kinds[name] = h.Typeflag
+	return name, nil
+}
+
+// add keeps the entry h named name, its content read from tr: a document
+// in memory, another file staged, a link's target.
+func (t *tarSource) add(ctx context.Context, name string, h *tar.Header, tr io.Reader, lim Limits) error {
+	switch h.Typeflag {
+	case tar.TypeDir:
+	case tar.TypeReg:
+		if docNames[name] {
+			b, err := readCapped(name, tr, lim.MaxJSONBytes)
 			if err != nil {
 				return readErr(err)
 			}
-			t.files[name] = st
-		case tar.TypeSymlink:
-			target := path.Join(path.Dir(name), h.Linkname)
-			if path.IsAbs(h.Linkname) || target == ".." || strings.HasPrefix(target, "../") {
-				return fmt.Errorf("entry %q: symlink to %q points outside the archive: %w", name, h.Linkname, errdefs.ErrInvalidArgument)
-			}
-			t.links[name] = target
-		case tar.TypeLink:
-			target, err := dockersave.CleanPath(h.Linkname)
-			if err != nil {
-				return fmt.Errorf("entry %q: hardlink: %w", name, err)
-			}
-			t.links[name] = target
-		default:
-			return fmt.Errorf("entry %q: type %q has no place in an image archive: %w", name, h.Typeflag, errdefs.ErrInvalidArgument)
+			t.docs[name] = b
+			return nil
 		}
+		alg, want := digest.SHA256, digest.Digest("")
+		if d, ok := ocilayout.PathDigest(name); ok {
+			alg, want = d.Algorithm(), d
+		} else if d, ok := dockersave.ConfigDigest(name); ok {
+			want = d
+		}
+		st, err := t.in.stage(ctx, name, tr, alg, want)
+		if err != nil {
+			return readErr(err)
+		}
+		t.files[name] = st
+	case tar.TypeSymlink:
+		target := path.Join(path.Dir(name), h.Linkname)
+		if path.IsAbs(h.Linkname) || target == ".." || strings.HasPrefix(target, "../") {
+			return fmt.Errorf("entry %q: symlink to %q points outside the archive: %w", name, h.Linkname, errdefs.ErrInvalidArgument)
+		}
+		t.links[name] = target
+	case tar.TypeLink:
+		target, err := dockersave.CleanPath(h.Linkname)
+		if err != nil {
+			return fmt.Errorf("entry %q: hardlink: %w", name, err)
+		}
+		t.links[name] = target
+	default:
+		return fmt.Errorf("entry %q: type %q has no place in an image archive: %w", name, h.Typeflag, errdefs.ErrInvalidArgument)
 	}
+	return nil
 }
 
 // maxArchiveName bounds the names of an archive's own entries (theirs are

@@ -83,7 +83,32 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		return nil, classifyOS(err)
 	}
 	defer f.Close()
+	info, err := in.analyze(ctx, name, r, f, alg)
+	if err != nil {
+		return nil, err
+	}
+	if in.s.fsync {
+		if err := f.Sync(); err != nil {
+			return nil, classifyOS(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, classifyOS(err)
+	}
+	if want != "" && info.Digest != want {
+		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, info.Digest, errdefs.ErrInvalidArgument)
+	}
+	if info.NotLayer == nil {
+		in.mu.Lock()
+		in.uncompressed += info.UncompressedSize
+		in.mu.Unlock()
+	}
+	return &staged{name: name, path: p, info: info}, nil
+}
 
+// analyze copies r to f while the layer analyzer reads the same chunks,
+// within what is left of the import's uncompressed budget.
+func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f *os.File, alg digest.Algorithm) (*layer.Info, error) {
 	in.mu.Lock()
 	left := in.lim.MaxUncompressedBytes - in.uncompressed
 	in.mu.Unlock()
@@ -98,31 +123,7 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		cp.closeRead()
 		done <- result{info, err}
 	}()
-	werr := func() error {
-		for {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			buf, ok := cp.get()
-			if !ok {
-				return nil // the analyzer stopped; its result says why
-			}
-			n, err := io.ReadFull(r, buf)
-			if n > 0 {
-				if _, werr := f.Write(buf[:n]); werr != nil {
-					cp.put(buf[:0])
-					return classifyOS(werr)
-				}
-			}
-			cp.put(buf[:n])
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}()
+	werr := copyChunks(ctx, r, f, cp)
 	cp.closeWrite(werr)
 	res := <-done
 	cp.recycle()
@@ -132,23 +133,35 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 	if res.err != nil {
 		return nil, fmt.Errorf("archive entry %q: %w", name, res.err)
 	}
-	if in.s.fsync {
-		if err := f.Sync(); err != nil {
-			return nil, classifyOS(err)
+	return res.info, nil
+}
+
+// copyChunks reads r into the pipe's chunks and writes each to f, until r
+// ends, ctx is done or the analyzer stops taking chunks.
+func copyChunks(ctx context.Context, r io.Reader, f *os.File, cp *chunkPipe) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf, ok := cp.get()
+		if !ok {
+			return nil // the analyzer stopped; its result says why
+		}
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if _, werr := f.Write(buf[:n]); werr != nil {
+				cp.put(buf[:0])
+				return classifyOS(werr)
+			}
+		}
+		cp.put(buf[:n])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if err := f.Close(); err != nil {
-		return nil, classifyOS(err)
-	}
-	if want != "" && res.info.Digest != want {
-		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, res.info.Digest, errdefs.ErrInvalidArgument)
-	}
-	if res.info.NotLayer == nil {
-		in.mu.Lock()
-		in.uncompressed += res.info.UncompressedSize
-		in.mu.Unlock()
-	}
-	return &staged{name: name, path: p, info: res.info}, nil
 }
 
 // chunkPipe hands chunks from the stager to the analyzer without copying

@@ -213,17 +213,33 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 		return fail(err)
 	}
 	if size == 0 {
-		used, inodes, err := treeUsage(tree)
-		if err != nil {
+		if size, err = ext4Size(tree); err != nil {
 			return fail(err)
 		}
-		// Room for metadata (an inode per 16 KiB, journal) and a spare 25%.
-		size = (used+inodes*256)*5/4 + 64<<20
-		size = (size + 1<<20 - 1) &^ (1<<20 - 1)
 	}
+	if err := makeExt4(ctx, mkfs, tree, file, size); err != nil {
+		return fail(err)
+	}
+	return res, nil
+}
+
+// ext4Size is the size of an ext4 image to hold tree: room for metadata
+// (an inode per 16 KiB, journal) and a spare 25%, in whole MiB.
+func ext4Size(tree string) (int64, error) {
+	used, inodes, err := treeUsage(tree)
+	if err != nil {
+		return 0, err
+	}
+	size := (used+inodes*256)*5/4 + 64<<20
+	return (size + 1<<20 - 1) &^ (1<<20 - 1), nil
+}
+
+// makeExt4 makes file, size bytes, an ext4 image of tree with mkfs; the
+// file is removed if that fails.
+func makeExt4(ctx context.Context, mkfs, tree, file string, size int64) error {
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	ok := false
 	defer func() {
@@ -233,10 +249,10 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 	}()
 	if err := f.Truncate(size); err != nil {
 		f.Close()
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	if err := f.Close(); err != nil {
-		return fail(classifyOS(err))
+		return classifyOS(err)
 	}
 	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4", "-d", tree, "-E", "root_owner=0:0", file)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -244,10 +260,10 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 		if strings.Contains(string(out), "Could not allocate") || strings.Contains(string(out), "No space") {
 			cls = errdefs.ErrResourceExhausted
 		}
-		return fail(fmt.Errorf("mkfs.ext4: %v: %s: %w", err, strings.TrimSpace(string(out)), cls))
+		return fmt.Errorf("mkfs.ext4: %v: %s: %w", err, strings.TrimSpace(string(out)), cls)
 	}
 	ok = true
-	return res, nil
+	return nil
 }
 
 // treeUsage sums the disk blocks and inodes of a tree.
@@ -292,27 +308,7 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if opts.Holder != "" && !validHolder(opts.Holder) {
 		return "", fmt.Errorf("rootfs holder %q: want 1 to 128 characters of [a-zA-Z0-9_.-]: %w", opts.Holder, errdefs.ErrInvalidArgument)
 	}
-	var d digest.Digest
-	err := s.locked(ctx, func() error {
-		idx, err := s.readIndex()
-		if err != nil {
-			return err
-		}
-		if d, err = resolveRef(idx, ref); err != nil {
-			return err
-		}
-		if opts.Holder == "" {
-			return nil
-		}
-		if cur, ok := idx.Holders[opts.Holder]; ok {
-			if cur != d {
-				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", opts.Holder, cur, errdefs.ErrFailedPrecondition)
-			}
-			return nil
-		}
-		idx.Holders[opts.Holder] = d
-		return s.writeIndex(idx)
-	})
+	d, err := s.holdRef(ctx, ref, opts.Holder)
 	if err != nil {
 		return "", err
 	}
@@ -328,14 +324,50 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
+	if err := s.unpackRootfs(ctx, ref, d, dir); err != nil {
+		return "", s.dropHolder(opts.Holder, err)
+	}
+	return dir, nil
+}
+
+// holdRef resolves ref and, when holder is set, records that holder holds
+// the image (refused if it holds another).
+func (s *Store) holdRef(ctx context.Context, ref, holder string) (digest.Digest, error) {
+	var d digest.Digest
+	err := s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		if d, err = resolveRef(idx, ref); err != nil {
+			return err
+		}
+		if holder == "" {
+			return nil
+		}
+		if cur, ok := idx.Holders[holder]; ok {
+			if cur != d {
+				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", holder, cur, errdefs.ErrFailedPrecondition)
+			}
+			return nil
+		}
+		idx.Holders[holder] = d
+		return s.writeIndex(idx)
+	})
+	return d, err
+}
+
+// unpackRootfs unpacks image d (named ref) into a temporary directory and
+// renames it to dir; the caller holds dir's lock.
+func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, dir string) error {
 	tmp := filepath.Join(s.dir, rootfsDir, ".tmp-"+d.Encoded()+"-"+randomID())
 	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return "", s.dropHolder(opts.Holder, classifyOS(err))
+		return classifyOS(err)
 	}
 	idx, err := s.readIndex()
 	if err != nil {
 		os.RemoveAll(tmp)
-		return "", s.dropHolder(opts.Holder, err)
+		return err
 	}
 	im, err := s.load(idx, d)
 	if err == nil {
@@ -346,9 +378,9 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
-		return "", s.dropHolder(opts.Holder, fmt.Errorf("rootfs of %q: %w", ref, err))
+		return fmt.Errorf("rootfs of %q: %w", ref, err)
 	}
-	return dir, nil
+	return nil
 }
 
 // dropHolder undoes a Rootfs' hold after a failure, and returns err.

@@ -100,6 +100,37 @@ func (p TagPolicy) plan(ps []*pending) ([]tagWant, []TagChange, error) {
 	if err := p.check(); err != nil {
 		return nil, nil, err
 	}
+	claimed, skipped, err := claimTags(ps)
+	if err != nil {
+		return nil, nil, err
+	}
+	wants, take, err := p.selectTags(ps, claimed)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.Prefix != "" {
+		var out []TagChange
+		if wants, out, err = p.underPrefix(wants); err != nil {
+			return nil, nil, err
+		}
+		skipped = append(skipped, out...)
+	}
+	skipped = append(skipped, p.notTaken(claimed, take)...)
+	sort.Slice(wants, func(i, j int) bool { return wants[i].ref < wants[j].ref })
+	sort.Slice(skipped, func(i, j int) bool { return skipped[i].Ref < skipped[j].Ref })
+	seen := map[string]digest.Digest{}
+	for _, w := range wants {
+		if d, ok := seen[w.ref]; ok && d != w.digest {
+			return nil, nil, fmt.Errorf("tag %q would name two images: %w", w.ref, errdefs.ErrInvalidArgument)
+		}
+		seen[w.ref] = w.digest
+	}
+	return wants, skipped, nil
+}
+
+// claimTags maps each valid tag of the archive to its image (a tag given
+// to two images is refused) and skips the invalid ones.
+func claimTags(ps []*pending) (map[string]digest.Digest, []TagChange, error) {
 	claimed := map[string]digest.Digest{}
 	var skipped []TagChange
 	for _, pi := range ps {
@@ -113,6 +144,12 @@ func (p TagPolicy) plan(ps []*pending) ([]tagWant, []TagChange, error) {
 			skipped = append(skipped, TagChange{Ref: t, Digest: pi.digest, Action: TagSkipped, Reason: "not a valid reference"})
 		}
 	}
+	return claimed, skipped, nil
+}
+
+// selectTags returns the tags the policy wants, before any prefix, and
+// which of the archive's claimed tags they take.
+func (p TagPolicy) selectTags(ps []*pending, claimed map[string]digest.Digest) ([]tagWant, map[string]bool, error) {
 	var wants []tagWant
 	take := map[string]bool{}
 	switch {
@@ -138,27 +175,38 @@ func (p TagPolicy) plan(ps []*pending) ([]tagWant, []TagChange, error) {
 			wants = append(wants, tagWant{t, claimed[t]})
 		}
 	}
-	if p.Prefix != "" {
-		pfx, err := p.prefix()
-		if err != nil {
-			return nil, nil, err
-		}
-		kept := wants[:0]
-		for _, w := range wants {
-			ref, err := NormalizeTag(pfx + w.ref)
-			switch {
-			case err == nil:
-				kept = append(kept, tagWant{ref, w.digest})
-			case len(p.Expect) > 0:
-				return nil, nil, fmt.Errorf("expected tag %q under prefix %q: %w", w.ref, p.Prefix, err)
-			default:
-				// A tag such as "host:5000/x:1" has no place under a
-				// prefix: skipped, not refused.
-				skipped = append(skipped, TagChange{Ref: w.ref, Digest: w.digest, Action: TagSkipped, Reason: "cannot be rewritten under the prefix"})
-			}
-		}
-		wants = kept
+	return wants, take, nil
+}
+
+// underPrefix rewrites wants under the policy's prefix; it returns those
+// kept and the skipped ones that have no place under it.
+func (p TagPolicy) underPrefix(wants []tagWant) ([]tagWant, []TagChange, error) {
+	pfx, err := p.prefix()
+	if err != nil {
+		return nil, nil, err
 	}
+	var skipped []TagChange
+	kept := wants[:0]
+	for _, w := range wants {
+		ref, err := NormalizeTag(pfx + w.ref)
+		switch {
+		case err == nil:
+			kept = append(kept, tagWant{ref, w.digest})
+		case len(p.Expect) > 0:
+			return nil, nil, fmt.Errorf("expected tag %q under prefix %q: %w", w.ref, p.Prefix, err)
+		default:
+			// A tag such as "host:5000/x:1" has no place under a
+			// prefix: skipped, not refused.
+			skipped = append(skipped, TagChange{Ref: w.ref, Digest: w.digest, Action: TagSkipped, Reason: "cannot be rewritten under the prefix"})
+		}
+	}
+	return kept, skipped, nil
+}
+
+// notTaken skips, with the reason, the archive's tags the policy did not
+// take.
+func (p TagPolicy) notTaken(claimed map[string]digest.Digest, take map[string]bool) []TagChange {
+	var skipped []TagChange
 	for t, d := range claimed {
 		if !take[t] {
 			reason := "not expected (the default policy creates no tag)"
@@ -170,16 +218,7 @@ func (p TagPolicy) plan(ps []*pending) ([]tagWant, []TagChange, error) {
 			skipped = append(skipped, TagChange{Ref: t, Digest: d, Action: TagSkipped, Reason: reason})
 		}
 	}
-	sort.Slice(wants, func(i, j int) bool { return wants[i].ref < wants[j].ref })
-	sort.Slice(skipped, func(i, j int) bool { return skipped[i].Ref < skipped[j].Ref })
-	seen := map[string]digest.Digest{}
-	for _, w := range wants {
-		if d, ok := seen[w.ref]; ok && d != w.digest {
-			return nil, nil, fmt.Errorf("tag %q would name two images: %w", w.ref, errdefs.ErrInvalidArgument)
-		}
-		seen[w.ref] = w.digest
-	}
-	return wants, skipped, nil
+	return skipped
 }
 
 // apply checks the wanted tags against the store's and records them in

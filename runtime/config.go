@@ -125,9 +125,7 @@ func DefaultSpec(rootfs string, args ...string) *specs.Spec {
 // validateConfig checks what every backend relies on. Backends get specs
 // that passed it.
 func validateConfig(id string, c *Config) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("container %q: %s: %w", id, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
-	}
+	bad := func(format string, a ...any) error { return invalidConfig(id, format, a...) }
 	if c == nil || c.Spec == nil {
 		return bad("no spec")
 	}
@@ -137,23 +135,10 @@ func validateConfig(id string, c *Config) error {
 	if c.Log.MaxFiles < 0 || c.Log.MaxFiles > 100 {
 		return bad("log max files %d: 1 to 100", c.Log.MaxFiles)
 	}
+	if err := validateRoot(id, c); err != nil {
+		return err
+	}
 	s := c.Spec
-	sources := 0
-	for _, set := range []bool{c.Image != "", c.RootDisk != "", s.Root != nil && s.Root.Path != ""} {
-		if set {
-			sources++
-		}
-	}
-	switch {
-	case sources > 1:
-		return bad("give one of a root filesystem directory, an image or a root disk")
-	case sources == 0:
-		return bad("spec has no root filesystem, image or root disk")
-	case c.RootDisk != "" && !filepath.IsAbs(c.RootDisk):
-		return bad("root disk %q is not an absolute path", c.RootDisk)
-	case s.Root != nil && s.Root.Path != "" && !filepath.IsAbs(s.Root.Path):
-		return bad("root filesystem %q is not an absolute path", s.Root.Path)
-	}
 	if s.Process == nil || (len(s.Process.Args) == 0 && c.Image == "") {
 		return bad("spec has no process arguments")
 	}
@@ -169,23 +154,57 @@ func validateConfig(id string, c *Config) error {
 	if len(s.Linux.UIDMappings) > 0 || len(s.Linux.GIDMappings) > 0 {
 		return bad("ID mappings come from the runtime's pool, not from the spec")
 	}
+	return validateMountsAndDevices(id, s)
+}
+
+// invalidConfig is an invalid-argument error about the config of id.
+func invalidConfig(id, format string, a ...any) error {
+	return fmt.Errorf("container %q: %s: %w", id, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+}
+
+// validateRoot checks that c gives one root: a directory, an image or a
+// root disk, paths absolute.
+func validateRoot(id string, c *Config) error {
+	s := c.Spec
+	sources := 0
+	for _, set := range []bool{c.Image != "", c.RootDisk != "", s.Root != nil && s.Root.Path != ""} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources > 1:
+		return invalidConfig(id, "give one of a root filesystem directory, an image or a root disk")
+	case sources == 0:
+		return invalidConfig(id, "spec has no root filesystem, image or root disk")
+	case c.RootDisk != "" && !filepath.IsAbs(c.RootDisk):
+		return invalidConfig(id, "root disk %q is not an absolute path", c.RootDisk)
+	case s.Root != nil && s.Root.Path != "" && !filepath.IsAbs(s.Root.Path):
+		return invalidConfig(id, "root filesystem %q is not an absolute path", s.Root.Path)
+	}
+	return nil
+}
+
+// validateMountsAndDevices checks the spec's mounts, devices and
+// resources: block devices come only through volumes.
+func validateMountsAndDevices(id string, s *specs.Spec) error {
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
-			return bad("mount destination %q is not absolute", m.Destination)
+			return invalidConfig(id, "mount destination %q is not absolute", m.Destination)
 		}
 		if err := checkSpecMount(m); err != nil {
-			return bad("mount at %s: %v", m.Destination, err)
+			return invalidConfig(id, "mount at %s: %v", m.Destination, err)
 		}
 	}
 	for _, d := range s.Linux.Devices {
 		if d.Type == "b" {
-			return bad("block device %s: block devices come through Config.Volumes (raw-block), under the volume policy", d.Path)
+			return invalidConfig(id, "block device %s: block devices come through Config.Volumes (raw-block), under the volume policy", d.Path)
 		}
 	}
 	if r := s.Linux.Resources; r != nil {
 		for _, d := range r.Devices {
 			if d.Allow && (d.Type == "b" || d.Type == "a" || d.Type == "") {
-				return bad("devices cgroup rule allows block devices: they come through Config.Volumes (raw-block)")
+				return invalidConfig(id, "devices cgroup rule allows block devices: they come through Config.Volumes (raw-block)")
 			}
 		}
 		if err := validateResources(id, fromSpecResources(r)); err != nil {

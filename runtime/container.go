@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -12,11 +11,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/runtime/driver"
-	"github.com/berthrun/berth/volume"
 )
 
 // Container is a handle on one container. It holds no state of its own:
@@ -270,201 +266,6 @@ func (c *Container) Resume(ctx context.Context) error {
 	return wrap(c.id, c.r.pause.Resume(ctx, c.id))
 }
 
-// Update changes resource limits while the container lives.
-func (c *Container) Update(ctx context.Context, res Resources) error {
-	if err := c.capable("update", c.r.update != nil); err != nil {
-		return err
-	}
-	if err := validateResources(c.id, &res); err != nil {
-		return err
-	}
-	if _, err := c.require(ctx, "update", StatusCreated, StatusRunning, StatusPaused); err != nil {
-		return err
-	}
-	return wrap(c.id, c.r.update.Update(ctx, c.id, &res))
-}
-
-// Stats reads the container's usage.
-func (c *Container) Stats(ctx context.Context) (*Stats, error) {
-	if err := c.capable("stats", c.r.stats != nil); err != nil {
-		return nil, err
-	}
-	if _, err := c.require(ctx, "read stats of", StatusCreated, StatusRunning, StatusPaused); err != nil {
-		return nil, err
-	}
-	s, err := c.r.stats.Stats(ctx, c.id)
-	return s, wrap(c.id, err)
-}
-
-// Logs reads back the output kept for the container (with or without
-// writers), its oldest kept output first; see Config.Log for its caps.
-func (c *Container) Logs(ctx context.Context) (io.ReadCloser, error) {
-	if err := c.capable("logs", c.r.logs != nil); err != nil {
-		return nil, err
-	}
-	rc, err := c.r.logs.Logs(ctx, c.id)
-	return rc, wrap(c.id, err)
-}
-
-// LogOptions tune WriteLogs.
-type LogOptions struct {
-	// Follow goes on writing what the container writes until it has
-	// stopped and its output is copied (the backend must be a
-	// driver.LogFollower, else not-implemented).
-	Follow bool
-	// Tail, when > 0, writes only the last Tail lines of the kept
-	// output; when < 0, none of it (with Follow: only what comes next);
-	// 0 writes all of it.
-	Tail int
-}
-
-// WriteLogs writes the container's kept output to w, as opts ask. It ends
-// with ctx, which is the way to stop following a container that runs on.
-func (c *Container) WriteLogs(ctx context.Context, w io.Writer, opts LogOptions) error {
-	if err := c.capable("logs", c.r.logs != nil); err != nil {
-		return err
-	}
-	tail := opts.Tail
-	switch {
-	case tail == 0:
-		tail = -1
-	case tail < 0:
-		tail = 0
-	}
-	if opts.Follow {
-		f, ok := c.r.d.(driver.LogFollower)
-		if !ok {
-			return c.capable("follow logs", false)
-		}
-		return wrap(c.id, f.FollowLogs(ctx, c.id, tail, w))
-	}
-	rc, err := c.r.logs.Logs(ctx, c.id)
-	if err != nil {
-		return wrap(c.id, err)
-	}
-	defer rc.Close()
-	return wrap(c.id, logfile.Tail(rc, tail, w))
-}
-
-// AttachVolume attaches a volume to the created or running container, which
-// sees it at once, without a restart. The volume goes through the runtime's
-// policy exactly as at create.
-func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
-	if err := c.capable("hot attach", c.r.attach != nil); err != nil {
-		return err
-	}
-	if filepath.Clean(v.Destination) == "/" {
-		return fmt.Errorf("container %q: volume %s: a volume cannot replace the root filesystem: %w", c.id, v.Destination, errdefs.ErrInvalidArgument)
-	}
-	if v.Mode == volume.ModeRawBlock && !c.r.caps.RawBlock {
-		return fmt.Errorf("container %q: volume %s: raw block devices: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
-	}
-	i, err := c.require(ctx, "attach a volume to", StatusCreated, StatusRunning)
-	if err != nil {
-		return err
-	}
-	unlock, err := c.r.volumes.LockOwner(c.id)
-	if err != nil {
-		return wrap(c.id, err)
-	}
-	defer unlock()
-	opts := volume.AttachOptions{Pending: true}
-	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 {
-		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID, Pending: true}
-	}
-	att, err := c.r.volumes.Attach(ctx, c.id, v, opts)
-	if err != nil {
-		return wrap(c.id, err)
-	}
-	err = c.r.attach.AttachVolume(ctx, c.id, toDriver(att, i.Spec))
-	if err == nil {
-		if err = c.r.volumes.Complete(c.id, att.Spec.Destination); err != nil {
-			_ = c.r.attach.DetachVolume(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
-		}
-	}
-	if err != nil {
-		_ = c.r.volumes.Detach(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
-		return wrap(c.id, err)
-	}
-	return nil
-}
-
-// DetachVolume removes the volume at dst from the container, then from the
-// host (unmount, loop device, node).
-func (c *Container) DetachVolume(ctx context.Context, dst string) error {
-	if err := c.capable("hot detach", c.r.attach != nil); err != nil {
-		return err
-	}
-	if _, err := c.require(ctx, "detach a volume from", StatusCreated, StatusRunning); err != nil {
-		return err
-	}
-	unlock, err := c.r.volumes.LockOwner(c.id)
-	if err != nil {
-		return wrap(c.id, err)
-	}
-	defer unlock()
-	if !slices.ContainsFunc(c.volumeSpecs(), func(v volume.Spec) bool { return v.Destination == filepath.Clean(dst) }) {
-		return fmt.Errorf("container %q: no volume at %s: %w", c.id, dst, errdefs.ErrNotFound)
-	}
-	if err := c.r.attach.DetachVolume(ctx, c.id, filepath.Clean(dst)); err != nil {
-		return wrap(c.id, err)
-	}
-	// The container lives on, perhaps with descriptors of the volume it
-	// opened before: the source stays its own until it is deleted.
-	return wrap(c.id, c.r.volumes.Retire(ctx, c.id, dst))
-}
-
-// Volumes lists the volumes attached to the container.
-func (c *Container) Volumes(ctx context.Context) ([]volume.Spec, error) {
-	if _, err := c.info(ctx); err != nil {
-		return nil, err
-	}
-	return c.volumeSpecs(), nil
-}
-
-func (c *Container) volumeSpecs() []volume.Spec {
-	v, _ := c.r.volumes.Attachments(c.id)
-	return volumesOnly(v)
-}
-
-// ResizeDisk grows the container's root disk to size bytes; a running
-// container sees the space at once (Capabilities.DiskResize).
-func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
-	if err := c.capable("resize disk", c.r.resize != nil); err != nil {
-		return err
-	}
-	if size <= 0 {
-		return fmt.Errorf("container %q: disk size %d: %w", c.id, size, errdefs.ErrInvalidArgument)
-	}
-	if _, err := c.require(ctx, "resize the disk of", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
-		return err
-	}
-	unlock, err := c.r.volumes.LockOwner(c.id)
-	if err != nil {
-		return wrap(c.id, err)
-	}
-	defer unlock()
-	return wrap(c.id, c.r.resize.ResizeDisk(ctx, c.id, size))
-}
-
-// Snapshot writes an uncompressed tar archive of the container's root
-// filesystem as it was at one instant; a running container is frozen only
-// for as long as the backend needs (Capabilities.Snapshot).
-func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
-	// New bound what serves a claimed Snapshot: root disks or a
-	// Snapshotter.
-	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
-		return err
-	}
-	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
-		return err
-	}
-	if c.r.disks != nil {
-		return wrap(c.id, c.r.snapshotRootDisk(ctx, c.id, w))
-	}
-	return wrap(c.id, c.r.snapshot.Snapshot(ctx, c.id, w))
-}
-
 // Process is an extra process started by Exec.
 type Process struct {
 	c *Container
@@ -483,44 +284,4 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 // Signal sends sig to the process.
 func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 	return wrap(p.c.id, p.p.Signal(ctx, sig))
-}
-
-// validateResources refuses limits no engine could apply.
-func validateResources(id string, r *Resources) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("container %q: %s: %w", id, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
-	}
-	if r.MemoryLimit != nil && *r.MemoryLimit != -1 && *r.MemoryLimit < 4<<20 {
-		return bad("memory limit %d is below the 4 MiB minimum", *r.MemoryLimit)
-	}
-	if r.CPUShares != nil && (*r.CPUShares < 2 || *r.CPUShares > 262144) {
-		return bad("CPU shares %d out of 2..262144", *r.CPUShares)
-	}
-	if r.CPUPeriod != nil && (*r.CPUPeriod < 1000 || *r.CPUPeriod > 1000000) {
-		return bad("CPU period %d out of 1000..1000000 µs", *r.CPUPeriod)
-	}
-	if r.CPUQuota != nil && *r.CPUQuota != -1 && *r.CPUQuota < 1000 {
-		return bad("CPU quota %d below 1000 µs", *r.CPUQuota)
-	}
-	if r.PidsLimit != nil && *r.PidsLimit != -1 && *r.PidsLimit < 1 {
-		return bad("pids limit %d below 1", *r.PidsLimit)
-	}
-	return nil
-}
-
-// fromSpecResources reads the updatable part of OCI resources.
-func fromSpecResources(r *specs.LinuxResources) *Resources {
-	out := &Resources{}
-	if r.Memory != nil {
-		out.MemoryLimit = r.Memory.Limit
-	}
-	if r.CPU != nil {
-		out.CPUShares = r.CPU.Shares
-		out.CPUQuota = r.CPU.Quota
-		out.CPUPeriod = r.CPU.Period
-	}
-	if r.Pids != nil {
-		out.PidsLimit = r.Pids.Limit
-	}
-	return out
 }

@@ -131,8 +131,28 @@ func (r *Runtime) releaseVolumes(ctx context.Context, owner string) error {
 // (releaseVolumes) takes all of it back.
 func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest, cfg *Config, disk *os.File) error {
 	id := req.ID
-	// Under the owner lock and with no container of this ID, a disk here
-	// is what a crashed create left.
+	if err := r.freshDiskDir(ctx, id); err != nil {
+		return err
+	}
+	img := r.diskImage(id)
+	var modes []driver.PathMode
+	if cfg.RootDisk != "" {
+		if err := adoptRootDisk(cfg.RootDisk, disk, img); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if modes, err = r.makeRootDisk(ctx, req, cfg.DiskSize, img); err != nil {
+			return err
+		}
+	}
+	return r.mountRootDisk(ctx, req, img, modes)
+}
+
+// freshDiskDir makes the container's empty disk directory. Under the owner
+// lock and with no container of this ID, a disk there is what a crashed
+// create left: it is detached and removed first.
+func (r *Runtime) freshDiskDir(ctx context.Context, id string) error {
 	if _, err := os.Lstat(r.diskDir(id)); err == nil {
 		if err := r.volumes.Detach(ctx, id, rootDst); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("root disk of a crashed create: %w", err)
@@ -141,47 +161,55 @@ func (r *Runtime) attachRootDisk(ctx context.Context, req *driver.CreateRequest,
 			return err
 		}
 	}
-	if err := os.Mkdir(r.diskDir(id), 0o700); err != nil {
-		return err
-	}
-	img := r.diskImage(id)
-	var modes []driver.PathMode
-	if cfg.RootDisk != "" {
-		if disk == nil {
-			f, err := openDiskFile(unix.AT_FDCWD, cfg.RootDisk)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			disk = f
-		}
-		if err := adoptDisk(disk, img); err != nil {
+	return os.Mkdir(r.diskDir(id), 0o700)
+}
+
+// adoptRootDisk moves the caller's disk at path (disk, when set, is it
+// already open) to img.
+func adoptRootDisk(path string, disk *os.File, img string) error {
+	if disk == nil {
+		f, err := openDiskFile(unix.AT_FDCWD, path)
+		if err != nil {
 			return err
 		}
-	} else {
-		var tree string
-		switch {
-		case req.ImageSource != nil:
-			// The disk holds a copy: the shared tree is only read.
-			t, err := req.ImageSource.Rootfs(ctx)
-			if err != nil {
-				return err
-			}
-			tree = t
-		case req.Image != "":
-			return fmt.Errorf("image %q: root disks are made from berth's image store (WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
-		default:
-			tree = req.Spec.Root.Path
-		}
-		made, err := r.disks.MakeDisk(ctx, img, cfg.DiskSize, tree)
-		if err != nil {
-			return fmt.Errorf("root disk: %w", err)
-		}
-		if made != nil {
-			modes = made.Modes
-		}
+		defer f.Close()
+		disk = f
 	}
-	att, err := r.volumes.Attach(ctx, id, volume.Spec{Source: img, Destination: rootDst, Kind: volume.KindImage}, volume.AttachOptions{})
+	return adoptDisk(disk, img)
+}
+
+// makeRootDisk has the backend make a disk of size bytes at img from the
+// container's tree (the image's, or the spec's root); it returns the modes
+// the backend's filesystem maker could not set.
+func (r *Runtime) makeRootDisk(ctx context.Context, req *driver.CreateRequest, size int64, img string) ([]driver.PathMode, error) {
+	var tree string
+	switch {
+	case req.ImageSource != nil:
+		// The disk holds a copy: the shared tree is only read.
+		t, err := req.ImageSource.Rootfs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tree = t
+	case req.Image != "":
+		return nil, fmt.Errorf("image %q: root disks are made from berth's image store (WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
+	default:
+		tree = req.Spec.Root.Path
+	}
+	made, err := r.disks.MakeDisk(ctx, img, size, tree)
+	if err != nil {
+		return nil, fmt.Errorf("root disk: %w", err)
+	}
+	if made != nil {
+		return made.Modes, nil
+	}
+	return nil, nil
+}
+
+// mountRootDisk attaches the disk at img through the volume manager, sets
+// modes under its mount, and makes the mount the spec's root.
+func (r *Runtime) mountRootDisk(ctx context.Context, req *driver.CreateRequest, img string, modes []driver.PathMode) error {
+	att, err := r.volumes.Attach(ctx, req.ID, volume.Spec{Source: img, Destination: rootDst, Kind: volume.KindImage}, volume.AttachOptions{})
 	if err != nil {
 		return fmt.Errorf("root disk: %w", err)
 	}
@@ -301,4 +329,42 @@ func (r *Runtime) copyRootDisk(ctx context.Context, id, dst string) error {
 // container's root filesystem, not one of its volumes.
 func volumesOnly(specs []volume.Spec) []volume.Spec {
 	return slices.DeleteFunc(specs, func(s volume.Spec) bool { return s.Destination == rootDst })
+}
+
+// ResizeDisk grows the container's root disk to size bytes; a running
+// container sees the space at once (Capabilities.DiskResize).
+func (c *Container) ResizeDisk(ctx context.Context, size int64) error {
+	if err := c.capable("resize disk", c.r.resize != nil); err != nil {
+		return err
+	}
+	if size <= 0 {
+		return fmt.Errorf("container %q: disk size %d: %w", c.id, size, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.require(ctx, "resize the disk of", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	unlock, err := c.r.volumes.LockOwner(c.id)
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	defer unlock()
+	return wrap(c.id, c.r.resize.ResizeDisk(ctx, c.id, size))
+}
+
+// Snapshot writes an uncompressed tar archive of the container's root
+// filesystem as it was at one instant; a running container is frozen only
+// for as long as the backend needs (Capabilities.Snapshot).
+func (c *Container) Snapshot(ctx context.Context, w io.Writer) error {
+	// New bound what serves a claimed Snapshot: root disks or a
+	// Snapshotter.
+	if err := c.capable("snapshot", c.r.caps.Snapshot); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "snapshot", StatusCreated, StatusRunning, StatusPaused, StatusStopped); err != nil {
+		return err
+	}
+	if c.r.disks != nil {
+		return wrap(c.id, c.r.snapshotRootDisk(ctx, c.id, w))
+	}
+	return wrap(c.id, c.r.snapshot.Snapshot(ctx, c.id, w))
 }

@@ -2,16 +2,13 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/internal/errclass"
@@ -188,108 +185,6 @@ func (r *Runtime) Close() error { return r.d.Close() }
 // As reaches the backend's native runtime type; see the backend's docs.
 func (r *Runtime) As(i any) bool { return r.d.As(i) }
 
-// Create makes a container from cfg without starting its process.
-func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Container, error) {
-	c, err := r.create(ctx, id, cfg, nil)
-	if err == nil && cfg.RootDisk != "" {
-		// The adopted disk now belongs to the container: it moved.
-		_ = os.Remove(cfg.RootDisk)
-	}
-	return c, err
-}
-
-// create is Create; disk, when set, is cfg.RootDisk already open (Import).
-func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
-	if err := ValidateID(id); err != nil {
-		return nil, err
-	}
-	if err := validateConfig(id, cfg); err != nil {
-		return nil, err
-	}
-	if cfg.RootDisk != "" && !r.caps.RootDisk {
-		return nil, fmt.Errorf("container %q: root disk: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
-	}
-	if cfg.Image == "" && cfg.RootDisk == "" {
-		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
-		}
-	}
-	if cfg.DiskSize != 0 && !r.caps.RootDisk {
-		return nil, fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
-	}
-	if cfg.DiskSize < 0 {
-		return nil, fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
-	}
-	if cfg.UserNamespace && !r.caps.UserNamespace {
-		return nil, fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
-	}
-	// The owner lock is held from here until the container exists: two
-	// creates of one ID take turns, and recovery in another process never
-	// takes this create's ID block or volumes for a crash's leftovers.
-	unlock, err := r.volumes.LockOwner(id)
-	if err != nil {
-		return nil, wrap(id, err)
-	}
-	defer unlock()
-	if _, err := r.d.State(ctx, id); err == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
-	} else if !errdefs.IsNotFound(err) {
-		return nil, wrap(id, err)
-	}
-	spec, err := cloneSpec(cfg.Spec)
-	if err != nil {
-		return nil, wrap(id, err)
-	}
-	if err := r.confine(id, spec); err != nil {
-		return nil, err
-	}
-	var rng IDRange
-	undo := func() {
-		_ = r.releaseVolumes(ctx, id)
-		_ = r.releaseImage(ctx, id)
-		if rng.Size > 0 {
-			_ = r.ids.release(id)
-		}
-	}
-	if cfg.UserNamespace {
-		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
-		// An engine with one mapping for all (Docker's userns-remap)
-		// fills it in itself; the others get a block of their own.
-		if !r.caps.UserNamespaceShared {
-			rng, err = r.ids.allocate(id, r.ownerLive(ctx))
-			if err != nil {
-				return nil, wrap(id, err)
-			}
-			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
-			spec.Linux.UIDMappings = m
-			spec.Linux.GIDMappings = m
-		}
-	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
-	if cfg.Image != "" {
-		if req.ImageSource, err = r.resolveImage(ctx, id, cfg.Image, spec); err != nil {
-			undo()
-			return nil, wrap(id, err)
-		}
-	}
-	if r.disks != nil {
-		err = r.attachRootDisk(ctx, req, cfg, disk)
-	}
-	if err == nil {
-		err = r.attachVolumes(ctx, req, cfg.Volumes, rng)
-	}
-	if err == nil {
-		err = r.d.Create(ctx, req)
-	}
-	if err != nil {
-		// The ID was free under the lock: whatever this call holds is
-		// its own, even when the engine says already-exists.
-		undo()
-		return nil, wrap(id, err)
-	}
-	return &Container{r: r, id: id}, nil
-}
-
 // Get returns the container named id, created by this or another process on
 // the same root.
 func (r *Runtime) Get(ctx context.Context, id string) (*Container, error) {
@@ -327,129 +222,6 @@ func wrap(id string, err error) error {
 // classify gives an unclassified error the unknown class. Context errors
 // are classes of their own (errdefs.IsCanceled, IsDeadlineExceeded).
 func classify(err error) error { return errclass.Ensure(err) }
-
-// attachVolumes attaches each volume through the manager (policy, probe,
-// host mount) and hands the backend only the result: bind mounts and
-// device nodes.
-func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, vols []volume.Spec, rng IDRange) error {
-	opts := volume.AttachOptions{UserNamespace: driver.HasUserNamespace(req.Spec)}
-	if rng.Size > 0 {
-		opts.RootUID, opts.RootGID = rng.HostID, rng.HostID
-	}
-	if err := r.attachBinds(ctx, req, opts); err != nil {
-		return err
-	}
-	for _, v := range vols {
-		if filepath.Clean(v.Destination) == "/" {
-			return fmt.Errorf("volume %s: a volume cannot replace the root filesystem: %w", v.Destination, errdefs.ErrInvalidArgument)
-		}
-		if v.Mode == volume.ModeRawBlock && !r.caps.RawBlock {
-			return fmt.Errorf("volume %s: raw block devices: %w", v.Destination, errdefs.ErrNotImplemented)
-		}
-		att, err := r.volumes.Attach(ctx, req.ID, v, opts)
-		if err != nil {
-			return err
-		}
-		da := toDriver(att, req.Spec)
-		if da.Mount != nil {
-			req.Spec.Mounts = append(req.Spec.Mounts, *da.Mount)
-		}
-		if da.Device != nil {
-			req.Devices = append(req.Devices, *da.Device)
-		}
-	}
-	return nil
-}
-
-// attachBinds puts each bind mount of the spec through the volume manager,
-// as a directory or file volume: its source is resolved once, opened
-// without following links and checked (never on a kernel interface
-// filesystem, nor holding one), and the backend binds berth's mount of the
-// opened source, nosuid and nodev, instead of a path a tenant could swap
-// in the meantime. The caller's other options stay as they were.
-func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, opts volume.AttachOptions) error {
-	for i, m := range req.Spec.Mounts {
-		if !isBindMount(m) {
-			continue
-		}
-		if !filepath.IsAbs(m.Source) {
-			return fmt.Errorf("bind source %q is not an absolute path: %w", m.Source, errdefs.ErrInvalidArgument)
-		}
-		kind := volume.KindDir
-		fi, err := os.Stat(m.Source)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("bind source %s: %w", m.Source, errdefs.ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("bind source %s: %v: %w", m.Source, err, errdefs.ErrInvalidArgument)
-		case fi.Mode().IsRegular():
-			kind = volume.KindFile
-		case !fi.IsDir():
-			return fmt.Errorf("bind source %s is a %s: only directories and regular files are bound (devices come through volumes): %w", m.Source, fi.Mode().Type(), errdefs.ErrInvalidArgument)
-		}
-		att, err := r.volumes.Attach(ctx, req.ID, volume.Spec{Source: m.Source, Destination: filepath.Clean(m.Destination), Kind: kind, ReadOnly: readOnly(m.Options)}, opts)
-		if err != nil {
-			return err
-		}
-		req.Spec.Mounts[i].Source = att.Mount.Source
-		req.Spec.Mounts[i].Options = append(slices.Clone(m.Options), "nosuid", "nodev")
-	}
-	return nil
-}
-
-// toDriver turns a volume attachment into what a backend takes. In a user
-// namespace, bind mounts are ID-mapped with the container's mapping, so the
-// volume's root-owned files belong to the container's root.
-func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
-	da := &driver.Attachment{}
-	if att.Mount != nil {
-		m := *att.Mount
-		m.Options = append([]string(nil), m.Options...)
-		if m.Type == "bind" && driver.HasUserNamespace(spec) {
-			// With the container's mapping when the runtime gave it one;
-			// an engine with a shared mapping applies its own.
-			m.Options = append(m.Options, "idmap")
-			m.UIDMappings = spec.Linux.UIDMappings
-			m.GIDMappings = spec.Linux.GIDMappings
-		}
-		da.Mount = &m
-	}
-	if d := att.Device; d != nil {
-		da.Device = &driver.Device{HostPath: d.HostPath, Path: d.Path, Major: d.Major, Minor: d.Minor, ReadOnly: d.ReadOnly}
-	}
-	return da
-}
-
-// cloneSpec deep-copies s: the caller's spec is never changed, even when
-// it is used for several containers at once.
-func cloneSpec(s *specs.Spec) (*specs.Spec, error) {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	var c specs.Spec
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	return &c, nil
-}
-
-// ownerLive reports whether a container exists, or is being created or
-// deleted by someone holding its owner lock: its resources are not
-// leftovers.
-func (r *Runtime) ownerLive(ctx context.Context) func(string) bool {
-	return func(owner string) bool {
-		if _, err := r.d.State(ctx, owner); !errdefs.IsNotFound(err) {
-			return true
-		}
-		release, err := r.volumes.TryLockOwner(owner)
-		if err != nil {
-			return true
-		}
-		release()
-		return false
-	}
-}
 
 // rootFile names, in a state directory, the backend it belongs to.
 const rootFile = "backend"

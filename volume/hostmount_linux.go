@@ -73,11 +73,30 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.Fil
 			err = errors.Join(err, releaseLoop(ctx, path, backingDev, backingIno, sp.Source))
 		}
 	}()
+	if fs, err = m.checkDevice(ctx, dev, path); err != nil {
+		return fs, err
+	}
+	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fs, err
+	}
+	flags, data := m.mountOptions(fs, sp.ReadOnly)
+	hook("mount")
+	if err := unix.Mount(path, mp, fs.Driver, flags, data); err != nil {
+		_ = os.Remove(mp)
+		return fs, fmt.Errorf("mount %s (%s) at %s: %v: %w", sp.Source, fs.Type, mp, err, errdefs.ErrInvalidArgument)
+	}
+	hook("mounted")
+	return fs, nil
+}
+
+// checkDevice probes the filesystem on dev (at path) and puts it through
+// the policy and, when the policy asks, fsck.
+func (m *Manager) checkDevice(ctx context.Context, dev *os.File, path string) (Filesystem, error) {
 	size, err := deviceSize(dev)
 	if err != nil {
 		return Filesystem{}, err
 	}
-	fs, err = Probe(dev, size)
+	fs, err := Probe(dev, size)
 	if err != nil {
 		return Filesystem{}, err
 	}
@@ -89,9 +108,13 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.Fil
 			return fs, err
 		}
 	}
-	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fs, err
-	}
+	return fs, nil
+}
+
+// mountOptions returns the mount flags and data for fs: never setuid or
+// devices, no exec when the policy says so, and read-only without any
+// write (no journal replay).
+func (m *Manager) mountOptions(fs Filesystem, readOnly bool) (uintptr, string) {
 	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
 	if m.policy.NoExec {
 		flags |= unix.MS_NOEXEC
@@ -107,7 +130,7 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.Fil
 		// it finds (tune2fs -e panic), and the tenant can make one.
 		data = append(data, "errors=remount-ro")
 	}
-	if sp.ReadOnly {
+	if readOnly {
 		flags |= unix.MS_RDONLY
 		// Read-only must mean no write at all: no journal replay.
 		switch fs.Driver {
@@ -117,13 +140,7 @@ func (m *Manager) hostMount(ctx context.Context, sp Spec, mp string, src *os.Fil
 			data = append(data, "norecovery")
 		}
 	}
-	hook("mount")
-	if err := unix.Mount(path, mp, fs.Driver, flags, strings.Join(data, ",")); err != nil {
-		_ = os.Remove(mp)
-		return fs, fmt.Errorf("mount %s (%s) at %s: %v: %w", sp.Source, fs.Type, mp, err, errdefs.ErrInvalidArgument)
-	}
-	hook("mounted")
-	return fs, nil
+	return flags, strings.Join(data, ",")
 }
 
 // unmountDir unmounts mp if it is a mount point and removes it. With the

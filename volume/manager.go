@@ -160,59 +160,90 @@ func (m *Manager) Attach(ctx context.Context, owner string, spec Spec, opts Atta
 			return nil, fail(fmt.Errorf("already attached to %s: %w", owner, errdefs.ErrAlreadyExists))
 		}
 	}
-	// A block device or image is opened once: its identity, its
-	// exclusivity and the attach all come from that one file, which a
-	// rename in the directory cannot swap for another meanwhile.
-	var src *os.File
-	if sp.Kind == KindBlock || sp.Kind == KindImage {
-		mode := os.O_RDWR
-		if sp.ReadOnly {
-			mode = os.O_RDONLY
-		}
-		if src, err = openChecked(sp, mode); err != nil {
-			return nil, fail(err)
-		}
-		defer src.Close()
-		hook("opened")
-		if rec.Identity, err = identityOf(src, sp); err != nil {
-			return nil, fail(err)
-		}
-		if err := exclusive(rec, recs, src); err != nil {
-			return nil, fail(err)
-		}
+	src, err := openExclusive(sp, rec, recs)
+	if err != nil {
+		return nil, fail(err)
 	}
+	if src != nil {
+		defer src.Close()
+	}
+	rec.MountKey = recordMountKey(rec)
+	att, err := m.attachRecord(ctx, rec, recs, src, opts.Pending)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if rec.Complete {
+		hook("complete")
+	}
+	return att, nil
+}
+
+// openExclusive opens a block device or image source once: its identity (set
+// in rec), its exclusivity against recs and the attach all come from that
+// one file, which a rename in the directory cannot swap for another
+// meanwhile. Other kinds have no file: nil.
+func openExclusive(sp Spec, rec *record, recs []*record) (*os.File, error) {
+	if sp.Kind != KindBlock && sp.Kind != KindImage {
+		return nil, nil
+	}
+	mode := os.O_RDWR
+	if sp.ReadOnly {
+		mode = os.O_RDONLY
+	}
+	src, err := openChecked(sp, mode)
+	if err != nil {
+		return nil, err
+	}
+	hook("opened")
+	if rec.Identity, err = identityOf(src, sp); err == nil {
+		err = exclusive(rec, recs, src)
+	}
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return src, nil
+}
+
+// recordMountKey is the key of the host mount rec's attachment shares
+// (none for raw block and devices).
+func recordMountKey(rec *record) string {
+	sp := rec.Spec
 	switch {
 	case sp.Mode == ModeHostMount && (sp.Kind == KindBlock || sp.Kind == KindImage):
-		rec.MountKey = mountKey(rec.Identity, sp.ReadOnly)
+		return mountKey(rec.Identity, sp.ReadOnly)
 	case sp.Kind == KindDir || sp.Kind == KindFile:
 		// A directory or file is bound from a mount of its own under
 		// mnt/, made from the opened source (bindSource): never shared.
-		rec.MountKey = mountKey("dir:"+rec.ID, sp.ReadOnly)
+		return mountKey("dir:"+rec.ID, sp.ReadOnly)
 	}
+	return ""
+}
+
+// attachRecord writes rec down, claims its source host-wide, attaches it
+// and writes it again, complete unless pending; a failure undoes all of it.
+func (m *Manager) attachRecord(ctx context.Context, rec *record, recs []*record, src *os.File, pending bool) (*Attachment, error) {
 	// The record goes down before anything is attached.
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
-		return nil, fail(err)
+		return nil, err
 	}
 	if rec.Identity != "" {
 		// Other state roots' attachments of the source, under the
 		// host's lock, once the record names this one.
 		if err := claimSource(rec, m.recordPath(rec.ID)); err != nil {
 			_ = os.Remove(m.recordPath(rec.ID))
-			return nil, fail(err)
+			return nil, err
 		}
 	}
 	att, err := m.act(ctx, rec, recs, src)
 	if err != nil {
 		_ = m.undo(ctx, rec, recs)
-		return nil, fail(err)
+		return nil, err
 	}
-	rec.Complete = !opts.Pending
+	rec.Complete = !pending
 	if err := fsutil.WriteJSON(m.recordPath(rec.ID), rec); err != nil {
 		_ = m.undo(ctx, rec, recs)
-		return nil, fail(err)
-	}
-	if rec.Complete {
-		hook("complete")
+		return nil, err
 	}
 	return att, nil
 }

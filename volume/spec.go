@@ -121,53 +121,75 @@ func ParseBytes(v string) (int64, error) {
 
 // resolve checks the spec and fills in Kind from the source.
 func (s Spec) resolve() (Spec, error) {
-	name := s.Destination
-	bad := func(format string, a ...any) (Spec, error) {
-		return Spec{}, fmt.Errorf("volume %s: %s: %w", name, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
-	}
 	if !filepath.IsAbs(s.Destination) || filepath.Clean(s.Destination) != s.Destination {
-		return bad("destination %q must be a clean absolute path", s.Destination)
+		return Spec{}, s.invalid("destination %q must be a clean absolute path", s.Destination)
 	}
 	if s.Mode == "" {
 		s.Mode = ModeHostMount
 	}
 	if s.Mode != ModeHostMount && s.Mode != ModeRawBlock {
-		return bad("unknown mode %q", s.Mode)
+		return Spec{}, s.invalid("unknown mode %q", s.Mode)
 	}
 	if s.Kind == KindTmpfs || (s.Kind == "" && s.Source == "") {
-		s.Kind = KindTmpfs
-		if s.Source != "" {
-			return bad("a tmpfs has no source")
-		}
-		if s.TmpfsSize <= 0 {
-			return bad("a tmpfs needs a size")
-		}
-		if s.Mode == ModeRawBlock {
-			return bad("a tmpfs cannot be raw")
-		}
-		return s, nil
+		return s.resolveTmpfs()
 	}
 	if !filepath.IsAbs(s.Source) {
-		return bad("source %q is not an absolute path", s.Source)
+		return Spec{}, s.invalid("source %q is not an absolute path", s.Source)
 	}
-	// The operator names a block device often by a link under /dev
-	// (/dev/disk/by-path/... from os-brick): resolve it once, and work on
-	// what it names. Any other source must be named by its real path: a
-	// link in a directory a tenant can write (a share, a subPath) would
-	// take the volume wherever the tenant points it, /etc or another
-	// tenant's disk.
+	real, kind, err := s.realSource()
+	if err != nil {
+		return Spec{}, err
+	}
+	s.Source = real
+	if s.Kind != "" && s.Kind != kind {
+		return Spec{}, s.invalid("source %s is a %s, not a %s", s.Source, kind, s.Kind)
+	}
+	s.Kind = kind
+	if (s.Kind == KindDir || s.Kind == KindFile) && s.Mode == ModeRawBlock {
+		return Spec{}, s.invalid("a %s cannot be raw", s.Kind)
+	}
+	return s, nil
+}
+
+// invalid is an invalid-argument error about the volume.
+func (s Spec) invalid(format string, a ...any) error {
+	return fmt.Errorf("volume %s: %s: %w", s.Destination, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+}
+
+// resolveTmpfs checks a tmpfs volume.
+func (s Spec) resolveTmpfs() (Spec, error) {
+	s.Kind = KindTmpfs
+	if s.Source != "" {
+		return Spec{}, s.invalid("a tmpfs has no source")
+	}
+	if s.TmpfsSize <= 0 {
+		return Spec{}, s.invalid("a tmpfs needs a size")
+	}
+	if s.Mode == ModeRawBlock {
+		return Spec{}, s.invalid("a tmpfs cannot be raw")
+	}
+	return s, nil
+}
+
+// realSource returns the source's real path and what it is there.
+//
+// The operator names a block device often by a link under /dev
+// (/dev/disk/by-path/... from os-brick): resolve it once, and work on
+// what it names. Any other source must be named by its real path: a
+// link in a directory a tenant can write (a share, a subPath) would
+// take the volume wherever the tenant points it, /etc or another
+// tenant's disk.
+func (s Spec) realSource() (string, Kind, error) {
 	real, err := filepath.EvalSymlinks(s.Source)
 	if errors.Is(err, os.ErrNotExist) {
-		return Spec{}, fmt.Errorf("volume %s: source %s: %w", name, s.Source, errdefs.ErrNotFound)
+		return "", "", fmt.Errorf("volume %s: source %s: %w", s.Destination, s.Source, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return bad("source: %v", err)
+		return "", "", s.invalid("source: %v", err)
 	}
-	given := s.Source
-	s.Source = real
-	fi, err := os.Stat(s.Source)
+	fi, err := os.Stat(real)
 	if err != nil {
-		return bad("source: %v", err)
+		return "", "", s.invalid("source: %v", err)
 	}
 	var kind Kind
 	switch {
@@ -178,20 +200,13 @@ func (s Spec) resolve() (Spec, error) {
 	case fi.IsDir():
 		kind = KindDir
 	default:
-		return bad("source %s is neither a block device, a file nor a directory", s.Source)
+		return "", "", s.invalid("source %s is neither a block device, a file nor a directory", real)
 	}
 	if s.Kind == KindFile && kind == KindImage {
 		kind = KindFile
 	}
-	if given := filepath.Clean(given); real != given && (kind != KindBlock || !strings.HasPrefix(given, "/dev/")) {
-		return bad("source %s leads through a link (to %s): name it by its real path (only block devices under /dev may be named by a link)", given, real)
+	if given := filepath.Clean(s.Source); real != given && (kind != KindBlock || !strings.HasPrefix(given, "/dev/")) {
+		return "", "", s.invalid("source %s leads through a link (to %s): name it by its real path (only block devices under /dev may be named by a link)", given, real)
 	}
-	if s.Kind != "" && s.Kind != kind {
-		return bad("source %s is a %s, not a %s", s.Source, kind, s.Kind)
-	}
-	s.Kind = kind
-	if (s.Kind == KindDir || s.Kind == KindFile) && s.Mode == ModeRawBlock {
-		return bad("a %s cannot be raw", s.Kind)
-	}
-	return s, nil
+	return real, kind, nil
 }

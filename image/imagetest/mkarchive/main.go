@@ -144,37 +144,8 @@ func syntheticLayer(work string, i int, total int64, n int, gz bool) (layerFile,
 	cw := &counter{w: io.MultiWriter(w, diffHash)}
 	tw := tar.NewWriter(cw)
 	rng := rand.New(rand.NewPCG(uint64(i), 42))
-	big := max(n/1000, 1)
-	bigSize := total / 2 / int64(big)
-	smallAvg := (total - bigSize*int64(big)) / int64(max(n-big, 1))
-	buf := make([]byte, 1<<20)
-	for j := range n {
-		dir := fmt.Sprintf("layer%d/d%03d/e%03d", i, j/10000, (j/100)%100)
-		if j%100 == 0 {
-			for _, d := range []string{fmt.Sprintf("layer%d/", i), fmt.Sprintf("layer%d/d%03d/", i, j/10000), dir + "/"} {
-				if j == 0 || strings.Count(d, "/") == 3 || (j%10000 == 0 && strings.Count(d, "/") == 2) {
-					if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: imagetest.Epoch}); err != nil {
-						return layerFile{}, err
-					}
-				}
-			}
-		}
-		sz := smallAvg/2 + rng.Int64N(smallAvg+1)
-		if j < big {
-			sz = bigSize
-		}
-		h := &tar.Header{Name: fmt.Sprintf("%s/f%06d", dir, j), Typeflag: tar.TypeReg, Mode: 0o644, Size: sz, ModTime: imagetest.Epoch}
-		if err := tw.WriteHeader(h); err != nil {
-			return layerFile{}, err
-		}
-		for left := sz; left > 0; {
-			k := min(left, int64(len(buf)))
-			fill(rng, buf[:k])
-			if _, err := tw.Write(buf[:k]); err != nil {
-				return layerFile{}, err
-			}
-			left -= k
-		}
+	if err := writeSyntheticFiles(tw, rng, i, total, n); err != nil {
+		return layerFile{}, err
 	}
 	if err := tw.Close(); err != nil {
 		return layerFile{}, err
@@ -291,4 +262,44 @@ func writeOCI(tw *tar.Writer, cfg []byte, ls []layerFile, tags []string) error {
 	idx.Manifests = []ocispec.Descriptor{d}
 	ib, _ := json.Marshal(idx)
 	return writeFile(tw, "index.json", ib)
+}
+
+// writeSyntheticFiles writes n files of layer i to tw, total bytes in all:
+// one in a thousand big (half of total between them), the others of
+// random sizes around the average of the rest; a hundred files to a
+// directory, a hundred directories to a parent.
+func writeSyntheticFiles(tw *tar.Writer, rng *rand.Rand, i int, total int64, n int) error {
+	big := max(n/1000, 1)
+	bigSize := total / 2 / int64(big)
+	smallAvg := (total - bigSize*int64(big)) / int64(max(n-big, 1))
+	buf := make([]byte, 1<<20)
+	for j := range n {
+		dir := fmt.Sprintf("layer%d/d%03d/e%03d", i, j/10000, (j/100)%100)
+		if j%100 == 0 {
+			for _, d := range []string{fmt.Sprintf("layer%d/", i), fmt.Sprintf("layer%d/d%03d/", i, j/10000), dir + "/"} {
+				if j == 0 || strings.Count(d, "/") == 3 || (j%10000 == 0 && strings.Count(d, "/") == 2) {
+					if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: imagetest.Epoch}); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		sz := smallAvg/2 + rng.Int64N(smallAvg+1)
+		if j < big {
+			sz = bigSize
+		}
+		h := &tar.Header{Name: fmt.Sprintf("%s/f%06d", dir, j), Typeflag: tar.TypeReg, Mode: 0o644, Size: sz, ModTime: imagetest.Epoch}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		for left := sz; left > 0; {
+			k := min(left, int64(len(buf)))
+			fill(rng, buf[:k])
+			if _, err := tw.Write(buf[:k]); err != nil {
+				return err
+			}
+			left -= k
+		}
+	}
+	return nil
 }

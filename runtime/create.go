@@ -1,0 +1,175 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Create makes a container from cfg without starting its process.
+func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Container, error) {
+	c, err := r.create(ctx, id, cfg, nil)
+	if err == nil && cfg.RootDisk != "" {
+		// The adopted disk now belongs to the container: it moved.
+		_ = os.Remove(cfg.RootDisk)
+	}
+	return c, err
+}
+
+// create is Create; disk, when set, is cfg.RootDisk already open (Import).
+func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
+	if err := r.checkCreate(id, cfg); err != nil {
+		return nil, err
+	}
+	// The owner lock is held from here until the container exists: two
+	// creates of one ID take turns, and recovery in another process never
+	// takes this create's ID block or volumes for a crash's leftovers.
+	unlock, err := r.volumes.LockOwner(id)
+	if err != nil {
+		return nil, wrap(id, err)
+	}
+	defer unlock()
+	if _, err := r.d.State(ctx, id); err == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return nil, wrap(id, err)
+	}
+	spec, err := cloneSpec(cfg.Spec)
+	if err != nil {
+		return nil, wrap(id, err)
+	}
+	if err := r.confine(id, spec); err != nil {
+		return nil, err
+	}
+	var rng IDRange
+	if cfg.UserNamespace {
+		if rng, err = r.userNamespace(ctx, id, spec); err != nil {
+			return nil, wrap(id, err)
+		}
+	}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
+	if err := r.createWith(ctx, req, cfg, disk, rng); err != nil {
+		// The ID was free under the lock: whatever this call holds is
+		// its own, even when the engine says already-exists.
+		r.undoCreate(ctx, id, rng)
+		return nil, wrap(id, err)
+	}
+	return &Container{r: r, id: id}, nil
+}
+
+// checkCreate refuses, before anything is taken, a create the config or
+// the backend rules out.
+func (r *Runtime) checkCreate(id string, cfg *Config) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	if err := validateConfig(id, cfg); err != nil {
+		return err
+	}
+	if cfg.RootDisk != "" && !r.caps.RootDisk {
+		return fmt.Errorf("container %q: root disk: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.Image == "" && cfg.RootDisk == "" {
+		if fi, err := os.Stat(cfg.Spec.Root.Path); err != nil || !fi.IsDir() {
+			return fmt.Errorf("container %q: root filesystem %q is not a directory: %w", id, cfg.Spec.Root.Path, errdefs.ErrInvalidArgument)
+		}
+	}
+	if cfg.DiskSize != 0 && !r.caps.RootDisk {
+		return fmt.Errorf("container %q: disk size: the backend has no root disks: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.DiskSize < 0 {
+		return fmt.Errorf("container %q: disk size %d: %w", id, cfg.DiskSize, errdefs.ErrInvalidArgument)
+	}
+	if cfg.UserNamespace && !r.caps.UserNamespace {
+		return fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+// userNamespace adds a user namespace to spec and returns the block of
+// host IDs allocated to the container (none when the engine has one
+// mapping for all).
+func (r *Runtime) userNamespace(ctx context.Context, id string, spec *specs.Spec) (IDRange, error) {
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	// An engine with one mapping for all (Docker's userns-remap)
+	// fills it in itself; the others get a block of their own.
+	if r.caps.UserNamespaceShared {
+		return IDRange{}, nil
+	}
+	rng, err := r.ids.allocate(id, r.ownerLive(ctx))
+	if err != nil {
+		return IDRange{}, err
+	}
+	m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: rng.HostID, Size: rng.Size}}
+	spec.Linux.UIDMappings = m
+	spec.Linux.GIDMappings = m
+	return rng, nil
+}
+
+// createWith gives req the container's image, root disk and volumes, then
+// has the backend create it.
+func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg *Config, disk *os.File, rng IDRange) error {
+	if cfg.Image != "" {
+		src, err := r.resolveImage(ctx, req.ID, cfg.Image, req.Spec)
+		if err != nil {
+			return err
+		}
+		req.ImageSource = src
+	}
+	if r.disks != nil {
+		if err := r.attachRootDisk(ctx, req, cfg, disk); err != nil {
+			return err
+		}
+	}
+	if err := r.attachVolumes(ctx, req, cfg.Volumes, rng); err != nil {
+		return err
+	}
+	return r.d.Create(ctx, req)
+}
+
+// undoCreate releases what a failed create of id took: its volumes, its
+// image hold and its ID block.
+func (r *Runtime) undoCreate(ctx context.Context, id string, rng IDRange) {
+	_ = r.releaseVolumes(ctx, id)
+	_ = r.releaseImage(ctx, id)
+	if rng.Size > 0 {
+		_ = r.ids.release(id)
+	}
+}
+
+// cloneSpec deep-copies s: the caller's spec is never changed, even when
+// it is used for several containers at once.
+func cloneSpec(s *specs.Spec) (*specs.Spec, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	var c specs.Spec
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return &c, nil
+}
+
+// ownerLive reports whether a container exists, or is being created or
+// deleted by someone holding its owner lock: its resources are not
+// leftovers.
+func (r *Runtime) ownerLive(ctx context.Context) func(string) bool {
+	return func(owner string) bool {
+		if _, err := r.d.State(ctx, owner); !errdefs.IsNotFound(err) {
+			return true
+		}
+		release, err := r.volumes.TryLockOwner(owner)
+		if err != nil {
+			return true
+		}
+		release()
+		return false
+	}
+}
