@@ -52,15 +52,9 @@ const (
 // runMonitor is the monitor process: create the init, report, wait for it,
 // record its exit. args: container dir, libcontainer root, ID.
 func runMonitor(args []string) int {
-	if len(args) != 5 {
-		fmt.Fprintln(os.Stderr, "berth monitor: bad arguments")
-		return 2
-	}
-	dir, runcRoot, id := args[0], args[1], args[2]
-	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
-	maxFiles, err2 := strconv.Atoi(args[4])
-	if err1 != nil || err2 != nil {
-		fmt.Fprintln(os.Stderr, "berth monitor: bad log limits")
+	dir, runcRoot, id, limits, err := parseMonitorArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth monitor:", err)
 		return 2
 	}
 	status := os.NewFile(fdStatus, "status")
@@ -84,22 +78,18 @@ func runMonitor(args []string) int {
 	// Unlocked on return, after the exit is recorded; the defer also keeps
 	// the file from being finalized, and unlocked, earlier.
 	defer unlock()
-	var cfg configs.Config
-	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
-		return fail(err)
-	}
-	var proc specs.Process
-	if err := fsutil.ReadJSON(filepath.Join(dir, processFile), &proc); err != nil {
+	cfg, proc, err := readMonitorJob(dir)
+	if err != nil {
 		return fail(err)
 	}
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
 	// The container writes into pipes that this process copies into its
 	// capped log and on to the caller's stdout and stderr.
-	out, tee, err := keepOutput(dir, logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, stdout, stderr, sameFile(stdout, stderr))
+	out, tee, err := keepOutput(dir, limits, stdout, stderr, sameFile(stdout, stderr))
 	if err != nil {
 		return fail(err)
 	}
-	c, p, err := startInit(runcRoot, id, &cfg, &proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
+	c, p, err := startInit(runcRoot, id, cfg, proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
 	// The init holds its own copies of the pipes' write ends; ours would
 	// keep the copies from ever ending.
 	out.close()
@@ -117,7 +107,41 @@ func runMonitor(args []string) int {
 		_ = c.Destroy()
 		return 1
 	}
-	err = recordExit(dir, p)
+	return monitorInit(dir, p, tee)
+}
+
+// parseMonitorArgs reads the monitor's arguments: container dir,
+// libcontainer root, ID, and the log's limits.
+func parseMonitorArgs(args []string) (dir, runcRoot, id string, limits logfile.Limits, err error) {
+	if len(args) != 5 {
+		return "", "", "", limits, errors.New("bad arguments")
+	}
+	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
+	maxFiles, err2 := strconv.Atoi(args[4])
+	if err1 != nil || err2 != nil {
+		return "", "", "", limits, errors.New("bad log limits")
+	}
+	return args[0], args[1], args[2], logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, nil
+}
+
+// readMonitorJob reads the container's libcontainer config and process,
+// which spawnMonitor wrote in its directory.
+func readMonitorJob(dir string) (*configs.Config, *specs.Process, error) {
+	var cfg configs.Config
+	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
+		return nil, nil, err
+	}
+	var proc specs.Process
+	if err := fsutil.ReadJSON(filepath.Join(dir, processFile), &proc); err != nil {
+		return nil, nil, err
+	}
+	return &cfg, &proc, nil
+}
+
+// monitorInit waits for the reported init, records its exit, and lets the
+// copy of its output end: the monitor's exit code.
+func monitorInit(dir string, p *lc.Process, tee *logfile.Tee) int {
+	err := recordExit(dir, p)
 	// The exit is known; the output is copied to its end before the
 	// monitor goes (Wait returns once it has).
 	tee.Finish(outputIdle)
