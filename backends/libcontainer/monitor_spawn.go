@@ -28,17 +28,9 @@ import (
 // exists (waiting on its exec fifo).
 func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) (int, error) {
 	dir := r.dir(id)
-	if err := fsutil.WriteJSON(filepath.Join(dir, configFile), cfg); err != nil {
+	if err := writeMonitorJob(dir, cfg, proc); err != nil {
 		return 0, err
 	}
-	if err := fsutil.WriteJSON(filepath.Join(dir, processFile), proc); err != nil {
-		return 0, err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	lock.Close()
 	monLog, err := os.OpenFile(filepath.Join(dir, monLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
@@ -79,17 +71,8 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 	// of a long-lived caller.
 	go func() { _ = cmd.Wait() }()
 
-	b, err := io.ReadAll(io.LimitReader(statusR, 1<<20))
-	if err != nil {
-		return 0, fmt.Errorf("monitor status: %w", err)
-	}
-	var st monitorStatus
-	if err := json.Unmarshal(b, &st); err != nil || (st.Pid == 0 && st.Error == "") {
-		tail, _ := os.ReadFile(filepath.Join(dir, monLogFile))
-		return 0, fmt.Errorf("monitor failed before reporting: %s: %w", strings.TrimSpace(string(tail)), errdefs.ErrUnknown)
-	}
-	if st.Error != "" {
-		return 0, fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
+	if err := readMonitorStatus(dir, statusR); err != nil {
+		return 0, err
 	}
 	if copyWG != nil {
 		r.mu.Lock()
@@ -97,6 +80,43 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 		r.mu.Unlock()
 	}
 	return cmd.Process.Pid, nil
+}
+
+// writeMonitorJob writes what the monitor reads in the container's
+// directory: the libcontainer config, the process, and the monitor's lock
+// file.
+func writeMonitorJob(dir string, cfg *configs.Config, proc *specs.Process) error {
+	if err := fsutil.WriteJSON(filepath.Join(dir, configFile), cfg); err != nil {
+		return err
+	}
+	if err := fsutil.WriteJSON(filepath.Join(dir, processFile), proc); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	lock.Close()
+	return nil
+}
+
+// readMonitorStatus reads the monitor's report on the init from the status
+// pipe: nil once the init exists, else why it does not (the monitor's log
+// when it failed before reporting).
+func readMonitorStatus(dir string, statusR io.Reader) error {
+	b, err := io.ReadAll(io.LimitReader(statusR, 1<<20))
+	if err != nil {
+		return fmt.Errorf("monitor status: %w", err)
+	}
+	var st monitorStatus
+	if err := json.Unmarshal(b, &st); err != nil || (st.Pid == 0 && st.Error == "") {
+		tail, _ := os.ReadFile(filepath.Join(dir, monLogFile))
+		return fmt.Errorf("monitor failed before reporting: %s: %w", strings.TrimSpace(string(tail)), errdefs.ErrUnknown)
+	}
+	if st.Error != "" {
+		return fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
+	}
+	return nil
 }
 
 // containerStdio turns the caller's IO into three files for the monitor:
