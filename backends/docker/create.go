@@ -16,13 +16,7 @@ import (
 
 // Create implements driver.Runtime.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
-	if len(req.ID) < 2 {
-		return invalid("container ID %q: Docker names are at least two characters long", req.ID)
-	}
-	if req.Image == "" && (req.Spec.Root == nil || req.Spec.Root.Path == "") {
-		return invalid("no image given")
-	}
-	if err := unsupportedRequest(req); err != nil {
+	if err := checkCreate(req); err != nil {
 		return err
 	}
 	spec, err := copySpec(req.Spec)
@@ -39,6 +33,36 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	if err := translateRawDevices(req.Devices, t); err != nil {
 		return err
 	}
+	if err := r.configure(req, spec, t); err != nil {
+		return err
+	}
+	res, err := r.createContainer(ctx, req, t)
+	if err != nil {
+		return err
+	}
+	if err := r.completeCreate(ctx, req, res); err != nil {
+		return err
+	}
+	created = true
+	return nil
+}
+
+// checkCreate refuses the requests Docker cannot serve before anything is
+// translated.
+func checkCreate(req *driver.CreateRequest) error {
+	if len(req.ID) < 2 {
+		return invalid("container ID %q: Docker names are at least two characters long", req.ID)
+	}
+	if req.Image == "" && (req.Spec.Root == nil || req.Spec.Root.Path == "") {
+		return invalid("no image given")
+	}
+	return unsupportedRequest(req)
+}
+
+// configure completes the translated container with what is not in the
+// spec: the record and labels, the image, the restart and log policies,
+// and the streams to attach.
+func (r *Runtime) configure(req *driver.CreateRequest, spec *specs.Spec, t *translation) error {
 	labels, err := newLabels(req.ID, r.scope, &record{Spec: spec, Labels: req.Labels})
 	if err != nil {
 		return err
@@ -53,18 +77,23 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 	}
 	t.host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
 	t.host.LogConfig = logConfig(r.logDriver, req.Log)
-	attached := req.IO.Stdin != nil || req.IO.Stdout != nil || req.IO.Stderr != nil
 	if req.IO.Stdin != nil {
 		// Stdin stays open until the attached copy closes it.
 		t.config.OpenStdin, t.config.StdinOnce, t.config.AttachStdin = true, true, true
 	}
 	t.config.AttachStdout, t.config.AttachStderr = req.IO.Stdout != nil, req.IO.Stderr != nil
+	return nil
+}
 
+// createContainer creates the Docker container, loading the store's image
+// into the daemon first (again, if it went meanwhile).
+func (r *Runtime) createContainer(ctx context.Context, req *driver.CreateRequest, t *translation) (client.ContainerCreateResult, error) {
 	var res client.ContainerCreateResult
+	var err error
 	for attempt := 0; ; attempt++ {
 		if req.ImageSource != nil {
 			if t.config.Image, err = r.ensureImage(ctx, req.ImageSource); err != nil {
-				return err
+				return res, err
 			}
 		}
 		res, err = r.eng.ContainerCreate(ctx, client.ContainerCreateOptions{Name: req.ID, Config: t.config, HostConfig: t.host})
@@ -76,11 +105,17 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 		}
 	}
 	if errdefs.IsConflict(err) {
-		return fmt.Errorf("the Docker name %q is taken: %v: %w", req.ID, err, errdefs.ErrAlreadyExists)
+		return res, fmt.Errorf("the Docker name %q is taken: %v: %w", req.ID, err, errdefs.ErrAlreadyExists)
 	}
 	if err != nil {
-		return classify(err)
+		return res, classify(err)
 	}
+	return res, nil
+}
+
+// completeCreate refuses a container Docker created with warnings and
+// attaches the caller's streams; on failure, the container is removed.
+func (r *Runtime) completeCreate(ctx context.Context, req *driver.CreateRequest, res client.ContainerCreateResult) error {
 	r.remember(req.ID, res.ID)
 	fail := func(err error) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -94,7 +129,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 		// does not run a container other than the one asked for.
 		return fail(notImplemented("Docker would drop part of the spec: %s", strings.Join(res.Warnings, "; ")))
 	}
-	if attached {
+	if req.IO.Stdin != nil || req.IO.Stdout != nil || req.IO.Stderr != nil {
 		a, err := r.attach(ctx, res.ID, req.IO)
 		if err != nil {
 			return fail(classify(err))
@@ -103,7 +138,6 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) error {
 		r.streams[req.ID] = a
 		r.mu.Unlock()
 	}
-	created = true
 	return nil
 }
 
