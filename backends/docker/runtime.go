@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 	"github.com/moby/moby/client/pkg/versions"
 
@@ -67,17 +68,9 @@ func Open(opts ...Option) (*Runtime, error) {
 			return nil, err
 		}
 	}
-	eng, local := o.eng, false
-	if eng == nil {
-		copts := []client.Opt{client.WithHostFromEnv(), client.WithAPIVersionNegotiation()}
-		if o.host != "" {
-			copts = append(copts, client.WithHost(o.host))
-		}
-		cli, err := client.New(copts...)
-		if err != nil {
-			return nil, fmt.Errorf("docker client: %v: %w", err, errdefs.ErrInvalidArgument)
-		}
-		eng, local = cli, strings.HasPrefix(cli.DaemonHost(), "unix://")
+	eng, local, err := newEngine(&o)
+	if err != nil {
+		return nil, err
 	}
 	r := &Runtime{eng: eng, scope: o.scope, stateDir: o.stateDir, local: local, daemonImages: o.daemonImages, ids: map[string]string{}, streams: map[string]*attachment{}}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
@@ -87,24 +80,9 @@ func Open(opts ...Option) (*Runtime, error) {
 		eng.Close()
 		return nil, fmt.Errorf("docker daemon: %w", classify(err))
 	}
-	if info.Info.OSType != "" && info.Info.OSType != "linux" {
+	if err := r.learnDaemon(&info.Info); err != nil {
 		eng.Close()
-		return nil, fmt.Errorf("docker daemon runs %s containers: %w", info.Info.OSType, errdefs.ErrNotImplemented)
-	}
-	r.memTotal = uint64(max(info.Info.MemTotal, 0))
-	r.cgroupns = true
-	if cli, ok := eng.(*client.Client); ok {
-		r.cgroupns = !versions.LessThan(cli.ClientVersion(), "1.41")
-	}
-	for _, so := range info.Info.SecurityOptions {
-		if slices.Contains(strings.Split(so, ","), "name=userns") {
-			m, ok := daemonMapping(info.Info.DockerRootDir, "/etc/subuid", "/etc/subgid")
-			if !ok {
-				eng.Close()
-				return nil, fmt.Errorf("userns-remap daemon with data root %q: cannot tell its ID mapping: %w", info.Info.DockerRootDir, errdefs.ErrNotImplemented)
-			}
-			r.remap = m
-		}
+		return nil, err
 	}
 	if err := r.removeStaleMounts(ctx); err != nil {
 		eng.Close()
@@ -123,6 +101,48 @@ func Open(opts ...Option) (*Runtime, error) {
 		Snapshot:  true,
 	}
 	return r, nil
+}
+
+// newEngine returns the engine the options give, else a client of the
+// daemon they (or the environment) name, and whether that daemon is local.
+func newEngine(o *options) (engine, bool, error) {
+	if o.eng != nil {
+		return o.eng, false, nil
+	}
+	copts := []client.Opt{client.WithHostFromEnv(), client.WithAPIVersionNegotiation()}
+	if o.host != "" {
+		copts = append(copts, client.WithHost(o.host))
+	}
+	cli, err := client.New(copts...)
+	if err != nil {
+		return nil, false, fmt.Errorf("docker client: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return cli, strings.HasPrefix(cli.DaemonHost(), "unix://"), nil
+}
+
+// learnDaemon keeps what the daemon's info tells: its memory, whether the
+// API has cgroup namespaces, its userns-remap mapping. It refuses a daemon
+// of other than Linux containers, and a remapping one whose mapping it
+// cannot tell.
+func (r *Runtime) learnDaemon(info *system.Info) error {
+	if info.OSType != "" && info.OSType != "linux" {
+		return fmt.Errorf("docker daemon runs %s containers: %w", info.OSType, errdefs.ErrNotImplemented)
+	}
+	r.memTotal = uint64(max(info.MemTotal, 0))
+	r.cgroupns = true
+	if cli, ok := r.eng.(*client.Client); ok {
+		r.cgroupns = !versions.LessThan(cli.ClientVersion(), "1.41")
+	}
+	for _, so := range info.SecurityOptions {
+		if slices.Contains(strings.Split(so, ","), "name=userns") {
+			m, ok := daemonMapping(info.DockerRootDir, "/etc/subuid", "/etc/subgid")
+			if !ok {
+				return fmt.Errorf("userns-remap daemon with data root %q: cannot tell its ID mapping: %w", info.DockerRootDir, errdefs.ErrNotImplemented)
+			}
+			r.remap = m
+		}
+	}
+	return nil
 }
 
 // Name implements driver.Runtime.
