@@ -289,18 +289,33 @@ func translateNamespaces(s *specs.Spec, t *translation) error {
 		}
 		t.host.UTSMode = "host"
 	}
+	if err := translateCgroupNamespace(has[specs.CgroupNamespace], t); err != nil {
+		return err
+	}
+	return translateUserNamespace(s, has[specs.UserNamespace], t)
+}
+
+// translateCgroupNamespace: a cgroup namespace of its own, or the host's
+// where the API has the choice.
+func translateCgroupNamespace(has bool, t *translation) error {
 	switch {
-	case has[specs.CgroupNamespace] && !t.cgroupns:
+	case has && !t.cgroupns:
 		return notImplemented("spec: cgroup namespaces need Engine API 1.41")
-	case has[specs.CgroupNamespace]:
+	case has:
 		t.host.CgroupnsMode = container.CgroupnsModePrivate
 	case t.cgroupns:
 		t.host.CgroupnsMode = container.CgroupnsModeHost
 	}
+	return nil
+}
+
+// translateUserNamespace: a user namespace is the userns-remap daemon's,
+// whose mapping goes in the spec; without one, the host's.
+func translateUserNamespace(s *specs.Spec, has bool, t *translation) error {
 	switch {
-	case has[specs.UserNamespace] && t.remap == nil:
+	case has && t.remap == nil:
 		return notImplemented("user namespaces: this Docker daemon runs without userns-remap")
-	case has[specs.UserNamespace]:
+	case has:
 		// The daemon's one mapping, not the pool's block: see doc.go.
 		s.Linux.UIDMappings = slices.Clone(t.remap.UID)
 		s.Linux.GIDMappings = slices.Clone(t.remap.GID)
