@@ -106,43 +106,9 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 	if err != nil {
 		return err
 	}
-	var tree int
-	var dst string
-	isFile := false
-	switch {
-	case a.Device != nil:
-		if _, err := devicesCgroup(t.dockerID); err != nil {
-			return err
-		}
-		dst, isFile = a.Device.Path, true
-		if err := os.Chown(a.Device.HostPath, t.rootUID, t.rootGID); err != nil {
-			return fmt.Errorf("raw device %s: %w", a.Device.Path, err)
-		}
-		flags := uint64(unix.MOUNT_ATTR_NOSUID)
-		if a.Device.ReadOnly {
-			flags |= unix.MOUNT_ATTR_RDONLY
-		}
-		tree, err = mountns.DetachedBind(a.Device.HostPath, flags, -1)
-	case a.Mount != nil && a.Mount.Type == "bind":
-		dst = a.Mount.Destination
-		userns := -1
-		if slices.Contains(a.Mount.Options, "idmap") {
-			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", t.pid))
-			if err != nil {
-				return fmt.Errorf("container's user namespace: %w", err)
-			}
-			defer f.Close()
-			userns = int(f.Fd())
-		}
-		tree, err = mountns.DetachedBind(a.Mount.Source, mountns.MountAttrs(a.Mount.Options), userns)
-	case a.Mount != nil && a.Mount.Type == "tmpfs":
-		dst = a.Mount.Destination
-		tree, err = mountns.DetachedTmpfs(a.Mount.Options, t.rootUID, t.rootGID)
-	default:
-		return invalid("volume: unknown attachment")
-	}
+	tree, dst, isFile, err := detachedTree(t, a)
 	if err != nil {
-		return fmt.Errorf("volume %s: %w", dst, classifyMount(err))
+		return err
 	}
 	defer unix.Close(tree)
 	// The mount is known by its ID before its device is allowed: a device
@@ -254,4 +220,47 @@ func allowDevice(dockerID string, d driver.Device, allow bool) error {
 		return fmt.Errorf("devices cgroup: %w", err)
 	}
 	return nil
+}
+
+// detachedTree makes the detached mount tree a hot attachment moves into
+// the container, and tells where it goes and whether it is a file. The
+// container's user namespace an ID-mapped bind takes is open only while
+// the tree is made.
+func detachedTree(t *hotTarget, a *driver.Attachment) (tree int, dst string, isFile bool, err error) {
+	switch {
+	case a.Device != nil:
+		if _, err := devicesCgroup(t.dockerID); err != nil {
+			return -1, a.Device.Path, true, err
+		}
+		dst, isFile = a.Device.Path, true
+		if err := os.Chown(a.Device.HostPath, t.rootUID, t.rootGID); err != nil {
+			return -1, dst, isFile, fmt.Errorf("raw device %s: %w", a.Device.Path, err)
+		}
+		flags := uint64(unix.MOUNT_ATTR_NOSUID)
+		if a.Device.ReadOnly {
+			flags |= unix.MOUNT_ATTR_RDONLY
+		}
+		tree, err = mountns.DetachedBind(a.Device.HostPath, flags, -1)
+	case a.Mount != nil && a.Mount.Type == "bind":
+		dst = a.Mount.Destination
+		userns := -1
+		if slices.Contains(a.Mount.Options, "idmap") {
+			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", t.pid))
+			if err != nil {
+				return -1, dst, isFile, fmt.Errorf("container's user namespace: %w", err)
+			}
+			defer f.Close()
+			userns = int(f.Fd())
+		}
+		tree, err = mountns.DetachedBind(a.Mount.Source, mountns.MountAttrs(a.Mount.Options), userns)
+	case a.Mount != nil && a.Mount.Type == "tmpfs":
+		dst = a.Mount.Destination
+		tree, err = mountns.DetachedTmpfs(a.Mount.Options, t.rootUID, t.rootGID)
+	default:
+		return -1, dst, isFile, invalid("volume: unknown attachment")
+	}
+	if err != nil {
+		return -1, dst, isFile, fmt.Errorf("volume %s: %w", dst, classifyMount(err))
+	}
+	return tree, dst, isFile, nil
 }

@@ -72,18 +72,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 			defer unmount()
 		}
 	}
-	if c.State != nil && c.State.Running && !c.State.Paused {
-		if _, err := r.eng.ContainerPause(ctx, c.ID, client.ContainerPauseOptions{}); err != nil {
-			return fmt.Errorf("freeze: %w", classify(err))
-		}
-		err = write()
-		if _, uerr := r.eng.ContainerUnpause(context.WithoutCancel(ctx), c.ID, client.ContainerUnpauseOptions{}); uerr != nil && err == nil {
-			err = fmt.Errorf("thaw: %w", classify(uerr))
-		}
-	} else {
-		err = write()
-	}
-	if err != nil {
+	if err := r.whileFrozen(ctx, c, write); err != nil {
 		return err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -119,4 +108,20 @@ func (r *Runtime) layersArchiver(c *container.InspectResponse, w io.Writer) (wri
 		_ = os.Remove(dir)
 	}
 	return func() error { return tarutil.WriteDir(w, dir) }, unmount, nil
+}
+
+// whileFrozen runs write with the container frozen if it runs, and thaws
+// it after.
+func (r *Runtime) whileFrozen(ctx context.Context, c *container.InspectResponse, write func() error) error {
+	if c.State == nil || !c.State.Running || c.State.Paused {
+		return write()
+	}
+	if _, err := r.eng.ContainerPause(ctx, c.ID, client.ContainerPauseOptions{}); err != nil {
+		return fmt.Errorf("freeze: %w", classify(err))
+	}
+	err := write()
+	if _, uerr := r.eng.ContainerUnpause(context.WithoutCancel(ctx), c.ID, client.ContainerUnpauseOptions{}); uerr != nil && err == nil {
+		err = fmt.Errorf("thaw: %w", classify(uerr))
+	}
+	return err
 }

@@ -2,22 +2,13 @@ package docker
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
-
-	"github.com/berthrun/berth/runtime/driver"
-	"github.com/berthrun/berth/volume"
 )
 
 // translation is a container in Docker's terms, built from a checked OCI
@@ -298,18 +289,33 @@ func translateNamespaces(s *specs.Spec, t *translation) error {
 		}
 		t.host.UTSMode = "host"
 	}
+	if err := translateCgroupNamespace(has[specs.CgroupNamespace], t); err != nil {
+		return err
+	}
+	return translateUserNamespace(s, has[specs.UserNamespace], t)
+}
+
+// translateCgroupNamespace: a cgroup namespace of its own, or the host's
+// where the API has the choice.
+func translateCgroupNamespace(has bool, t *translation) error {
 	switch {
-	case has[specs.CgroupNamespace] && !t.cgroupns:
+	case has && !t.cgroupns:
 		return notImplemented("spec: cgroup namespaces need Engine API 1.41")
-	case has[specs.CgroupNamespace]:
+	case has:
 		t.host.CgroupnsMode = container.CgroupnsModePrivate
 	case t.cgroupns:
 		t.host.CgroupnsMode = container.CgroupnsModeHost
 	}
+	return nil
+}
+
+// translateUserNamespace: a user namespace is the userns-remap daemon's,
+// whose mapping goes in the spec; without one, the host's.
+func translateUserNamespace(s *specs.Spec, has bool, t *translation) error {
 	switch {
-	case has[specs.UserNamespace] && t.remap == nil:
+	case has && t.remap == nil:
 		return notImplemented("user namespaces: this Docker daemon runs without userns-remap")
-	case has[specs.UserNamespace]:
+	case has:
 		// The daemon's one mapping, not the pool's block: see doc.go.
 		s.Linux.UIDMappings = slices.Clone(t.remap.UID)
 		s.Linux.GIDMappings = slices.Clone(t.remap.GID)
@@ -319,317 +325,4 @@ func translateNamespaces(s *specs.Spec, t *translation) error {
 		t.host.UsernsMode = "host"
 	}
 	return nil
-}
-
-// standardMount is one of the file systems Docker mounts in every
-// container, with the options it uses.
-type standardMount struct {
-	typ     string
-	options []string
-}
-
-var standardMounts = map[string]standardMount{
-	"/proc":          {"proc", []string{"nodev", "noexec", "nosuid"}},
-	"/dev":           {"tmpfs", []string{"mode=755", "nosuid", "size=65536k", "strictatime"}},
-	"/dev/pts":       {"devpts", []string{"mode=0620", "newinstance", "noexec", "nosuid", "ptmxmode=0666"}},
-	"/dev/shm":       {"tmpfs", []string{"mode=1777", "nodev", "noexec", "nosuid"}}, // plus size=ShmSize
-	"/dev/mqueue":    {"mqueue", []string{"nodev", "noexec", "nosuid"}},
-	"/sys":           {"sysfs", []string{"nodev", "noexec", "nosuid", "ro"}},
-	"/sys/fs/cgroup": {"cgroup", []string{"nodev", "noexec", "nosuid", "ro"}},
-}
-
-// translateMounts: the standard file systems must be Docker's own (it
-// mounts them whatever the spec says); binds and tmpfs mounts are
-// translated; any other file system is refused.
-func translateMounts(s *specs.Spec, t *translation) error {
-	seen := map[string]bool{}
-	for i, m := range s.Mounts {
-		dest := filepath.Clean(m.Destination)
-		if std, ok := standardMounts[dest]; ok && m.Type == std.typ {
-			if err := standardMountOptions(dest, std, m.Options, t); err != nil {
-				return err
-			}
-			seen[dest] = true
-			continue
-		}
-		switch {
-		case m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind"):
-			bm, idmapped, err := bindMount(m)
-			if err != nil {
-				return err
-			}
-			if idmapped {
-				if t.remap == nil || t.mapBind == nil || !driver.HasUserNamespace(s) {
-					return notImplemented("spec: ID-mapped bind of %s outside a user namespace of a userns-remap daemon", m.Source)
-				}
-				if bm.Source, err = t.mapBind(m.Source); err != nil {
-					return err
-				}
-				// The mapping in force is the daemon's.
-				s.Mounts[i].UIDMappings = slices.Clone(t.remap.UID)
-				s.Mounts[i].GIDMappings = slices.Clone(t.remap.GID)
-			}
-			t.host.Mounts = append(t.host.Mounts, bm)
-		case m.Type == "tmpfs":
-			if t.host.Tmpfs == nil {
-				t.host.Tmpfs = map[string]string{}
-			}
-			t.host.Tmpfs[dest] = strings.Join(m.Options, ",")
-		default:
-			return notImplemented("spec: mount of %s (%s) at %s: Docker mounts only binds and tmpfs", m.Source, m.Type, m.Destination)
-		}
-	}
-	var missing []string
-	for dest := range standardMounts {
-		if !seen[dest] {
-			missing = append(missing, dest)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return notImplemented("spec: Docker always mounts %s", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-func standardMountOptions(dest string, std standardMount, options []string, t *translation) error {
-	var got []string
-	for _, o := range options {
-		switch {
-		case o == "relatime" || o == "rw" && !slices.Contains(std.options, "ro"):
-			// the kernel's default
-		case dest == "/dev/shm" && strings.HasPrefix(o, "size="):
-			n, err := volume.ParseBytes(strings.TrimPrefix(o, "size="))
-			if err == nil && n == 0 {
-				err = errors.New("a size of 0")
-			}
-			if err != nil {
-				return invalid("spec: /dev/shm %s: %v", o, err)
-			}
-			t.host.ShmSize = n
-		default:
-			got = append(got, o)
-		}
-	}
-	if !slices.Equal(sortedSet(got), std.options) {
-		return notImplemented("spec: Docker mounts %s (%s) with options %s, not %s",
-			dest, std.typ, strings.Join(std.options, ","), strings.Join(options, ","))
-	}
-	return nil
-}
-
-// bindPropagations are the propagation options a bind mount may carry.
-var bindPropagations = map[string]mount.Propagation{
-	"private": mount.PropagationPrivate, "rprivate": mount.PropagationRPrivate,
-	"shared": mount.PropagationShared, "rshared": mount.PropagationRShared,
-	"slave": mount.PropagationSlave, "rslave": mount.PropagationRSlave,
-}
-
-// inheritedFlags are bind options Docker cannot set, but that a bind mount
-// inherits from its source's mount: accepted when the source has them.
-var inheritedFlags = map[string]uint64{"nosuid": unix.ST_NOSUID, "nodev": unix.ST_NODEV, "noexec": unix.ST_NOEXEC}
-
-// bindMount translates a bind mount of a host path (berth's volumes reach
-// the container this way), and tells whether it asks to be ID-mapped.
-func bindMount(m specs.Mount) (_ mount.Mount, idmapped bool, _ error) {
-	if !filepath.IsAbs(m.Source) {
-		return mount.Mount{}, false, invalid("spec: bind source %q is not absolute", m.Source)
-	}
-	out := mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Destination, BindOptions: &mount.BindOptions{NonRecursive: true}}
-	var fs unix.Statfs_t
-	statted := false
-	for _, o := range m.Options {
-		switch {
-		case o == "bind":
-		case o == "rbind":
-			out.BindOptions.NonRecursive = false
-		case o == "ro":
-			out.ReadOnly = true
-		case o == "rw":
-		case o == "idmap" || o == "ridmap":
-			idmapped = true
-		case bindPropagations[o] != "":
-			out.BindOptions.Propagation = bindPropagations[o]
-		case inheritedFlags[o] != 0:
-			if !statted {
-				if err := unix.Statfs(m.Source, &fs); err != nil {
-					return mount.Mount{}, false, invalid("spec: bind source %s: %v", m.Source, err)
-				}
-				statted = true
-			}
-			if uint64(fs.Flags)&inheritedFlags[o] == 0 {
-				return mount.Mount{}, false, notImplemented("spec: bind of %s with %s: Docker cannot set it, and the source is not mounted %s", m.Source, o, o)
-			}
-		default:
-			return mount.Mount{}, false, notImplemented("spec: bind of %s: Docker cannot set option %q", m.Source, o)
-		}
-	}
-	if _, err := os.Stat(m.Source); err != nil {
-		return mount.Mount{}, false, invalid("spec: bind source: %v", err)
-	}
-	return out, idmapped, nil
-}
-
-// translateResources: memory, CPU, pids, block I/O weight and device
-// access rules.
-func translateResources(s *specs.Spec, t *translation) error {
-	r := s.Linux.Resources
-	if r == nil {
-		return nil
-	}
-	res := &t.host.Resources
-	if m := r.Memory; m != nil {
-		if m.Limit != nil && *m.Limit > 0 {
-			res.Memory = *m.Limit
-			// OCI: no swap limit given means none set (runc leaves it
-			// unlimited); Docker would make it twice the memory.
-			res.MemorySwap = -1
-		}
-		if m.Swap != nil {
-			res.MemorySwap = *m.Swap
-		}
-		if m.Reservation != nil {
-			res.MemoryReservation = *m.Reservation
-		}
-		if m.Swappiness != nil {
-			v := int64(*m.Swappiness)
-			res.MemorySwappiness = &v
-		}
-		res.OomKillDisable = m.DisableOOMKiller
-	}
-	if c := r.CPU; c != nil {
-		if c.Shares != nil {
-			res.CPUShares = int64(*c.Shares)
-		}
-		if c.Quota != nil {
-			res.CPUQuota = *c.Quota
-		}
-		if c.Period != nil {
-			res.CPUPeriod = int64(*c.Period)
-		}
-		if c.RealtimeRuntime != nil {
-			res.CPURealtimeRuntime = *c.RealtimeRuntime
-		}
-		if c.RealtimePeriod != nil {
-			res.CPURealtimePeriod = int64(*c.RealtimePeriod)
-		}
-		res.CpusetCpus, res.CpusetMems = c.Cpus, c.Mems
-	}
-	if r.Pids != nil && r.Pids.Limit != nil {
-		v := *r.Pids.Limit
-		res.PidsLimit = &v
-	}
-	if r.BlockIO != nil && r.BlockIO.Weight != nil {
-		res.BlkioWeight = *r.BlockIO.Weight
-	}
-	return deviceRules(r.Devices, t)
-}
-
-// deviceRules: Docker denies every device but its standard ones, then
-// applies allow rules. The spec's list must start the same way (a deny-all
-// rule, as in runtime.DefaultSpec) and add only allow rules; no list at all
-// leaves Docker's default.
-func deviceRules(rules []specs.LinuxDeviceCgroup, t *translation) error {
-	if len(rules) == 0 {
-		return nil
-	}
-	first := rules[0]
-	if first.Allow || (first.Type != "" && first.Type != "a") || first.Major != nil || first.Minor != nil || !sameAccess(first.Access, "rwm") {
-		return notImplemented("spec: Docker's device rules start with deny-all; this list starts with %+v", first)
-	}
-	for _, d := range rules[1:] {
-		if !d.Allow {
-			return notImplemented("spec: Docker has only allow rules after its deny-all")
-		}
-		typ := d.Type
-		if typ == "" {
-			typ = "a"
-		}
-		num := func(p *int64) string {
-			if p == nil {
-				return "*"
-			}
-			return strconv.FormatInt(*p, 10)
-		}
-		t.host.DeviceCgroupRules = append(t.host.DeviceCgroupRules, fmt.Sprintf("%s %s:%s %s", typ, num(d.Major), num(d.Minor), d.Access))
-	}
-	return nil
-}
-
-func sameAccess(a, b string) bool {
-	as, bs := strings.Split(a, ""), strings.Split(b, "")
-	return slices.Equal(sortedSet(as), sortedSet(bs))
-}
-
-// translateDevices: Docker creates a device node only from a host node,
-// which it copies with its owner and mode. Each node of the spec must
-// exist on the host with the same type and numbers (found through
-// /sys/dev), and a rule of the spec must allow it.
-func translateDevices(s *specs.Spec, t *translation) error {
-	for _, d := range s.Linux.Devices {
-		if d.Type != "b" && d.Type != "c" && d.Type != "u" {
-			return notImplemented("spec: device %s of type %q: Docker maps block and character devices", d.Path, d.Type)
-		}
-		host, st, err := hostDevice(d)
-		if err != nil {
-			return err
-		}
-		if d.FileMode != nil && d.FileMode.Perm() != os.FileMode(st.Mode).Perm() ||
-			d.UID != nil && *d.UID != st.Uid || d.GID != nil && *d.GID != st.Gid {
-			return notImplemented("spec: device %s: Docker copies the owner and mode of the host's %s", d.Path, host)
-		}
-		access := allowedAccess(s.Linux.Resources, d)
-		if access == "" {
-			return notImplemented("spec: device %s: Docker allows access to every node it creates; the spec allows none", d.Path)
-		}
-		t.host.Devices = append(t.host.Devices, container.DeviceMapping{PathOnHost: host, PathInContainer: d.Path, CgroupPermissions: access})
-	}
-	return nil
-}
-
-// hostDevice finds the host's node for d: the kernel names every device
-// under /sys/dev/{block,char}/MAJOR:MINOR.
-func hostDevice(d specs.LinuxDevice) (string, *unix.Stat_t, error) {
-	kind := "char"
-	if d.Type == "b" {
-		kind = "block"
-	}
-	uevent, err := os.ReadFile(fmt.Sprintf("/sys/dev/%s/%d:%d/uevent", kind, d.Major, d.Minor))
-	if err != nil {
-		return "", nil, invalid("spec: device %s (%s %d:%d) does not exist on the host", d.Path, d.Type, d.Major, d.Minor)
-	}
-	for _, line := range strings.Split(string(uevent), "\n") {
-		if name, ok := strings.CutPrefix(line, "DEVNAME="); ok {
-			host := filepath.Join("/dev", name)
-			var st unix.Stat_t
-			if err := unix.Stat(host, &st); err != nil || unix.Major(st.Rdev) != uint32(d.Major) || unix.Minor(st.Rdev) != uint32(d.Minor) {
-				break
-			}
-			return host, &st, nil
-		}
-	}
-	return "", nil, invalid("spec: device %s (%s %d:%d) has no node under /dev on the host", d.Path, d.Type, d.Major, d.Minor)
-}
-
-// allowedAccess returns the access the spec's rules grant to device d.
-func allowedAccess(r *specs.LinuxResources, d specs.LinuxDevice) string {
-	if r == nil {
-		return ""
-	}
-	access := ""
-	for _, rule := range r.Devices {
-		typ := rule.Type
-		if typ != "" && typ != "a" && typ != d.Type {
-			continue
-		}
-		if rule.Major != nil && *rule.Major != d.Major || rule.Minor != nil && *rule.Minor != d.Minor {
-			continue
-		}
-		if rule.Allow {
-			access = rule.Access
-		} else {
-			access = ""
-		}
-	}
-	return access
 }

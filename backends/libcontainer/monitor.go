@@ -10,12 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -52,157 +49,12 @@ const (
 	fdStderr
 )
 
-// spawnMonitor starts the container's monitor, which creates the init in
-// libcontainer and reports back. It returns the monitor's pid once the init
-// exists (waiting on its exec fifo).
-func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) (int, error) {
-	dir := r.dir(id)
-	if err := fsutil.WriteJSON(filepath.Join(dir, configFile), cfg); err != nil {
-		return 0, err
-	}
-	if err := fsutil.WriteJSON(filepath.Join(dir, processFile), proc); err != nil {
-		return 0, err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	lock.Close()
-	monLog, err := os.OpenFile(filepath.Join(dir, monLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	defer monLog.Close()
-
-	stdio, copyWG, closeAfter, err := r.containerStdio(dir, pio)
-	defer func() {
-		for _, f := range closeAfter {
-			f.Close()
-		}
-	}()
-	if err != nil {
-		return 0, err
-	}
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer statusR.Close()
-
-	cmd := exec.Command("/proc/self/exe", monitorArg, dir, r.runcRoot(), id,
-		strconv.FormatInt(limits.MaxSize, 10), strconv.Itoa(limits.MaxFiles))
-	cmd.Args[0] = os.Args[0]
-	cmd.Stdin = nil
-	cmd.Stdout = monLog
-	cmd.Stderr = monLog
-	cmd.ExtraFiles = []*os.File{statusW, stdio[0], stdio[1], stdio[2]}
-	// Its own session: the caller's terminal signals and exit do not reach
-	// the monitor or the container.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	statusW.Close()
-	if err != nil {
-		return 0, fmt.Errorf("start monitor: %w", err)
-	}
-	// Reap the monitor whenever it ends, so it does not linger as a zombie
-	// of a long-lived caller.
-	go func() { _ = cmd.Wait() }()
-
-	b, err := io.ReadAll(io.LimitReader(statusR, 1<<20))
-	if err != nil {
-		return 0, fmt.Errorf("monitor status: %w", err)
-	}
-	var st monitorStatus
-	if err := json.Unmarshal(b, &st); err != nil || (st.Pid == 0 && st.Error == "") {
-		tail, _ := os.ReadFile(filepath.Join(dir, monLogFile))
-		return 0, fmt.Errorf("monitor failed before reporting: %s: %w", strings.TrimSpace(string(tail)), errdefs.ErrUnknown)
-	}
-	if st.Error != "" {
-		return 0, fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
-	}
-	if copyWG != nil {
-		r.mu.Lock()
-		r.copies[id] = copyWG
-		r.mu.Unlock()
-	}
-	return cmd.Process.Pid, nil
-}
-
-// containerStdio turns the caller's IO into three files for the monitor:
-// files are passed as they are, other readers and writers through pipes that
-// this process copies, and missing streams are /dev/null. The monitor keeps
-// the output in the container's log besides.
-func (r *Runtime) containerStdio(dir string, pio driver.IO) (files [3]*os.File, wg *sync.WaitGroup, closeAfter []*os.File, err error) {
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return files, nil, nil, err
-	}
-	closeAfter = append(closeAfter, null)
-	files = [3]*os.File{null, null, null}
-	wg = &sync.WaitGroup{}
-	copying := false
-	if pio.Stdin != nil {
-		if f, ok := pio.Stdin.(*os.File); ok {
-			files[0] = f
-		} else {
-			pr, pw, err := os.Pipe()
-			if err != nil {
-				return files, nil, closeAfter, err
-			}
-			closeAfter = append(closeAfter, pr)
-			files[0] = pr
-			go func() {
-				_, _ = io.Copy(pw, pio.Stdin)
-				pw.Close()
-			}()
-		}
-	}
-	for i, w := range []io.Writer{pio.Stdout, pio.Stderr} {
-		if w == nil {
-			continue
-		}
-		if i == 1 && w == pio.Stdout {
-			// One writer for both: one pipe, so writes are never
-			// concurrent and their order is kept (as os/exec does).
-			files[2] = files[1]
-			continue
-		}
-		if f, ok := w.(*os.File); ok {
-			files[i+1] = f
-			continue
-		}
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			return files, nil, closeAfter, err
-		}
-		closeAfter = append(closeAfter, pw)
-		files[i+1] = pw
-		copying = true
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer pr.Close()
-			_, _ = io.Copy(w, pr)
-		}()
-	}
-	if !copying {
-		wg = nil
-	}
-	return files, wg, closeAfter, nil
-}
-
 // runMonitor is the monitor process: create the init, report, wait for it,
 // record its exit. args: container dir, libcontainer root, ID.
 func runMonitor(args []string) int {
-	if len(args) != 5 {
-		fmt.Fprintln(os.Stderr, "berth monitor: bad arguments")
-		return 2
-	}
-	dir, runcRoot, id := args[0], args[1], args[2]
-	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
-	maxFiles, err2 := strconv.Atoi(args[4])
-	if err1 != nil || err2 != nil {
-		fmt.Fprintln(os.Stderr, "berth monitor: bad log limits")
+	dir, runcRoot, id, limits, err := parseMonitorArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth monitor:", err)
 		return 2
 	}
 	status := os.NewFile(fdStatus, "status")
@@ -226,22 +78,18 @@ func runMonitor(args []string) int {
 	// Unlocked on return, after the exit is recorded; the defer also keeps
 	// the file from being finalized, and unlocked, earlier.
 	defer unlock()
-	var cfg configs.Config
-	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
-		return fail(err)
-	}
-	var proc specs.Process
-	if err := fsutil.ReadJSON(filepath.Join(dir, processFile), &proc); err != nil {
+	cfg, proc, err := readMonitorJob(dir)
+	if err != nil {
 		return fail(err)
 	}
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
 	// The container writes into pipes that this process copies into its
 	// capped log and on to the caller's stdout and stderr.
-	out, tee, err := keepOutput(dir, logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, stdout, stderr, sameFile(stdout, stderr))
+	out, tee, err := keepOutput(dir, limits, stdout, stderr, sameFile(stdout, stderr))
 	if err != nil {
 		return fail(err)
 	}
-	c, p, err := startInit(runcRoot, id, &cfg, &proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
+	c, p, err := startInit(runcRoot, id, cfg, proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
 	// The init holds its own copies of the pipes' write ends; ours would
 	// keep the copies from ever ending.
 	out.close()
@@ -259,7 +107,41 @@ func runMonitor(args []string) int {
 		_ = c.Destroy()
 		return 1
 	}
-	err = recordExit(dir, p)
+	return monitorInit(dir, p, tee)
+}
+
+// parseMonitorArgs reads the monitor's arguments: container dir,
+// libcontainer root, ID, and the log's limits.
+func parseMonitorArgs(args []string) (dir, runcRoot, id string, limits logfile.Limits, err error) {
+	if len(args) != 5 {
+		return "", "", "", limits, errors.New("bad arguments")
+	}
+	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
+	maxFiles, err2 := strconv.Atoi(args[4])
+	if err1 != nil || err2 != nil {
+		return "", "", "", limits, errors.New("bad log limits")
+	}
+	return args[0], args[1], args[2], logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, nil
+}
+
+// readMonitorJob reads the container's libcontainer config and process,
+// which spawnMonitor wrote in its directory.
+func readMonitorJob(dir string) (*configs.Config, *specs.Process, error) {
+	var cfg configs.Config
+	if err := fsutil.ReadJSON(filepath.Join(dir, configFile), &cfg); err != nil {
+		return nil, nil, err
+	}
+	var proc specs.Process
+	if err := fsutil.ReadJSON(filepath.Join(dir, processFile), &proc); err != nil {
+		return nil, nil, err
+	}
+	return &cfg, &proc, nil
+}
+
+// monitorInit waits for the reported init, records its exit, and lets the
+// copy of its output end: the monitor's exit code.
+func monitorInit(dir string, p *lc.Process, tee *logfile.Tee) int {
+	err := recordExit(dir, p)
 	// The exit is known; the output is copied to its end before the
 	// monitor goes (Wait returns once it has).
 	tee.Finish(outputIdle)

@@ -63,29 +63,11 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 			return err
 		}
 		defer unix.Close(root)
-		at := func(dst string) (int, error) {
-			fd, err := mountns.OpenInRoot(root, dst, unix.O_PATH)
-			if err != nil {
-				return 0, fmt.Errorf("volume %s: %w", dst, err)
-			}
-			defer unix.Close(fd)
-			var stx unix.Statx_t
-			if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
-				return 0, err
-			}
-			// The root of a mount of its own, never the mount it sits
-			// in (the root filesystem's): a detach unmounts what this
-			// names.
-			if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-				return 0, fmt.Errorf("volume %s is not mounted at its destination: %w", dst, errdefs.ErrInternal)
-			}
-			return int(stx.Mnt_id), nil
-		}
 		for _, mnt := range spec.Mounts {
 			if mnt.Type != "bind" && !slices.Contains(mnt.Options, "bind") && !slices.Contains(mnt.Options, "rbind") {
 				continue
 			}
-			mid, err := at(mnt.Destination)
+			mid, err := mountIDAt(root, mnt.Destination)
 			if err != nil {
 				return err
 			}
@@ -93,26 +75,51 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 		}
 		for _, d := range devs {
 			d := d
-			mid, err := at(d.Path)
+			mid, err := mountIDAt(root, d.Path)
 			if err != nil {
 				return err
 			}
 			m[filepath.Clean(d.Path)] = volumeMount{ID: mid, Device: &d}
 		}
-		// Two destinations that led to one place (a link in the root
-		// filesystem) hold one mount, the last: a detach of either
-		// would take the other's.
-		seen := map[int]string{}
-		for dst, vm := range m {
-			if other, ok := seen[vm.ID]; ok {
-				return fmt.Errorf("volumes at %s and %s land on one mount point (a link in the root filesystem): %w", other, dst, errdefs.ErrFailedPrecondition)
-			}
-			seen[vm.ID] = dst
-		}
-		return nil
+		return distinctMounts(m)
 	})
 	if err != nil {
 		return err
 	}
 	return r.writeMounts(id, m)
+}
+
+// mountIDAt returns the ID of the mount at dst, resolved in the root the
+// descriptor root opens; dst must be the root of a mount of its own.
+func mountIDAt(root int, dst string) (int, error) {
+	fd, err := mountns.OpenInRoot(root, dst, unix.O_PATH)
+	if err != nil {
+		return 0, fmt.Errorf("volume %s: %w", dst, err)
+	}
+	defer unix.Close(fd)
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, err
+	}
+	// The root of a mount of its own, never the mount it sits
+	// in (the root filesystem's): a detach unmounts what this
+	// names.
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		return 0, fmt.Errorf("volume %s is not mounted at its destination: %w", dst, errdefs.ErrInternal)
+	}
+	return int(stx.Mnt_id), nil
+}
+
+// distinctMounts refuses two destinations that led to one place (a link in
+// the root filesystem): they hold one mount, the last, and a detach of
+// either would take the other's.
+func distinctMounts(m map[string]volumeMount) error {
+	seen := map[int]string{}
+	for dst, vm := range m {
+		if other, ok := seen[vm.ID]; ok {
+			return fmt.Errorf("volumes at %s and %s land on one mount point (a link in the root filesystem): %w", other, dst, errdefs.ErrFailedPrecondition)
+		}
+		seen[vm.ID] = dst
+	}
+	return nil
 }

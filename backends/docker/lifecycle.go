@@ -1,0 +1,185 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Start implements driver.Runtime.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	return r.do(ctx, id, func(did string) error {
+		_, err := r.eng.ContainerStart(ctx, did, client.ContainerStartOptions{})
+		return err
+	})
+}
+
+// Kill implements driver.Runtime. Docker resumes a paused container to
+// deliver any signal but SIGKILL: berth refuses those instead of changing
+// the container's state behind the caller's back.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	if sig != syscall.SIGKILL {
+		c, err := r.inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		if c.State != nil && c.State.Status == container.StatePaused {
+			return fmt.Errorf("Docker would resume the paused container to deliver signal %d: %w", sig, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return r.do(ctx, id, func(did string) error {
+		_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
+		if err == nil || sig != syscall.SIGKILL {
+			return err
+		}
+		// Docker refuses to kill a container whose init ended its leader
+		// thread alone ("PID ... is zombie and can not be killed") while
+		// its other threads run on: berth kills them through the cgroup.
+		if killLeftInCgroup(ctx, did) != nil {
+			return err
+		}
+		if c, ierr := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{}); ierr == nil && c.Container.State != nil && !c.Container.State.Running {
+			return nil
+		}
+		return err
+	})
+}
+
+// Delete implements driver.Runtime.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	c, err := r.inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = r.do(ctx, id, func(did string) error {
+		if err := killLeftInCgroup(ctx, did); err != nil {
+			return err
+		}
+		_, err := r.eng.ContainerRemove(ctx, did, client.ContainerRemoveOptions{RemoveVolumes: true})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if img := c.Config.Labels[LabelStoreImage]; img != "" {
+		r.releaseImage(context.WithoutCancel(ctx), img)
+	}
+	r.forget(id)
+	r.mu.Lock()
+	a := r.streams[id]
+	delete(r.streams, id)
+	r.mu.Unlock()
+	if a != nil {
+		a.close()
+	}
+	if err := removeMounts(r.mountsDir(id)); err != nil {
+		return fmt.Errorf("ID-mapped mounts: %w", err)
+	}
+	return nil
+}
+
+// Wait implements driver.Runtime. It works from any process, for any
+// container of the scope, and across a restart of the daemon: a broken
+// connection is retried until the daemon answers again (for up to
+// reconnectTimeout).
+func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error) {
+	var outage time.Time
+	delay := 50 * time.Millisecond
+	for {
+		st, err := r.waitOnce(ctx, id)
+		if err == nil {
+			r.mu.Lock()
+			a := r.streams[id]
+			r.mu.Unlock()
+			if a != nil {
+				// The output is copied to the end before Wait returns.
+				select {
+				case <-a.done:
+				case <-ctx.Done():
+					return driver.ExitStatus{}, ctx.Err()
+				}
+			}
+			return st, nil
+		}
+		if !errdefs.IsUnavailable(err) || ctx.Err() != nil {
+			return driver.ExitStatus{}, err
+		}
+		if outage.IsZero() {
+			outage = time.Now()
+		} else if time.Since(outage) > reconnectTimeout {
+			return driver.ExitStatus{}, fmt.Errorf("daemon unreachable for %s: %w", reconnectTimeout, err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return driver.ExitStatus{}, ctx.Err()
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// waitOnce registers for the container's next exit, then looks at its
+// state: an exit before the registration shows there, one after it reaches
+// the registration. No exit falls between the two.
+func (r *Runtime) waitOnce(ctx context.Context, id string) (driver.ExitStatus, error) {
+	c, err := r.inspect(ctx, id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	if st, ok := exitOf(c); ok {
+		return st, nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := r.eng.ContainerWait(wctx, c.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	received := false
+	defer func() {
+		cancel()
+		if received {
+			return
+		}
+		// The client sends a result that came in meanwhile on an
+		// unbuffered channel: take it, or its goroutine stays.
+		go func() {
+			select {
+			case <-w.Result:
+			case <-w.Error:
+			}
+		}()
+	}()
+	select {
+	case err := <-w.Error:
+		received = true
+		return driver.ExitStatus{}, classify(err)
+	default:
+	}
+	c, err = r.inspect(ctx, id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	if st, ok := exitOf(c); ok {
+		return st, nil
+	}
+	select {
+	case res := <-w.Result:
+		received = true
+		if res.Error != nil && res.Error.Message != "" {
+			return driver.ExitStatus{}, fmt.Errorf("wait: %s: %w", res.Error.Message, errdefs.ErrUnknown)
+		}
+		return exitStatus(int(res.StatusCode), time.Now().UTC()), nil
+	case err := <-w.Error:
+		received = true
+		if ctx.Err() != nil {
+			return driver.ExitStatus{}, ctx.Err()
+		}
+		return driver.ExitStatus{}, classify(err)
+	case <-ctx.Done():
+		return driver.ExitStatus{}, ctx.Err()
+	}
+}

@@ -1,0 +1,247 @@
+package libcontainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	lc "github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/reap"
+	"github.com/berthrun/berth/runtime/driver"
+)
+
+// Start implements driver.Runtime.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Exec())
+}
+
+// Wait implements driver.Runtime.
+func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error) {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	r.mu.Lock()
+	wg, exited := r.copies[id], r.exited[id]
+	r.mu.Unlock()
+	if exited != nil {
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			return driver.ExitStatus{}, ctx.Err()
+		}
+	} else if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+		return driver.ExitStatus{}, err
+	}
+	if err := r.waitOrphan(ctx, id); err != nil {
+		return driver.ExitStatus{}, err
+	}
+	if wg != nil {
+		copied := make(chan struct{})
+		go func() { wg.Wait(); close(copied) }()
+		select {
+		case <-copied:
+		case <-ctx.Done():
+			return driver.ExitStatus{}, ctx.Err()
+		}
+	}
+	st, err := r.readExit(id)
+	if err != nil {
+		return driver.ExitStatus{}, err
+	}
+	return *st, nil
+}
+
+// waitOrphan waits for an init whose monitor or owner died before it: no
+// exit will be recorded, so follow the init itself.
+func (r *Runtime) waitOrphan(ctx context.Context, id string) error {
+	if _, err := os.Stat(filepath.Join(r.dir(id), exitFile)); err == nil {
+		return nil
+	}
+	c, err := r.loadContainer(id)
+	if err != nil {
+		return nil // never started, or destroyed: nothing runs
+	}
+	state, err := c.State()
+	if err != nil || state.InitProcessPid <= 0 {
+		return nil
+	}
+	pidfd, err := unix.PidfdOpen(state.InitProcessPid, 0)
+	if err != nil {
+		return nil // gone already
+	}
+	defer unix.Close(pidfd)
+	// Status checks the pid's start time: if it still reports a live init
+	// after the pidfd was opened, the pidfd is the init's, not a reuse.
+	if st, err := c.Status(); err != nil || st == lc.Stopped {
+		return nil
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("poll init: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
+func (r *Runtime) readExit(id string) (*driver.ExitStatus, error) {
+	var st driver.ExitStatus
+	err := fsutil.ReadJSON(filepath.Join(r.dir(id), exitFile), &st)
+	if errors.Is(err, os.ErrNotExist) {
+		// The monitor died before the container's init (it was killed):
+		// the exit code is lost.
+		return &driver.ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Kill implements driver.Runtime.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Signal(sig))
+}
+
+// Delete implements driver.Runtime.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	rec, err := r.readRecord(id)
+	if err != nil {
+		return err
+	}
+	if c, err := r.loadContainer(id); err == nil {
+		st, err := c.Status()
+		if err != nil {
+			return classify(err)
+		}
+		switch st {
+		case lc.Running, lc.Paused:
+			return fmt.Errorf("container is %s: %w", st, errdefs.ErrFailedPrecondition)
+		case lc.Created:
+			// The init waits on its exec fifo; end it and let the monitor
+			// record that before the cgroup goes.
+			_ = c.Signal(unix.SIGKILL)
+			if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+				return err
+			}
+		}
+		if err := killRemaining(ctx, c); err != nil {
+			return err
+		}
+		if err := c.Destroy(); err != nil {
+			return classify(err)
+		}
+	}
+	// The monitor exits once the init is gone; let it write its record
+	// before the directory goes.
+	if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+		return err
+	}
+	return r.cleanup(id, rec)
+}
+
+// cleanup removes what Create made, in reverse: libcontainer's state, the
+// root filesystem mount, the directory. It tolerates any of them missing,
+// so it also finishes a create that crashed half-way.
+func (r *Runtime) cleanup(id string, rec *record) error {
+	if c, err := r.loadContainer(id); err == nil {
+		_ = c.Signal(unix.SIGKILL)
+		_ = killRemaining(context.Background(), c)
+		_ = c.Destroy()
+	}
+	_ = os.RemoveAll(filepath.Join(r.runcRoot(), id))
+	if rec.IDMapped {
+		if err := fsutil.Unmount(rec.Rootfs); err != nil {
+			return fmt.Errorf("unmount root filesystem: %w", err)
+		}
+	}
+	if rec.ImageTree != "" {
+		if err := unmountImageRootfs(r.dir(id)); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	delete(r.copies, id)
+	delete(r.exited, id)
+	r.mu.Unlock()
+	return os.RemoveAll(r.dir(id))
+}
+
+// Pause implements driver.Runtime.
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Pause())
+}
+
+// Resume implements driver.Runtime.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return classify(c.Resume())
+}
+
+// Update implements driver.Updater.
+func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	cfg := c.Config()
+	cg := *cfg.Cgroups
+	rs := *cg.Resources
+	if res.MemoryLimit != nil {
+		rs.Memory = *res.MemoryLimit
+	}
+	if res.CPUShares != nil {
+		rs.CpuShares = *res.CPUShares
+	}
+	if res.CPUQuota != nil {
+		rs.CpuQuota = *res.CPUQuota
+	}
+	if res.CPUPeriod != nil {
+		rs.CpuPeriod = *res.CPUPeriod
+	}
+	if res.PidsLimit != nil {
+		rs.PidsLimit = res.PidsLimit
+	}
+	cg.Resources = &rs
+	cfg.Cgroups = &cg
+	return classify(c.Set(cfg))
+}
+
+// killRemaining kills whatever is left in the container's cgroup once its
+// init is gone. libcontainer takes a container whose init's main thread
+// has exited for stopped even while the init's other threads live on (a
+// tenant's process can end its leader thread alone), then cannot remove
+// its cgroup: the container could never be deleted.
+func killRemaining(ctx context.Context, c *lc.Container) error {
+	return reap.KillAll(ctx, c.Processes)
+}
