@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -227,38 +226,15 @@ func allowDevice(dockerID string, d driver.Device, allow bool) error {
 // container's user namespace an ID-mapped bind takes is open only while
 // the tree is made.
 func detachedTree(t *hotTarget, a *driver.Attachment) (tree int, dst string, isFile bool, err error) {
-	switch {
-	case a.Device != nil:
+	if a.Device != nil {
 		if _, err := devicesCgroup(t.dockerID); err != nil {
 			return -1, a.Device.Path, true, err
 		}
-		dst, isFile = a.Device.Path, true
 		if err := os.Chown(a.Device.HostPath, t.rootUID, t.rootGID); err != nil {
-			return -1, dst, isFile, fmt.Errorf("raw device %s: %w", a.Device.Path, err)
+			return -1, a.Device.Path, true, fmt.Errorf("raw device %s: %w", a.Device.Path, err)
 		}
-		flags := uint64(unix.MOUNT_ATTR_NOSUID)
-		if a.Device.ReadOnly {
-			flags |= unix.MOUNT_ATTR_RDONLY
-		}
-		tree, err = mountns.DetachedBind(a.Device.HostPath, flags, -1)
-	case a.Mount != nil && a.Mount.Type == "bind":
-		dst = a.Mount.Destination
-		userns := -1
-		if slices.Contains(a.Mount.Options, "idmap") {
-			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", t.pid))
-			if err != nil {
-				return -1, dst, isFile, fmt.Errorf("container's user namespace: %w", err)
-			}
-			defer f.Close()
-			userns = int(f.Fd())
-		}
-		tree, err = mountns.DetachedBind(a.Mount.Source, mountns.MountAttrs(a.Mount.Options), userns)
-	case a.Mount != nil && a.Mount.Type == "tmpfs":
-		dst = a.Mount.Destination
-		tree, err = mountns.DetachedTmpfs(a.Mount.Options, t.rootUID, t.rootGID)
-	default:
-		return -1, dst, isFile, invalid("volume: unknown attachment")
 	}
+	tree, dst, isFile, err = mountns.Detached(t.pid, t.rootUID, t.rootGID, a)
 	if err != nil {
 		return -1, dst, isFile, fmt.Errorf("volume %s: %w", dst, classifyMount(err))
 	}

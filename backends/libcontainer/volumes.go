@@ -3,11 +3,9 @@ package libcontainer
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/cgroups/devices/config"
 	lc "github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -61,35 +59,7 @@ func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachm
 	if err != nil {
 		return err
 	}
-	var tree int
-	var dst string
-	isFile := false
-	switch {
-	case a.Device != nil:
-		dst, isFile = a.Device.Path, true
-		flags := uint64(unix.MOUNT_ATTR_NOSUID)
-		if a.Device.ReadOnly {
-			flags |= unix.MOUNT_ATTR_RDONLY
-		}
-		tree, err = mountns.DetachedBind(a.Device.HostPath, flags, -1)
-	case a.Mount != nil && a.Mount.Type == "bind":
-		dst = a.Mount.Destination
-		userns := -1
-		if slices.Contains(a.Mount.Options, "idmap") {
-			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", st.InitProcessPid))
-			if err != nil {
-				return fmt.Errorf("container's user namespace: %w", err)
-			}
-			defer f.Close()
-			userns = int(f.Fd())
-		}
-		tree, err = mountns.DetachedBind(a.Mount.Source, mountns.MountAttrs(a.Mount.Options), userns)
-	case a.Mount != nil && a.Mount.Type == "tmpfs":
-		dst = a.Mount.Destination
-		tree, err = mountns.DetachedTmpfs(a.Mount.Options, rootUID, rootGID)
-	default:
-		return fmt.Errorf("volume: unknown attachment: %w", errdefs.ErrInvalidArgument)
-	}
+	tree, dst, isFile, err := mountns.Detached(st.InitProcessPid, rootUID, rootGID, a)
 	if err != nil {
 		return err
 	}
