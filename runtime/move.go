@@ -115,7 +115,9 @@ func exportSpec(s *specs.Spec, vols []volume.Spec) *specs.Spec {
 	isVolume := func(dst string) bool {
 		return slices.ContainsFunc(vols, func(v volume.Spec) bool { return filepath.Clean(v.Destination) == filepath.Clean(dst) })
 	}
-	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool { return isVolume(m.Destination) })
+	// Binds are host paths: the importer's to give (ImportOptions.Volumes),
+	// and refused in an export's spec.
+	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool { return isVolume(m.Destination) || isBindMount(m) })
 	if l := spec.Linux; l != nil {
 		l.UIDMappings, l.GIDMappings = nil, nil
 		l.Namespaces = slices.DeleteFunc(l.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
@@ -137,8 +139,10 @@ type ImportOptions struct {
 // runtime's volume policy like any root disk, and moves into the state
 // directory: once the container exists it is gone from dir (a refused
 // import leaves dir as it was). A config or disk that is not a regular
-// file of dir itself (a link, a FIFO, a path elsewhere) is refused with
-// invalid-argument, and nothing is left behind.
+// file of dir itself (a link, a FIFO, a path elsewhere), or a spec that
+// binds host paths (Export writes none: the importer gives its own in
+// ImportOptions.Volumes), is refused with invalid-argument, and nothing is
+// left behind.
 func (r *Runtime) Import(ctx context.Context, id, dir string, opts ImportOptions) (*Container, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
@@ -173,6 +177,13 @@ func (r *Runtime) Import(ctx context.Context, id, dir string, opts ImportOptions
 	}
 	if exp.Spec.Root != nil && exp.Spec.Root.Path != "" {
 		return nil, bad("the spec names a root filesystem %q", exp.Spec.Root.Path)
+	}
+	// Export writes no bind: one in the spec was crafted to hand the
+	// container host files the importer never named.
+	for _, m := range exp.Spec.Mounts {
+		if isBindMount(m) {
+			return nil, bad("the spec binds the host's %s at %s (host paths are the importer's to give, in ImportOptions.Volumes)", m.Source, m.Destination)
+		}
 	}
 	disk, err := openDiskFile(dfd, exp.Disk)
 	if err != nil {

@@ -44,6 +44,9 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 	}
 	p := &process{r: r, execID: execID, done: make(chan struct{})}
 	a := copyStreams(res.HijackedResponse, pio)
+	if pio.Stdin != nil {
+		go p.endStdinAtExit(a)
+	}
 	go p.wait(a)
 	return p, nil
 }
@@ -83,6 +86,32 @@ func (p *process) wait(a *attachment) {
 		case <-time.After(delay):
 		case <-ctx.Done():
 			p.err = fmt.Errorf("exec %s: no exit reported: %w", p.execID, errdefs.ErrUnknown)
+			return
+		}
+	}
+}
+
+// endStdinAtExit ends the process's stdin once Docker reports it exited.
+// The daemon ends the attach stream, and so Wait, only when the stream's
+// stdin ends too: a process that exits without reading it would otherwise
+// be waited for until the caller's stdin ends (a terminal, a client's
+// stream left open). Its output is all in the stream by then, and what
+// the caller writes to stdin after is dropped.
+func (p *process) endStdinAtExit(a *attachment) {
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+		select {
+		case <-a.done:
+			return
+		case <-time.After(delay):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), reconnectTimeout)
+		res, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+		cancel()
+		if errdefs.IsNotFound(classify(err)) {
+			return
+		}
+		if err == nil && !res.Running && res.PID > 0 {
+			_ = a.resp.CloseWrite()
 			return
 		}
 	}

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -44,13 +45,16 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	// The tenant's sparse files come as their zeros: the temporary file
+	// keeps them as holes, never on the host's disk.
+	sparse := &holeWriter{f: tmp}
 	write := func() error {
 		rc, err := r.eng.ContainerExport(ctx, c.ID, client.ContainerExportOptions{})
 		if err != nil {
 			return fmt.Errorf("export: %w", classify(err))
 		}
 		defer rc.Close()
-		if _, err := io.Copy(tmp, rc); err != nil {
+		if _, err := io.Copy(sparse, rc); err != nil {
 			return fmt.Errorf("export: %w", classify(err))
 		}
 		return nil
@@ -66,7 +70,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 			// which the daemon's export cannot map and silently leaves
 			// out. Berth archives the container's layers itself.
 			var unmount func()
-			if write, unmount, err = r.layersArchiver(c, tmp); err != nil {
+			if write, unmount, err = r.layersArchiver(c, sparse); err != nil {
 				return err
 			}
 			defer unmount()
@@ -74,6 +78,9 @@ func (r *Runtime) Snapshot(ctx context.Context, id string, w io.Writer) error {
 	}
 	if err := r.whileFrozen(ctx, c, write); err != nil {
 		return err
+	}
+	if err := sparse.finish(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
@@ -125,3 +132,40 @@ func (r *Runtime) whileFrozen(ctx context.Context, c *container.InspectResponse,
 	}
 	return err
 }
+
+// holeBlock is the unit holeWriter leaves as a hole when it is all zeros.
+const holeBlock = 64 << 10
+
+var zeroBlock [holeBlock]byte
+
+// holeWriter writes a stream into f from its start, leaving a hole for
+// every aligned block of zeros: a container's sparse file (truncate -s 1T)
+// is that many zeros in an archive, which would otherwise take as much of
+// the host's disk. finish gives f the stream's length.
+type holeWriter struct {
+	f   *os.File
+	off int64
+}
+
+func (h *holeWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		chunk := p[:min(int64(len(p)), holeBlock-h.off%holeBlock)]
+		if !bytes.Equal(chunk, zeroBlock[:len(chunk)]) {
+			w, err := h.f.WriteAt(chunk, h.off)
+			n += w
+			h.off += int64(w)
+			if err != nil {
+				return n, err
+			}
+		} else {
+			n += len(chunk)
+			h.off += int64(len(chunk))
+		}
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+// finish sets f's size to what was written (the stream may end in a hole).
+func (h *holeWriter) finish() error { return h.f.Truncate(h.off) }

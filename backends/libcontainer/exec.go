@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,12 +40,49 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 	}
 	p := nativeProcess(&sp, false)
 	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
-	if err := c.Run(p); err != nil {
+	stdin, closeStdin, err := stdinPipe(pio.Stdin)
+	if err != nil {
+		return nil, err
+	}
+	if stdin != nil {
+		p.Stdin = stdin
+	}
+	err = c.Run(p)
+	closeStdin(err != nil)
+	if err != nil {
 		return nil, classify(err)
 	}
 	proc := &process{p: p, done: make(chan struct{})}
 	go proc.wait()
 	return proc, nil
+}
+
+// stdinPipe hands the process the read end of a pipe of berth's, fed from
+// r, when r is not a file: given r itself, libcontainer's exec.Cmd copies
+// it and its Wait waits for that copy, so a process that exits without
+// reading would be waited for until the caller's stdin ends. done closes
+// the read end once the process has it, and the write end too when the
+// start failed; the copy then ends at the first write after the process
+// is gone.
+func stdinPipe(r io.Reader) (*os.File, func(failed bool), error) {
+	if _, ok := r.(*os.File); ok || r == nil {
+		return nil, func(bool) {}, nil
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	go func() {
+		_, _ = io.Copy(pw, r)
+		once.Do(func() { pw.Close() })
+	}()
+	return pr, func(failed bool) {
+		pr.Close()
+		if failed {
+			once.Do(func() { pw.Close() })
+		}
+	}, nil
 }
 
 // mergeEnv overlays extra KEY=VALUE entries on base.

@@ -35,6 +35,9 @@ func Detached(pid, rootUID, rootGID int, a *driver.Attachment) (tree int, dst st
 				return -1, a.Mount.Destination, false, fmt.Errorf("container's user namespace: %w", err)
 			}
 			defer f.Close()
+			if err := notOwn(f, "/proc/self/ns/user", "user"); err != nil {
+				return -1, a.Mount.Destination, false, err
+			}
 			userns = int(f.Fd())
 		}
 		tree, err = DetachedBind(a.Mount.Source, MountAttrs(a.Mount.Options), userns)

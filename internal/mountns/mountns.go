@@ -27,6 +27,10 @@ func Enter(ctx context.Context, pid, uid, gid int, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("container's mount namespace: %w", err)
 	}
+	if err := notOwn(ns, "/proc/self/ns/mnt", "mount"); err != nil {
+		ns.Close()
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		defer ns.Close()
@@ -48,6 +52,25 @@ func Enter(ctx context.Context, pid, uid, gid int, fn func() error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// notOwn refuses the namespace open as ns when it is this process's own
+// (own names it in /proc/self/ns): the container's init, read from the
+// engine a moment before, has exited and its pid was taken by a process
+// of the host, or the container shares the host's namespace. What berth
+// would do there (mount a volume, unmount, map IDs) would reach the host.
+func notOwn(ns *os.File, own, kind string) error {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(ns.Fd()), &a); err != nil {
+		return fmt.Errorf("container's %s namespace: %w", kind, err)
+	}
+	if err := unix.Stat(own, &b); err != nil {
+		return fmt.Errorf("host's %s namespace: %w", kind, err)
+	}
+	if a.Dev == b.Dev && a.Ino == b.Ino {
+		return fmt.Errorf("the process is in the host's %s namespace (the container's init is gone, or it shares the host's): %w", kind, errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
 // MoveInto moves the detached mount tree (from DetachedBind or

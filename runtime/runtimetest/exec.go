@@ -1,10 +1,12 @@
 package runtimetest
 
 import (
+	"context"
 	"io"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
@@ -44,6 +46,18 @@ func testExec(t *testing.T, h Harness) {
 	require.Equal(t, "1000\n1001\n", out)
 	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/cat"}}, strings.NewReader("through stdin\n"))
 	require.Equal(t, "through stdin\n", out)
+	// A process that never reads its stdin ends, and so does its Wait,
+	// while the caller's stdin stays open and silent (a terminal, a
+	// client's stream): the tenant's process decides when it exits.
+	idle, idleW := io.Pipe()
+	t.Cleanup(func() { idleW.Close() })
+	quick, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/true"}}, runtime.IO{Stdin: idle})
+	require.NoError(t, err)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	es, err = quick.Wait(wctx)
+	wcancel()
+	require.NoError(t, err, "Wait of an exited process waits for the caller's stdin")
+	require.Equal(t, 0, es.Code)
 	// Exec'd processes share the container's PID namespace: sleep is init.
 	_, out, _ = run(&runtime.ProcessSpec{Args: []string{"/bin/cat", "/proc/1/cmdline"}}, nil)
 	require.Equal(t, "/bin/sleep\x001000\x00", out)

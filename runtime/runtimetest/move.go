@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/berthrun/berth/runtime"
@@ -125,6 +126,24 @@ func hostileExports(t *testing.T, goodConfig, goodDisk string, config []byte) []
 		require.NoError(t, err)
 		return b
 	}
+	withMount := func(m specs.Mount) []byte {
+		var exp map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(config, &exp))
+		var spec specs.Spec
+		require.NoError(t, json.Unmarshal(exp["spec"], &spec))
+		spec.Mounts = append(spec.Mounts, m)
+		var err error
+		exp["spec"], err = json.Marshal(&spec)
+		require.NoError(t, err)
+		b, err := json.Marshal(exp)
+		require.NoError(t, err)
+		return b
+	}
+	// linkDisk gives dir a real disk (another name of the good one), so
+	// that only the config can be refused.
+	linkDisk := func(dir string) {
+		require.NoError(t, os.Link(goodDisk, filepath.Join(dir, "disk.img")))
+	}
 	return []hostileExport{
 		{"config symlink", func(dir string) {
 			require.NoError(t, os.Symlink(goodConfig, filepath.Join(dir, runtime.ExportConfigFile)))
@@ -148,6 +167,21 @@ func hostileExports(t *testing.T, goodConfig, goodDisk string, config []byte) []
 		}},
 		{"disk dotdot", func(dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, runtime.ExportConfigFile), withDisk(".."), 0o600))
+		}},
+		// The spec of an export never binds host paths (Export drops
+		// every bind with the volumes): one that does was crafted, and
+		// would hand the container the host's files.
+		{"config binds the host root", func(dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, runtime.ExportConfigFile), withMount(specs.Mount{
+				Destination: "/host", Type: "bind", Source: "/", Options: []string{"rbind", "rw"},
+			}), 0o600))
+			linkDisk(dir)
+		}},
+		{"config binds by option", func(dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, runtime.ExportConfigFile), withMount(specs.Mount{
+				Destination: "/etc-host", Type: "none", Source: "/etc", Options: []string{"bind"},
+			}), 0o600))
+			linkDisk(dir)
 		}},
 	}
 }
