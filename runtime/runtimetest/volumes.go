@@ -239,7 +239,9 @@ func dirtyImage(t *testing.T, fs string) string {
 		return p
 	}
 	run("mkfs."+fs, "-q", "-F", p)
-	run("debugfs", "-w", "-R", "write /etc/hostname orphan", p)
+	orphan := filepath.Join(t.TempDir(), "orphan")
+	require.NoError(t, os.WriteFile(orphan, []byte("an orphan's data\n"), 0o644))
+	run("debugfs", "-w", "-R", "write "+orphan+" orphan", p)
 	out, err := exec.Command("debugfs", "-R", "stat orphan", p).Output()
 	require.NoError(t, err, "%s", out)
 	var ino int
