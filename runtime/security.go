@@ -91,6 +91,34 @@ var privilegeChecks = []func(*specs.Spec) error{
 	checkKernelMounts,
 	checkMaskedPaths,
 	checkSeccompConfined,
+	checkMACConfined,
+	checkOOMScore,
+}
+
+// unconfinedTypes are SELinux process types that the policy leaves
+// unconfined.
+var unconfinedTypes = []string{"spc_t", "unconfined_t", "kernel_t", "container_runtime_t"}
+
+// checkMACConfined refuses a spec that asks the engine to lift the
+// host's mandatory access control (AppArmor's "unconfined", an SELinux
+// type the policy does not confine).
+func checkMACConfined(s *specs.Spec) error {
+	if s.Process.ApparmorProfile == "unconfined" {
+		return fmt.Errorf("AppArmor profile %q", s.Process.ApparmorProfile)
+	}
+	if parts := strings.Split(s.Process.SelinuxLabel, ":"); len(parts) >= 3 && slices.Contains(unconfinedTypes, parts[2]) {
+		return fmt.Errorf("SELinux label %q is unconfined", s.Process.SelinuxLabel)
+	}
+	return nil
+}
+
+// checkOOMScore refuses a negative oom_score_adj: under memory pressure
+// the host's own processes would be killed before the container's.
+func checkOOMScore(s *specs.Spec) error {
+	if adj := s.Process.OOMScoreAdj; adj != nil && *adj < 0 {
+		return fmt.Errorf("oom_score_adj %d is below zero", *adj)
+	}
+	return nil
 }
 
 // checkSecurity refuses, with permission-denied, whatever the policy does

@@ -64,7 +64,13 @@ func privilegedProcess() map[string]func(*specs.Spec) {
 		"createRuntime hook": func(s *specs.Spec) {
 			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch /tmp/berth-hook-ran"}}}}
 		},
-		"poststop hook": func(s *specs.Spec) { s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}} },
+		"poststop hook":       func(s *specs.Spec) { s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}} },
+		"AppArmor unconfined": func(s *specs.Spec) { s.Process.ApparmorProfile = "unconfined" },
+		"SELinux spc_t":       func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:spc_t:s0" },
+		"oom_score_adj below zero (the host's processes die first)": func(s *specs.Spec) {
+			adj := -1000
+			s.Process.OOMScoreAdj = &adj
+		},
 	}
 }
 
