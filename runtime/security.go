@@ -25,8 +25,10 @@ type SecurityPolicy struct {
 	// mounted outside /proc, /sys and /sys/fs/cgroup, fewer masked or
 	// read-only paths than DefaultSpec, and a seccomp profile that does
 	// more than narrow the default one (allows by default, hands calls to
-	// an agent, admits another ABI, allows a call the default denies).
-	// Without it each is refused with permission-denied.
+	// an agent, admits another ABI, allows a call the default denies),
+	// AppArmor's unconfined profile or an unconfined SELinux type, and a
+	// negative oom_score_adj. Without it each is refused with
+	// permission-denied.
 	//
 	// Some refusals hold even then: bind mounts of kernel interface
 	// filesystems (proc, sysfs, cgroup, devtmpfs...), block devices outside
