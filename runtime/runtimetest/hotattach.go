@@ -120,17 +120,8 @@ func plantedAttempts(caps runtime.Capabilities, raw string) []volume.Spec {
 // failed-precondition, never wedges it nor the container's deletion, and
 // leaves nothing attached.
 func testHotAttachPlanted(t *testing.T, h Harness) {
-	ctx := testContext(t)
-	rt := h.Open(t)
+	ctx, rt, c, id := startForHotAttach(t, h, "planted")
 	caps := rt.Capabilities()
-	if !caps.HotAttach || !caps.Exec {
-		t.Skip("backend has no hot attach")
-	}
-	cfg := h.Config(t, "/bin/sleep", "1000")
-	cfg.UserNamespace = caps.UserNamespace
-	id := NewID("planted")
-	c := create(t, rt, id, cfg)
-	require.NoError(t, c.Start(ctx))
 	require.Contains(t, shOut(ctx, t, c, plantScript), "planted")
 
 	raw := zeroImage(t, 4<<20)
@@ -159,17 +150,8 @@ func testHotAttachPlanted(t *testing.T, h Harness) {
 // the loop device (which another attach could then get); the container's
 // read-only /proc/sys stays read-only.
 func testHotDetachMovedVolume(t *testing.T, h Harness) {
-	ctx := testContext(t)
-	rt := h.Open(t)
+	ctx, rt, c, id := startForHotAttach(t, h, "moved")
 	caps := rt.Capabilities()
-	if !caps.HotAttach || !caps.Exec {
-		t.Skip("backend has no hot attach")
-	}
-	cfg := h.Config(t, "/bin/sleep", "1000")
-	cfg.UserNamespace = caps.UserNamespace
-	id := NewID("moved")
-	c := create(t, rt, id, cfg)
-	require.NoError(t, c.Start(ctx))
 
 	require.NoError(t, c.AttachVolume(ctx, volume.Spec{Destination: "/vol/sys", TmpfsSize: 1 << 20}))
 	shOut(ctx, t, c, "mv /vol /vol2 && ln -s /proc /vol")
@@ -229,4 +211,23 @@ func testDetachUnderTenantViews(t *testing.T, h Harness) {
 	requireDetached(t, img)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireGone(t, h, rt, id, nil)
+}
+
+// startForHotAttach skips on a backend without hot attach and exec, and
+// starts a sleeping container (in a user namespace where the backend has
+// them) for a hot-attach test.
+func startForHotAttach(t *testing.T, h Harness, prefix string) (context.Context, *runtime.Runtime, *runtime.Container, string) {
+	t.Helper()
+	ctx := testContext(t)
+	rt := h.Open(t)
+	caps := rt.Capabilities()
+	if !caps.HotAttach || !caps.Exec {
+		t.Skip("backend has no hot attach")
+	}
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	cfg.UserNamespace = caps.UserNamespace
+	id := NewID(prefix)
+	c := create(t, rt, id, cfg)
+	require.NoError(t, c.Start(ctx))
+	return ctx, rt, c, id
 }
