@@ -420,3 +420,17 @@ func TestTagPolicyRefusals(t *testing.T) {
 	_, err = s.Get(ctx, "ubuntu")
 	assert.True(t, errdefs.IsNotFound(err), "the archive's own tag was not created: %v", err)
 }
+
+// A GNU sparse entry in the archive itself stands for more bytes than the
+// archive carries (Go's tar reader expands it): refused for what it is,
+// before any of it is read, rather than when the staged bytes reach a
+// limit.
+func TestSparseArchiveEntryRefused(t *testing.T) {
+	s, err := image.Open(filepath.Join(t.TempDir(), "store"))
+	require.NoError(t, err)
+	before := validate.Snapshot(t, s.Dir())
+	_, err = s.ImportReader(context.Background(), bytes.NewReader(SparseTar("layer.tar", "abcd", 8<<30)), image.ImportOptions{})
+	require.Truef(t, errdefs.IsInvalidArgument(err), "%v", err)
+	require.Contains(t, err.Error(), "sparse")
+	require.Equal(t, before, validate.Snapshot(t, s.Dir()), "the store is unchanged")
+}

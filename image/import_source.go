@@ -74,6 +74,12 @@ func checkEntry(h *tar.Header, n int, lim Limits, kinds map[string]byte) (string
 	if err != nil {
 		return "", err
 	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			// It stands for more bytes than it carries.
+			return "", fmt.Errorf("entry %q: sparse files have no place in an image archive: %w", name, errdefs.ErrInvalidArgument)
+		}
+	}
 	if k, dup := kinds[name]; dup && (k != tar.TypeDir || h.Typeflag != tar.TypeDir) {
 		return "", fmt.Errorf("entry %q appears twice: %w", name, errdefs.ErrInvalidArgument)
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -336,4 +337,41 @@ func GzipBomb(head []byte, n int64) []byte {
 		out = append(out, member...)
 	}
 	return append(out, Gzip(make([]byte, n))...)
+}
+
+// SparseTar returns a tar holding one GNU sparse file (PAX format 0.1):
+// name carries data but stands for realSize bytes, data first. Go's tar
+// writer drops GNU sparse records, so the extended header is written as a
+// regular entry and its type patched.
+func SparseTar(name, data string, realSize int64) []byte {
+	recs := ""
+	for _, kv := range [][2]string{
+		{"GNU.sparse.major", "0"}, {"GNU.sparse.minor", "1"},
+		{"GNU.sparse.size", fmt.Sprint(realSize)}, {"GNU.sparse.numblocks", "1"}, {"GNU.sparse.map", fmt.Sprintf("0,%d", len(data))},
+	} {
+		rec := " " + kv[0] + "=" + kv[1] + "\n"
+		n := len(rec) + 1
+		for len(fmt.Sprint(n))+len(rec) != n {
+			n++
+		}
+		recs += fmt.Sprint(n) + rec
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	must(tw.WriteHeader(&tar.Header{Name: "PaxHeaders/" + name, Typeflag: tar.TypeReg, Size: int64(len(recs)), Mode: 0o644, Format: tar.FormatUSTAR}))
+	_, err := tw.Write([]byte(recs))
+	must(err)
+	must(tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(data)), Mode: 0o644, Format: tar.FormatUSTAR}))
+	_, err = tw.Write([]byte(data))
+	must(err)
+	must(tw.Close())
+	b := buf.Bytes()
+	b[156] = tar.TypeXHeader
+	copy(b[148:156], "        ")
+	sum := 0
+	for _, c := range b[:512] {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return b
 }
