@@ -65,25 +65,7 @@ func Follow(ctx context.Context, path string, tail int, w io.Writer, done <-chan
 		return err
 	}
 	defer func() { cur.Close() }()
-	// What the log holds now: the rotated files, then the current one
-	// up to its end, through Tail.
-	names, err := Files(path)
-	if err != nil {
-		return err
-	}
-	var past []io.Reader
-	for _, n := range names {
-		if n == path {
-			continue
-		}
-		f, err := os.Open(n)
-		if err != nil {
-			continue // rotated away meanwhile
-		}
-		defer f.Close()
-		past = append(past, f)
-	}
-	if err := Tail(io.MultiReader(append(past, cur)...), tail, w); err != nil {
+	if err := tailNow(path, cur, tail, w); err != nil {
 		return err
 	}
 	finished := false
@@ -104,6 +86,14 @@ func Follow(ctx context.Context, path string, tail int, w io.Writer, done <-chan
 				continue
 			}
 			next.Close()
+			if truncated(cur) {
+				// One file only: the writer truncated it to start
+				// over, so it is read again from its beginning.
+				if _, err := cur.Seek(0, io.SeekStart); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if finished {
 			return nil
@@ -123,4 +113,36 @@ func sameFile(a, b *os.File) bool {
 	fa, err1 := a.Stat()
 	fb, err2 := b.Stat()
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+// truncated reports whether f is now shorter than where it is read.
+func truncated(f *os.File) bool {
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Size() < off
+}
+
+// tailNow writes the last tail lines of what the log at path holds now:
+// the rotated files, then the current one, cur, up to its end.
+func tailNow(path string, cur *os.File, tail int, w io.Writer) error {
+	names, err := Files(path)
+	if err != nil {
+		return err
+	}
+	var past []io.Reader
+	for _, n := range names {
+		if n == path {
+			continue
+		}
+		f, err := os.Open(n)
+		if err != nil {
+			continue // rotated away meanwhile
+		}
+		defer f.Close()
+		past = append(past, f)
+	}
+	return Tail(io.MultiReader(append(past, cur)...), tail, w)
 }

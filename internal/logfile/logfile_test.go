@@ -168,3 +168,31 @@ func TestFollow(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, names, 2, "the log rotated while followed")
 }
+
+// With one file, rotation truncates the file being followed: Follow starts
+// over at its beginning instead of waiting for it to grow past where it
+// was.
+func TestFollowOneFileTruncated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 4096, MaxFiles: 1})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	var out fixture.SyncBuffer
+	errc := make(chan error, 1)
+	go func() { errc <- Follow(context.Background(), path, -1, &out, done) }()
+	_, _ = w.Write([]byte(strings.Repeat("x", 3000) + "\n"))
+	time.Sleep(3 * pollInterval)
+	_, _ = w.Write([]byte(strings.Repeat("y", 2000) + "\n")) // past the cap: the file starts over
+	time.Sleep(3 * pollInterval)
+	_, _ = w.Write([]byte("after the rotation\n"))
+	time.Sleep(3 * pollInterval)
+	w.Close()
+	close(done)
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Follow did not end")
+	}
+	require.Contains(t, out.String(), "after the rotation\n")
+}
