@@ -169,21 +169,8 @@ func (r *Runtime) Import(ctx context.Context, id, dir string, opts ImportOptions
 	if err != nil {
 		return nil, bad("%v", err)
 	}
-	if exp.Spec == nil {
-		return nil, bad("no spec")
-	}
-	if exp.Disk == "" || exp.Disk == "." || exp.Disk == ".." || strings.ContainsRune(exp.Disk, '/') {
-		return nil, bad("disk %q is not a file of the directory", exp.Disk)
-	}
-	if exp.Spec.Root != nil && exp.Spec.Root.Path != "" {
-		return nil, bad("the spec names a root filesystem %q", exp.Spec.Root.Path)
-	}
-	// Export writes no bind: one in the spec was crafted to hand the
-	// container host files the importer never named.
-	for _, m := range exp.Spec.Mounts {
-		if isBindMount(m) {
-			return nil, bad("the spec binds the host's %s at %s (host paths are the importer's to give, in ImportOptions.Volumes)", m.Source, m.Destination)
-		}
+	if err := checkExported(exp); err != nil {
+		return nil, bad("%v", err)
 	}
 	disk, err := openDiskFile(dfd, exp.Disk)
 	if err != nil {
@@ -203,6 +190,29 @@ func (r *Runtime) Import(ctx context.Context, id, dir string, opts ImportOptions
 		_ = unix.Unlinkat(dfd, exp.Disk, 0)
 	}
 	return c, nil
+}
+
+// checkExported refuses an exported config Export would not have
+// written: no spec, a disk that is no file of the directory, a root
+// filesystem path, binds.
+func checkExported(exp *exported) error {
+	if exp.Spec == nil {
+		return fmt.Errorf("no spec")
+	}
+	if exp.Disk == "" || exp.Disk == "." || exp.Disk == ".." || strings.ContainsRune(exp.Disk, '/') {
+		return fmt.Errorf("disk %q is not a file of the directory", exp.Disk)
+	}
+	if exp.Spec.Root != nil && exp.Spec.Root.Path != "" {
+		return fmt.Errorf("the spec names a root filesystem %q", exp.Spec.Root.Path)
+	}
+	// Export writes no bind: one in the spec was crafted to hand the
+	// container host files the importer never named.
+	for _, m := range exp.Spec.Mounts {
+		if isBindMount(m) {
+			return fmt.Errorf("the spec binds the host's %s at %s (host paths are the importer's to give, in ImportOptions.Volumes)", m.Source, m.Destination)
+		}
+	}
+	return nil
 }
 
 // readExport reads the config of the export directory open as dfd: a
