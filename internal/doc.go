@@ -1,7 +1,8 @@
 // Package internal holds helpers no caller of berth should import: file
-// helpers and locks (fsutil), loop devices (loop), ID-mapped mounts
-// (idmap), kernel interface filesystems (kernfs), tar writing (tarutil),
-// mounts moved into and out of a running container (mountns),
-// killing what a container left (reap), /etc/subuid parsing (subid) and
-// test fixtures (fixture).
+// helpers, locks and unmounts (fsutil), error classes (errclass), loop
+// devices (loop), ID-mapped mounts (idmap), kernel interface filesystems
+// (kernfs), tar writing (tarutil), mounts moved into and out of a running
+// container (mountns), capped and rotated logs (logfile), killing what a
+// container left (reap), /etc/subuid parsing (subid) and test fixtures
+// (fixture).
 package internal
