@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthrun/berth/image/dockersave"
 	"github.com/berthrun/berth/image/ocilayout"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // The formats Export writes.
@@ -99,7 +100,7 @@ func writeExport(ctx context.Context, w io.Writer, format string, im *Image, tag
 		if size < 0 {
 			fi, err := b.f.Stat()
 			if err != nil {
-				return classifyOS(err)
+				return errclass.OS(err)
 			}
 			size, b.size = fi.Size(), fi.Size()
 		}

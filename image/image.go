@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/ocilayout"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // Image is an image in the store.
@@ -139,7 +140,7 @@ func (s *Store) readBlob(d digest.Digest, max int64) ([]byte, error) {
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, classifyOS(err)
+		return nil, errclass.OS(err)
 	}
 	if int64(len(b)) > max || digest.FromBytes(b) != d {
 		return nil, fmt.Errorf("blob %s: content no longer matches its digest: %w", d, errdefs.ErrDataLoss)
@@ -155,7 +156,7 @@ func (s *Store) openBlob(d digest.Digest) (*os.File, error) {
 		if os.IsNotExist(err) {
 			return nil, fmt.Errorf("blob %s is missing: %w", d, errdefs.ErrDataLoss)
 		}
-		return nil, classifyOS(err)
+		return nil, errclass.OS(err)
 	}
 	return f, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthrun/berth/image/layer"
 	"github.com/berthrun/berth/image/ocilayout"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // ImportOptions tune an import.
@@ -79,7 +80,7 @@ type ImportedImage struct {
 func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*ImportResult, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
-		return nil, fmt.Errorf("archive %q: %w", src, classifyOS(err))
+		return nil, fmt.Errorf("archive %q: %w", src, errclass.OS(err))
 	}
 	var res *ImportResult
 	if fi.IsDir() {
@@ -87,7 +88,7 @@ func (s *Store) Import(ctx context.Context, src string, opts ImportOptions) (*Im
 	} else {
 		var f *os.File
 		if f, err = os.Open(src); err != nil {
-			return nil, fmt.Errorf("archive %q: %w", src, classifyOS(err))
+			return nil, fmt.Errorf("archive %q: %w", src, errclass.OS(err))
 		}
 		defer f.Close()
 		res, err = s.importReader(ctx, f, fi.Size(), opts)
@@ -161,7 +162,7 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions) (
 	lim := opts.Limits.resolved()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, classifyOS(err)
+		return nil, errclass.OS(err)
 	}
 	defer unix.Close(fd)
 	in, err := s.newIngest(lim)

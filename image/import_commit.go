@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -77,7 +78,7 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 		} else {
 			mpath = filepath.Join(in.dir, "manifest-"+p.digest.Encoded())
 			if err := os.WriteFile(mpath, p.manifest, 0o600); err != nil {
-				return classifyOS(err)
+				return errclass.OS(err)
 			}
 		}
 		if err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
@@ -104,13 +105,13 @@ func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) error 
 	}
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	if err := os.Chmod(staged, 0o444); err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	if err := os.Rename(staged, dst); err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	if !contains(*dirs, dir) {
 		*dirs = append(*dirs, dir)
@@ -121,8 +122,8 @@ func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) error 
 func syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	defer f.Close()
-	return classifyOS(f.Sync())
+	return errclass.OS(f.Sync())
 }

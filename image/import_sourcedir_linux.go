@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +20,7 @@ func (d *dirSource) open(p string) (*os.File, error) {
 		return nil, fmt.Errorf("layout file %q is reached through a symlink: %w", p, errdefs.ErrInvalidArgument)
 	}
 	if err != nil {
-		return nil, classifyOS(&os.PathError{Op: "open", Path: p, Err: err})
+		return nil, errclass.OS(&os.PathError{Op: "open", Path: p, Err: err})
 	}
 	f := os.NewFile(uintptr(fd), p)
 	fi, err := f.Stat()

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berthrun/berth/image/layer"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // ingest is one import's private staging directory. Everything the archive
@@ -44,7 +45,7 @@ func (s *Store) newIngest(lim Limits) (*ingest, error) {
 	// concurrent Open's cleanup cannot take it for a dead one in between.
 	err := s.shared(context.Background(), func() error {
 		if err := os.Mkdir(dir, 0o700); err != nil {
-			return classifyOS(err)
+			return errclass.OS(err)
 		}
 		var ok bool
 		if release, ok = tryLock(dir); !ok {
@@ -80,7 +81,7 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 	p := filepath.Join(in.dir, strconv.Itoa(in.n))
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, classifyOS(err)
+		return nil, errclass.OS(err)
 	}
 	defer f.Close()
 	info, err := in.analyze(ctx, name, r, f, alg)
@@ -89,11 +90,11 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 	}
 	if in.s.fsync {
 		if err := f.Sync(); err != nil {
-			return nil, classifyOS(err)
+			return nil, errclass.OS(err)
 		}
 	}
 	if err := f.Close(); err != nil {
-		return nil, classifyOS(err)
+		return nil, errclass.OS(err)
 	}
 	if want != "" && info.Digest != want {
 		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, info.Digest, errdefs.ErrInvalidArgument)
@@ -151,7 +152,7 @@ func copyChunks(ctx context.Context, r io.Reader, f *os.File, cp *chunkPipe) err
 		if n > 0 {
 			if _, werr := f.Write(buf[:n]); werr != nil {
 				cp.put(buf[:0])
-				return classifyOS(werr)
+				return errclass.OS(werr)
 			}
 		}
 		cp.put(buf[:n])

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berthrun/berth/image/layer"
 	"github.com/berthrun/berth/image/unpack"
+	"github.com/berthrun/berth/internal/errclass"
 )
 
 // UnpackOptions relax Unpack's defaults.
@@ -44,7 +45,7 @@ func (s *Store) Unpack(ctx context.Context, ref, dir string, opts UnpackOptions)
 		return nil, err
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, classifyOS(err))
+		return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, errclass.OS(err))
 	}
 	res, err := s.unpackInto(ctx, im, dir, opts)
 	if err != nil {
@@ -206,7 +207,7 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 	defer in.close()
 	tree := filepath.Join(in.dir, "tree")
 	if err := os.Mkdir(tree, 0o755); err != nil {
-		return fail(classifyOS(err))
+		return fail(errclass.OS(err))
 	}
 	res, err := s.unpackInto(ctx, im, tree, opts)
 	if err != nil {
@@ -239,7 +240,7 @@ func ext4Size(tree string) (int64, error) {
 func makeExt4(ctx context.Context, mkfs, tree, file string, size int64) error {
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	ok := false
 	defer func() {
@@ -249,10 +250,10 @@ func makeExt4(ctx context.Context, mkfs, tree, file string, size int64) error {
 	}()
 	if err := f.Truncate(size); err != nil {
 		f.Close()
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	if err := f.Close(); err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4", "-d", tree, "-E", "root_owner=0:0", file)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -283,7 +284,7 @@ func treeUsage(dir string) (int64, int64, error) {
 		}
 		return nil
 	})
-	return used, inodes, classifyOS(err)
+	return used, inodes, errclass.OS(err)
 }
 
 // RootfsOptions tune Rootfs.
@@ -362,7 +363,7 @@ func (s *Store) holdRef(ctx context.Context, ref, holder string) (digest.Digest,
 func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, dir string) error {
 	tmp := filepath.Join(s.dir, rootfsDir, ".tmp-"+d.Encoded()+"-"+randomID())
 	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return classifyOS(err)
+		return errclass.OS(err)
 	}
 	idx, err := s.readIndex()
 	if err != nil {
@@ -374,7 +375,7 @@ func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, d
 		_, err = s.unpackInto(ctx, im, tmp, UnpackOptions{})
 	}
 	if err == nil {
-		err = classifyOS(os.Rename(tmp, dir))
+		err = errclass.OS(os.Rename(tmp, dir))
 	}
 	if err != nil {
 		os.RemoveAll(tmp)

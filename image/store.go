@@ -79,7 +79,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{dir: abs, fsync: o.fsync}
 	for _, d := range []string{"", blobsDir, ingestDir, rootfsDir} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
-			return nil, fmt.Errorf("image store %q: %w", dir, classifyOS(err))
+			return nil, fmt.Errorf("image store %q: %w", dir, errclass.OS(err))
 		}
 	}
 	if err := s.recover(context.Background()); err != nil {
@@ -131,7 +131,7 @@ func (s *Store) readIndex() (*index, error) {
 
 func (s *Store) writeIndex(idx *index) error {
 	if err := fsutil.WriteJSON(filepath.Join(s.dir, indexFile), idx); err != nil {
-		return fmt.Errorf("writing %s: %w", indexFile, classifyOS(err))
+		return fmt.Errorf("writing %s: %w", indexFile, errclass.OS(err))
 	}
 	return nil
 }
@@ -146,7 +146,7 @@ func (s *Store) blobPath(d digest.Digest) string {
 func lock(ctx context.Context, path string, shared bool) (func(), error) {
 	release, err := fsutil.LockFileContext(ctx, path, fsutil.LockOptions{Shared: shared})
 	if err != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("lock %s: %w", path, classifyOS(err))
+		return nil, fmt.Errorf("lock %s: %w", path, errclass.OS(err))
 	}
 	return release, err
 }
@@ -223,7 +223,7 @@ func (s *Store) collect(idx *index) error {
 		for _, b := range blobs {
 			if !used[digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())] {
 				if err := os.Remove(filepath.Join(s.dir, blobsDir, a.Name(), b.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return classifyOS(err)
+					return errclass.OS(err)
 				}
 			}
 		}
@@ -251,10 +251,10 @@ func (s *Store) collect(idx *index) error {
 		err := os.Rename(filepath.Join(s.dir, rootfsDir, n), trash)
 		release()
 		if err != nil {
-			return classifyOS(err)
+			return errclass.OS(err)
 		}
 		if err := os.RemoveAll(trash); err != nil {
-			return classifyOS(err)
+			return errclass.OS(err)
 		}
 	}
 	return nil
@@ -264,9 +264,4 @@ func randomID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// classifyOS gives file system errors their errdefs class.
-func classifyOS(err error) error {
-	return errclass.OS(err)
 }

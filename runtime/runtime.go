@@ -127,7 +127,7 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		return !errdefs.IsNotFound(err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("volumes: %w", classify(err))
+		return nil, fmt.Errorf("volumes: %w", errclass.Ensure(err))
 	}
 	r := &Runtime{
 		d:        d,
@@ -140,7 +140,7 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		stateDir: o.stateDir,
 	}
 	if err := r.openDisks(ctx); err != nil {
-		return nil, fmt.Errorf("root disks: %w", classify(err))
+		return nil, fmt.Errorf("root disks: %w", errclass.Ensure(err))
 	}
 	r.finishAttaches(ctx)
 	return r, nil
@@ -201,7 +201,7 @@ func (r *Runtime) Get(ctx context.Context, id string) (*Container, error) {
 func (r *Runtime) List(ctx context.Context) ([]*Info, error) {
 	l, err := r.d.List(ctx)
 	if err != nil {
-		return nil, classify(err)
+		return nil, errclass.Ensure(err)
 	}
 	for i, info := range l {
 		if l[i], err = ownInfo(info.ID, info); err != nil {
@@ -216,12 +216,8 @@ func wrap(id string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("container %q: %w", id, classify(err))
+	return fmt.Errorf("container %q: %w", id, errclass.Ensure(err))
 }
-
-// classify gives an unclassified error the unknown class. Context errors
-// are classes of their own (errdefs.IsCanceled, IsDeadlineExceeded).
-func classify(err error) error { return errclass.Ensure(err) }
 
 // rootFile names, in a state directory, the backend it belongs to.
 const rootFile = "backend"
@@ -230,7 +226,9 @@ const rootFile = "backend"
 // backend named name, or checks that it is; it returns dir absolute and
 // resolved, the name its records are kept under host-wide.
 func claimRoot(dir, name string) (string, error) {
-	fail := func(err error) (string, error) { return "", fmt.Errorf("state directory %s: %w", dir, classify(err)) }
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("state directory %s: %w", dir, errclass.Ensure(err))
+	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fail(err)
 	}
