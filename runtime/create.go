@@ -5,19 +5,35 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // Create makes a container from cfg without starting its process.
 func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Container, error) {
-	c, err := r.create(ctx, id, cfg, nil)
-	if err == nil && cfg.RootDisk != "" {
-		// The adopted disk now belongs to the container: it moved.
-		_ = os.Remove(cfg.RootDisk)
+	if cfg == nil || cfg.RootDisk == "" || !filepath.IsAbs(cfg.RootDisk) {
+		return r.create(ctx, id, cfg, nil)
+	}
+	// The disk to adopt is opened once: the container gets that file, and
+	// only its name is dropped after (it moved), never a file swapped in.
+	dfd, err := unix.Open(filepath.Dir(cfg.RootDisk), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return r.create(ctx, id, cfg, nil) // which names the path's fault
+	}
+	defer unix.Close(dfd)
+	disk, err := openDiskFile(dfd, filepath.Base(cfg.RootDisk))
+	if err != nil {
+		return r.create(ctx, id, cfg, nil)
+	}
+	defer disk.Close()
+	c, err := r.create(ctx, id, cfg, disk)
+	if err == nil {
+		dropAdopted(dfd, filepath.Base(cfg.RootDisk), disk)
 	}
 	return c, err
 }

@@ -60,7 +60,11 @@ func (c *Container) Export(ctx context.Context, dir string) (retErr error) {
 	if err != nil {
 		return err
 	}
-	exp := exported{Labels: i.Labels, Disk: exportDiskFile, Spec: exportSpec(i.Spec, c.volumeSpecs())}
+	spec, err := exportSpec(i.Spec, c.volumeSpecs())
+	if err != nil {
+		return wrap(c.id, err)
+	}
+	exp := exported{Labels: i.Labels, Disk: exportDiskFile, Spec: spec}
 	exp.UserNamespace = driver.HasUserNamespace(i.Spec)
 	b, err := json.MarshalIndent(exp, "", "\t")
 	if err != nil {
@@ -103,10 +107,10 @@ func existClass(err error) error {
 
 // exportSpec is the container's spec as another runtime takes it: its
 // root, user namespace, ID mappings and volumes are the new runtime's.
-func exportSpec(s *specs.Spec, vols []volume.Spec) *specs.Spec {
+func exportSpec(s *specs.Spec, vols []volume.Spec) (*specs.Spec, error) {
 	spec, err := cloneSpec(s)
-	if err != nil || spec == nil {
-		return nil
+	if err != nil {
+		return nil, err
 	}
 	spec.Root = nil
 	if s.Root != nil && s.Root.Readonly {
@@ -123,7 +127,7 @@ func exportSpec(s *specs.Spec, vols []volume.Spec) *specs.Spec {
 		l.Namespaces = slices.DeleteFunc(l.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 		l.Devices = slices.DeleteFunc(l.Devices, func(d specs.LinuxDevice) bool { return isVolume(d.Path) })
 	}
-	return spec
+	return spec, nil
 }
 
 // ImportOptions tune Import.
@@ -183,13 +187,19 @@ func (r *Runtime) Import(ctx context.Context, id, dir string, opts ImportOptions
 	if err != nil {
 		return nil, err
 	}
-	// The disk moved: drop the name, if it is still the file adopted.
-	var was, now unix.Stat_t
-	if unix.Fstat(int(disk.Fd()), &was) == nil && unix.Fstatat(dfd, exp.Disk, &now, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-		was.Dev == now.Dev && was.Ino == now.Ino {
-		_ = unix.Unlinkat(dfd, exp.Disk, 0)
-	}
+	dropAdopted(dfd, exp.Disk, disk)
 	return c, nil
+}
+
+// dropAdopted removes the name of an adopted disk (the disk moved), if
+// the name in the directory dfd still is the file adopted: a name swapped
+// meanwhile is left alone.
+func dropAdopted(dfd int, name string, disk *os.File) {
+	var was, now unix.Stat_t
+	if unix.Fstat(int(disk.Fd()), &was) == nil && unix.Fstatat(dfd, name, &now, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		was.Dev == now.Dev && was.Ino == now.Ino {
+		_ = unix.Unlinkat(dfd, name, 0)
+	}
 }
 
 // checkExported refuses an exported config Export would not have

@@ -129,9 +129,9 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 		return wrap(c.id, err)
 	}
 	defer unlock()
-	opts := volume.AttachOptions{Pending: true}
-	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 {
-		opts = volume.AttachOptions{UserNamespace: true, RootUID: i.Spec.Linux.UIDMappings[0].HostID, RootGID: i.Spec.Linux.GIDMappings[0].HostID, Pending: true}
+	opts := volume.AttachOptions{UserNamespace: driver.HasUserNamespace(i.Spec), Pending: true}
+	if i.Spec != nil && i.Spec.Linux != nil && len(i.Spec.Linux.UIDMappings) > 0 && len(i.Spec.Linux.GIDMappings) > 0 {
+		opts.RootUID, opts.RootGID = i.Spec.Linux.UIDMappings[0].HostID, i.Spec.Linux.GIDMappings[0].HostID
 	}
 	att, err := c.r.volumes.Attach(ctx, c.id, v, opts)
 	if err != nil {
