@@ -182,7 +182,7 @@
 // Runtime.As accepts **Runtime and **client.Client (the Engine API client);
 // runtime.Container.As accepts nothing (the backend has no per-container
 // types). Of the optional driver interfaces the backend implements Execer,
-// Pauser, Updater, StatsReader and Logger: hot attach, root disks, disk
-// resizing, snapshots and cold moves are not-implemented, answered by the
-// runtime.
+// Pauser, Updater, StatsReader, Logger, LogFollower, Snapshotter and (on
+// Linux) VolumeAttacher: root disks, disk resizing and cold moves are
+// not-implemented, answered by the runtime.
 package docker

@@ -97,17 +97,17 @@ func mountIDAt(root int, dst string) (int, error) {
 		return 0, fmt.Errorf("volume %s: %w", dst, err)
 	}
 	defer unix.Close(fd)
-	var stx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
-		return 0, err
-	}
 	// The root of a mount of its own, never the mount it sits
 	// in (the root filesystem's): a detach unmounts what this
 	// names.
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, 0, &stx); err != nil {
+		return 0, err
+	}
 	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
 		return 0, fmt.Errorf("volume %s is not mounted at its destination: %w", dst, errdefs.ErrInternal)
 	}
-	return int(stx.Mnt_id), nil
+	return mountns.MountID(fd)
 }
 
 // distinctMounts refuses two destinations that led to one place (a link in

@@ -61,6 +61,19 @@ func Create(path string, l Limits) (*Writer, error) {
 		return nil, fmt.Errorf("log limits %d bytes x %d files", l.MaxSize, l.MaxFiles)
 	}
 	w := &Writer{path: path, limits: l}
+	// Rotated files beyond the limits (left by a writer with more files)
+	// go, so the log never holds more than MaxSize*MaxFiles.
+	names, err := Files(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, n := range names {
+		if i, err := strconv.Atoi(strings.TrimPrefix(n, path+".")); err == nil && i >= l.MaxFiles {
+			if err := os.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+		}
+	}
 	if err := w.open(os.O_APPEND); err != nil {
 		return nil, err
 	}

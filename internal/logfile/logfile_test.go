@@ -196,3 +196,24 @@ func TestFollowOneFileTruncated(t *testing.T) {
 	}
 	require.Contains(t, out.String(), "after the rotation\n")
 }
+
+// A log opened with fewer files than it was written with drops the
+// rotated files beyond its limits: it never holds more than its cap.
+func TestCreateDropsFilesBeyondLimits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 4096, MaxFiles: 4})
+	require.NoError(t, err)
+	for i := 0; i < 20; i++ {
+		_, _ = w.Write([]byte(strings.Repeat("x", 1000) + "\n"))
+	}
+	require.NoError(t, w.Close())
+	names, err := Files(path)
+	require.NoError(t, err)
+	require.Len(t, names, 4)
+	w, err = Create(path, Limits{MaxSize: 4096, MaxFiles: 2})
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	names, err = Files(path)
+	require.NoError(t, err)
+	require.Equal(t, []string{path + ".1", path}, names)
+}
