@@ -49,7 +49,7 @@ func (d *diskDriver) State(ctx context.Context, id string) (*driver.Info, error)
 		return nil, errdefs.ErrNotFound
 	}
 	m := []specs.LinuxIDMapping{{HostID: 300000, Size: 65536}}
-	return &driver.Info{ID: id, Status: driver.StatusRunning, Spec: &specs.Spec{Linux: &specs.Linux{UIDMappings: m, GIDMappings: m}}}, nil
+	return &driver.Info{ID: id, Status: driver.StatusRunning, Spec: &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}, UIDMappings: m, GIDMappings: m}}}, nil
 }
 
 func (d *diskDriver) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
