@@ -165,6 +165,7 @@ func (s *Store) openBlob(d digest.Digest) (*os.File, error) {
 // what it read has the blob's digest and size.
 type verifiedReader struct {
 	f    *os.File
+	r    io.Reader // f, or a section of it
 	d    digest.Digest
 	size int64
 	h    hash.Hash
@@ -176,17 +177,22 @@ func (s *Store) openVerified(d digest.Digest, size int64) (*verifiedReader, erro
 	if err != nil {
 		return nil, err
 	}
+	// Reading the blob once, front to back: tell the kernel.
+	adviseSequential(f)
+	return newVerified(f, f, d, size), nil
+}
+
+// newVerified verifies what r (reading f, which Close closes) gives.
+func newVerified(f *os.File, r io.Reader, d digest.Digest, size int64) *verifiedReader {
 	h := sha256.New()
 	if d.Algorithm() != digest.SHA256 {
 		h = d.Algorithm().Hash()
 	}
-	// Reading the blob once, front to back: tell the kernel.
-	adviseSequential(f)
-	return &verifiedReader{f: f, d: d, size: size, h: h}, nil
+	return &verifiedReader{f: f, r: r, d: d, size: size, h: h}
 }
 
 func (v *verifiedReader) Read(p []byte) (int, error) {
-	n, err := v.f.Read(p)
+	n, err := v.r.Read(p)
 	v.h.Write(p[:n])
 	v.n += int64(n)
 	if err == io.EOF {

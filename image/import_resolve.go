@@ -118,7 +118,13 @@ func (r *resolver) blobFor(ctx context.Context, d ocispec.Descriptor) (*staged, 
 	if err := ocilayout.CheckDescriptor(d); err != nil {
 		return nil, fmt.Errorf("descriptor: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	st, err := r.src.blob(ctx, ocilayout.BlobPath(d.Digest))
+	var st *staged
+	var err error
+	if ds, ok := r.src.(descSource); ok {
+		st, err = ds.blobDesc(ctx, d)
+	} else {
+		st, err = r.src.blob(ctx, ocilayout.BlobPath(d.Digest))
+	}
 	if err != nil {
 		return nil, err
 	}

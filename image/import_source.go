@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/dockersave"
 	"github.com/berthrun/berth/image/ocilayout"
@@ -22,6 +23,13 @@ type source interface {
 	doc(ctx context.Context, p string) ([]byte, bool, error)
 	// blob returns the staged file at archive path p, which must exist.
 	blob(ctx context.Context, p string) (*staged, error)
+}
+
+// descSource is a source that reads blobs by descriptor rather than by
+// path (a remote).
+type descSource interface {
+	source
+	blobDesc(ctx context.Context, d ocispec.Descriptor) (*staged, error)
 }
 
 // docNames are the documents read into memory (capped) rather than staged.

@@ -29,6 +29,9 @@ type ingest struct {
 
 	mu           sync.Mutex
 	uncompressed int64
+	// shared are the files this import fetched and shared with
+	// concurrent pulls (see fetch); close removes them.
+	shared []string
 }
 
 // staged is a file of the archive written to the ingest directory.
@@ -60,8 +63,17 @@ func (s *Store) newIngest(lim Limits) (*ingest, error) {
 	return &ingest{s: s, dir: dir, release: release, lim: lim}, nil
 }
 
-// close removes what was not committed.
+// close removes what was not committed, and what it shared.
 func (in *ingest) close() {
+	for _, p := range in.shared {
+		os.Remove(p)
+		// The lock file goes too when no pull waits on it; one that
+		// opened it just before still fetches safely, at worst twice.
+		if release, ok := tryLock(p + ".lock"); ok {
+			os.Remove(p + ".lock")
+			release()
+		}
+	}
 	os.RemoveAll(in.dir)
 	in.release()
 }
@@ -99,17 +111,22 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 	if want != "" && info.Digest != want {
 		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, info.Digest, errdefs.ErrInvalidArgument)
 	}
+	in.account(info)
+	return &staged{name: name, path: p, info: info}, nil
+}
+
+// account counts a staged layer against the import's uncompressed budget.
+func (in *ingest) account(info *layer.Info) {
 	if info.NotLayer == nil {
 		in.mu.Lock()
 		in.uncompressed += info.UncompressedSize
 		in.mu.Unlock()
 	}
-	return &staged{name: name, path: p, info: info}, nil
 }
 
-// analyze copies r to f while the layer analyzer reads the same chunks,
+// analyze copies r to f (io.Discard for a file already in place) while the layer analyzer reads the same chunks,
 // within what is left of the import's uncompressed budget.
-func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f *os.File, alg digest.Algorithm) (*layer.Info, error) {
+func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm) (*layer.Info, error) {
 	in.mu.Lock()
 	left := in.lim.MaxUncompressedBytes - in.uncompressed
 	in.mu.Unlock()
@@ -139,7 +156,7 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f *os.F
 
 // copyChunks reads r into the pipe's chunks and writes each to f, until r
 // ends, ctx is done or the analyzer stops taking chunks.
-func copyChunks(ctx context.Context, r io.Reader, f *os.File, cp *chunkPipe) error {
+func copyChunks(ctx context.Context, r io.Reader, f io.Writer, cp *chunkPipe) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err

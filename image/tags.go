@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"fmt"
 	"sort"
 
@@ -243,4 +244,34 @@ func (p TagPolicy) apply(idx *index, wants []tagWant) ([]TagChange, error) {
 		idx.Tags[c.Ref] = c.Digest
 	}
 	return changes, nil
+}
+
+// Tag makes the tag dst name the image src names (a tag or a digest, as
+// Get takes). A tag dst that names another image moves only with force;
+// otherwise Tag fails with already-exists and changes nothing.
+func (s *Store) Tag(ctx context.Context, src, dst string, force bool) (TagChange, error) {
+	tag, err := NormalizeTag(dst)
+	if err != nil {
+		return TagChange{}, err
+	}
+	var ch TagChange
+	err = s.locked(ctx, func() error {
+		idx, err := s.readIndex()
+		if err != nil {
+			return err
+		}
+		d, err := resolveRef(idx, src)
+		if err != nil {
+			return err
+		}
+		changes, err := TagPolicy{AllowRetag: force}.apply(idx, []tagWant{{ref: tag, digest: d}})
+		if err != nil {
+			return err
+		}
+		if ch = changes[0]; ch.Action == TagUnchanged {
+			return nil
+		}
+		return s.writeIndex(idx)
+	})
+	return ch, err
 }

@@ -1,0 +1,94 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berthrun/berth/internal/errclass"
+)
+
+// sharedPrefix names, in ingest/, a blob one pull fetched and verified,
+// for concurrent pulls of the same blob to link; its lock file is held
+// while it is being fetched.
+const sharedPrefix = "shared-"
+
+// fetch stages the blob d names. A blob the store holds, or that a
+// concurrent pull (of any process) has fetched, is linked and checked
+// locally; otherwise open gives its bytes, fetched once while other pulls
+// of it wait on its lock.
+func (in *ingest) fetch(ctx context.Context, d ocispec.Descriptor, open func() (io.ReadCloser, error)) (*staged, error) {
+	name := d.Digest.String()
+	if st, err := in.adopt(ctx, name, in.s.blobPath(d.Digest), d.Digest); st != nil || err != nil {
+		return st, err
+	}
+	shared := filepath.Join(in.s.dir, ingestDir, sharedPrefix+d.Digest.Algorithm().String()+"-"+d.Digest.Encoded())
+	release, err := lock(ctx, shared+".lock", false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	// The pull that held the lock may have committed it, or left it for
+	// us.
+	for _, p := range []string{in.s.blobPath(d.Digest), shared} {
+		if st, err := in.adopt(ctx, name, p, d.Digest); st != nil || err != nil {
+			return st, err
+		}
+	}
+	rc, err := open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	st, err := in.stage(ctx, name, rc, d.Digest.Algorithm(), d.Digest)
+	if err != nil {
+		return nil, readErr(err)
+	}
+	// Shared until this import ends (close removes it): pulls waiting on
+	// the lock take it from there.
+	if err := os.Link(st.path, shared); err == nil {
+		in.shared = append(in.shared, shared)
+	}
+	return st, nil
+}
+
+// adopt links the file at p (a blob the store or another pull verified)
+// into the ingest directory and analyzes it as stage does. It returns
+// nil, nil when there is no such file. The link keeps the bytes even if
+// the store drops the blob meanwhile.
+func (in *ingest) adopt(ctx context.Context, name, p string, want digest.Digest) (*staged, error) {
+	in.n++
+	dst := filepath.Join(in.dir, strconv.Itoa(in.n))
+	if err := os.Link(p, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, errclass.OS(err)
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return nil, errclass.OS(err)
+	}
+	defer f.Close()
+	info, err := in.analyze(ctx, name, f, io.Discard, want.Algorithm())
+	if err != nil {
+		return nil, err
+	}
+	if info.Digest != want {
+		// A blob of the store that rotted: the pull cannot commit
+		// an image over it.
+		os.Remove(dst)
+		return nil, fmt.Errorf("blob %s: the local copy at %s has digest %s: %w", want, p, info.Digest, errdefs.ErrDataLoss)
+	}
+	in.account(info)
+	return &staged{name: name, path: dst, info: info}, nil
+}
