@@ -36,6 +36,7 @@ func (in *ingest) fetch(ctx context.Context, d ocispec.Descriptor, open func() (
 	if err != nil {
 		return nil, err
 	}
+	in.locks = append(in.locks, shared+".lock")
 	defer release()
 	// The pull that held the lock may have committed it, or left it for
 	// us.
@@ -51,7 +52,11 @@ func (in *ingest) fetch(ctx context.Context, d ocispec.Descriptor, open func() (
 	defer rc.Close()
 	st, err := in.stage(ctx, name, rc, d.Digest.Algorithm(), d.Digest)
 	if err != nil {
-		return nil, readErr(err)
+		if !errclass.Has(err) {
+			// What the remote's reader made of its bytes.
+			err = fmt.Errorf("blob %s: %v: %w", d.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		return nil, err
 	}
 	// Shared until this import ends (close removes it): pulls waiting on
 	// the lock take it from there.

@@ -30,8 +30,9 @@ type ingest struct {
 	mu           sync.Mutex
 	uncompressed int64
 	// shared are the files this import fetched and shared with
-	// concurrent pulls (see fetch); close removes them.
-	shared []string
+	// concurrent pulls, locks the lock files it took for them (see
+	// fetch); close removes them.
+	shared, locks []string
 }
 
 // staged is a file of the archive written to the ingest directory.
@@ -67,10 +68,12 @@ func (s *Store) newIngest(lim Limits) (*ingest, error) {
 func (in *ingest) close() {
 	for _, p := range in.shared {
 		os.Remove(p)
-		// The lock file goes too when no pull waits on it; one that
-		// opened it just before still fetches safely, at worst twice.
-		if release, ok := tryLock(p + ".lock"); ok {
-			os.Remove(p + ".lock")
+	}
+	// A lock file goes when no pull waits on it; one that opened it just
+	// before still fetches safely, at worst twice.
+	for _, p := range in.locks {
+		if release, ok := tryLock(p); ok {
+			os.Remove(p)
 			release()
 		}
 	}

@@ -71,7 +71,11 @@ func (s *Store) Pull(ctx context.Context, remote Remote, root ocispec.Descriptor
 		count: &countReader{max: lim.MaxArchiveBytes, progress: opts.Progress}}
 	res, err := s.finish(ctx, in, src, opts, 0)
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", root.Digest, err)
+		if ocilayout.IsIndex(root.MediaType) {
+			// A manifest's errors name it already.
+			err = fmt.Errorf("index %s: %w", root.Digest, err)
+		}
+		return nil, err
 	}
 	src.count.report(true)
 	res.Read = src.count.n
