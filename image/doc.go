@@ -41,8 +41,15 @@
 //   - failed-precondition: a config digest shared by several images, a
 //     rootfs holder that already holds another image.
 //
+// Pull takes an image from a Remote (a registry) through the same path
+// as Import: blobs by descriptor, each checked against its digest and
+// size as it streams; blobs the store holds are not fetched again, and
+// concurrent pulls of one blob fetch it once. Tag adds a tag; OpenContent
+// opens an image for a push.
+//
 // Format packages sit beside: layer (reading layers), unpack (applying
-// them), dockersave and ocilayout (the archives' documents), glance
+// them), dockersave and ocilayout (the archives' documents), registry
+// (OCI distribution registries: pull, push, mirrors, credentials), glance
 // (OpenStack Glance as a remote store), imagetest (archives for tests) and
 // validate (invariants tests check).
 package image

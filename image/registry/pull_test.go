@@ -324,3 +324,32 @@ func noise(n int) string {
 	}
 	return string(b)
 }
+
+// A multi-platform index resolves to the host's platform, or to the one
+// asked for.
+func TestPullMultiPlatform(t *testing.T) {
+	f := newFakeRegistry(t)
+	var entries []ocispec.Descriptor
+	want := map[string]digest.Digest{}
+	for _, arch := range []string{"arm64", "amd64", "s390x"} {
+		im := smallImage("etc/" + arch)
+		d := f.putImage("tenant/multi", arch, im)
+		e := desc(ocispec.MediaTypeImageManifest, im.Manifest())
+		e.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
+		entries = append(entries, e)
+		want[arch] = d
+	}
+	f.putManifest("tenant/multi", ocispec.MediaTypeImageIndex, index(entries...), "1")
+	c := newClient(t, Options{})
+	res, err := c.Pull(context.Background(), newStore(t), f.host()+"/tenant/multi:1", image.ImportOptions{})
+	if runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64" {
+		require.NoError(t, err)
+		require.Equal(t, want[runtime.GOARCH], res.Images[0].Digest)
+	}
+	res, err = c.Pull(context.Background(), newStore(t), f.host()+"/tenant/multi:1",
+		image.ImportOptions{Platform: &ocispec.Platform{OS: "linux", Architecture: "s390x"}})
+	require.NoError(t, err)
+	require.Equal(t, want["s390x"], res.Images[0].Digest)
+	// Only the chosen manifest's blobs were fetched.
+	require.Empty(t, f.requests("/tenant/multi/blobs/"+digest.FromBytes(smallImage("etc/arm64").Config).String()))
+}
