@@ -39,6 +39,13 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 	return f
 }
 
+// setHook sets the hook, for requests from now on.
+func (f *fakeRegistry) setHook(h func(w http.ResponseWriter, r *http.Request) bool) {
+	f.mu.Lock()
+	f.hook = h
+	f.mu.Unlock()
+}
+
 // host is the registry's HOST:PORT.
 func (f *fakeRegistry) host() string { return strings.TrimPrefix(f.URL, "http://") }
 

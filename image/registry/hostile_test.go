@@ -106,7 +106,7 @@ func TestHostileRegistry(t *testing.T) {
 			im := smallImage("etc/a")
 			f.putImage("tenant/app", "1", im)
 			ld := digest.FromBytes(im.Layers[0])
-			f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 				if !strings.HasSuffix(r.URL.Path, ld.String()) || r.Method != http.MethodGet {
 					return false
 				}
@@ -119,7 +119,7 @@ func TestHostileRegistry(t *testing.T) {
 					}
 				}
 				return true
-			}
+			})
 		}, errdefs.ErrInvalidArgument, image.ImportOptions{}},
 		{"layer inflates past the ratio", func(t *testing.T, f *fakeRegistry) {
 			bomb := imagetest.GzipBomb(nil, 256<<20)
@@ -135,7 +135,7 @@ func TestHostileRegistry(t *testing.T) {
 			f.putManifest("tenant/app", ocispec.MediaTypeImageManifest, b, "1")
 		}, errdefs.ErrResourceExhausted, image.ImportOptions{}},
 		{"oversized manifest without a length", func(t *testing.T, f *fakeRegistry) {
-			f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 				if !strings.Contains(r.URL.Path, "/manifests/") {
 					return false
 				}
@@ -150,7 +150,7 @@ func TestHostileRegistry(t *testing.T) {
 					w.(http.Flusher).Flush()
 				}
 				return true
-			}
+			})
 		}, errdefs.ErrResourceExhausted, image.ImportOptions{}},
 		{"indexes nested without end", func(t *testing.T, f *fakeRegistry) {
 			// Each index names the next, deeper than any real image.

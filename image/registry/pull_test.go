@@ -130,11 +130,11 @@ func TestPullErrors(t *testing.T) {
 	require.True(t, errdefs.IsInvalidArgument(err), "%v", err)
 
 	// A registry that wants credentials we do not have.
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED")
 		return true
-	}
+	})
 	_, err = c.Pull(ctx, s, f.host()+"/tenant/app:1", image.ImportOptions{})
 	require.True(t, errdefs.IsPermissionDenied(err), "%v", err)
 
@@ -153,7 +153,7 @@ func TestPullStalledRegistry(t *testing.T) {
 	im := smallImage("etc/a")
 	f.putImage("tenant/app", "1", im)
 	ld := digest.FromBytes(im.Layers[0])
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if !strings.HasSuffix(r.URL.Path, ld.String()) || r.Method != http.MethodGet {
 			return false
 		}
@@ -162,7 +162,7 @@ func TestPullStalledRegistry(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 		return true
-	}
+	})
 	s, _ := seeded(t)
 	before := storeFiles(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -176,14 +176,14 @@ func TestPullStalledRegistry(t *testing.T) {
 func TestPullWithDockerConfigCredentials(t *testing.T) {
 	f := newFakeRegistry(t)
 	f.putImage("tenant/app", "1", smallImage("etc/a"))
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if u, p, ok := r.BasicAuth(); ok && u == "tenant" && p == "s3cret" {
 			return false
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED")
 		return true
-	}
+	})
 	dir := t.TempDir()
 	auth := base64.StdEncoding.EncodeToString([]byte("tenant:s3cret"))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"auths":{"`+f.host()+`":{"auth":"`+auth+`"}}}`), 0o600))
@@ -281,12 +281,12 @@ func TestPullDownloadsOnce(t *testing.T) {
 	f.putImage("tenant/a", "1", a)
 	f.putImage("tenant/b", "1", b)
 	slow := digest.FromBytes(shared).String()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, slow) {
 			time.Sleep(200 * time.Millisecond) // all pulls are waiting by now
 		}
 		return false
-	}
+	})
 	s := newStore(t)
 	c := newClient(t, Options{})
 	var wg sync.WaitGroup
