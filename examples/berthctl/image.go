@@ -65,8 +65,9 @@ func imageNames() string {
 	return strings.Join(n, ", ")
 }
 
-// parseImage parses an image subcommand's flags and checks it got between
-// min and max positional arguments (max < 0: no bound).
+// parseImage parses an image subcommand's flags, before or after its
+// positional arguments (see interleaved), and checks it got between min
+// and max positional arguments (max < 0: no bound).
 func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 	name := strings.TrimPrefix(fs.Name(), "image ")
 	var cmd command
@@ -75,7 +76,7 @@ func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 			cmd = c
 		}
 	}
-	err := fs.Parse(args)
+	err := fs.Parse(interleaved(fs, args))
 	if errors.Is(err, flag.ErrHelp) {
 		return a.showHelp("image ", cmd, fs)
 	}

@@ -223,3 +223,70 @@ func TestImageImportStdin(t *testing.T) {
 	requireFailure(t, r, "invalid-argument")
 	assert.Len(t, strings.Fields(c.ok("ls", "-q")), 1)
 }
+
+// TestInterleaved: an image subcommand's flags may come before, between
+// or after its positional arguments; "--" ends them and "-" is an
+// argument.
+func TestInterleaved(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		pos       []string
+		tag       string
+		force     bool
+		expect    []string
+		parseFail bool
+	}{
+		{args: []string{"--tag", "x", "ref"}, pos: []string{"ref"}, tag: "x"},
+		{args: []string{"ref", "--tag", "x"}, pos: []string{"ref"}, tag: "x"},
+		{args: []string{"ref", "--tag=x", "--force"}, pos: []string{"ref"}, tag: "x", force: true},
+		{args: []string{"a", "-force", "b"}, pos: []string{"a", "b"}, force: true},
+		{args: []string{"-", "--expect-tag", "a:1", "--expect-tag=b:2"}, pos: []string{"-"}, expect: []string{"a:1", "b:2"}},
+		{args: []string{"--force", "--", "--tag", "x", "-"}, pos: []string{"--tag", "x", "-"}, force: true},
+		{args: []string{"a", "--", "--force"}, pos: []string{"a", "--force"}},
+		{args: []string{"--tag", "--", "a"}, pos: []string{"a"}, tag: "--"},
+		{args: []string{"a", "--tag"}, parseFail: true},
+		{args: []string{"a", "--bogus", "b"}, parseFail: true},
+		{args: []string{"a", "--force=maybe"}, parseFail: true},
+		{args: nil, pos: []string{}},
+	} {
+		fs := newFlagSet("test")
+		tag := fs.String("tag", "", "")
+		force := fs.Bool("force", false, "")
+		var expect stringList
+		fs.Var(&expect, "expect-tag", "")
+		err := fs.Parse(interleaved(fs, tc.args))
+		if tc.parseFail {
+			assert.Error(t, err, "%q", tc.args)
+			continue
+		}
+		require.NoError(t, err, "%q", tc.args)
+		assert.Equal(t, tc.pos, fs.Args(), "%q", tc.args)
+		assert.Equal(t, tc.tag, *tag, "%q", tc.args)
+		assert.Equal(t, tc.force, *force, "%q", tc.args)
+		assert.Equal(t, tc.expect, []string(expect), "%q", tc.args)
+	}
+}
+
+// TestImageFlagsAfterArguments runs image subcommands with their flags
+// after the positional arguments, and with "--".
+func TestImageFlagsAfterArguments(t *testing.T) {
+	c := newImageCtl(t)
+	a := archive(t, "order", false, "app:1")
+	out := c.ok("import", a, "--expect-tag", "app:1")
+	assert.Regexp(t, `^app:1 sha256:[0-9a-f]{64}\n$`, out)
+	assert.Equal(t, out, c.ok("import", "--expect-tag", "app:1", a), "the same either way")
+	assert.Regexp(t, digestLine, c.ok("ls", "-q"))
+	d := strings.TrimSpace(c.ok("ls", "-q"))
+	assert.Equal(t, d+"\n", c.ok("ls", "-q", "--root", c.root), "a global flag after the command's own")
+	f := filepath.Join(t.TempDir(), "x.tar")
+	assert.Empty(t, c.ok("export", "app:1", f, "--format", "oci"))
+	assert.Equal(t, "app:1 "+d+"\n", newImageCtl(t).ok("import", f, "--expect-tag=app:1"))
+	// After "--", a flag is an argument.
+	r := c.run("rm", "--", "--format")
+	requireFailure(t, r, "invalid-argument")
+	assert.NotContains(t, r.stderr, "flag provided but not defined")
+	r = c.run("rm", "app:1", "--format")
+	requireFailure(t, r, "invalid-argument")
+	assert.Contains(t, r.stderr, "flag provided but not defined")
+	assert.Equal(t, "untagged app:1\ndeleted "+d+"\n", c.ok("rm", "--", "app:1"))
+}
