@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,11 +117,9 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	if src == "-" {
 		name = "standard input"
 	}
-	p := a.progress("importing " + name)
-	if p != nil {
-		opts.Progress = p.report
-		defer p.done()
-	}
+	p := a.progress()
+	opts.Progress = p.onRead("importing " + name)
+	defer p.stop(false)
 	var res *image.ImportResult
 	if src == "-" {
 		if _, terr := unix.IoctlGetTermios(int(a.stdin.Fd()), unix.TCGETS); terr == nil {
@@ -137,7 +134,7 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	p.done()
+	p.stop(true)
 	a.printImported(res)
 	return 0, nil
 }
@@ -300,51 +297,14 @@ func (a *app) cmdImagePull(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, err
 	}
 	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: *tag}}}
-	p := a.progress("pulling " + fs.Arg(0))
-	if p != nil {
-		opts.Import.Progress = p.report
-		defer p.done()
-	}
+	p := a.progress()
+	opts.Import.Progress = p.onRead("pulling " + fs.Arg(0))
+	defer p.stop(false)
 	res, err := glance.Pull(context.Background(), *url, fs.Arg(0), s, opts)
 	if err != nil {
 		return 0, err
 	}
-	p.done()
+	p.stop(true)
 	a.printImported(res)
 	return 0, nil
 }
-
-// progressLine shows an operation's progress on the terminal, in place.
-type progressLine struct {
-	w     io.Writer
-	what  string
-	shown bool
-}
-
-// progress returns a progress line when stderr is a terminal, else nil
-// (scripts and logs get no carriage returns).
-func (a *app) progress(what string) *progressLine {
-	if _, err := unix.IoctlGetTermios(int(a.stderr.Fd()), unix.TCGETS); err != nil {
-		return nil
-	}
-	return &progressLine{w: a.stderr, what: what}
-}
-
-func (p *progressLine) report(pr image.ImportProgress) {
-	line := fmt.Sprintf("%s: %s", p.what, mib(pr.Read))
-	if pr.Total > 0 {
-		line += fmt.Sprintf(" / %s (%d%%)", mib(pr.Total), pr.Read*100/pr.Total)
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	p.shown = true
-}
-
-// done clears the line; it may be called more than once, and on nil.
-func (p *progressLine) done() {
-	if p != nil && p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
-}
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
