@@ -29,13 +29,14 @@ func init() {
 		{"rm", "REF...", "remove tags or images (a tag's image goes with its last tag)", (*app).cmdImageRm},
 		{"export", "[--format docker|oci] REF FILE", "write an image as a docker-save or OCI archive (FILE - is stdout)", (*app).cmdImageExport},
 		{"unpack", "[--allow-devices] [--allow-setid] REF DIR", "unpack an image's root filesystem into a new directory", (*app).cmdImageUnpack},
+		{"tag", "[--force] SRC DST", "make the tag DST name the image SRC names (a tag or a digest); print DST DIGEST", (*app).cmdImageTag},
 		{"push", "--glance URL REF", "upload an image to Glance; print the Glance image ID", (*app).cmdImagePush},
 		{"pull", "--glance URL [--tag REF] ID", "import an image from Glance; print REF DIGEST, or the digest", (*app).cmdImagePull},
 	}
 }
 
 // imageUsage is the image command's args line in the command table.
-const imageUsage = "import|ls|rm|export|unpack|push|pull ..."
+const imageUsage = "import|ls|rm|export|unpack|tag|push|pull ..."
 
 func (a *app) cmdImage(_ *flag.FlagSet, args []string) (int, error) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -261,6 +262,26 @@ func (a *app) cmdImageUnpack(fs *flag.FlagSet, args []string) (int, error) {
 	}
 	_, err = s.Unpack(context.Background(), fs.Arg(0), fs.Arg(1), opts)
 	return 0, err
+}
+
+func (a *app) cmdImageTag(fs *flag.FlagSet, args []string) (int, error) {
+	force := fs.Bool("force", false, "move DST if it names another image")
+	if err := a.parseImage(fs, args, 2, 2); err != nil {
+		return 0, err
+	}
+	if _, err := image.NormalizeTag(fs.Arg(1)); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	ch, err := s.Tag(context.Background(), fs.Arg(0), fs.Arg(1), *force)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(a.stdout, "%s %s\n", ch.Ref, ch.Digest)
+	return 0, nil
 }
 
 func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {

@@ -157,10 +157,11 @@ func TestImageUsage(t *testing.T) {
 	requireFailure(t, c.run("export", "x"), "invalid-argument")
 	requireFailure(t, c.run("push", "x"), "invalid-argument")
 	requireFailure(t, c.run("pull", "x"), "invalid-argument")
+	requireFailure(t, c.run("tag", "a"), "invalid-argument")
 	requireFailure(t, c.run("import", "--tag-prefix", "BAD", archive(t, "x", false)), "invalid-argument")
 	r := c.run("-h")
 	require.Equal(t, 0, r.code)
-	for _, sub := range []string{"import", "ls", "rm", "export", "unpack", "push", "pull"} {
+	for _, sub := range []string{"import", "ls", "rm", "export", "unpack", "tag", "push", "pull"} {
 		assert.Contains(t, r.stdout, "  "+sub+" ")
 	}
 	r = c.run("import", "-h")
@@ -289,4 +290,41 @@ func TestImageFlagsAfterArguments(t *testing.T) {
 	requireFailure(t, r, "invalid-argument")
 	assert.Contains(t, r.stderr, "flag provided but not defined")
 	assert.Equal(t, "untagged app:1\ndeleted "+d+"\n", c.ok("rm", "--", "app:1"))
+}
+
+// imported imports an image tagged ref into c and returns its digest.
+func (c *imageCtl) imported(body, ref string) string {
+	c.t.Helper()
+	out := c.ok("import", "--expect-tag", ref, archive(c.t, body, true, ref))
+	f := strings.Fields(out)
+	require.Len(c.t, f, 2, out)
+	return f[1]
+}
+
+// lsRow matches image ls's row of ref.
+func lsRow(ref, digest string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(ref) + ` +` + regexp.QuoteMeta(digest) + ` `)
+}
+
+func TestImageTag(t *testing.T) {
+	c := newImageCtl(t)
+	d := c.imported("a", "app:1")
+	e := c.imported("b", "other:1")
+
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "app:1", "app"))
+	assert.Equal(t, "byid:1 "+d+"\n", c.ok("tag", d, "byid:1"), "by digest")
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "app:1", "app:latest"), "the same image: nothing to move")
+
+	// Never moved without --force.
+	r := c.run("tag", "other:1", "app:latest")
+	requireFailure(t, r, "already-exists")
+	assert.Regexp(t, lsRow("app:latest", d), c.ok("ls"))
+	assert.Equal(t, "app:latest "+e+"\n", c.ok("tag", "other:1", "app:latest", "--force"))
+	assert.Regexp(t, lsRow("app:latest", e), c.ok("ls"))
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "--force", "app:1", "app:latest"))
+
+	requireFailure(t, c.run("tag", "nope:1", "x:1"), "not-found")
+	requireFailure(t, c.run("tag", "app:1", "BAD"), "invalid-argument")
+	requireFailure(t, c.run("tag", "app:1", "x@"+d), "invalid-argument")
+	requireFailure(t, c.run("tag", "app:1"), "invalid-argument")
 }
