@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/glance"
+	"github.com/berthrun/berth/image/registry"
 )
 
 // imageCommands lists the subcommands in the order help shows them; it
@@ -30,13 +32,15 @@ func init() {
 		{"export", "[--format docker|oci] REF FILE", "write an image as a docker-save or OCI archive (FILE - is stdout)", (*app).cmdImageExport},
 		{"unpack", "[--allow-devices] [--allow-setid] REF DIR", "unpack an image's root filesystem into a new directory", (*app).cmdImageUnpack},
 		{"tag", "[--force] SRC DST", "make the tag DST name the image SRC names (a tag or a digest); print DST DIGEST", (*app).cmdImageTag},
-		{"push", "--glance URL REF", "upload an image to Glance; print the Glance image ID", (*app).cmdImagePush},
-		{"pull", "--glance URL [--tag REF] ID", "import an image from Glance; print REF DIGEST, or the digest", (*app).cmdImagePull},
+		{"pull", "[--tag REF] REF | --glance URL [--tag REF] ID",
+			"pull an image from a registry (or, with --glance, by ID from Glance); print REF DIGEST per tag, or the digest", (*app).cmdImagePull},
+		{"push", "REF [DST] | --glance URL REF",
+			"upload an image to a registry, as DST if given, and print its manifest digest (or, with --glance, to Glance: print the Glance image ID)", (*app).cmdImagePush},
 	}
 }
 
 // imageUsage is the image command's args line in the command table.
-const imageUsage = "import|ls|rm|export|unpack|tag|push|pull ..."
+const imageUsage = "import|ls|rm|export|unpack|tag|pull|push ..."
 
 func (a *app) cmdImage(_ *flag.FlagSet, args []string) (int, error) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -284,48 +288,108 @@ func (a *app) cmdImageTag(fs *flag.FlagSet, args []string) (int, error) {
 	return 0, nil
 }
 
-func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {
-	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
-	if err := a.parseImage(fs, args, 1, 1); err != nil {
-		return 0, err
-	}
-	if *url == "" {
-		return 0, usageErrorf("image push: --glance URL is required")
-	}
-	s, err := a.imageStore()
-	if err != nil {
-		return 0, err
-	}
-	id, err := glance.Push(context.Background(), *url, s, fs.Arg(0), glance.PushOptions{})
-	if err != nil {
-		return 0, err
-	}
-	fmt.Fprintln(a.stdout, id)
-	return 0, nil
-}
-
 func (a *app) cmdImagePull(fs *flag.FlagSet, args []string) (int, error) {
-	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
-	tag := fs.String("tag", "", "name the pulled image `REF` (the archive's own tags are not taken)")
+	url := fs.String("glance", "", "pull from the Glance endpoint `URL`, by image ID, instead of a registry")
+	tag := fs.String("tag", "", "name the pulled image `REF` (not the reference's own tag; a Glance archive's tags are not taken)")
 	if err := a.parseImage(fs, args, 1, 1); err != nil {
 		return 0, err
 	}
-	if *url == "" {
-		return 0, usageErrorf("image pull: --glance URL is required")
+	if *url != "" {
+		return a.pullGlance(*url, fs.Arg(0), *tag)
+	}
+	ref := fs.Arg(0)
+	// Bad usage changes nothing: the references are checked before the
+	// store opens.
+	if _, err := registry.ParseReference(ref); err != nil {
+		return 0, err
+	}
+	if *tag != "" {
+		if _, err := image.NormalizeTag(*tag); err != nil {
+			return 0, err
+		}
 	}
 	s, err := a.imageStore()
 	if err != nil {
 		return 0, err
 	}
-	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: *tag}}}
 	p := a.progress()
-	opts.Import.Progress = p.onRead("pulling " + fs.Arg(0))
 	defer p.stop(false)
-	res, err := glance.Pull(context.Background(), *url, fs.Arg(0), s, opts)
+	c, err := a.registry(p)
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.Pull(context.Background(), s, ref, image.ImportOptions{Tags: image.TagPolicy{Name: *tag}})
 	if err != nil {
 		return 0, err
 	}
 	p.stop(true)
 	a.printImported(res)
+	return 0, nil
+}
+
+// pullGlance imports the Glance image id.
+func (a *app) pullGlance(url, id, tag string) (int, error) {
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: tag}}}
+	p := a.progress()
+	opts.Import.Progress = p.onRead("pulling " + id)
+	defer p.stop(false)
+	res, err := glance.Pull(context.Background(), url, id, s, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.stop(true)
+	a.printImported(res)
+	return 0, nil
+}
+
+func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {
+	url := fs.String("glance", "", "upload to the Glance endpoint `URL` instead of a registry")
+	if err := a.parseImage(fs, args, 1, 2); err != nil {
+		return 0, err
+	}
+	src, dst := fs.Arg(0), fs.Arg(1)
+	if *url != "" {
+		if dst != "" {
+			return 0, usageErrorf("image push: --glance takes one REF, no DST")
+		}
+		return a.pushGlance(*url, src)
+	}
+	if _, err := registry.ParseReference(cmp.Or(dst, src)); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	p := a.progress()
+	defer p.stop(false)
+	c, err := a.registry(p)
+	if err != nil {
+		return 0, err
+	}
+	d, err := c.Push(context.Background(), s, src, dst)
+	if err != nil {
+		return 0, err
+	}
+	p.stop(true)
+	fmt.Fprintln(a.stdout, d)
+	return 0, nil
+}
+
+// pushGlance uploads the image ref to Glance and prints its Glance ID.
+func (a *app) pushGlance(url, ref string) (int, error) {
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	id, err := glance.Push(context.Background(), url, s, ref, glance.PushOptions{})
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(a.stdout, id)
 	return 0, nil
 }
