@@ -502,6 +502,17 @@ func TestUsageErrors(t *testing.T) {
 		{"stop without ID", []string{"stop"}, "invalid-argument"},
 		{"stop negative grace", []string{"stop", "-t", "-1", "a"}, "invalid-argument"},
 		{"help unknown", []string{"help", "frobnicate"}, "invalid-argument"},
+		{"insecure registry with a scheme", []string{"--insecure-registry", "http://r.example", "ps"}, "invalid-argument"},
+		{"insecure registry with a path", []string{"image", "ls", "--insecure-registry", "r.example/x"}, "invalid-argument"},
+		{"empty insecure registry", []string{"--insecure-registry=", "image", "ls"}, "invalid-argument"},
+		{"registry mirror without =", []string{"--registry-mirror", "docker.io", "image", "ls"}, "invalid-argument"},
+		{"registry mirror not HTTP", []string{"image", "ls", "--registry-mirror", "docker.io=ftp://m.example"}, "invalid-argument"},
+		{"registry mirror with a path", []string{"--registry-mirror", "docker.io=https://m.example/v2/x", "ps"}, "invalid-argument"},
+		{"registry mirror of a bad host", []string{"--registry-mirror", "a/b=https://m.example", "ps"}, "invalid-argument"},
+		{"pull a bad reference", []string{"image", "pull", "BAD REF"}, "invalid-argument"},
+		{"pull with a bad tag", []string{"image", "pull", "--tag", "x@sha256:00", "busybox"}, "invalid-argument"},
+		{"push to a bad reference", []string{"image", "push", "app:1", "BAD REF"}, "invalid-argument"},
+		{"tag to a bad reference", []string{"image", "tag", "app:1", "BAD REF"}, "invalid-argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "state")

@@ -53,7 +53,7 @@ func init() {
 		{"volume", "probe PATH", "name the filesystem on a block device or image file, and its size; exit 0 if it fits and the policy allows it", (*app).cmdVolume},
 		{"attach", "ID SRC:DST[:ro][:raw]", "attach a volume to a running container", (*app).cmdAttach},
 		{"detach", "ID DST", "detach the volume at DST from a running container", (*app).cmdDetach},
-		{"image", imageUsage, "manage images: import, ls, rm, export, unpack, push, pull (berthctl image -h)", (*app).cmdImage},
+		{"image", imageUsage, "manage images: import, ls, rm, export, unpack, tag, pull, push (berthctl image -h)", (*app).cmdImage},
 		{"version", "", "print berthctl's version", (*app).cmdVersion},
 		{"help", "[COMMAND]", "print usage", (*app).cmdHelp},
 	}

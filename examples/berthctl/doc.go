@@ -19,6 +19,12 @@
 //	--fsck           check block and image volumes read-only before mounting
 //	--allow-raw-block-without-userns
 //	--volume-noexec
+//	--insecure-registry HOST[:PORT]
+//	                 reach this registry over plain HTTP (repeatable;
+//	                 loopback registries always may)
+//	--registry-mirror HOST=URL
+//	                 pull HOST's images from the mirror URL first, then from
+//	                 HOST (repeatable; a host's mirrors are tried in order)
 //
 // --image REF names an image of the store under --root (berthctl image
 // import puts it there); every backend runs it: the embedded engine on an
@@ -53,10 +59,26 @@
 //	image rm REF...
 //	image export [--format docker|oci] REF FILE
 //	image unpack [--allow-devices] [--allow-setid] REF DIR
-//	image push --glance URL REF
-//	image pull --glance URL [--tag REF] ID
+//	image tag [--force] SRC DST
+//	image pull [--tag REF] REF | --glance URL [--tag REF] ID
+//	image push REF [DST] | --glance URL REF
 //	version
 //	help [COMMAND]
+//
+// An image subcommand's flags may come before or after its arguments
+// (berthctl image pull REF --tag T); after "--" everything is an
+// argument.
+//
+// image pull REF pulls from a registry through package image/registry
+// (HTTPS, except loopback registries and --insecure-registry hosts;
+// credentials from the Docker config) and tags the image REF, or --tag
+// REF; it prints REF DIGEST per tag, or the digest for a pull by digest.
+// image push REF [DST] uploads the image REF names to DST (default REF)
+// and prints the manifest digest. With --glance URL both reach Glance
+// instead, by image ID. image tag SRC DST names the image SRC names DST;
+// a tag that names another image moves only with --force. On a terminal,
+// pull and push show a progress bar per blob and import one for the
+// archive, on stderr; nothing is shown when stderr is not a terminal.
 //
 // BYTES is an integer, optionally suffixed with k, m, g, t or p (KiB, MiB,
 // GiB, TiB, PiB; any case; a trailing b or ib is allowed: 64m, 64MB and

@@ -155,6 +155,47 @@ func (a *app) parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// interleaved reorders args so that fs.Parse takes every flag, wherever it
+// comes among the positional arguments: the flags in their order, then
+// "--", then the positional arguments in theirs. A "--" in args ends the
+// flags (everything after it is positional), "-" alone is positional, and
+// a flag that takes a value and is given without "=" takes the next
+// argument, as the flag package reads it. Unknown flags are left for
+// fs.Parse to refuse.
+func interleaved(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			pos = append(pos, arg)
+			continue
+		}
+		flags = append(flags, arg)
+		name := strings.TrimPrefix(arg[1:], "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 == len(args) {
+			// The value is missing: fs.Parse says so.
+			return flags
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	return append(append(flags, "--"), pos...)
+}
+
 // hasFlags tells whether fs has flags of its own (beside the global ones).
 func (a *app) hasFlags(fs *flag.FlagSet) bool {
 	n := 0

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/glance"
+	"github.com/berthrun/berth/image/registry"
 )
 
 // imageCommands lists the subcommands in the order help shows them; it
@@ -30,13 +31,16 @@ func init() {
 		{"rm", "REF...", "remove tags or images (a tag's image goes with its last tag)", (*app).cmdImageRm},
 		{"export", "[--format docker|oci] REF FILE", "write an image as a docker-save or OCI archive (FILE - is stdout)", (*app).cmdImageExport},
 		{"unpack", "[--allow-devices] [--allow-setid] REF DIR", "unpack an image's root filesystem into a new directory", (*app).cmdImageUnpack},
-		{"push", "--glance URL REF", "upload an image to Glance; print the Glance image ID", (*app).cmdImagePush},
-		{"pull", "--glance URL [--tag REF] ID", "import an image from Glance; print REF DIGEST, or the digest", (*app).cmdImagePull},
+		{"tag", "[--force] SRC DST", "make the tag DST name the image SRC names (a tag or a digest); print DST DIGEST", (*app).cmdImageTag},
+		{"pull", "[--tag REF] REF | --glance URL [--tag REF] ID",
+			"pull an image from a registry (or, with --glance, by ID from Glance); print REF DIGEST per tag, or the digest", (*app).cmdImagePull},
+		{"push", "REF [DST] | --glance URL REF",
+			"upload an image to a registry, as DST if given, and print its manifest digest (or, with --glance, to Glance: print the Glance image ID)", (*app).cmdImagePush},
 	}
 }
 
 // imageUsage is the image command's args line in the command table.
-const imageUsage = "import|ls|rm|export|unpack|push|pull ..."
+const imageUsage = "import|ls|rm|export|unpack|tag|pull|push ..."
 
 func (a *app) cmdImage(_ *flag.FlagSet, args []string) (int, error) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -65,8 +69,9 @@ func imageNames() string {
 	return strings.Join(n, ", ")
 }
 
-// parseImage parses an image subcommand's flags and checks it got between
-// min and max positional arguments (max < 0: no bound).
+// parseImage parses an image subcommand's flags, before or after its
+// positional arguments (see interleaved), and checks it got between min
+// and max positional arguments (max < 0: no bound).
 func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 	name := strings.TrimPrefix(fs.Name(), "image ")
 	var cmd command
@@ -75,7 +80,7 @@ func (a *app) parseImage(fs *flag.FlagSet, args []string, min, max int) error {
 			cmd = c
 		}
 	}
-	err := fs.Parse(args)
+	err := fs.Parse(interleaved(fs, args))
 	if errors.Is(err, flag.ErrHelp) {
 		return a.showHelp("image ", cmd, fs)
 	}
@@ -117,11 +122,9 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	if src == "-" {
 		name = "standard input"
 	}
-	p := a.progress("importing " + name)
-	if p != nil {
-		opts.Progress = p.report
-		defer p.done()
-	}
+	p := a.progress()
+	opts.Progress = p.onRead("importing " + name)
+	defer p.stop(false)
 	var res *image.ImportResult
 	if src == "-" {
 		if _, terr := unix.IoctlGetTermios(int(a.stdin.Fd()), unix.TCGETS); terr == nil {
@@ -136,7 +139,7 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	p.done()
+	p.stop(true)
 	a.printImported(res)
 	return 0, nil
 }
@@ -265,85 +268,128 @@ func (a *app) cmdImageUnpack(fs *flag.FlagSet, args []string) (int, error) {
 	return 0, err
 }
 
-func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {
-	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
-	if err := a.parseImage(fs, args, 1, 1); err != nil {
+func (a *app) cmdImageTag(fs *flag.FlagSet, args []string) (int, error) {
+	force := fs.Bool("force", false, "move DST if it names another image")
+	if err := a.parseImage(fs, args, 2, 2); err != nil {
 		return 0, err
 	}
-	if *url == "" {
-		return 0, usageErrorf("image push: --glance URL is required")
+	if _, err := image.NormalizeTag(fs.Arg(1)); err != nil {
+		return 0, err
 	}
 	s, err := a.imageStore()
 	if err != nil {
 		return 0, err
 	}
-	id, err := glance.Push(context.Background(), *url, s, fs.Arg(0), glance.PushOptions{})
+	ch, err := s.Tag(context.Background(), fs.Arg(0), fs.Arg(1), *force)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(a.stdout, "%s %s\n", ch.Ref, ch.Digest)
+	return 0, nil
+}
+
+func (a *app) cmdImagePull(fs *flag.FlagSet, args []string) (int, error) {
+	url := fs.String("glance", "", "pull from the Glance endpoint `URL`, by image ID, instead of a registry")
+	tag := fs.String("tag", "", "name the pulled image `REF` (not the reference's own tag; a Glance archive's tags are not taken)")
+	if err := a.parseImage(fs, args, 1, 1); err != nil {
+		return 0, err
+	}
+	if *url != "" {
+		return a.pullGlance(*url, fs.Arg(0), *tag)
+	}
+	ref := fs.Arg(0)
+	// Bad usage changes nothing: the references are checked before the
+	// store opens.
+	if _, err := registry.ParseReference(ref); err != nil {
+		return 0, err
+	}
+	if *tag != "" {
+		if _, err := image.NormalizeTag(*tag); err != nil {
+			return 0, err
+		}
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	p := a.progress()
+	defer p.stop(false)
+	c, err := a.registry(p)
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.Pull(context.Background(), s, ref, image.ImportOptions{Tags: image.TagPolicy{Name: *tag}})
+	if err != nil {
+		return 0, err
+	}
+	p.stop(true)
+	a.printImported(res)
+	return 0, nil
+}
+
+// pullGlance imports the Glance image id.
+func (a *app) pullGlance(url, id, tag string) (int, error) {
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: tag}}}
+	p := a.progress()
+	opts.Import.Progress = p.onRead("pulling " + id)
+	defer p.stop(false)
+	res, err := glance.Pull(context.Background(), url, id, s, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.stop(true)
+	a.printImported(res)
+	return 0, nil
+}
+
+func (a *app) cmdImagePush(fs *flag.FlagSet, args []string) (int, error) {
+	url := fs.String("glance", "", "upload to the Glance endpoint `URL` instead of a registry")
+	if err := a.parseImage(fs, args, 1, 2); err != nil {
+		return 0, err
+	}
+	src, dst := fs.Arg(0), fs.Arg(1)
+	if *url != "" {
+		if dst != "" {
+			return 0, usageErrorf("image push: --glance takes one REF, no DST")
+		}
+		return a.pushGlance(*url, src)
+	}
+	if _, err := registry.ParseReference(cmp.Or(dst, src)); err != nil {
+		return 0, err
+	}
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	p := a.progress()
+	defer p.stop(false)
+	c, err := a.registry(p)
+	if err != nil {
+		return 0, err
+	}
+	d, err := c.Push(context.Background(), s, src, dst)
+	if err != nil {
+		return 0, err
+	}
+	p.stop(true)
+	fmt.Fprintln(a.stdout, d)
+	return 0, nil
+}
+
+// pushGlance uploads the image ref to Glance and prints its Glance ID.
+func (a *app) pushGlance(url, ref string) (int, error) {
+	s, err := a.imageStore()
+	if err != nil {
+		return 0, err
+	}
+	id, err := glance.Push(context.Background(), url, s, ref, glance.PushOptions{})
 	if err != nil {
 		return 0, err
 	}
 	fmt.Fprintln(a.stdout, id)
 	return 0, nil
 }
-
-func (a *app) cmdImagePull(fs *flag.FlagSet, args []string) (int, error) {
-	url := fs.String("glance", "", "Glance endpoint `URL` (required)")
-	tag := fs.String("tag", "", "name the pulled image `REF` (the archive's own tags are not taken)")
-	if err := a.parseImage(fs, args, 1, 1); err != nil {
-		return 0, err
-	}
-	if *url == "" {
-		return 0, usageErrorf("image pull: --glance URL is required")
-	}
-	s, err := a.imageStore()
-	if err != nil {
-		return 0, err
-	}
-	opts := glance.PullOptions{Import: image.ImportOptions{Tags: image.TagPolicy{Name: *tag}}}
-	p := a.progress("pulling " + fs.Arg(0))
-	if p != nil {
-		opts.Import.Progress = p.report
-		defer p.done()
-	}
-	res, err := glance.Pull(context.Background(), *url, fs.Arg(0), s, opts)
-	if err != nil {
-		return 0, err
-	}
-	p.done()
-	a.printImported(res)
-	return 0, nil
-}
-
-// progressLine shows an operation's progress on the terminal, in place.
-type progressLine struct {
-	w     io.Writer
-	what  string
-	shown bool
-}
-
-// progress returns a progress line when stderr is a terminal, else nil
-// (scripts and logs get no carriage returns).
-func (a *app) progress(what string) *progressLine {
-	if _, err := unix.IoctlGetTermios(int(a.stderr.Fd()), unix.TCGETS); err != nil {
-		return nil
-	}
-	return &progressLine{w: a.stderr, what: what}
-}
-
-func (p *progressLine) report(pr image.ImportProgress) {
-	line := fmt.Sprintf("%s: %s", p.what, mib(pr.Read))
-	if pr.Total > 0 {
-		line += fmt.Sprintf(" / %s (%d%%)", mib(pr.Total), pr.Read*100/pr.Total)
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	p.shown = true
-}
-
-// done clears the line; it may be called more than once, and on nil.
-func (p *progressLine) done() {
-	if p != nil && p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
-}
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

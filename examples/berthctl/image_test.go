@@ -155,17 +155,30 @@ func TestImageUsage(t *testing.T) {
 	requireFailure(t, c.run("import"), "invalid-argument")
 	requireFailure(t, c.run("import", "a", "b"), "invalid-argument")
 	requireFailure(t, c.run("export", "x"), "invalid-argument")
-	requireFailure(t, c.run("push", "x"), "invalid-argument")
-	requireFailure(t, c.run("pull", "x"), "invalid-argument")
+	requireFailure(t, c.run("push"), "invalid-argument")
+	requireFailure(t, c.run("push", "a", "b", "c"), "invalid-argument")
+	requireFailure(t, c.run("push", "--glance", "http://127.0.0.1:9", "a", "b"), "invalid-argument")
+	requireFailure(t, c.run("push", "x"), "not-found")
+	requireFailure(t, c.run("pull"), "invalid-argument")
+	requireFailure(t, c.run("pull", "a", "b"), "invalid-argument")
+	requireFailure(t, c.run("tag", "a"), "invalid-argument")
 	requireFailure(t, c.run("import", "--tag-prefix", "BAD", archive(t, "x", false)), "invalid-argument")
 	r := c.run("-h")
 	require.Equal(t, 0, r.code)
-	for _, sub := range []string{"import", "ls", "rm", "export", "unpack", "push", "pull"} {
+	for _, sub := range []string{"import", "ls", "rm", "export", "unpack", "tag", "push", "pull"} {
 		assert.Contains(t, r.stdout, "  "+sub+" ")
 	}
 	r = c.run("import", "-h")
 	require.Equal(t, 0, r.code)
 	assert.Contains(t, r.stdout, "--expect-tag REF")
+	r = c.run("pull", "-h")
+	require.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "usage: berthctl image pull [--tag REF] REF | --glance URL [--tag REF] ID")
+	assert.Contains(t, r.stdout, "-glance URL")
+	assert.NotContains(t, r.stdout, "-insecure-registry", "the global flags are berthctl help's")
+	r = invoke(t, "", "help")
+	assert.Contains(t, r.stdout, "--insecure-registry HOST[:PORT]")
+	assert.Contains(t, r.stdout, "--registry-mirror HOST=URL")
 	assert.Contains(t, invoke(t, "", "help").stdout, "image")
 }
 
@@ -222,4 +235,108 @@ func TestImageImportStdin(t *testing.T) {
 	r = invoke(t, "not a tar archive", "--root", c.root, "image", "import", "-")
 	requireFailure(t, r, "invalid-argument")
 	assert.Len(t, strings.Fields(c.ok("ls", "-q")), 1)
+}
+
+// TestInterleaved: an image subcommand's flags may come before, between
+// or after its positional arguments; "--" ends them and "-" is an
+// argument.
+func TestInterleaved(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		pos       []string
+		tag       string
+		force     bool
+		expect    []string
+		parseFail bool
+	}{
+		{args: []string{"--tag", "x", "ref"}, pos: []string{"ref"}, tag: "x"},
+		{args: []string{"ref", "--tag", "x"}, pos: []string{"ref"}, tag: "x"},
+		{args: []string{"ref", "--tag=x", "--force"}, pos: []string{"ref"}, tag: "x", force: true},
+		{args: []string{"a", "-force", "b"}, pos: []string{"a", "b"}, force: true},
+		{args: []string{"-", "--expect-tag", "a:1", "--expect-tag=b:2"}, pos: []string{"-"}, expect: []string{"a:1", "b:2"}},
+		{args: []string{"--force", "--", "--tag", "x", "-"}, pos: []string{"--tag", "x", "-"}, force: true},
+		{args: []string{"a", "--", "--force"}, pos: []string{"a", "--force"}},
+		{args: []string{"--tag", "--", "a"}, pos: []string{"a"}, tag: "--"},
+		{args: []string{"a", "--tag"}, parseFail: true},
+		{args: []string{"a", "--bogus", "b"}, parseFail: true},
+		{args: []string{"a", "--force=maybe"}, parseFail: true},
+		{args: nil, pos: []string{}},
+	} {
+		fs := newFlagSet("test")
+		tag := fs.String("tag", "", "")
+		force := fs.Bool("force", false, "")
+		var expect stringList
+		fs.Var(&expect, "expect-tag", "")
+		err := fs.Parse(interleaved(fs, tc.args))
+		if tc.parseFail {
+			assert.Error(t, err, "%q", tc.args)
+			continue
+		}
+		require.NoError(t, err, "%q", tc.args)
+		assert.Equal(t, tc.pos, fs.Args(), "%q", tc.args)
+		assert.Equal(t, tc.tag, *tag, "%q", tc.args)
+		assert.Equal(t, tc.force, *force, "%q", tc.args)
+		assert.Equal(t, tc.expect, []string(expect), "%q", tc.args)
+	}
+}
+
+// TestImageFlagsAfterArguments runs image subcommands with their flags
+// after the positional arguments, and with "--".
+func TestImageFlagsAfterArguments(t *testing.T) {
+	c := newImageCtl(t)
+	a := archive(t, "order", false, "app:1")
+	out := c.ok("import", a, "--expect-tag", "app:1")
+	assert.Regexp(t, `^app:1 sha256:[0-9a-f]{64}\n$`, out)
+	assert.Equal(t, out, c.ok("import", "--expect-tag", "app:1", a), "the same either way")
+	assert.Regexp(t, digestLine, c.ok("ls", "-q"))
+	d := strings.TrimSpace(c.ok("ls", "-q"))
+	assert.Equal(t, d+"\n", c.ok("ls", "-q", "--root", c.root), "a global flag after the command's own")
+	f := filepath.Join(t.TempDir(), "x.tar")
+	assert.Empty(t, c.ok("export", "app:1", f, "--format", "oci"))
+	assert.Equal(t, "app:1 "+d+"\n", newImageCtl(t).ok("import", f, "--expect-tag=app:1"))
+	// After "--", a flag is an argument.
+	r := c.run("rm", "--", "--format")
+	requireFailure(t, r, "invalid-argument")
+	assert.NotContains(t, r.stderr, "flag provided but not defined")
+	r = c.run("rm", "app:1", "--format")
+	requireFailure(t, r, "invalid-argument")
+	assert.Contains(t, r.stderr, "flag provided but not defined")
+	assert.Equal(t, "untagged app:1\ndeleted "+d+"\n", c.ok("rm", "--", "app:1"))
+}
+
+// imported imports an image tagged ref into c and returns its digest.
+func (c *imageCtl) imported(body, ref string) string {
+	c.t.Helper()
+	out := c.ok("import", "--expect-tag", ref, archive(c.t, body, true, ref))
+	f := strings.Fields(out)
+	require.Len(c.t, f, 2, out)
+	return f[1]
+}
+
+// lsRow matches image ls's row of ref.
+func lsRow(ref, digest string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(ref) + ` +` + regexp.QuoteMeta(digest) + ` `)
+}
+
+func TestImageTag(t *testing.T) {
+	c := newImageCtl(t)
+	d := c.imported("a", "app:1")
+	e := c.imported("b", "other:1")
+
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "app:1", "app"))
+	assert.Equal(t, "byid:1 "+d+"\n", c.ok("tag", d, "byid:1"), "by digest")
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "app:1", "app:latest"), "the same image: nothing to move")
+
+	// Never moved without --force.
+	r := c.run("tag", "other:1", "app:latest")
+	requireFailure(t, r, "already-exists")
+	assert.Regexp(t, lsRow("app:latest", d), c.ok("ls"))
+	assert.Equal(t, "app:latest "+e+"\n", c.ok("tag", "other:1", "app:latest", "--force"))
+	assert.Regexp(t, lsRow("app:latest", e), c.ok("ls"))
+	assert.Equal(t, "app:latest "+d+"\n", c.ok("tag", "--force", "app:1", "app:latest"))
+
+	requireFailure(t, c.run("tag", "nope:1", "x:1"), "not-found")
+	requireFailure(t, c.run("tag", "app:1", "BAD"), "invalid-argument")
+	requireFailure(t, c.run("tag", "app:1", "x@"+d), "invalid-argument")
+	requireFailure(t, c.run("tag", "app:1"), "invalid-argument")
 }

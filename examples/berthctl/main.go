@@ -37,6 +37,8 @@ type app struct {
 	attached bool
 	// policy holds the global switches of the volume policy.
 	policy policyFlags
+	// registries holds the global flags of registry access.
+	registries registryFlags
 
 	// Files, not writers: the container's streams are handed to the
 	// engine as they are.
@@ -68,6 +70,7 @@ func (a *app) execute(args []string) (int, error) {
 	fs.StringVar(&a.dockerHost, "docker-host", "", "Docker daemon `ADDRESS` for --backend docker")
 	fs.StringVar(&a.diskFS, "disk-fs", "", "filesystem `TYPE` of new root disks for --backend parallels: ext4 (default) or xfs")
 	a.policy.register(fs)
+	a.registries.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.usage(a.stdout)
@@ -144,7 +147,9 @@ func (a *app) usage(w io.Writer) {
 	fmt.Fprintf(w, "  --disk-fs TYPE  root disks of --backend parallels: ext4 (default) or xfs\n")
 	fmt.Fprintf(w, "  --allow-fs TYPE, --fsck, --allow-raw-block-without-userns, --volume-noexec\n")
 	fmt.Fprintf(w, "                  relax the volume policy, each by name\n")
-	fmt.Fprintf(w, "  --allow-privileged  allow specs that loosen confinement (capabilities, hooks, host namespaces, devices)\n\ncommands:\n")
+	fmt.Fprintf(w, "  --allow-privileged  allow specs that loosen confinement (capabilities, hooks, host namespaces, devices)\n")
+	fmt.Fprintf(w, "  --insecure-registry HOST[:PORT]  reach this registry over plain HTTP (repeatable; loopback always may)\n")
+	fmt.Fprintf(w, "  --registry-mirror HOST=URL  pull HOST's images from this mirror first (repeatable, in order)\n\ncommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
