@@ -127,7 +127,7 @@ func (p *progress) blob(pr registry.Progress) {
 	}
 	b.set(pr.Done, pr.Size)
 	if pr.Finished {
-		b.end(pr.Size <= 0 || pr.Done >= pr.Size)
+		b.end(!pr.Failed)
 	}
 }
 

@@ -81,7 +81,7 @@ func TestProgressBlobs(t *testing.T) {
 				p.blob(registry.Progress{Digest: d, Size: size, Done: done})
 			}
 			p.blob(registry.Progress{Digest: d, Size: size, Done: end})
-			p.blob(registry.Progress{Digest: d, Size: size, Done: end, Finished: true})
+			p.blob(registry.Progress{Digest: d, Size: size, Done: end, Finished: true, Failed: d == failed})
 		})
 	}
 	wg.Wait()

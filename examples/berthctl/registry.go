@@ -41,8 +41,7 @@ type insecureList []string
 func (l *insecureList) String() string { return strings.Join(*l, ",") }
 
 func (l *insecureList) Set(v string) error {
-	// The client is the judge of a host; making one does no I/O.
-	if _, err := registry.New(registry.Options{Insecure: []string{v}}); err != nil {
+	if err := registry.ParseHost(v); err != nil {
 		return err
 	}
 	*l = append(*l, v)
@@ -55,12 +54,7 @@ type mirrorList []string
 func (l *mirrorList) String() string { return strings.Join(*l, ",") }
 
 func (l *mirrorList) Set(v string) error {
-	host, u, err := registry.ParseMirror(v)
-	if err != nil {
-		return err
-	}
-	// ParseMirror checks the URL; the client checks the host.
-	if _, err := registry.New(registry.Options{Mirrors: map[string][]string{host: {u}}}); err != nil {
+	if _, _, err := registry.ParseMirror(v); err != nil {
 		return err
 	}
 	*l = append(*l, v)

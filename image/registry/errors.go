@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errhttp"
@@ -40,6 +41,9 @@ func classify(err error) error {
 			return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 		}
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Errorf("%w (a registry that speaks plain HTTP must be named insecure): %w", err, errdefs.ErrUnavailable)
 	}
 	var ne net.Error
 	var oe *net.OpError

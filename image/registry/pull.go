@@ -174,6 +174,7 @@ func (r *progressReader) Read(b []byte) (int, error) {
 	n, err := r.ReadCloser.Read(b)
 	r.p.Done += int64(n)
 	if err != nil {
+		r.p.Failed = err != io.EOF
 		r.finish()
 	} else if n > 0 {
 		r.fn(r.p)
@@ -189,6 +190,8 @@ func (r *progressReader) finish() {
 }
 
 func (r *progressReader) Close() error {
+	// Closed before its end: the reader gave up on it.
+	r.p.Failed = r.p.Failed || !r.p.Finished
 	r.finish()
 	return r.ReadCloser.Close()
 }

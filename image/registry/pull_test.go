@@ -269,6 +269,13 @@ func TestPlainHTTPPolicy(t *testing.T) {
 		_, err := New(bad)
 		require.True(t, errdefs.IsInvalidArgument(err), "%+v: %v", bad, err)
 	}
+	for _, bad := range []string{"a/b=https://m", "docker.io=ftp://m", "=https://m", "docker.io", "x y=http://m"} {
+		_, _, err := ParseMirror(bad)
+		require.True(t, errdefs.IsInvalidArgument(err), "%q: %v", bad, err)
+	}
+	host, u, err := ParseMirror("docker.io=http://127.0.0.1:5000")
+	require.NoError(t, err)
+	require.Equal(t, []string{"docker.io", "http://127.0.0.1:5000"}, []string{host, u})
 }
 
 // Concurrent pulls of one image into one store download each blob once;

@@ -2,9 +2,11 @@ package registry
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -44,8 +46,11 @@ type Progress struct {
 	Size int64
 	// Done is how many bytes went through so far.
 	Done int64
-	// Finished is set once, when the blob is through (or failed).
+	// Finished is set once, when the blob is through or failed.
 	Finished bool
+	// Failed says the transfer ended before the blob was through: an
+	// error, or the blob refused.
+	Failed bool
 }
 
 // Client pulls and pushes images. It is safe for concurrent use.
@@ -65,16 +70,18 @@ type mirror struct {
 func New(opts Options) (*Client, error) {
 	c := &Client{opts: opts, insecure: map[string]bool{}, mirrors: map[string][]mirror{}}
 	for _, h := range opts.Insecure {
-		if _, err := name.NewRegistry(h); err != nil || strings.ContainsAny(h, "/ ") || h == "" {
-			return nil, fmt.Errorf("insecure registry %q: not HOST[:PORT]: %w", h, errdefs.ErrInvalidArgument)
+		if err := ParseHost(h); err != nil {
+			return nil, fmt.Errorf("insecure registry: %w", err)
 		}
 		c.insecure[canonicalHost(h)] = true
 	}
-	for host, urls := range opts.Mirrors {
-		if _, err := name.NewRegistry(host); err != nil || host == "" || strings.ContainsAny(host, "/ ") {
-			return nil, fmt.Errorf("registry mirror for %q: not HOST[:PORT]: %w", host, errdefs.ErrInvalidArgument)
+	// Sorted: two spellings of one host (docker.io, index.docker.io)
+	// give their mirrors in the same order every time.
+	for _, host := range slices.Sorted(maps.Keys(opts.Mirrors)) {
+		if err := ParseHost(host); err != nil {
+			return nil, fmt.Errorf("registry mirror: %w", err)
 		}
-		for _, raw := range urls {
+		for _, raw := range opts.Mirrors[host] {
 			m, err := parseMirror(raw)
 			if err != nil {
 				return nil, fmt.Errorf("registry mirror for %q: %w", host, err)
@@ -106,12 +113,24 @@ func parseMirror(raw string) (mirror, error) {
 	return mirror{host: canonicalHost(u.Host), scheme: u.Scheme}, nil
 }
 
+// ParseHost checks a registry host as Options take it: HOST or HOST:PORT.
+// Errors: invalid-argument.
+func ParseHost(h string) error {
+	if _, err := name.NewRegistry(h, name.StrictValidation); err != nil || h == "" || strings.ContainsAny(h, "/ @") {
+		return fmt.Errorf("registry %q: not HOST[:PORT]: %w", h, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // ParseMirror parses a --registry-mirror HOST=URL flag into the host and
-// the URL.
+// the URL, checking both.
 func ParseMirror(v string) (host, mirrorURL string, err error) {
 	host, mirrorURL, ok := strings.Cut(v, "=")
 	if !ok || host == "" || mirrorURL == "" {
 		return "", "", fmt.Errorf("registry mirror %q: not HOST=URL: %w", v, errdefs.ErrInvalidArgument)
+	}
+	if err := ParseHost(host); err != nil {
+		return "", "", fmt.Errorf("registry mirror %q: %w", v, err)
 	}
 	if _, err := parseMirror(mirrorURL); err != nil {
 		return "", "", fmt.Errorf("registry mirror %q: %w", v, err)
