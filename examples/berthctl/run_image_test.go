@@ -1,11 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -95,4 +99,42 @@ func TestParallels(t *testing.T) {
 	require.Equal(t, "kept\n", r.stdout, "the snapshot runs on the embedded engine too: %s", r.stderr)
 	requireFailure(t, invoke(t, "", "--root", other, "resize-disk", "nosuch", "1g"), "not-found")
 	requireFailure(t, invoke(t, "", "--root", other, "run", "--rm", "--rootfs", rootfs, "--disk-size", "1g", "--", "/bin/true"), "not-implemented")
+}
+
+// skopeo pushes the busybox fixture to the real registry (setup's
+// docker-registry); berthctl pulls it and runs it, on the embedded engine.
+func TestRunImageFromRealRegistry(t *testing.T) {
+	requireEngine(t)
+	host := os.Getenv("BERTH_REGISTRY")
+	if host == "" {
+		host = "127.0.0.1:5111"
+	}
+	resp, err := http.Get("http://" + host + "/v2/")
+	if err == nil {
+		resp.Body.Close()
+	}
+	fixture.Require(t, err == nil, "needs a registry at "+host+" (scripts/setup-registry.sh starts it)")
+	skopeo, err := exec.LookPath("skopeo")
+	fixture.Require(t, err == nil, "needs skopeo (scripts/setup-registry.sh installs it)")
+
+	layer, err := imagetest.DirTar(rootfs)
+	require.NoError(t, err)
+	im := imagetest.NewImage([][]byte{imagetest.Gzip(layer), imagetest.Tar(imagetest.File("etc/motd", "pulled\n"))}, "/bin/cat", "/etc/motd")
+	layout := filepath.Join(t.TempDir(), "layout")
+	require.NoError(t, imagetest.WriteDir(layout, imagetest.OCIEntries(im)...))
+	ref := fmt.Sprintf("%s/berth-test/run-%d:1", host, time.Now().UnixNano())
+	out, err := exec.Command(skopeo, "copy", "--dest-tls-verify=false", "oci:"+layout, "docker://"+ref).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	root := filepath.Join(fixture.TempDir(t), "state")
+	ctl := func(args ...string) result { return invoke(t, "", append([]string{"--root", root}, args...)...) }
+	r := ctl("image", "pull", ref)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, ref+" sha256:")
+	r = ctl("run", "--rm", "--image", ref)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "pulled\n", r.stdout)
+	r = ctl("run", "--rm", "--userns", "--image", ref, "--", "/bin/sh", "-c", "id -u; cat /etc/motd")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "0\npulled\n", r.stdout)
 }
