@@ -7,7 +7,7 @@ GO ?= go
 export GOFLAGS += -tags=seccomp
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench bench-volume bench-docker bench-image vet
+.PHONY: demo test setup bench bench-volume bench-docker bench-image bench-registry vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
@@ -60,3 +60,6 @@ bench-docker: setup
 
 bench-image: setup
 	./scripts/bench-image.sh
+
+bench-registry: setup
+	./scripts/bench-registry.sh
