@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/registry"
+	"github.com/berthrun/berth/internal/fixture"
 )
 
 // TestProgressNotATerminal: no bars, and no callbacks, when stderr is a
@@ -37,25 +37,7 @@ func TestProgressNotATerminal(t *testing.T) {
 	}
 }
 
-// syncBuffer is a buffer mpb may write while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testProgress(out *syncBuffer) *progress {
+func testProgress(out *fixture.SyncBuffer) *progress {
 	return newProgress(mpb.WithOutput(out), mpb.WithWidth(120), mpb.WithAutoRefresh(), mpb.WithRefreshRate(5*time.Millisecond))
 }
 
@@ -63,7 +45,7 @@ func testProgress(out *syncBuffer) *progress {
 // several goroutines: a bar per digest, completed when its blob is
 // through, aborted when it failed, a new one when it is sent again.
 func TestProgressBlobs(t *testing.T) {
-	var out syncBuffer
+	var out fixture.SyncBuffer
 	p := testProgress(&out)
 	blobs := map[digest.Digest]int64{}
 	for _, s := range []string{"a", "b", "c", "d"} {
@@ -122,7 +104,7 @@ func TestProgressBlobs(t *testing.T) {
 // TestProgressRead: one bar for an archive, of its size when known.
 func TestProgressRead(t *testing.T) {
 	for _, total := range []int64{0, 5 << 20} {
-		var out syncBuffer
+		var out fixture.SyncBuffer
 		p := testProgress(&out)
 		fn := p.onRead("importing x.tar")
 		for n := int64(0); n <= 5<<20; n += 1 << 20 {
@@ -141,7 +123,7 @@ func TestProgressRead(t *testing.T) {
 		}
 	}
 	// A failed import leaves its bar where it stopped.
-	var out syncBuffer
+	var out fixture.SyncBuffer
 	p := testProgress(&out)
 	p.onRead("importing y.tar")(image.ImportProgress{Read: 1 << 20, Total: 4 << 20})
 	p.stop(false)
