@@ -49,7 +49,7 @@ func (r *resolver) manifest(ctx context.Context, d ocispec.Descriptor) (*pending
 		if !layer.IsLayerMediaType(m.Layers[i].MediaType) {
 			return nil, fmt.Errorf("layer %d: media type %q is not supported: %w", i, m.Layers[i].MediaType, errdefs.ErrInvalidArgument)
 		}
-		return r.blobFor(ctx, m.Layers[i])
+		return r.blobFor(ctx, m.Layers[i], false)
 	}); err != nil {
 		return nil, fmt.Errorf("image %s: %w", d.Digest, err)
 	}

@@ -104,7 +104,7 @@ func (r *resolver) resolve(ctx context.Context) ([]*pending, error) {
 
 // doc reads and verifies the blob a descriptor names, as a JSON document.
 func (r *resolver) doc(ctx context.Context, d ocispec.Descriptor) ([]byte, *staged, error) {
-	st, err := r.blobFor(ctx, d)
+	st, err := r.blobFor(ctx, d, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -113,15 +113,16 @@ func (r *resolver) doc(ctx context.Context, d ocispec.Descriptor) ([]byte, *stag
 }
 
 // blobFor returns the staged blob of descriptor d, checking its digest and
-// size.
-func (r *resolver) blobFor(ctx context.Context, d ocispec.Descriptor) (*staged, error) {
+// size. doc tells a JSON document (a manifest, an index, a config) from a
+// layer: what the blob is for, whatever media type d claims.
+func (r *resolver) blobFor(ctx context.Context, d ocispec.Descriptor, doc bool) (*staged, error) {
 	if err := ocilayout.CheckDescriptor(d); err != nil {
 		return nil, fmt.Errorf("descriptor: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	var st *staged
 	var err error
 	if ds, ok := r.src.(descSource); ok {
-		st, err = ds.blobDesc(ctx, d)
+		st, err = ds.blobDesc(ctx, d, doc)
 	} else {
 		st, err = r.src.blob(ctx, ocilayout.BlobPath(d.Digest))
 	}

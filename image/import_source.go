@@ -26,10 +26,10 @@ type source interface {
 }
 
 // descSource is a source that reads blobs by descriptor rather than by
-// path (a remote).
+// path (a remote). doc is set for a JSON document, clear for a layer.
 type descSource interface {
 	source
-	blobDesc(ctx context.Context, d ocispec.Descriptor) (*staged, error)
+	blobDesc(ctx context.Context, d ocispec.Descriptor, doc bool) (*staged, error)
 }
 
 // docNames are the documents read into memory (capped) rather than staged.

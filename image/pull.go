@@ -10,7 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/berthrun/berth/image/layer"
 	"github.com/berthrun/berth/image/ocilayout"
 )
 
@@ -109,13 +108,14 @@ func (r *remoteSource) blob(context.Context, string) (*staged, error) {
 	return nil, fmt.Errorf("a pull reads blobs by descriptor: %w", errdefs.ErrInternal)
 }
 
-// blobDesc fetches (or finds) the blob d names.
-func (r *remoteSource) blobDesc(ctx context.Context, d ocispec.Descriptor) (*staged, error) {
+// blobDesc fetches (or finds) the blob d names: a JSON document when doc
+// is set (bounded as one whatever media type d claims), else a layer.
+func (r *remoteSource) blobDesc(ctx context.Context, d ocispec.Descriptor, doc bool) (*staged, error) {
 	if st, ok := r.staged[d.Digest]; ok {
 		return st, nil
 	}
 	lim := r.in.lim
-	if layer.IsLayerMediaType(d.MediaType) {
+	if !doc {
 		if d.Size > lim.MaxArchiveBytes {
 			return nil, fmt.Errorf("blob %s: %d bytes exceed the limit of %d: %w", d.Digest, d.Size, lim.MaxArchiveBytes, errdefs.ErrResourceExhausted)
 		}
