@@ -2,6 +2,8 @@ package image
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,20 +20,27 @@ import (
 )
 
 // sharedPrefix names, in ingest/, a blob one pull fetched and verified,
-// for concurrent pulls of the same blob to link; its lock file is held
-// while it is being fetched.
+// for concurrent pulls of the same blob from the same origin to link; its
+// lock file is held while it is being fetched.
 const sharedPrefix = "shared-"
 
+// sharedName is the name in ingest/ of the blob d fetched from origin.
+func sharedName(d digest.Digest, origin string) string {
+	o := sha256.Sum256([]byte(origin))
+	return sharedPrefix + d.Algorithm().String() + "-" + d.Encoded() + "-" + hex.EncodeToString(o[:16])
+}
+
 // fetch stages the blob d names. A blob the store holds, or that a
-// concurrent pull (of any process) has fetched, is linked and checked
-// locally; otherwise open gives its bytes, fetched once while other pulls
-// of it wait on its lock.
-func (in *ingest) fetch(ctx context.Context, d ocispec.Descriptor, open func() (io.ReadCloser, error)) (*staged, error) {
+// concurrent pull (of any process) has fetched from the same origin, is
+// linked and checked locally; otherwise open gives its bytes, fetched
+// once while other pulls of it from origin wait on its lock. Pulls from
+// other origins do not wait: one origin's pace is not another's.
+func (in *ingest) fetch(ctx context.Context, d ocispec.Descriptor, origin string, open func() (io.ReadCloser, error)) (*staged, error) {
 	name := d.Digest.String()
 	if st, err := in.adopt(ctx, name, in.s.blobPath(d.Digest), d.Digest); st != nil || err != nil {
 		return st, err
 	}
-	shared := filepath.Join(in.s.dir, ingestDir, sharedPrefix+d.Digest.Algorithm().String()+"-"+d.Digest.Encoded())
+	shared := filepath.Join(in.s.dir, ingestDir, sharedName(d.Digest, origin))
 	release, err := lock(ctx, shared+".lock", false)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,12 @@ type Remote interface {
 	// Fetch opens the blob d names: a manifest, an index, a config or a
 	// layer.
 	Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error)
+	// Origin names where the blobs come from (a registry's host and
+	// repository). A pull waits for a concurrent pull's download of a
+	// blob only when both have the same origin: a registry that
+	// trickles a blob holds up only the pulls that named it, not another
+	// tenant's pull of the same blob from elsewhere.
+	Origin() string
 }
 
 // MaxRemoteDocuments bounds the manifests, indexes and configs one pull
@@ -34,8 +40,9 @@ const MaxRemoteDocuments = 64
 //
 // Blobs the store holds already are not fetched again (they are read
 // locally to check them against the new image). Concurrent pulls of the
-// same blob, in this process or another, fetch it once: the others wait
-// for it and share the verified file.
+// same blob from the same origin (Remote.Origin), in this process or
+// another, fetch it once: the others wait for it and share the verified
+// file.
 //
 // A pull creates only the tags opts.Tags names (usually TagPolicy.Name):
 // whatever a manifest or index claims is not taken. opts.Verify is not
@@ -127,7 +134,7 @@ func (r *remoteSource) blobDesc(ctx context.Context, d ocispec.Descriptor, doc b
 			return nil, fmt.Errorf("blob %s: JSON document of %d bytes exceeds the limit of %d: %w", d.Digest, d.Size, lim.MaxJSONBytes, errdefs.ErrResourceExhausted)
 		}
 	}
-	st, err := r.in.fetch(ctx, d, func() (io.ReadCloser, error) {
+	st, err := r.in.fetch(ctx, d, r.remote.Origin(), func() (io.ReadCloser, error) {
 		rc, err := r.remote.Fetch(ctx, d)
 		if err != nil {
 			return nil, err
@@ -177,6 +184,8 @@ func (b bytesRemote) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCl
 	}
 	return b.next.Fetch(ctx, d)
 }
+
+func (b bytesRemote) Origin() string { return b.next.Origin() }
 
 // WithDocuments returns a Remote that serves the given documents (a root
 // manifest a registry client already read to resolve a tag, say) itself,

@@ -376,6 +376,42 @@ func trickle(suffix string, body []byte, gap time.Duration) func(w http.Response
 	}
 }
 
+// A tenant's registry that trickles a popular layer must not hold up
+// another tenant's pull of that layer from an honest registry: pulls wait
+// only for a download they would have made themselves.
+func TestAttackStallsAnotherPull(t *testing.T) {
+	base := imagetest.Gzip(imagetest.Tar(imagetest.File("etc/base", noise(64<<10))))
+	honest := newFakeRegistry(t)
+	honest.putImage("library/base", "1", imagetest.NewImage([][]byte{base}, "/bin/sh"))
+	evil := newFakeRegistry(t)
+	evil.putImage("tenant/app", "1", imagetest.NewImage([][]byte{base}, "/bin/evil"))
+	evil.setHook(trickle(digest.FromBytes(base).String(), base, time.Second))
+	s := newStore(t)
+	c := newClient(t, Options{})
+
+	evilCtx, stopEvil := context.WithCancel(context.Background())
+	t.Cleanup(stopEvil)
+	evilDone := make(chan error, 1)
+	go func() {
+		_, err := c.Pull(evilCtx, s, evil.host()+"/tenant/app:1", image.ImportOptions{})
+		evilDone <- err
+	}()
+	// The tenant's pull is on the layer.
+	require.Eventually(t, func() bool { return len(evil.requests("/blobs/"+digest.FromBytes(base).String())) > 0 }, 10*time.Second, 10*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Pull(ctx, s, honest.host()+"/library/base:1", image.ImportOptions{})
+	require.NoError(t, err, "after %v", time.Since(start))
+	require.Less(t, time.Since(start), 5*time.Second)
+	stopEvil()
+	require.ErrorIs(t, <-evilDone, context.Canceled)
+	ents, err := os.ReadDir(filepath.Join(s.Dir(), "ingest"))
+	require.NoError(t, err)
+	require.Empty(t, ents)
+}
+
 // A registry that serves a blob's bytes wrong, while another pull of the
 // same blob waits, poisons nothing: the other pull gets its own bytes.
 func TestAttackLyingFirstPull(t *testing.T) {

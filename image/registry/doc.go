@@ -10,8 +10,9 @@
 // number, and the store changes in one atomic step or not at all. A pull
 // creates exactly the tag it was asked for (none for a digest), whatever
 // the registry's manifests and indexes claim. Blobs the store holds are
-// not downloaded again, and concurrent pulls of one blob download it
-// once.
+// not downloaded again, and concurrent pulls of one blob from one
+// repository download it once; a pull never waits on another registry's
+// pace.
 //
 // Transport: HTTPS by default. Plain HTTP only to a loopback registry
 // (localhost, 127.0.0.0/8, ::1), as Docker allows, or to hosts named in

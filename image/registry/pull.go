@@ -156,6 +156,10 @@ func (f *fetcher) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadClose
 	return f.c.track(rc, d), nil
 }
 
+// Origin is the repository, on the host (the registry or a mirror) the
+// blobs come from.
+func (f *fetcher) Origin() string { return f.repo.Name() }
+
 // track reports a blob's transfer to Options.Progress.
 func (c *Client) track(rc io.ReadCloser, d ocispec.Descriptor) io.ReadCloser {
 	if c.opts.Progress == nil {
