@@ -88,6 +88,12 @@ func (in *ingest) adopt(ctx context.Context, name, p string, want digest.Digest)
 		}
 		return nil, errclass.OS(err)
 	}
+	// A link to what is not a file (a FIFO would block the open for
+	// good, a symlink point anywhere) is no copy of a blob.
+	if fi, err := os.Lstat(dst); err != nil || !fi.Mode().IsRegular() {
+		os.Remove(dst)
+		return nil, fmt.Errorf("blob %s: the local copy at %s is not a regular file: %w", want, p, errdefs.ErrDataLoss)
+	}
 	f, err := os.Open(dst)
 	if err != nil {
 		return nil, errclass.OS(err)
