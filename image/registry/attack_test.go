@@ -223,6 +223,53 @@ func TestAttackRefused(t *testing.T) {
 		{"an HTML page for the manifest", func(t *testing.T, f *fakeRegistry) {
 			f.putManifest("tenant/app", "text/html", []byte("<html><body>Welcome to nginx!</body></html>"), "1")
 		}, errdefs.ErrInvalidArgument, image.ImportOptions{}, nil},
+		{"blob redirected to plain HTTP elsewhere", func(t *testing.T, f *fakeRegistry) {
+			f.putImage("tenant/app", "1", im)
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/blobs/") {
+					return false
+				}
+				http.Redirect(w, r, "http://10.1.2.3:80"+r.URL.Path, http.StatusTemporaryRedirect)
+				return true
+			})
+		}, errdefs.ErrPermissionDenied, image.ImportOptions{}, func(t *testing.T, _ *fakeRegistry, off []string) {
+			require.Empty(t, off)
+		}},
+		{"blob redirected to a private address", func(t *testing.T, f *fakeRegistry) {
+			f.putImage("tenant/app", "1", im)
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/blobs/") {
+					return false
+				}
+				http.Redirect(w, r, "https://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
+				return true
+			})
+		}, errdefs.ErrPermissionDenied, image.ImportOptions{}, func(t *testing.T, _ *fakeRegistry, off []string) {
+			require.Empty(t, off)
+		}},
+		{"blob redirected to file://", func(t *testing.T, f *fakeRegistry) {
+			f.putImage("tenant/app", "1", im)
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/blobs/") {
+					return false
+				}
+				w.Header().Set("Location", "file://localhost/etc/passwd")
+				w.WriteHeader(http.StatusFound)
+				return true
+			})
+		}, errdefs.ErrPermissionDenied, image.ImportOptions{}, func(t *testing.T, _ *fakeRegistry, off []string) {
+			require.Empty(t, off)
+		}},
+		{"blob redirected without end", func(t *testing.T, f *fakeRegistry) {
+			f.putImage("tenant/app", "1", im)
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/blobs/") {
+					return false
+				}
+				http.Redirect(w, r, r.URL.Path+"?n=x"+r.URL.Query().Get("n"), http.StatusFound)
+				return true
+			})
+		}, errdefs.ErrUnavailable, image.ImportOptions{}, nil},
 		{"token realm on plain HTTP, a private address", func(t *testing.T, f *fakeRegistry) {
 			f.putImage("tenant/app", "1", im)
 			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -505,6 +552,50 @@ func TestAttackCancelledHolder(t *testing.T) {
 	ents, err := os.ReadDir(filepath.Join(s.Dir(), "ingest"))
 	require.NoError(t, err)
 	require.Empty(t, ents)
+}
+
+// A ping answered with a body without end is read no further than a
+// manifest would be.
+func TestAttackEndlessPingBody(t *testing.T) {
+	f := newFakeRegistry(t)
+	f.putImage("tenant/app", "1", smallImage("etc/a"))
+	var n atomic.Int64
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v2/" {
+			return false
+		}
+		return endless("/v2/", &n)(w, r)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := newClient(t, Options{}).Pull(ctx, newStore(t), f.host()+"/tenant/app:1", image.ImportOptions{Limits: image.Limits{MaxJSONBytes: 64 << 10}})
+	t.Logf("pull: %v; the registry wrote %d MiB", err, n.Load()>>20)
+	require.Less(t, n.Load(), int64(64<<20), "the ping's body was read to its end")
+}
+
+// A registry that answers 503 forever is given up on when the context
+// ends, not after the library's retries have slept their fill.
+func TestAttackRetriesOutliveTheContext(t *testing.T) {
+	f := newFakeRegistry(t)
+	f.putImage("tenant/app", "1", smallImage("etc/a"))
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			return false
+		}
+		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
+		return true
+	})
+	s, _ := seeded(t)
+	before := storeFiles(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := newClient(t, Options{}).Pull(ctx, s, f.host()+"/tenant/app:1", image.ImportOptions{})
+	took := time.Since(start)
+	t.Logf("after %v: %v", took, err)
+	require.Error(t, err)
+	require.Less(t, took, 2*time.Second, "the pull outlived its context")
+	require.Equal(t, before, storeFiles(t, s))
 }
 
 // A manifest trickled a byte at a time, and a token realm that never

@@ -17,8 +17,12 @@
 // Transport: HTTPS by default. Plain HTTP only to a loopback registry
 // (localhost, 127.0.0.0/8, ::1), as Docker allows, or to hosts named in
 // Options.Insecure; any other plain-HTTP request, redirects included, is
-// refused. Credentials come from the Docker config (~/.docker/config.json
-// or $DOCKER_CONFIG) through authn's keychain. Options.Mirrors are tried
+// refused. A redirect to another scheme, from one host to a private or
+// loopback address, or past the tenth is refused before it is followed.
+// Responses other than blobs (pings, tokens, manifests) are capped as
+// manifests are, and failed requests are tried again only within the
+// pull's context. Credentials come from the Docker config
+// (~/.docker/config.json or $DOCKER_CONFIG) through authn's keychain. Options.Mirrors are tried
 // before the registry itself, as containerd's hosts configuration does;
 // pushes go to the registry only.
 //
@@ -26,7 +30,8 @@
 // bad reference or content that does not match what it claims (or that a
 // registry could not describe), resource-exhausted for a limit,
 // not-found for an image the registry does not have, permission-denied
-// for refused credentials, unavailable for a registry that cannot be
+// for refused credentials or a request the transport policy refuses,
+// unavailable for a registry that cannot be
 // reached or fails, and the context's own errors for a pull that took
 // too long.
 package registry

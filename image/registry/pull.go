@@ -95,8 +95,19 @@ func (c *Client) target(host string, r Reference) (name.Reference, error) {
 
 // remoteOptions are the library's options for one operation.
 func (c *Client) remoteOptions(maxManifest int64) []remote.Option {
+	return c.options(&policy{c: c, next: c.opts.Transport, maxManifest: maxManifest})
+}
+
+// pullOptions are a pull's: the policy, not the library, tries failed
+// requests again, so that no retry outlives the pull's context.
+func (c *Client) pullOptions(maxManifest int64) []remote.Option {
+	return append(c.options(&policy{c: c, next: c.opts.Transport, maxManifest: maxManifest, retry: true}),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
+}
+
+func (c *Client) options(p *policy) []remote.Option {
 	return []remote.Option{
-		remote.WithTransport(&policy{c: c, next: c.opts.Transport, maxManifest: maxManifest}),
+		remote.WithTransport(p),
 		remote.WithAuthFromKeychain(c.opts.Keychain),
 		remote.WithUserAgent("berth"),
 	}
@@ -111,7 +122,7 @@ func (c *Client) pullFrom(ctx context.Context, store *image.Store, host string, 
 	if opts.Limits.MaxJSONBytes != 0 {
 		maxManifest = opts.Limits.MaxJSONBytes
 	}
-	puller, err := remote.NewPuller(c.remoteOptions(maxManifest)...)
+	puller, err := remote.NewPuller(c.pullOptions(maxManifest)...)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -145,7 +156,7 @@ func (f *fetcher) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadClose
 		}
 		rc = io.NopCloser(bytes.NewReader(desc.Manifest))
 	} else {
-		l, err := f.puller.Layer(ctx, ref)
+		l, err := f.puller.Layer(blobContext(ctx), ref)
 		if err != nil {
 			return nil, classify(err)
 		}
