@@ -304,6 +304,12 @@ func TestAttackRefused(t *testing.T) {
 		}, errdefs.ErrPermissionDenied, image.ImportOptions{}, func(t *testing.T, _ *fakeRegistry, off []string) {
 			require.Empty(t, off)
 		}},
+		{"ping answers 500 forever", func(t *testing.T, f *fakeRegistry) {
+			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				registryError(w, http.StatusInternalServerError, "UNKNOWN")
+				return true
+			})
+		}, errdefs.ErrUnavailable, image.ImportOptions{}, nil},
 		{"blob answers 503 forever", func(t *testing.T, f *fakeRegistry) {
 			f.putImage("tenant/app", "1", im)
 			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {

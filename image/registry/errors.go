@@ -8,17 +8,18 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errhttp"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/berthrun/berth/internal/errclass"
 )
 
 // classify gives an error of the registry client its class: berth's own
-// errors keep theirs, a registry's HTTP status maps as errhttp does (401
-// and 403 to permission-denied), a network failure is unavailable, and
-// whatever else the library could not make sense of came from the
-// registry: invalid-argument.
+// errors keep theirs; a registry's HTTP status is permission-denied (401,
+// 403), not-found (404), unavailable (408, 429 and 5xx: a registry that
+// fails) or invalid-argument (any other: a registry that makes no
+// sense); a network failure is unavailable, and whatever else the
+// library could not make sense of came from the registry:
+// invalid-argument.
 func classify(err error) error {
 	if err == nil || errclass.Has(err) {
 		return err
@@ -28,16 +29,13 @@ func classify(err error) error {
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
-		switch te.StatusCode {
-		case 401, 403:
+		switch c := te.StatusCode; {
+		case c == 401, c == 403:
 			return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-		case 429:
-			return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
-		}
-		if c := errhttp.ToNative(te.StatusCode); errclass.Has(c) && !errdefs.IsUnknown(c) {
-			return fmt.Errorf("%w: %w", err, c)
-		}
-		if te.StatusCode >= 500 {
+		case c == 404:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+		case c == 408, c == 429, c >= 500:
+			// errhttp would call a 500 internal: berth's own fault.
 			return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 		}
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
