@@ -34,10 +34,10 @@ func layerRule(pkg, imp string, isMain bool) string {
 		}
 		return ""
 	}
-	core := under(pkg, "runtime") || under(pkg, "volume") || under(pkg, "image") || under(pkg, "internal")
+	core := under(pkg, "runtime") || under(pkg, "volume") || under(pkg, "image") || under(pkg, "internal") || under(pkg, "cri")
 	switch {
 	case core && (backend(imp) != "" || under(imp, "examples")):
-		return "runtime/, volume/, image/ and internal/ import no backend and no example"
+		return "runtime/, volume/, image/, cri/ and internal/ import no backend and no example"
 	case (under(pkg, "volume") || under(pkg, "image")) && under(imp, "runtime"):
 		return "volume/ and image/ import nothing of runtime/"
 	case pkg == "runtime/driver":
@@ -62,6 +62,8 @@ func TestLayerRule(t *testing.T) {
 		{"volume", "runtime", false, false},
 		{"image/glance", "runtime/driver", false, false},
 		{"image", "examples/berthctl", false, false},
+		{"cri", "backends/libcontainer", false, false},
+		{"cri", "image/registry", false, true},
 		{"runtime/driver", "internal/fsutil", false, false},
 		{"backends/docker", "backends/libcontainer", false, false},
 		{"backends/libcontainer", "backends/parallels", false, false},

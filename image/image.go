@@ -8,10 +8,12 @@ import (
 	"hash"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -42,6 +44,24 @@ func (i *Image) Config() ocispec.ImageConfig { return i.config.Config }
 
 // OCIConfig is the image's whole config document.
 func (i *Image) OCIConfig() ocispec.Image { return i.config }
+
+// RepoDigests are NAME@DIGEST references of the image: its manifest
+// digest under the repository of each of its tags, sorted.
+func (i *Image) RepoDigests() []string {
+	var out []string
+	for _, t := range i.Tags {
+		named, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		r := reference.FamiliarName(named) + "@" + i.Digest.String()
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Manifest is the image's manifest.
 func (i *Image) Manifest() ocispec.Manifest { return i.manifest }
@@ -87,6 +107,16 @@ func resolveRef(idx *index, ref string) (digest.Digest, error) {
 			return "", fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 		}
 		return "", fmt.Errorf("image %q: config of %d images, name one by manifest digest: %w", ref, len(found), errdefs.ErrFailedPrecondition)
+	}
+	if named, err := reference.ParseNormalizedNamed(ref); err == nil {
+		if dg, ok := named.(reference.Digested); ok {
+			// NAME@DIGEST: the image of that manifest digest, as
+			// containerd resolves a pull-by-digest reference.
+			if _, ok := idx.Images[dg.Digest()]; ok {
+				return dg.Digest(), nil
+			}
+			return "", fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
+		}
 	}
 	tag, err := NormalizeTag(ref)
 	if err != nil {

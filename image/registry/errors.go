@@ -41,7 +41,7 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-		return fmt.Errorf("%w (a registry that speaks plain HTTP must be named insecure): %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("%w (plain HTTP goes only to loopback and insecure registries): %w", err, errdefs.ErrUnavailable)
 	}
 	var ne net.Error
 	var oe *net.OpError

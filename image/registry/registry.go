@@ -216,3 +216,11 @@ func (c *Client) registryFor(host string) (name.Registry, error) {
 	}
 	return name.NewRegistry(host, opts...)
 }
+
+// WithKeychain returns a client like c that takes its credentials from k
+// (a request's own, as a CRI pull carries them).
+func (c *Client) WithKeychain(k authn.Keychain) *Client {
+	cc := *c
+	cc.opts.Keychain = k
+	return &cc
+}

@@ -1,0 +1,81 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Version is berth's CRI runtime version.
+const Version = "0.1.0"
+
+// RuntimeService is the CRI runtime service. So far it serves Version
+// and Status; the pod and container calls answer Unimplemented.
+type RuntimeService struct {
+	cri.UnimplementedRuntimeServiceServer
+}
+
+// Version names berth and the CRI API version it speaks.
+func (*RuntimeService) Version(context.Context, *cri.VersionRequest) (*cri.VersionResponse, error) {
+	return &cri.VersionResponse{Version: "0.1.0", RuntimeName: "berth", RuntimeVersion: Version, RuntimeApiVersion: "v1"}, nil
+}
+
+// Status says what is true: pods and their networks are not served yet.
+func (*RuntimeService) Status(context.Context, *cri.StatusRequest) (*cri.StatusResponse, error) {
+	return &cri.StatusResponse{Status: &cri.RuntimeStatus{Conditions: []*cri.RuntimeCondition{
+		{Type: cri.RuntimeReady, Status: false, Reason: "PodsNotServed", Message: "berth's CRI server serves images only so far"},
+		{Type: cri.NetworkReady, Status: false, Reason: "NoNetwork", Message: "no CNI network is set up"},
+	}}}, nil
+}
+
+// Server serves the CRI over gRPC.
+type Server struct {
+	Images  *ImageService
+	Runtime *RuntimeService
+	grpc    *grpc.Server
+}
+
+// NewServer serves images (and the runtime service's Version and Status).
+func NewServer(images *ImageService) *Server {
+	s := &Server{Images: images, Runtime: &RuntimeService{}, grpc: grpc.NewServer()}
+	cri.RegisterImageServiceServer(s.grpc, s.Images)
+	cri.RegisterRuntimeServiceServer(s.grpc, s.Runtime)
+	return s
+}
+
+// Listen opens a unix socket at addr (unix:///path or /path), replacing a
+// stale socket file; the directory is created.
+func Listen(addr string) (net.Listener, error) {
+	p := strings.TrimPrefix(addr, "unix://")
+	if !filepath.IsAbs(p) {
+		return nil, fmt.Errorf("listen %q: not unix:///ABSOLUTE/PATH: %w", addr, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	if fi, err := os.Lstat(p); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %q: a file that is not a socket is there: %w", addr, errdefs.ErrAlreadyExists)
+		}
+		// A socket nobody answers on is what a dead server left.
+		if c, err := net.Dial("unix", p); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen %q: a server answers there: %w", addr, errdefs.ErrAlreadyExists)
+		}
+		os.Remove(p)
+	}
+	return net.Listen("unix", p)
+}
+
+// Serve serves on l until Stop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop stops serving, letting calls in progress end.
+func (s *Server) Stop() { s.grpc.GracefulStop() }
