@@ -25,10 +25,11 @@ type layer struct {
 	buf  bytes.Buffer
 	tw   *tar.Writer
 	seen map[string]bool
+	mode map[string]int64 // of the regular files, for hard links to them
 }
 
 func newLayer() *layer {
-	l := &layer{seen: map[string]bool{}}
+	l := &layer{seen: map[string]bool{}, mode: map[string]int64{}}
 	l.tw = tar.NewWriter(&l.buf)
 	return l
 }
@@ -44,6 +45,9 @@ func (l *layer) header(h *tar.Header) error {
 		}
 	}
 	l.seen[name] = true
+	if h.Typeflag == tar.TypeReg {
+		l.mode[name] = h.Mode
+	}
 	h.Name = name
 	if h.Typeflag == tar.TypeDir {
 		h.Name += "/"
@@ -79,9 +83,16 @@ func (l *layer) hostFile(p, src string) error {
 	return l.file(p, int64(fi.Mode().Perm()), data)
 }
 
-// link is a hard link p to target, an entry earlier in the layer.
+// link is a hard link p to target, a file earlier in the layer. The entry
+// carries the file's mode, as Docker writes it: containerd applies a hard
+// link's mode to the inode it shares.
 func (l *layer) link(p, target string) error {
-	return l.header(&tar.Header{Typeflag: tar.TypeLink, Name: p, Linkname: strings.TrimPrefix(target, "/")})
+	target = strings.TrimPrefix(target, "/")
+	mode, ok := l.mode[target]
+	if !ok {
+		return fmt.Errorf("hard link %s to %s, no file earlier in the layer", p, target)
+	}
+	return l.header(&tar.Header{Typeflag: tar.TypeLink, Name: p, Linkname: target, Mode: mode})
 }
 
 func (l *layer) symlink(p, target string) error {
