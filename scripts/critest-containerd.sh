@@ -17,8 +17,9 @@
 # Usage: critest-containerd.sh [CRITEST FLAGS...]
 #   e.g. -parallel 2, -ginkgo.focus 'Image Manager'. Specs naming NRI or
 #   AppArmor are skipped (no NRI socket, no AppArmor in this kernel).
-# Prints ginkgo's summary and failures; the whole run is in
-# /var/lib/berth-critest/critest-containerd.log. Then it removes every pod,
+# Prints ginkgo's summary and every failure and skip with its message; the
+# whole run is in /var/lib/berth-critest/critest-containerd.log, ginkgo's
+# JSON report in critest-containerd.json beside it. Then it removes every pod,
 # stops that containerd and removes its root, its state, and the network
 # namespaces, bridge and rule it left; the exit status is critest's.
 set -euo pipefail
@@ -30,6 +31,7 @@ sock=$run/containerd.sock
 conf=$run/containerd.toml
 pidfile=$run/containerd.pid
 log=$state/critest-containerd.log
+report=$state/critest-containerd.json
 bridge=berthctd0
 subnet=10.250.0.0/24
 registry=http://127.0.0.1:${BERTH_REGISTRY_PORT:-5111}
@@ -46,9 +48,12 @@ export PATH=$state/bin:$PATH # critest -parallel runs ginkgo
 crictl() { "$state/bin/crictl" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" --timeout 60s "$@"; }
 answers() { crictl version >/dev/null 2>&1; }
 
-# ours PID: the process is our containerd or a shim of it, never
-# whatever reused the pid.
-ours() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$sock"; }
+# ours PID: the process is our containerd (--config $conf) or a shim of it
+# (-address $sock), never whatever reused the pid.
+ours() {
+	local c
+	c=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) && [[ $c == *" $conf "* || $c == *" $sock "* ]]
+}
 
 stop() {
 	if [ -S "$sock" ] && answers; then
@@ -58,7 +63,7 @@ stop() {
 	if [ -s "$pidfile" ] && pid=$(cat "$pidfile") && ours "$pid"; then
 		kill -TERM "$pid"
 		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+		if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
 	fi
 	# Shims outlive containerd: those of ours (-address $sock) go too.
 	for pid in $(pgrep -f containerd-shim || true); do
@@ -75,7 +80,7 @@ stop() {
 		done
 	fi
 	rm -f "$state/netns.before"
-	ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
+	if ip link show "$bridge" >/dev/null 2>&1; then ip link delete "$bridge"; fi
 	while iptables -D FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null; do :; done
 	# runc's cgroups under critest's parent (/test.slice), if we made it.
 	if [ -e "$state/cgroup.made" ]; then
@@ -168,10 +173,19 @@ answers || {
 
 echo "critest-containerd: running critest $* (log: $log)"
 rc=0
+rm -f "$report"
 (cd "$run" && critest -runtime-endpoint "unix://$sock" -image-endpoint "unix://$sock" \
-	-ginkgo.skip 'NRI|AppArmor' -ginkgo.no-color "$@") >"$log" 2>&1 || rc=$?
-# ginkgo's closing lines, then every failure it summarizes.
+	-ginkgo.skip 'NRI|AppArmor' -ginkgo.no-color -ginkgo.json-report "$report" "$@") >"$log" 2>&1 || rc=$?
+# ginkgo's closing lines, then every failure and skip with its message
+# (the first line), from the JSON report.
 grep -E '^(Ran [0-9]+ of [0-9]+ Specs|(FAIL|SUCCESS)! -- )' "$log" || tail -n 20 "$log"
-sed -n '/^Summarizing [0-9]* Failure/,/^Ran [0-9]* of/p' "$log" | grep -E '^\s*\[(FAIL|PANICKED|TIMEDOUT)\]' || true
+if [ -s "$report" ]; then
+	# A failure's rpc error says the most; else its first line.
+	jq -r '.[].SpecReports[] | select(.LeafNodeType == "It" and .State != "passed" and (.Failure.Message // "") != "")
+		| (.Failure.Message | split("\n") | map(sub("^\\s+"; "")) | map(select(. != ""))) as $m
+		| "  \(.State): \((.ContainerHierarchyTexts // []) + [.LeafNodeText] | join(" "))\n      \(([$m[] | select(test("rpc error"))] + $m)[0])"' "$report"
+	echo "  skipped, not selected (-ginkgo.skip, -ginkgo.focus): $(jq '[.[].SpecReports[]
+		| select(.LeafNodeType == "It" and .State == "skipped" and (.Failure.Message // "") == "")] | length' "$report")"
+fi
 cp "$run/containerd.log" "$state/critest-containerd.containerd.log"
 exit "$rc"

@@ -39,9 +39,10 @@ fi
 "$here/setup-registry.sh"
 
 # The images take pgrep and ipcs, and the libraries of those, of busybox
-# and of nginx, from this host.
+# and of nginx, from this host; critest-containerd.sh reads critest's
+# report with jq.
 missing=()
-for p in procps util-linux curl libc6 libcrypt1 libpcre2-8-0 libssl3 zlib1g; do
+for p in procps util-linux curl jq libc6 libcrypt1 libpcre2-8-0 libssl3 zlib1g; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -54,10 +55,18 @@ mkdir -p "$bin"
 
 # --- critest, crictl, ginkgo -------------------------------------------------
 
+# says LINE CMD...: CMD prints LINE (read whole: grep -q would leave it
+# writing to a closed pipe).
+says() {
+	local line=$1 out
+	shift
+	out=$("$@" 2>/dev/null) && grep -qxF "$line" <<<"$out"
+}
+
 tools_ok() {
 	[ -x "$bin/ginkgo" ] &&
-		"$bin/critest" -version 2>/dev/null | grep -qx "critest version: ${version#v}" &&
-		"$bin/crictl" --version 2>/dev/null | grep -qx "crictl version ${version#v}"
+		says "critest version: ${version#v}" "$bin/critest" -version &&
+		says "crictl version ${version#v}" "$bin/crictl" --version
 }
 
 if tools_ok; then
