@@ -25,10 +25,10 @@ import (
 	"github.com/berthrun/berth/image/registry"
 )
 
-// fixture is a berth-cri serving a fresh store on a socket, a registry on
+// criFixture is a berth-cri serving a fresh store on a socket, a registry on
 // loopback holding one image (pushed as HOST/tenant/app:1, also reachable
 // as mirror.invalid/tenant/app:1 through a mirror), and clients.
-type fixture struct {
+type criFixture struct {
 	host    string
 	want    digest.Digest // the manifest digest
 	id      string        // the config digest
@@ -37,7 +37,7 @@ type fixture struct {
 	store   *image.Store
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *criFixture {
 	t.Helper()
 	reg := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
@@ -69,7 +69,7 @@ func newFixture(t *testing.T) *fixture {
 		}))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	return &fixture{host: host, want: res.Images[0].Digest, id: res.Images[0].Config.String(),
+	return &criFixture{host: host, want: res.Images[0].Digest, id: res.Images[0].Config.String(),
 		images: cri.NewImageServiceClient(conn), runtime: cri.NewRuntimeServiceClient(conn), store: store}
 }
 

@@ -16,9 +16,9 @@
 # Not pushed: gcr.io/k8s-staging-cri-tools/test-image-digest@sha256:9700f9a2...,
 # pinned by a digest that no offline build can give; its spec fails.
 #
-# Nothing calls this script yet: the CRI server's issue wires it into
-# setup.sh once berth-cri exists. scripts/critest-containerd.sh runs critest
-# against a containerd of its own with these images.
+# setup.sh runs it: cri's TestCritestImages runs critest's image specs
+# against berth's CRI server with these images. scripts/critest-containerd.sh
+# runs critest against a containerd of its own with them, for comparison.
 #
 # Idempotent: with the tools of this version in place, the images built by
 # the current scripts/critestimages and all of them in the registry, it
