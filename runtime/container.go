@@ -103,7 +103,7 @@ func (c *Container) Start(ctx context.Context) error {
 	if _, err := c.require(ctx, "start", StatusCreated); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.d.Start(ctx, c.id))
+	return c.r.events.act(c.id, EventStarted, func() error { return wrap(c.id, c.r.d.Start(ctx, c.id)) })
 }
 
 // Wait blocks until the container's process exits, or ctx ends.
@@ -190,6 +190,11 @@ type DeleteOptions struct {
 // Delete removes the container and everything held for it: cgroups,
 // mounts, state, volumes, root disk, and its user namespace block.
 func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
+	// The events of what this call did (a stopped container's exit comes
+	// first, if it was not reported yet), reported as it returns.
+	var evs []Event
+	c.r.events.begin(c.id)
+	defer func() { c.r.events.done(c.id, evs...) }()
 	i, err := c.info(ctx)
 	if err != nil {
 		return err
@@ -202,8 +207,15 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 		if err := c.r.d.Kill(ctx, c.id, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
 			return wrap(c.id, err)
 		}
-		if _, err := c.r.d.Wait(ctx, c.id); err != nil {
+		es, err := c.r.d.Wait(ctx, c.id)
+		if err != nil {
 			return wrap(c.id, err)
+		}
+		evs = append(evs, Event{Type: EventStopped, ID: c.id, Time: es.ExitedAt, Exit: &es})
+	case StatusStopped:
+		evs = append(evs, Event{Type: EventStopped, ID: c.id, Exit: i.Exit})
+		if i.Exit != nil {
+			evs[0].Time = i.Exit.ExitedAt
 		}
 	}
 	unlock, err := c.r.volumes.LockOwner(c.id)
@@ -214,6 +226,7 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
+	evs = append(evs, Event{Type: EventDeleted, ID: c.id})
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
 	errs := []error{c.r.releaseVolumes(ctx, c.id), c.r.releaseImage(ctx, c.id)}
@@ -252,7 +265,7 @@ func (c *Container) Pause(ctx context.Context) error {
 	if _, err := c.require(ctx, "pause", StatusRunning); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.pause.Pause(ctx, c.id))
+	return c.r.events.act(c.id, EventPaused, func() error { return wrap(c.id, c.r.pause.Pause(ctx, c.id)) })
 }
 
 // Resume thaws a paused container.
@@ -263,7 +276,7 @@ func (c *Container) Resume(ctx context.Context) error {
 	if _, err := c.require(ctx, "resume", StatusPaused); err != nil {
 		return err
 	}
-	return wrap(c.id, c.r.pause.Resume(ctx, c.id))
+	return c.r.events.act(c.id, EventResumed, func() error { return wrap(c.id, c.r.pause.Resume(ctx, c.id)) })
 }
 
 // Process is an extra process started by Exec.

@@ -21,6 +21,7 @@ type ops struct {
 	resize   driver.DiskResizer
 	snapshot driver.Snapshotter
 	disks    driver.DiskMaker
+	events   driver.EventSource
 }
 
 // optional is one capability and the interface that serves it.
@@ -55,6 +56,7 @@ var optionals = []optional{
 	{"HotAttach", func(c driver.Capabilities) bool { return c.HotAttach }, bindAs(func(o *ops, i driver.VolumeAttacher) { o.attach = i })},
 	{"DiskResize", func(c driver.Capabilities) bool { return c.DiskResize }, bindAs(func(o *ops, i driver.DiskResizer) { o.resize = i })},
 	{"RootDisk", func(c driver.Capabilities) bool { return c.RootDisk }, bindAs(func(o *ops, i driver.DiskMaker) { o.disks = i })},
+	{"Events", func(c driver.Capabilities) bool { return c.Events }, bindAs(func(o *ops, i driver.EventSource) { o.events = i })},
 	{"Snapshot", func(c driver.Capabilities) bool { return c.Snapshot }, func(d driver.Runtime, o *ops) bool {
 		if s, ok := d.(driver.Snapshotter); ok && o.disks == nil {
 			o.snapshot = s

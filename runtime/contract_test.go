@@ -35,6 +35,7 @@ func TestNewRefusesClaimWithoutInterface(t *testing.T) {
 		"DiskResize": {DiskResize: true},
 		"Snapshot":   {Snapshot: true},
 		"RootDisk":   {RootDisk: true},
+		"Events":     {Events: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")

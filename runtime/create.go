@@ -70,7 +70,8 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 		}
 	}
 	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
-	if err := r.createWith(ctx, req, cfg, disk, rng); err != nil {
+	err = r.events.act(id, EventCreated, func() error { return r.createWith(ctx, req, cfg, disk, rng) })
+	if err != nil {
 		// The ID was free under the lock: whatever this call holds is
 		// its own, even when the engine says already-exists.
 		r.undoCreate(ctx, id, rng)

@@ -30,6 +30,15 @@
 //     the import directory is read without following links, and a disk
 //     that is not a regular file of it is refused;
 //   - Container.Stop is TERM, a grace, then KILL, on every backend;
+//   - Runtime.Events streams the containers' events (created, started,
+//     paused, resumed, stopped with the exit status, deleted) on every
+//     backend: from the engine when it reports them (a
+//     driver.EventSource, Docker's), else from the runtime's own actions,
+//     a wait for each running container's exit and a listing every second
+//     for what other processes do; in order for each container, to any
+//     number of subscribers, none of which can hold up the runtime (one
+//     that falls more than its buffer behind loses its subscription with
+//     resource-exhausted);
 //   - every error carries a github.com/containerd/errdefs class and the
 //     container's ID; operations a backend lacks (it does not implement
 //     the optional driver interface, see package driver) are answered

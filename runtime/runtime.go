@@ -34,6 +34,8 @@ type Runtime struct {
 	// makes root disks on backends that have them (see disk.go).
 	ops
 	stateDir string
+	// events serves Events (events.go).
+	events *eventHub
 }
 
 type options struct {
@@ -138,6 +140,7 @@ func New(d driver.Runtime, opts ...Option) (*Runtime, error) {
 		images:   o.images,
 		security: o.security,
 		stateDir: o.stateDir,
+		events:   newEventHub(d, dops.events),
 	}
 	if err := r.openDisks(ctx); err != nil {
 		return nil, fmt.Errorf("root disks: %w", errclass.Ensure(err))
@@ -179,8 +182,12 @@ func (r *Runtime) VolumePolicy() volume.Policy { return r.volumes.Policy() }
 // Capabilities reports what the backend can do.
 func (r *Runtime) Capabilities() Capabilities { return r.caps }
 
-// Close releases the backend. Containers keep running.
-func (r *Runtime) Close() error { return r.d.Close() }
+// Close ends the event subscriptions (Events) and releases the backend.
+// Containers keep running.
+func (r *Runtime) Close() error {
+	r.events.close()
+	return r.d.Close()
+}
 
 // As reaches the backend's native runtime type; see the backend's docs.
 func (r *Runtime) As(i any) bool { return r.d.As(i) }

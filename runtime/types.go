@@ -23,6 +23,10 @@ type (
 	Info = driver.Info
 	// LogLimits cap a container's kept output.
 	LogLimits = driver.LogLimits
+	// Event is a change in one container's life (Runtime.Events).
+	Event = driver.Event
+	// EventType is what happened to a container.
+	EventType = driver.EventType
 )
 
 // The lifecycle states.
@@ -32,4 +36,14 @@ const (
 	StatusPaused  = driver.StatusPaused
 	StatusStopped = driver.StatusStopped
 	StatusUnknown = driver.StatusUnknown
+)
+
+// The events of a container's life (Runtime.Events).
+const (
+	EventCreated = driver.EventCreated
+	EventStarted = driver.EventStarted
+	EventPaused  = driver.EventPaused
+	EventResumed = driver.EventResumed
+	EventStopped = driver.EventStopped
+	EventDeleted = driver.EventDeleted
 )

@@ -41,8 +41,10 @@
 // the container's path in a user namespace). HotAttach: when the daemon is
 // on this host (see below). Snapshot (and so runtime's Commit): the
 // container's root filesystem as Docker exports it, the container paused
-// while the daemon writes it (see Runtime.Snapshot). DiskResize, RootDisk:
-// no (not-implemented).
+// while the daemon writes it (see Runtime.Snapshot). Events: the
+// daemon's own event stream (see Runtime.Events): whoever acts on a
+// container of the scope, its subscribers hear of it. DiskResize,
+// RootDisk: no (not-implemented).
 //
 // # Hot attach
 //
@@ -150,7 +152,8 @@
 //
 // Docker reports an exit code only: 128+N is read as death by signal N, as
 // a shell reads $?, so a process that exits 137 by itself looks killed by
-// SIGKILL.
+// SIGKILL. OOMKilled is Docker's (its State.OOMKilled; in events, the
+// "oom" event before the exit).
 //
 // # IO
 //
@@ -182,7 +185,7 @@
 // Runtime.As accepts **Runtime and **client.Client (the Engine API client);
 // runtime.Container.As accepts nothing (the backend has no per-container
 // types). Of the optional driver interfaces the backend implements Execer,
-// Pauser, Updater, StatsReader, Logger, LogFollower, Snapshotter and (on
-// Linux) VolumeAttacher: root disks, disk resizing and cold moves are
+// Pauser, Updater, StatsReader, Logger, LogFollower, Snapshotter,
+// EventSource and (on Linux) VolumeAttacher: root disks, disk resizing and cold moves are
 // not-implemented, answered by the runtime.
 package docker

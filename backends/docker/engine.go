@@ -13,6 +13,7 @@ import (
 // client's hundred methods is used.
 type engine interface {
 	Info(ctx context.Context, options client.InfoOptions) (client.SystemInfoResult, error)
+	Events(ctx context.Context, options client.EventsListOptions) client.EventsResult
 
 	ContainerCreate(ctx context.Context, options client.ContainerCreateOptions) (client.ContainerCreateResult, error)
 	ContainerAttach(ctx context.Context, id string, options client.ContainerAttachOptions) (client.ContainerAttachResult, error)

@@ -14,6 +14,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 )
@@ -33,6 +34,16 @@ type fakeEngine struct {
 	waitBreaks int
 	calls      []string
 	images     *fakeImages
+	// streams are the event streams handed out, in order.
+	streams []*fakeEvents
+}
+
+// fakeEvents is one event stream: the test sends its messages, and breaks
+// it with an error as a restarting daemon does.
+type fakeEvents struct {
+	opts client.EventsListOptions
+	msgs chan events.Message
+	errs chan error
 }
 
 type fakeContainer struct {
@@ -89,6 +100,34 @@ func (f *fakeEngine) Info(ctx context.Context, _ client.InfoOptions) (client.Sys
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return client.SystemInfoResult{Info: f.info}, nil
+}
+
+func (f *fakeEngine) Events(ctx context.Context, o client.EventsListOptions) client.EventsResult {
+	s := &fakeEvents{opts: o, msgs: make(chan events.Message), errs: make(chan error, 1)}
+	f.mu.Lock()
+	f.streams = append(f.streams, s)
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		select {
+		case s.errs <- ctx.Err():
+		default:
+		}
+	})
+	return client.EventsResult{Messages: s.msgs, Err: s.errs}
+}
+
+// stream returns the n-th event stream handed out (from 0), once it is.
+func (f *fakeEngine) stream(n int) *fakeEvents {
+	for {
+		f.mu.Lock()
+		if len(f.streams) > n {
+			s := f.streams[n]
+			f.mu.Unlock()
+			return s
+		}
+		f.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (f *fakeEngine) ContainerCreate(ctx context.Context, o client.ContainerCreateOptions) (client.ContainerCreateResult, error) {

@@ -99,6 +99,7 @@ func Open(opts ...Option) (*Runtime, error) {
 		// pid: only on the daemon's host (hotattach_linux.go).
 		HotAttach: r.local,
 		Snapshot:  true,
+		Events:    true,
 	}
 	return r, nil
 }

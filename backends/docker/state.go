@@ -19,7 +19,9 @@ func exitOf(c *container.InspectResponse) (driver.ExitStatus, bool) {
 		return driver.ExitStatus{}, false
 	}
 	at, _ := time.Parse(time.RFC3339Nano, c.State.FinishedAt)
-	return exitStatus(c.State.ExitCode, at.UTC()), true
+	st := exitStatus(c.State.ExitCode, at.UTC())
+	st.OOMKilled = c.State.OOMKilled
+	return st, true
 }
 
 // exitStatus reads Docker's exit code as a shell does: Docker reports

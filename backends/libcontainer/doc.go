@@ -40,7 +40,9 @@
 // of the calling binary, in its own session), like LXC's lxc-start monitor.
 // The monitor records the init's exit status under containers/<id>/ and
 // exits, so Wait works from any process, and the caller may exit while the
-// container runs. The monitor holds a lock on containers/<id>/monitor.lock
+// container runs. The status says whether the kernel's OOM killer killed a
+// process of the container (its memory cgroup's count, read once the init
+// has exited). The monitor holds a lock on containers/<id>/monitor.lock
 // for its lifetime, which is how other processes know it is alive.
 //
 // The init's stdout and stderr are pipes that the monitor copies into the
@@ -102,7 +104,10 @@
 // Runtime.As accepts **Runtime (this backend's own type); runtime.Container.As
 // accepts nothing (the backend has no per-container types). Of the
 // optional driver interfaces the backend implements every one but
-// DiskResizer and DiskMaker: its containers have no root disk of their own,
-// so disk resizing and cold moves are not-implemented, answered by the
-// runtime.
+// DiskResizer, DiskMaker and EventSource: its containers have no root disk
+// of their own, so disk resizing and cold moves are not-implemented,
+// answered by the runtime; and the engine has no event stream of its own,
+// so the runtime watches the containers for runtime.Runtime.Events (its
+// own actions, the exits Wait reports, listings for what other processes
+// do).
 package libcontainer

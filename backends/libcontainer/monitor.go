@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
 	lc "github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -107,7 +109,7 @@ func runMonitor(args []string) int {
 		_ = c.Destroy()
 		return 1
 	}
-	return monitorInit(dir, p, tee)
+	return monitorInit(dir, c, p, tee)
 }
 
 // parseMonitorArgs reads the monitor's arguments: container dir,
@@ -140,8 +142,8 @@ func readMonitorJob(dir string) (*configs.Config, *specs.Process, error) {
 
 // monitorInit waits for the reported init, records its exit, and lets the
 // copy of its output end: the monitor's exit code.
-func monitorInit(dir string, p *lc.Process, tee *logfile.Tee) int {
-	err := recordExit(dir, p)
+func monitorInit(dir string, c *lc.Container, p *lc.Process, tee *logfile.Tee) int {
+	err := recordExit(dir, c, p)
 	// The exit is known; the output is copied to its end before the
 	// monitor goes (Wait returns once it has).
 	tee.Finish(outputIdle)
@@ -237,7 +239,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		return err
 	}
 	tee.OnFinish(func() { closeAll(dups) })
-	_, p, err := startInit(r.runcRoot(), id, cfg, proc, driver.IO{Stdin: pio.Stdin, Stdout: out.Stdout, Stderr: out.Stderr})
+	c, p, err := startInit(r.runcRoot(), id, cfg, proc, driver.IO{Stdin: pio.Stdin, Stdout: out.Stdout, Stderr: out.Stderr})
 	out.close()
 	if err != nil {
 		tee.Finish(0)
@@ -251,7 +253,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	go func() {
 		defer close(exited)
 		defer unlock()
-		if err := recordExit(dir, p); err != nil {
+		if err := recordExit(dir, c, p); err != nil {
 			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
 		}
 		tee.Finish(outputIdle)
@@ -331,8 +333,9 @@ func startInit(runcRoot, id string, cfg *configs.Config, proc *specs.Process, pi
 	return c, p, nil
 }
 
-// recordExit waits for the init and writes how it ended.
-func recordExit(dir string, p *lc.Process) error {
+// recordExit waits for the init of c and writes how it ended.
+func recordExit(dir string, c *lc.Container, p *lc.Process) error {
+	oom := oomCounter(c)
 	ps, err := p.Wait()
 	var ee *exec.ExitError
 	if ps == nil && errors.As(err, &ee) {
@@ -344,10 +347,30 @@ func recordExit(dir string, p *lc.Process) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "berth monitor: wait:", err)
 	}
+	if oom != nil {
+		n, err := oom.OOMKillCount()
+		st.OOMKilled = err == nil && n > 0
+	}
 	if err := fsutil.WriteJSON(filepath.Join(dir, exitFile), st); err != nil {
 		return fmt.Errorf("record exit: %w", err)
 	}
 	return nil
+}
+
+// oomCounter returns the manager of c's cgroups, which counts the
+// processes the kernel's OOM killer killed in them (nil if it cannot be
+// had). The count is read once the init has exited, before Delete removes
+// the cgroups.
+func oomCounter(c *lc.Container) cgroups.Manager {
+	st, err := c.State()
+	if err != nil {
+		return nil
+	}
+	m, err := manager.NewWithPaths(c.Config().Cgroups, st.CgroupPaths)
+	if err != nil {
+		return nil
+	}
+	return m
 }
 
 // monitorAlive reports whether the container's monitor holds its lock.

@@ -56,6 +56,7 @@
 // Runtime.As accepts **Runtime. runtime.Container.As accepts **Disk: the
 // container's root disk, its image file (Disk.Image) and consistent copies
 // of it (Disk.Snapshot). The backend implements every optional driver
-// interface but Snapshotter: the runtime archives SnapshotDisk copies
-// itself.
+// interface but Snapshotter and EventSource: the runtime archives
+// SnapshotDisk copies itself, and watches the containers for its events
+// (runtime.Runtime.Events) as on the embedded engine, OOM kills included.
 package parallels

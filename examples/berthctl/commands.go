@@ -48,6 +48,7 @@ func init() {
 		{"rm", "[-f] ID...", "delete containers (-f kills running ones first)", (*app).cmdRm},
 		{"logs", "[-f] [--tail N] ID", "print the output kept for a container (-f: and follow it until the container stops)", (*app).cmdLogs},
 		{"wait", "ID", "wait for a container to stop and print its exit code", (*app).cmdWait},
+		{"events", "", "print the containers' events, one line each, until interrupted", (*app).cmdEvents},
 		{"resize-disk", "ID SIZE", "grow a container's own root disk while it runs (--backend parallels)", (*app).cmdResizeDisk},
 		{"snapshot", "[--allow-retag] ID REF", "store a snapshot of a container's root filesystem as the image REF", (*app).cmdSnapshot},
 		{"volume", "probe PATH", "name the filesystem on a block device or image file, and its size; exit 0 if it fits and the policy allows it", (*app).cmdVolume},

@@ -49,6 +49,7 @@
 //	rm [-f] ID...
 //	logs [-f] [--tail N] ID
 //	wait ID
+//	events
 //	resize-disk ID SIZE
 //	snapshot [--allow-retag] ID REF
 //	volume probe PATH
@@ -95,6 +96,17 @@
 // run's too, is kept in a log capped with rotation (--log-max-size,
 // default 10m, times --log-max-files, default 2); logs prints it, its last
 // N lines with --tail N, and with -f follows it until the container stops.
+//
+// events prints the events of the containers under --root, whoever acts on
+// them, one line each, until SIGINT or SIGTERM (then it exits 0):
+//
+//	2025-01-02T03:04:05.123456789Z started web-1
+//	2025-01-02T03:04:09.5Z stopped web-1 exit=137 signal=SIGKILL oom-killed
+//
+// the time (RFC 3339, UTC), the event (created, started, paused, resumed,
+// stopped, deleted) and the ID, then for stopped what is known of the
+// exit. What other processes do is seen within a second on the embedded
+// engine and parallels, at once on Docker (runtime.Runtime.Events).
 //
 // # Errors
 //

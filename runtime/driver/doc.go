@@ -22,6 +22,7 @@
 //	Capabilities.DiskResize  DiskResizer
 //	Capabilities.RootDisk    DiskMaker
 //	Capabilities.Snapshot    Snapshotter, or DiskMaker on a backend with root disks
+//	Capabilities.Events      EventSource
 //
 // runtime.New finds them with type assertions. A capability claimed
 // without its interface is refused there with invalid-argument (naming the

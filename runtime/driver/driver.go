@@ -47,6 +47,11 @@ type Capabilities struct {
 	// CgroupNamespace is true when a container sees its own cgroup at
 	// /sys/fs/cgroup, so that its limits can be read from inside.
 	CgroupNamespace bool
+	// Events is true when the engine reports its containers' events
+	// itself, whoever acted on them (the backend is an EventSource).
+	// Without it the runtime observes them on its own: runtime.Events
+	// works on every backend, this says who watches.
+	Events bool
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means
@@ -146,6 +151,10 @@ type ExitStatus struct {
 	Signal syscall.Signal
 	// ExitedAt is when the exit was observed.
 	ExitedAt time.Time
+	// OOMKilled is true when the kernel's OOM killer killed a process of
+	// the container (its init or another) while it ran, as far as the
+	// backend can tell.
+	OOMKilled bool
 }
 
 // Info describes one container.
@@ -160,6 +169,34 @@ type Info struct {
 	// portable layer copies it before a caller can change it.
 	Spec *specs.Spec
 	// Exit is set once the container has stopped and its exit is known.
+	Exit *ExitStatus
+}
+
+// EventType is what happened to a container.
+type EventType string
+
+// The events of a container's life.
+const (
+	EventCreated EventType = "created"
+	EventStarted EventType = "started"
+	EventPaused  EventType = "paused"
+	EventResumed EventType = "resumed"
+	// EventStopped is the end of the container's init, whoever caused it.
+	EventStopped EventType = "stopped"
+	EventDeleted EventType = "deleted"
+)
+
+// Event is a change in one container's life.
+type Event struct {
+	Type EventType
+	ID   string
+	// Time is when the change happened, or when it was observed.
+	Time time.Time
+	// Status is the container's state after the event, empty after
+	// EventDeleted. A backend leaves it empty: the runtime sets it from
+	// Type.
+	Status Status
+	// Exit is how the init ended, for EventStopped when it is known.
 	Exit *ExitStatus
 }
 
@@ -298,6 +335,23 @@ type Snapshotter interface {
 	// Snapshot writes an uncompressed tar archive of the container's
 	// root filesystem as it was at one instant, even while it runs.
 	Snapshot(ctx context.Context, id string, w io.Writer) error
+}
+
+// EventSource is what a backend whose engine reports its containers'
+// events implements (Capabilities.Events): Docker's event stream, say. A
+// backend without it is watched by the runtime, which reports the actions
+// it takes itself and waits for the exits of the running containers.
+type EventSource interface {
+	// Events watches the engine's events for the backend's containers,
+	// whoever caused them (this process, another, the engine itself), and
+	// passes each to send, one at a time, in the order they happened for
+	// each container, until ctx ends or the engine fails. Every event that
+	// happens after Events returns is passed once. An event has Type, ID
+	// and Time, and Exit for EventStopped when the engine tells it. The
+	// channel returned receives why the watch ended (ctx's error or the
+	// engine's failure) and is closed once nothing of the watch runs any
+	// more. send never blocks.
+	Events(ctx context.Context, send func(Event)) (<-chan error, error)
 }
 
 // ContainerAser reaches backend-native types for one container

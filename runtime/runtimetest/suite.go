@@ -27,6 +27,7 @@ func Run(t *testing.T, h Harness) {
 		{"KillTERM", testKillTERM},
 		{"KillKILL", testKillKILL},
 		{"Stop", testStop},
+		{"Events", testEvents},
 		{"Exec", testExec},
 		{"Pause", testPause},
 		{"Update", testUpdate},
