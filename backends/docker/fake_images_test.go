@@ -21,6 +21,9 @@ type fakeImages struct {
 	loadID   string
 	loadTags []string
 	loaded   [][]byte
+	// vanish is how many loads are undone at once, as a concurrent
+	// release of the image would.
+	vanish int
 }
 
 func (f *fakeEngine) imgs() *fakeImages {
@@ -58,6 +61,10 @@ func (f *fakeEngine) ImageLoad(ctx context.Context, input io.Reader, _ ...client
 		im.images[id] = kept
 	}
 	im.images[im.loadID] = append(im.images[im.loadID], im.loadTags...)
+	if im.vanish > 0 {
+		im.vanish--
+		delete(im.images, im.loadID)
+	}
 	return io.NopCloser(bytes.NewReader([]byte(`{"stream":"Loaded image ID: ` + im.loadID + `"}` + "\n"))), nil
 }
 
@@ -116,6 +123,25 @@ func TestEnsureImageLoadsOnce(t *testing.T) {
 	_, err = r.ensureImage(context.Background(), source("sha256:cfg"))
 	require.NoError(t, err)
 	require.Len(t, f.imgs().loaded, 1, "an image the daemon has is not loaded again")
+}
+
+// An image released by another container's delete between its load and
+// the check is loaded again; one that never stays is an error.
+func TestEnsureImageLoadsAgainWhenReleased(t *testing.T) {
+	f := newFake()
+	r := &Runtime{eng: f}
+	f.imgs().loadID, f.imgs().vanish = "sha256:cfg", 1
+	id, err := r.ensureImage(context.Background(), source("sha256:cfg"))
+	require.NoError(t, err)
+	require.Equal(t, "sha256:cfg", id)
+	require.Len(t, f.imgs().loaded, 2)
+
+	f = newFake()
+	r = &Runtime{eng: f}
+	f.imgs().loadID, f.imgs().vanish = "sha256:cfg", 100
+	_, err = r.ensureImage(context.Background(), source("sha256:cfg"))
+	require.Error(t, err)
+	require.Len(t, f.imgs().loaded, 3)
 }
 
 // Should a load ever move a tag, it is put back and the create refused.

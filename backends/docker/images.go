@@ -26,23 +26,44 @@ func (r *Runtime) ensureImage(ctx context.Context, src *driver.ImageSource) (str
 	if _, err := r.eng.ImageInspect(ctx, id); err == nil {
 		return id, nil
 	}
+	// The image may go again between its load and the check, with the
+	// last container of another create or runtime that used it (see
+	// releaseImage): load it again, a few times.
+	for attempt := 0; ; attempt++ {
+		if err := r.loadImage(ctx, src); err != nil {
+			return "", err
+		}
+		_, err := r.eng.ImageInspect(ctx, id)
+		if err == nil {
+			return id, nil
+		}
+		if attempt == 2 {
+			return "", fmt.Errorf("image %s: the daemon did not load it as %s: %w", src.Digest, id, errdefs.ErrUnknown)
+		}
+	}
+}
+
+// loadImage loads the archive berth writes of src into the daemon,
+// checking that no tag moved.
+func (r *Runtime) loadImage(ctx context.Context, src *driver.ImageSource) error {
+	id := src.ConfigDigest
 	before, err := r.tags(ctx)
 	if err != nil {
-		return "", err
+		return err
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(src.WriteArchive(ctx, pw)) }()
 	res, err := r.eng.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
 	if err != nil {
 		pr.CloseWithError(err)
-		return "", fmt.Errorf("load image %s: %w", src.Digest, classify(err))
+		return fmt.Errorf("load image %s: %w", src.Digest, classify(err))
 	}
 	loadErr := readLoad(res)
 	res.Close()
 	pr.Close()
 	after, err := r.tags(ctx)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if moved := movedTo(before, after, id); len(moved) > 0 {
 		var restoreErrs []string
@@ -51,15 +72,12 @@ func (r *Runtime) ensureImage(ctx context.Context, src *driver.ImageSource) (str
 				restoreErrs = append(restoreErrs, err.Error())
 			}
 		}
-		return "", fmt.Errorf("loading image %s moved the daemon's tags %s (put back: %t): %w", src.Digest, strings.Join(moved, ", "), len(restoreErrs) == 0, errdefs.ErrDataLoss)
+		return fmt.Errorf("loading image %s moved the daemon's tags %s (put back: %t): %w", src.Digest, strings.Join(moved, ", "), len(restoreErrs) == 0, errdefs.ErrDataLoss)
 	}
 	if loadErr != nil {
-		return "", fmt.Errorf("load image %s: %w", src.Digest, loadErr)
+		return fmt.Errorf("load image %s: %w", src.Digest, loadErr)
 	}
-	if _, err := r.eng.ImageInspect(ctx, id); err != nil {
-		return "", fmt.Errorf("image %s: the daemon did not load it as %s: %w", src.Digest, id, errdefs.ErrUnknown)
-	}
-	return id, nil
+	return nil
 }
 
 // readLoad drains the daemon's load messages and returns the error one
