@@ -13,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/registry"
 	"github.com/berthrun/berth/internal/fixture"
 )
@@ -64,14 +63,7 @@ func TestCritestImages(t *testing.T) {
 	}
 	rc, err := registry.New(opts)
 	require.NoError(t, err)
-	store, err := image.Open(filepath.Join(t.TempDir(), "images"))
-	require.NoError(t, err)
-	sock := "unix://" + filepath.Join(t.TempDir(), "cri.sock")
-	l, err := Listen(sock)
-	require.NoError(t, err)
-	srv := NewServer(NewImageService(store, rc))
-	go srv.Serve(l)
-	defer srv.Stop()
+	_, sock := serve(t, rc)
 
 	cmd := exec.CommandContext(context.Background(), critest, "-runtime-endpoint", sock, "-image-endpoint", sock,
 		"-ginkgo.focus", `\[k8s.io\] Image Manager`, "-ginkgo.skip", "with digest", "-ginkgo.no-color")

@@ -55,14 +55,7 @@ func newFixture(t *testing.T) *criFixture {
 	_, err = rc.Push(ctx, src, "app:1", host+"/tenant/app:1")
 	require.NoError(t, err)
 
-	store, err := image.Open(filepath.Join(t.TempDir(), "store"))
-	require.NoError(t, err)
-	sock := "unix://" + filepath.Join(t.TempDir(), "cri.sock")
-	l, err := Listen(sock)
-	require.NoError(t, err)
-	srv := NewServer(NewImageService(store, rc))
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
+	store, sock := serve(t, rc)
 	conn, err := grpc.NewClient(sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(a, "unix://"))
@@ -71,6 +64,21 @@ func newFixture(t *testing.T) *criFixture {
 	t.Cleanup(func() { conn.Close() })
 	return &criFixture{host: host, want: res.Images[0].Digest, id: res.Images[0].Config.String(),
 		images: cri.NewImageServiceClient(conn), runtime: cri.NewRuntimeServiceClient(conn), store: store}
+}
+
+// serve serves a fresh store, pulling with rc, on a socket of its own
+// until the test ends; it returns the store and the socket's address.
+func serve(t *testing.T, rc *registry.Client) (*image.Store, string) {
+	t.Helper()
+	store, err := image.Open(filepath.Join(t.TempDir(), "store"))
+	require.NoError(t, err)
+	sock := "unix://" + filepath.Join(t.TempDir(), "cri.sock")
+	l, err := Listen(sock)
+	require.NoError(t, err)
+	srv := NewServer(NewImageService(store, rc))
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return store, sock
 }
 
 func spec(ref string) *cri.ImageSpec { return &cri.ImageSpec{Image: ref} }
