@@ -190,8 +190,9 @@ type DeleteOptions struct {
 // Delete removes the container and everything held for it: cgroups,
 // mounts, state, volumes, root disk, and its user namespace block.
 func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
-	// The events of what this call did (a stopped container's exit comes
-	// first, if it was not reported yet), reported as it returns.
+	// The events of what this call did, reported as it returns; a
+	// stopped container's exit is reported before anything is removed
+	// (below), if it was not reported yet.
 	var evs []Event
 	c.r.events.begin(c.id)
 	defer func() { c.r.events.done(c.id, evs...) }()
@@ -211,12 +212,16 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 		if err != nil {
 			return wrap(c.id, err)
 		}
-		evs = append(evs, Event{Type: EventStopped, ID: c.id, Time: es.ExitedAt, Exit: &es})
+		// Reported now: a wait for the exit under way elsewhere could
+		// otherwise read it only after the removal below and report it
+		// lost.
+		c.r.events.report(c.id, Event{Type: EventStopped, ID: c.id, Time: es.ExitedAt, Exit: &es})
 	case StatusStopped:
-		evs = append(evs, Event{Type: EventStopped, ID: c.id, Exit: i.Exit})
+		ev := Event{Type: EventStopped, ID: c.id, Exit: i.Exit}
 		if i.Exit != nil {
-			evs[0].Time = i.Exit.ExitedAt
+			ev.Time = i.Exit.ExitedAt
 		}
+		c.r.events.report(c.id, ev)
 	}
 	unlock, err := c.r.volumes.LockOwner(c.id)
 	if err != nil {

@@ -483,6 +483,22 @@ func (h *eventHub) done(id string, evs ...driver.Event) {
 	}
 }
 
+// report reports the events of an action of this runtime on container id
+// that is still under way, unless the backend reports them itself.
+func (h *eventHub) report(id string, evs ...driver.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.source != nil {
+		return
+	}
+	for _, ev := range evs {
+		if h.watch == nil {
+			return // no subscriber, or the last one fell behind
+		}
+		h.publishLocked(h.watch, ev)
+	}
+}
+
 // act runs op, an action of this runtime on container id, and reports it
 // as an event of type typ when it succeeds.
 func (h *eventHub) act(id string, typ EventType, op func() error) error {

@@ -107,6 +107,10 @@ func (r *Runtime) readExit(id string) (*driver.ExitStatus, error) {
 	var st driver.ExitStatus
 	err := fsutil.ReadJSON(filepath.Join(r.dir(id), exitFile), &st)
 	if errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(r.dir(id)); errors.Is(err, os.ErrNotExist) {
+			// Deleted while this waited.
+			return nil, fmt.Errorf("no such container: %w", errdefs.ErrNotFound)
+		}
 		// The monitor died before the container's init (it was killed):
 		// the exit code is lost.
 		return &driver.ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}, nil
