@@ -1,16 +1,50 @@
 // Package cri serves the Kubernetes Container Runtime Interface (CRI v1,
-// k8s.io/cri-api) over berth's portable packages: the image store (package
-// image), registries (image/registry) and, in time, runtime.Runtime. It
-// imports no backend: the daemon (examples/berth-cri) chooses them.
+// k8s.io/cri-api) over berth's portable packages: runtime.Runtime for pods
+// and containers, the image store (package image) and registries
+// (image/registry) for images, CNI (cri/network) for pod networks. It
+// imports no backend: the daemon (examples/berth-cri) chooses them, one
+// runtime per runtime handler (Kubernetes' RuntimeClass).
 //
-// What is served so far is the ImageService: PullImage through the
-// registry client (mirrors, the insecure-registry policy, the store's
-// limits and tag confinement), ListImages, ImageStatus, RemoveImage and
-// ImageFsInfo; and the RuntimeService's Version. Pods and containers are
-// not served yet: their calls answer Unimplemented (gRPC's own answer for
-// a service method a server does not have).
+// # Pods
+//
+// A pod is an infra container: created and never started, so its init
+// (berth's own binary, re-executed by the engine, waiting for a start that
+// never comes) holds the pod's namespaces and is PID 1 of its PID
+// namespace, with no image to pull. Its root filesystem is an empty
+// directory shared by every infra. Its network namespace is pinned by a
+// bind mount in the pod's directory, so the CNI plugins set it up and tear
+// it down in that namespace whatever becomes of the init's PID. The pod's
+// containers join the infra's network, IPC and UTS namespaces (and PID
+// with pid=POD, its user namespace and ID range with a user-namespaced
+// pod) through runtime.Config.Join; NODE modes share the host's, which the
+// runtime admits only under SecurityPolicy.AllowHostNamespaces.
+//
+// # Containers
+//
+// A container's config becomes an OCI spec: the image's config merged as
+// the CRI says (a command replaces the entrypoint, args the command), the
+// user resolved in the image's /etc/passwd and /etc/group (read inside
+// the image's tree: no link leads out of it), the security context
+// (capabilities, no_new_privs, masked and read-only paths on top of the
+// runtime's own, read-only root, seccomp RuntimeDefault/Unconfined/
+// Localhost), resources. Host paths are volumes under the runtime's volume
+// policy. Whatever the spec asks, the runtime's security policy decides:
+// a privileged container, an unconfined seccomp profile, a host namespace
+// are refused with PermissionDenied unless the daemon was started with the
+// switch that admits them. The container's output goes to the CRI log
+// file the kubelet names, written by the container's monitor, so it keeps
+// going while the server restarts.
+//
+// # State
+//
+// The server keeps a record of each pod and container (the kubelet's
+// config, what it set up) in its state directory, written atomically; the
+// runtimes keep theirs. A restarted server lists and controls what an
+// earlier one made.
 //
 // Errors carry the gRPC code of their errdefs class (errgrpc): a bad
-// reference is InvalidArgument, a registry that refuses credentials
-// PermissionDenied, a limit ResourceExhausted, and so on.
+// reference is InvalidArgument, an unknown ID NotFound, a name in use
+// AlreadyExists, a refused privilege PermissionDenied, a limit
+// ResourceExhausted. Stopping or removing what is not there succeeds, as
+// the CRI asks.
 package cri

@@ -75,7 +75,7 @@ func serve(t *testing.T, rc *registry.Client) (*image.Store, string) {
 	sock := "unix://" + filepath.Join(t.TempDir(), "cri.sock")
 	l, err := Listen(sock)
 	require.NoError(t, err)
-	srv := NewServer(NewImageService(store, rc))
+	srv := NewServer(NewImageService(store, rc), nil)
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
 	return store, sock
@@ -158,20 +158,4 @@ func TestImageServiceErrors(t *testing.T) {
 	list, err := f.store.List(ctx)
 	require.NoError(t, err)
 	require.Empty(t, list)
-}
-
-func TestRuntimeVersionAndStatus(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	v, err := f.runtime.Version(ctx, &cri.VersionRequest{})
-	require.NoError(t, err)
-	require.Equal(t, "berth", v.RuntimeName)
-	require.Equal(t, "v1", v.RuntimeApiVersion)
-	st, err := f.runtime.Status(ctx, &cri.StatusRequest{})
-	require.NoError(t, err)
-	for _, c := range st.Status.Conditions {
-		require.False(t, c.Status, "%s: nothing claims readiness it does not have", c.Type)
-	}
-	_, err = f.runtime.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{})
-	require.Equal(t, codes.Unimplemented, status.Code(err))
 }

@@ -16,25 +16,6 @@ import (
 // Version is berth's CRI runtime version.
 const Version = "0.1.0"
 
-// RuntimeService is the CRI runtime service. So far it serves Version
-// and Status; the pod and container calls answer Unimplemented.
-type RuntimeService struct {
-	cri.UnimplementedRuntimeServiceServer
-}
-
-// Version names berth and the CRI API version it speaks.
-func (*RuntimeService) Version(context.Context, *cri.VersionRequest) (*cri.VersionResponse, error) {
-	return &cri.VersionResponse{Version: "0.1.0", RuntimeName: "berth", RuntimeVersion: Version, RuntimeApiVersion: "v1"}, nil
-}
-
-// Status says what is true: pods and their networks are not served yet.
-func (*RuntimeService) Status(context.Context, *cri.StatusRequest) (*cri.StatusResponse, error) {
-	return &cri.StatusResponse{Status: &cri.RuntimeStatus{Conditions: []*cri.RuntimeCondition{
-		{Type: cri.RuntimeReady, Status: false, Reason: "PodsNotServed", Message: "berth's CRI server serves images only so far"},
-		{Type: cri.NetworkReady, Status: false, Reason: "NoNetwork", Message: "no CNI network is set up"},
-	}}}, nil
-}
-
 // Server serves the CRI over gRPC.
 type Server struct {
 	Images  *ImageService
@@ -42,11 +23,13 @@ type Server struct {
 	grpc    *grpc.Server
 }
 
-// NewServer serves images (and the runtime service's Version and Status).
-func NewServer(images *ImageService) *Server {
-	s := &Server{Images: images, Runtime: &RuntimeService{}, grpc: grpc.NewServer()}
+// NewServer serves images and, when rs is not nil, pods and containers.
+func NewServer(images *ImageService, rs *RuntimeService) *Server {
+	s := &Server{Images: images, Runtime: rs, grpc: grpc.NewServer()}
 	cri.RegisterImageServiceServer(s.grpc, s.Images)
-	cri.RegisterRuntimeServiceServer(s.grpc, s.Runtime)
+	if rs != nil {
+		cri.RegisterRuntimeServiceServer(s.grpc, rs)
+	}
 	return s
 }
 

@@ -23,6 +23,12 @@ type Config struct {
 	// comes from, and Root.Path must be empty. Backends that do not take
 	// images refuse it with not-implemented.
 	Image string
+	// KeepProcess uses the spec's process as it is: the image's
+	// entrypoint, command, environment, working directory and user are
+	// not applied to it (for a caller that merges them itself, as the
+	// Kubernetes CRI does, where a command given replaces the image's
+	// entrypoint).
+	KeepProcess bool
 	// RootDisk, when set, is an existing filesystem image file to adopt
 	// as the container's root disk (a snapshot, or a disk moved from
 	// another root), on backends with Capabilities.RootDisk; Root.Path

@@ -133,7 +133,7 @@ func (r *Runtime) userNamespace(ctx context.Context, id string, spec *specs.Spec
 // has the backend create it.
 func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg *Config, disk *os.File, rng IDRange) error {
 	if cfg.Image != "" {
-		src, err := r.resolveImage(ctx, req.ID, cfg.Image, req.Spec)
+		src, err := r.resolveImage(ctx, req.ID, cfg.Image, req.Spec, cfg.KeepProcess)
 		if err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ func rootfsHolder(id string) string { return "container." + id }
 // out of the process from the image's config (as docker run does), and
 // returns the source the backend gets. Without a store the reference goes
 // to the backend as it is (an engine with images of its own may know it).
-func (r *Runtime) resolveImage(ctx context.Context, id, ref string, spec *specs.Spec) (*driver.ImageSource, error) {
+func (r *Runtime) resolveImage(ctx context.Context, id, ref string, spec *specs.Spec, keep bool) (*driver.ImageSource, error) {
 	if r.images == nil {
 		return nil, nil
 	}
@@ -44,8 +44,10 @@ func (r *Runtime) resolveImage(ctx context.Context, id, ref string, spec *specs.
 	if err != nil {
 		return nil, err
 	}
-	if err := applyImageConfig(spec, im); err != nil {
-		return nil, err
+	if !keep {
+		if err := applyImageConfig(spec, im); err != nil {
+			return nil, err
+		}
 	}
 	digest := im.Digest.String()
 	return &driver.ImageSource{

@@ -1,27 +1,43 @@
 // Command berth-cri serves the Kubernetes Container Runtime Interface over
-// berth on a unix socket: so far its image service (crictl pull, images,
-// inspecti, rmi, imagefsinfo) and the runtime service's version and
-// status.
+// berth on a unix socket: pods and containers on berth's embedded engine
+// (runtime handler "" or "libcontainer") and its disk-image engine
+// ("parallels"), pod networks through CNI, images through berth's store
+// and registry client.
 //
 //	berth-cri --root /var/lib/berth-cri --listen unix:///run/berth/cri.sock \
+//	    [--cni-conf-dir DIR] [--cni-bin-dir DIR]... \
+//	    [--allow-privileged] [--allow-host-namespaces] \
 //	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]...
 //
-// It stops on SIGINT or SIGTERM, letting calls in progress end.
+// Containers outlive it: each has a monitor of its own, and a restarted
+// berth-cri on the same root serves the pods and containers it made
+// before. It stops on SIGINT or SIGTERM, letting calls in progress end.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/backends/parallels"
 	"github.com/berthrun/berth/cri"
+	"github.com/berthrun/berth/cri/network"
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/registry"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/runtime/driver"
 )
+
+// registryTransport, when set, carries every registry request (the tests
+// keep them on loopback).
+var registryTransport http.RoundTripper
 
 // list is a repeatable string flag.
 type list []string
@@ -30,16 +46,25 @@ func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	libcontainer.Init()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "berth-cri: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// run serves until ctx ends, then lets calls in progress end.
+func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("berth-cri", flag.ContinueOnError)
 	root := fs.String("root", "/var/lib/berth-cri", "state `DIR`")
 	listen := fs.String("listen", "unix:///run/berth/cri.sock", "unix socket `ADDRESS` to serve on")
+	cniConf := fs.String("cni-conf-dir", "/etc/berth/cni/net.d", "CNI network configuration `DIR` (the first *.conflist in it)")
+	var cniBin list
+	fs.Var(&cniBin, "cni-bin-dir", "CNI plugin `DIR` (repeatable; default /usr/lib/cni, /opt/cni/bin)")
+	allowPriv := fs.Bool("allow-privileged", false, "admit privileged containers and unconfined seccomp")
+	allowHost := fs.Bool("allow-host-namespaces", false, "admit pods on the host's network, PID or IPC namespace")
 	var insecure, mirrors list
 	fs.Var(&insecure, "insecure-registry", "reach registry `HOST[:PORT]` over plain HTTP (repeatable)")
 	fs.Var(&mirrors, "registry-mirror", "try the mirror before the registry: `HOST=URL` (repeatable)")
@@ -49,7 +74,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	opts := registry.Options{Insecure: insecure, Mirrors: map[string][]string{}}
+	opts := registry.Options{Insecure: insecure, Mirrors: map[string][]string{}, Transport: registryTransport}
 	for _, m := range mirrors {
 		host, u, err := registry.ParseMirror(m)
 		if err != nil {
@@ -65,15 +90,49 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	security := runtime.SecurityPolicy{AllowPrivileged: *allowPriv, AllowHostNamespaces: *allowHost}
+	handlers := map[string]*runtime.Runtime{}
+	for _, h := range []struct {
+		names []string
+		open  func(string) (driver.Runtime, error)
+	}{
+		{[]string{"", "libcontainer"}, func(dir string) (driver.Runtime, error) { return libcontainer.Open(dir) }},
+		{[]string{"parallels"}, func(dir string) (driver.Runtime, error) { return parallels.Open(dir) }},
+	} {
+		dir := filepath.Join(*root, "handlers", h.names[len(h.names)-1])
+		engine, err := h.open(dir)
+		if err != nil {
+			return err
+		}
+		rt, err := runtime.New(engine, runtime.WithStateDir(dir), runtime.WithSecurityPolicy(security), runtime.WithImageStore(store))
+		if err != nil {
+			engine.Close()
+			return err
+		}
+		defer rt.Close()
+		for _, n := range h.names {
+			handlers[n] = rt
+		}
+	}
+	if len(cniBin) == 0 {
+		cniBin = list{"/usr/lib/cni", "/opt/cni/bin"}
+	}
+	netw, err := network.New(network.Options{ConfDir: *cniConf, BinDirs: cniBin, CacheDir: filepath.Join(*root, "cni")})
+	if err != nil {
+		return err
+	}
+	rs, err := cri.NewRuntimeService(cri.RuntimeOptions{Handlers: handlers, Images: store, Network: netw, StateDir: filepath.Join(*root, "cri")})
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
 	l, err := cri.Listen(*listen)
 	if err != nil {
 		return err
 	}
-	srv := cri.NewServer(cri.NewImageService(store, rc))
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	srv := cri.NewServer(cri.NewImageService(store, rc), rs)
 	go func() {
-		<-sig
+		<-ctx.Done()
 		srv.Stop()
 	}()
 	err = srv.Serve(l)

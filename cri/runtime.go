@@ -1,0 +1,166 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berthrun/berth/cri/network"
+	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/runtime"
+)
+
+// RuntimeOptions configure a RuntimeService.
+type RuntimeOptions struct {
+	// Handlers are the runtimes a pod may choose with its RuntimeClass
+	// handler; "" is the default handler. Each must have Images as its
+	// image store.
+	Handlers map[string]*runtime.Runtime
+	// Images is the store containers' images come from (the image
+	// service's).
+	Images *image.Store
+	// Network sets up pods' networks; nil serves only pods on the host's
+	// network, and Status says the network is not ready.
+	Network *network.Manager
+	// StateDir keeps the server's records of pods and containers, so a
+	// restarted server serves them again.
+	StateDir string
+}
+
+// RuntimeService is the CRI runtime service: pods as an infra container
+// that holds their namespaces, containers that join them, over
+// runtime.Runtime.
+type RuntimeService struct {
+	cri.UnimplementedRuntimeServiceServer
+	handlers map[string]*runtime.Runtime
+	images   *image.Store
+	net      *network.Manager
+	state    *state
+	dir      string
+	events   *eventHub
+}
+
+// NewRuntimeService serves pods and containers on the handlers of opts.
+func NewRuntimeService(opts RuntimeOptions) (*RuntimeService, error) {
+	if len(opts.Handlers) == 0 || opts.Handlers[""] == nil {
+		return nil, fmt.Errorf("cri: no default runtime handler: %w", errdefs.ErrInvalidArgument)
+	}
+	if opts.StateDir == "" || !filepath.IsAbs(opts.StateDir) {
+		return nil, fmt.Errorf("cri: state directory %q is not absolute: %w", opts.StateDir, errdefs.ErrInvalidArgument)
+	}
+	st, err := openState(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("cri: state: %w", err)
+	}
+	s := &RuntimeService{handlers: opts.Handlers, images: opts.Images, net: opts.Network, state: st, dir: opts.StateDir}
+	if err := s.makeInfraRootfs(); err != nil {
+		return nil, err
+	}
+	s.events = newEventHub(s)
+	return s, nil
+}
+
+// Close ends the service's event streams.
+func (s *RuntimeService) Close() error {
+	s.events.close()
+	return nil
+}
+
+// handler returns the runtime of a pod's handler.
+func (s *RuntimeService) handler(name string) (*runtime.Runtime, error) {
+	rt, ok := s.handlers[name]
+	if !ok {
+		var known []string
+		for k := range s.handlers {
+			known = append(known, fmt.Sprintf("%q", k))
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("runtime handler %q: not one of %s: %w", name, strings.Join(known, ", "), errdefs.ErrNotFound)
+	}
+	return rt, nil
+}
+
+// Version names berth and the CRI API version it speaks.
+func (*RuntimeService) Version(context.Context, *cri.VersionRequest) (*cri.VersionResponse, error) {
+	return &cri.VersionResponse{Version: "0.1.0", RuntimeName: "berth", RuntimeVersion: Version, RuntimeApiVersion: "v1"}, nil
+}
+
+// Status says what is true: the runtime is ready once it serves, the
+// network once a CNI configuration and its plugins are there.
+func (s *RuntimeService) Status(ctx context.Context, req *cri.StatusRequest) (*cri.StatusResponse, error) {
+	netReady := &cri.RuntimeCondition{Type: cri.NetworkReady, Status: true}
+	switch {
+	case s.net == nil:
+		netReady.Status, netReady.Reason, netReady.Message = false, "NoNetwork", "berth-cri runs without a CNI network"
+	default:
+		if err := s.net.Status(); err != nil {
+			netReady.Status, netReady.Reason, netReady.Message = false, "NetworkPluginNotReady", err.Error()
+		}
+	}
+	resp := &cri.StatusResponse{Status: &cri.RuntimeStatus{Conditions: []*cri.RuntimeCondition{
+		{Type: cri.RuntimeReady, Status: true},
+		netReady,
+	}}}
+	for name, rt := range s.handlers {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &cri.RuntimeHandler{
+			Name:     name,
+			Features: &cri.RuntimeHandlerFeatures{UserNamespaces: rt.Capabilities().UserNamespaces},
+		})
+	}
+	sort.Slice(resp.RuntimeHandlers, func(i, j int) bool { return resp.RuntimeHandlers[i].Name < resp.RuntimeHandlers[j].Name })
+	resp.Features = &cri.RuntimeFeatures{SupplementalGroupsPolicy: false}
+	if req.GetVerbose() {
+		resp.Info = map[string]string{"config": fmt.Sprintf(`{"stateDir":%q}`, s.dir)}
+	}
+	return resp, nil
+}
+
+// RuntimeConfig tells the kubelet the cgroup driver: berth places
+// containers in cgroupfs paths of its own.
+func (s *RuntimeService) RuntimeConfig(context.Context, *cri.RuntimeConfigRequest) (*cri.RuntimeConfigResponse, error) {
+	return &cri.RuntimeConfigResponse{Linux: &cri.LinuxRuntimeConfiguration{CgroupDriver: cri.CgroupDriver_CGROUPFS}}, nil
+}
+
+// UpdateRuntimeConfig takes the pod CIDR the kubelet gives; berth's CNI
+// configuration has its own ranges, so there is nothing to change.
+func (s *RuntimeService) UpdateRuntimeConfig(context.Context, *cri.UpdateRuntimeConfigRequest) (*cri.UpdateRuntimeConfigResponse, error) {
+	return &cri.UpdateRuntimeConfigResponse{}, nil
+}
+
+// makeInfraRootfs makes the root filesystem every infra container shares:
+// the mount points the kernel's filesystems need and an empty executable
+// /pause (the infra's init waits before it would run it, for ever).
+func (s *RuntimeService) makeInfraRootfs() error {
+	root := s.infraRootfs()
+	for _, d := range []string{"proc", "dev", "sys", "etc", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return fmt.Errorf("cri: infra root filesystem: %w", err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(root, "pause"), os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		return fmt.Errorf("cri: infra root filesystem: %w", err)
+	}
+	return f.Close()
+}
+
+func (s *RuntimeService) infraRootfs() string { return filepath.Join(s.dir, "infra-rootfs") }
+
+// podDir holds a pod's files that its containers mount: hostname, hosts,
+// resolv.conf.
+func (s *RuntimeService) podDir(id string) string { return filepath.Join(s.dir, "pods", id) }
+
+// grpcError gives err the gRPC code of its errdefs class.
+func grpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errgrpc.ToGRPC(err)
+}

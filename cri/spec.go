@@ -1,0 +1,449 @@
+package cri
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/volume"
+)
+
+// containerConfig turns a CRI container config into berth's: the image's
+// config merged as the CRI says (a command replaces the entrypoint), the
+// pod's namespaces joined, mounts through the runtime's volume policy, the
+// security context and resources in the spec (the runtime's security
+// policy decides what it admits).
+func (s *RuntimeService) containerConfig(sb *sandbox, id string, cfg *cri.ContainerConfig, im *image.Image, root string) (*runtime.Config, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("container %q: %s: %w", cfg.GetMetadata().GetName(), fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
+	}
+	ic := im.Config()
+	args := slices.Clone(cfg.GetCommand())
+	if len(args) == 0 {
+		args = slices.Clone(ic.Entrypoint)
+		if len(cfg.GetArgs()) > 0 {
+			args = append(args, cfg.GetArgs()...)
+		} else {
+			args = append(args, ic.Cmd...)
+		}
+	} else {
+		args = append(args, cfg.GetArgs()...)
+	}
+	if len(args) == 0 {
+		return nil, bad("no command: neither the config nor image %s names one", im.Digest)
+	}
+	spec := runtime.DefaultSpec("", args...)
+	p := spec.Process
+	p.Env = mergeEnv(ic.Env, cfg.GetEnvs())
+	p.Cwd = cfg.GetWorkingDir()
+	if p.Cwd == "" {
+		p.Cwd = ic.WorkingDir
+	}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	spec.Hostname = ""
+	lc := cfg.GetLinux()
+	sc := lc.GetSecurityContext()
+	if err := setUser(p, sc, ic.User, root, bad); err != nil {
+		return nil, err
+	}
+	if err := setSecurity(spec, sc, bad); err != nil {
+		return nil, err
+	}
+	setResources(spec, lc.GetResources())
+	join, err := s.namespaces(sb, spec, sc.GetNamespaceOptions())
+	if err != nil {
+		return nil, err
+	}
+	vols, err := s.mounts(sb, spec, cfg, bad)
+	if err != nil {
+		return nil, err
+	}
+	rc := &runtime.Config{
+		Spec:        spec,
+		Image:       im.Digest.String(),
+		KeepProcess: true,
+		Join:        join,
+		Volumes:     vols,
+		Labels:      map[string]string{labelKind: "container", labelSandbox: sb.ID},
+	}
+	if dir, lp := sb.cfg.GetLogDirectory(), cfg.GetLogPath(); dir != "" && lp != "" {
+		rc.CRILog = filepath.Join(dir, lp)
+	}
+	return rc, nil
+}
+
+// mergeEnv is the image's environment under the config's.
+func mergeEnv(image []string, kvs []*cri.KeyValue) []string {
+	env := slices.Clone(image)
+	for _, kv := range kvs {
+		env = slices.DeleteFunc(env, func(e string) bool { k, _, _ := strings.Cut(e, "="); return k == kv.GetKey() })
+		env = append(env, kv.GetKey()+"="+kv.GetValue())
+	}
+	return env
+}
+
+// setUser sets the process's user: the security context's, else the
+// image's, names resolved in the image's /etc/passwd and /etc/group, with
+// the groups the user has there and the supplemental groups asked for.
+func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser, root string, bad func(string, ...any) error) error {
+	userSpec := imageUser
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return bad("run_as_group needs run_as_user or run_as_username")
+	}
+	switch {
+	case sc.GetRunAsUser() != nil:
+		userSpec = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10)
+	case sc.GetRunAsUsername() != "":
+		userSpec = sc.GetRunAsUsername()
+	}
+	if userSpec == "" {
+		userSpec = "0"
+	}
+	if g := sc.GetRunAsGroup(); g != nil {
+		u, _, _ := strings.Cut(userSpec, ":")
+		userSpec = u + ":" + strconv.FormatInt(g.GetValue(), 10)
+	}
+	u, err := execUser(root, userSpec)
+	if err != nil {
+		return err
+	}
+	p.User = specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid)}
+	for _, g := range u.Sgids {
+		if g != u.Gid {
+			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
+		}
+	}
+	for _, g := range sc.GetSupplementalGroups() {
+		if !slices.Contains(p.User.AdditionalGids, uint32(g)) {
+			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
+		}
+	}
+	if u.Home != "" && !slices.ContainsFunc(p.Env, func(e string) bool { return strings.HasPrefix(e, "HOME=") }) {
+		p.Env = append(p.Env, "HOME="+u.Home)
+	} else {
+		for i, e := range p.Env {
+			if e == "HOME=/root" && u.Uid != 0 && u.Home != "" {
+				p.Env[i] = "HOME=" + u.Home
+			}
+		}
+	}
+	return nil
+}
+
+// allCapabilities is every capability this kernel knows.
+var allCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+}
+
+// capName is a capability's name as the spec writes it.
+func capName(c string) string {
+	c = strings.ToUpper(c)
+	if !strings.HasPrefix(c, "CAP_") {
+		c = "CAP_" + c
+	}
+	return c
+}
+
+// setSecurity applies the security context: privileged, capabilities, no
+// new privileges, masked and read-only paths, a read-only root, seccomp.
+func setSecurity(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad func(string, ...any) error) error {
+	p := spec.Process
+	caps := runtime.DefaultCapabilities()
+	if sc.GetPrivileged() {
+		caps = slices.Clone(allCapabilities)
+		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
+		for i := range spec.Mounts {
+			if spec.Mounts[i].Destination == "/sys" || spec.Mounts[i].Destination == "/sys/fs/cgroup" {
+				spec.Mounts[i].Options = slices.DeleteFunc(spec.Mounts[i].Options, func(o string) bool { return o == "ro" })
+			}
+		}
+	}
+	if c := sc.GetCapabilities(); c != nil {
+		for _, a := range c.GetAddCapabilities() {
+			if strings.EqualFold(a, "ALL") {
+				caps = slices.Clone(allCapabilities)
+				continue
+			}
+			if n := capName(a); !slices.Contains(caps, n) {
+				caps = append(caps, n)
+			}
+		}
+		for _, d := range c.GetDropCapabilities() {
+			if strings.EqualFold(d, "ALL") {
+				caps = nil
+				continue
+			}
+			n := capName(d)
+			caps = slices.DeleteFunc(caps, func(x string) bool { return x == n })
+		}
+		// An add names what stays after a drop of ALL, as the kubelet
+		// means it.
+		if slices.ContainsFunc(c.GetDropCapabilities(), func(d string) bool { return strings.EqualFold(d, "ALL") }) {
+			for _, a := range c.GetAddCapabilities() {
+				if !strings.EqualFold(a, "ALL") {
+					caps = append(caps, capName(a))
+				}
+			}
+		}
+	}
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: slices.Clone(caps), Permitted: slices.Clone(caps)}
+	if p.User.UID != 0 {
+		// A user other than root starts without capabilities, as
+		// containerd and Docker do.
+		p.Capabilities.Effective, p.Capabilities.Permitted = nil, nil
+	}
+	p.NoNewPrivileges = sc.GetNoNewPrivs()
+	if !sc.GetPrivileged() {
+		// The paths asked for are masked or made read-only on top of
+		// the runtime's own, which stay (an empty list, Kubernetes'
+		// Unmasked proc mount, unmasks nothing but for a privileged
+		// container).
+		spec.Linux.MaskedPaths = union(spec.Linux.MaskedPaths, sc.GetMaskedPaths())
+		spec.Linux.ReadonlyPaths = union(spec.Linux.ReadonlyPaths, sc.GetReadonlyPaths())
+	}
+	if sc.GetReadonlyRootfs() {
+		spec.Root.Readonly = true
+	}
+	return setSeccomp(spec, sc, bad)
+}
+
+// union is a with the elements of b it lacks.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// setSeccomp applies the container's seccomp profile: the runtime's
+// default, none (unconfined, which the runtime admits only when
+// privileged), or a profile file on the host.
+func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad func(string, ...any) error) error {
+	prof := sc.GetSeccomp()
+	if prof == nil {
+		// The CRI's deprecated field.
+		switch path := sc.GetSeccompProfilePath(); {
+		case path == "" || path == "unconfined":
+			prof = &cri.SecurityProfile{ProfileType: cri.SecurityProfile_Unconfined}
+		case path == "runtime/default" || path == "docker/default":
+			prof = &cri.SecurityProfile{ProfileType: cri.SecurityProfile_RuntimeDefault}
+		case strings.HasPrefix(path, "localhost/"):
+			prof = &cri.SecurityProfile{ProfileType: cri.SecurityProfile_Localhost, LocalhostRef: strings.TrimPrefix(path, "localhost/")}
+		default:
+			return bad("seccomp profile %q", path)
+		}
+	}
+	switch prof.GetProfileType() {
+	case cri.SecurityProfile_RuntimeDefault:
+		spec.Linux.Seccomp = nil // the runtime's default
+	case cri.SecurityProfile_Unconfined:
+		if sc.GetPrivileged() {
+			spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+		} else {
+			// Kubernetes' Unconfined is the default when nothing is
+			// set; berth keeps its default confinement unless the
+			// container is privileged.
+			spec.Linux.Seccomp = nil
+		}
+	case cri.SecurityProfile_Localhost:
+		ref := prof.GetLocalhostRef()
+		if !filepath.IsAbs(ref) {
+			return bad("seccomp profile %q is not an absolute path", ref)
+		}
+		data, err := os.ReadFile(ref)
+		if err != nil {
+			return bad("seccomp profile %q: %v", ref, err)
+		}
+		var sp specs.LinuxSeccomp
+		if err := json.Unmarshal(data, &sp); err != nil {
+			return bad("seccomp profile %q: %v", ref, err)
+		}
+		if sp.DefaultAction == "" {
+			return bad("seccomp profile %q has no default action", ref)
+		}
+		spec.Linux.Seccomp = &sp
+	}
+	return nil
+}
+
+// setResources sets the container's limits.
+func setResources(spec *specs.Spec, r *cri.LinuxContainerResources) {
+	if r == nil {
+		return
+	}
+	res := spec.Linux.Resources
+	if r.GetMemoryLimitInBytes() > 0 {
+		limit := r.GetMemoryLimitInBytes()
+		res.Memory = &specs.LinuxMemory{Limit: &limit}
+	}
+	cpu := &specs.LinuxCPU{}
+	set := false
+	if v := r.GetCpuShares(); v > 0 {
+		u := uint64(v)
+		cpu.Shares, set = &u, true
+	}
+	if v := r.GetCpuPeriod(); v > 0 {
+		u := uint64(v)
+		cpu.Period, set = &u, true
+	}
+	if v := r.GetCpuQuota(); v > 0 {
+		cpu.Quota, set = &v, true
+	}
+	if v := r.GetCpusetCpus(); v != "" {
+		cpu.Cpus, set = v, true
+	}
+	if v := r.GetCpusetMems(); v != "" {
+		cpu.Mems, set = v, true
+	}
+	if set {
+		res.CPU = cpu
+	}
+	if v := int(r.GetOomScoreAdj()); v > 0 {
+		spec.Process.OOMScoreAdj = &v
+	}
+}
+
+// namespaces sets the container's namespaces from the pod's and its own
+// options: what is the pod's is joined from the pod's infra container.
+func (s *RuntimeService) namespaces(sb *sandbox, spec *specs.Spec, own *cri.NamespaceOption) (map[specs.LinuxNamespaceType]string, error) {
+	pod := sb.cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	join := map[specs.LinuxNamespaceType]string{}
+	drop := map[specs.LinuxNamespaceType]bool{}
+	if pod.GetNetwork() == cri.NamespaceMode_NODE {
+		drop[specs.NetworkNamespace], drop[specs.UTSNamespace] = true, true
+	} else {
+		join[specs.NetworkNamespace], join[specs.UTSNamespace] = sb.ID, sb.ID
+	}
+	if pod.GetIpc() == cri.NamespaceMode_NODE {
+		drop[specs.IPCNamespace] = true
+	} else {
+		join[specs.IPCNamespace] = sb.ID
+	}
+	pid := own.GetPid()
+	if own == nil {
+		pid = pod.GetPid()
+	}
+	switch pid {
+	case cri.NamespaceMode_NODE:
+		drop[specs.PIDNamespace] = true
+	case cri.NamespaceMode_POD:
+		join[specs.PIDNamespace] = sb.ID
+	case cri.NamespaceMode_TARGET:
+		target := own.GetTargetId()
+		c, err := s.state.container(target)
+		if err != nil || c.SandboxID != sb.ID {
+			return nil, fmt.Errorf("pid namespace target %q: not a container of pod %s: %w", target, sb.ID, errdefs.ErrNotFound)
+		}
+		join[specs.PIDNamespace] = c.ID
+	}
+	if pod.GetUsernsOptions().GetMode() == cri.NamespaceMode_POD {
+		join[specs.UserNamespace] = sb.ID
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	var kept []specs.LinuxNamespace
+	for _, n := range spec.Linux.Namespaces {
+		if !drop[n.Type] {
+			kept = append(kept, n)
+		}
+	}
+	spec.Linux.Namespaces = kept
+	return join, nil
+}
+
+// propagation is each CRI propagation as a mount option.
+var propagation = map[cri.MountPropagation]string{
+	cri.MountPropagation_PROPAGATION_PRIVATE:           "rprivate",
+	cri.MountPropagation_PROPAGATION_HOST_TO_CONTAINER: "rslave",
+	cri.MountPropagation_PROPAGATION_BIDIRECTIONAL:     "rshared",
+}
+
+// mounts adds the pod's hostname, hosts and resolv.conf files, the
+// config's block devices as raw-block volumes, and the config's mounts: host paths as binds, which the runtime puts through its
+// volume manager and policy.
+func (s *RuntimeService) mounts(sb *sandbox, spec *specs.Spec, cfg *cri.ContainerConfig, bad func(string, ...any) error) ([]volume.Spec, error) {
+	var vols []volume.Spec
+	taken := map[string]bool{}
+	for _, m := range cfg.GetMounts() {
+		dst := m.GetContainerPath()
+		if !filepath.IsAbs(dst) {
+			return nil, bad("mount destination %q is not absolute", dst)
+		}
+		if m.GetImage() != nil && m.GetImage().GetImage() != "" {
+			return nil, fmt.Errorf("container %q: image volume at %s: %w", cfg.GetMetadata().GetName(), dst, errdefs.ErrNotImplemented)
+		}
+		if m.GetRecursiveReadOnly() {
+			return nil, fmt.Errorf("container %q: recursive read-only mount at %s: %w", cfg.GetMetadata().GetName(), dst, errdefs.ErrNotImplemented)
+		}
+		src := m.GetHostPath()
+		if !filepath.IsAbs(src) {
+			return nil, bad("mount source %q is not absolute", src)
+		}
+		// A host path that is a link is the kubelet's or the operator's:
+		// the volume is where it leads, as the kubelet expects.
+		if real, err := filepath.EvalSymlinks(src); err == nil {
+			src = real
+		} else {
+			return nil, fmt.Errorf("container %q: mount source %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
+		}
+		opts := []string{"rbind", propagation[m.GetPropagation()]}
+		if m.GetReadonly() {
+			opts = append(opts, "ro")
+		}
+		// A bind of the spec: the runtime attaches it through its volume
+		// manager (opened once without following links, never a kernel
+		// interface filesystem, nosuid and nodev).
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: filepath.Clean(dst), Type: "bind", Source: src, Options: opts})
+		taken[filepath.Clean(dst)] = true
+	}
+	for _, f := range []string{"hostname", "hosts", "resolv.conf"} {
+		dst := "/etc/" + f
+		if taken[dst] {
+			continue
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: dst, Type: "bind", Source: filepath.Join(s.podDir(sb.ID), f),
+			Options: []string{"rbind", "rprivate", "nosuid", "nodev", "noexec"},
+		})
+	}
+	for _, d := range cfg.GetDevices() {
+		src, dst := d.GetHostPath(), d.GetContainerPath()
+		if !filepath.IsAbs(src) || !filepath.IsAbs(dst) {
+			return nil, bad("device %q at %q: paths must be absolute", src, dst)
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: device %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
+		}
+		if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+			// Character devices reach a container only privileged.
+			return nil, fmt.Errorf("container %q: device %s: only block devices are exposed, as raw-block volumes: %w", cfg.GetMetadata().GetName(), src, errdefs.ErrPermissionDenied)
+		}
+		// A block device is a raw-block volume: the volume policy admits
+		// it in a user-namespaced pod only, unless it says otherwise.
+		vols = append(vols, volume.Spec{Source: src, Destination: filepath.Clean(dst), Mode: volume.ModeRawBlock,
+			ReadOnly: !strings.Contains(d.GetPermissions(), "w")})
+	}
+	return vols, nil
+}
