@@ -534,3 +534,60 @@ func TestBadPods(t *testing.T) {
 	// Teardown needs no namespace.
 	require.NoError(t, m.Teardown(context.Background(), Pod{ID: "abc123"}))
 }
+
+// defaultConf is the conflist scripts/setup-cni.sh writes, its state
+// directory as given.
+func defaultConf(t *testing.T, state string) map[string]any {
+	t.Helper()
+	script, err := os.ReadFile("../../scripts/setup-cni.sh")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(script), "\tcat <<CONF\n")
+	require.True(t, ok, "setup-cni.sh writes its conflist with cat <<CONF")
+	body, _, ok := strings.Cut(rest, "\nCONF\n")
+	require.True(t, ok)
+	var conf map[string]any
+	require.NoError(t, json.Unmarshal([]byte(strings.ReplaceAll(body, "$state", state)), &conf), "%s", body)
+	return conf
+}
+
+// The network scripts/setup-cni.sh writes, on a bridge, range and state
+// of the test's own: a pod set up with a host port, reached, torn down.
+func TestDefaultConf(t *testing.T) {
+	requireCNI(t)
+	n := newTestNet(t, netConf{})
+	conf := defaultConf(t, n.dir)
+	plugins := conf["plugins"].([]any)
+	bridge := plugins[0].(map[string]any)
+	require.Equal(t, "berth-cni0", bridge["bridge"])
+	ipam := bridge["ipam"].(map[string]any)
+	require.Equal(t, n.dir+"/ipam", ipam["dataDir"])
+	bridge["bridge"] = n.bridge
+	ipam["ranges"] = [][]map[string]string{{{"subnet": n.subnet.String()}}}
+	conf["name"] = n.name
+	require.NoError(t, os.Remove(n.opts.ConfDir+"/10-test.conflist"))
+	n.writeConf(t, "10-berth.conflist", conf)
+	m := n.manager(t)
+	require.NoError(t, m.Status())
+
+	ctx := context.Background()
+	p := testPod(newNetNS(t))
+	hostPort := freePort(t)
+	p.PortMappings = []PortMapping{{ContainerPort: 80, HostPort: int32(hostPort)}}
+	r, err := m.Setup(ctx, p)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Teardown(context.Background(), p) })
+	serve(t, p.NetNS, 80, "default")
+	got, err := fetch("", net.JoinHostPort("127.0.0.1", strconv.Itoa(hostPort)))
+	require.NoError(t, err)
+	assert.Equal(t, "default", got)
+	// The pod reaches itself through its own host port (hairpin).
+	got, err = fetch(p.NetNS, net.JoinHostPort(n.gateway.String(), strconv.Itoa(hostPort)))
+	require.NoError(t, err, "hairpin")
+	assert.Equal(t, "default", got)
+
+	require.NoError(t, m.Teardown(ctx, p))
+	assert.Empty(t, n.ports(t))
+	assert.Empty(t, n.leases(t))
+	assert.Empty(t, iptablesLines(t, p.ID))
+	assert.Empty(t, iptablesLines(t, r.IPs[0].String()+"/32"))
+}
