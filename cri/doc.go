@@ -8,7 +8,8 @@
 // limits and tag confinement), ListImages, ImageStatus, RemoveImage and
 // ImageFsInfo; and the RuntimeService's Version. Pods and containers are
 // not served yet: their calls answer Unimplemented (gRPC's own answer for
-// a service method a server does not have).
+// a service method a server does not have). Package cri/network, which
+// gives pods their network through CNI plugins, is ready for them.
 //
 // Errors carry the gRPC code of their errdefs class (errgrpc): a bad
 // reference is InvalidArgument, a registry that refuses credentials
