@@ -249,11 +249,11 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 	cni := m.cni(m.exec)
 	lo := pod.runtimeConf(pin, "lo")
 	if _, err := cni.AddNetworkList(ctx, loopback, lo); err != nil {
-		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", loopback.Name, classify(err)), nil)
+		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", loopback.Name, classify(ctx, err)), nil)
 	}
 	res, err := cni.AddNetworkList(ctx, list, pod.runtimeConf(pin, IfName))
 	if err != nil {
-		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", list.Name, classify(err)), list)
+		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", list.Name, classify(ctx, err)), list)
 	}
 	r, err := resultOf(res)
 	if err != nil {
@@ -351,7 +351,7 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 		}
 	}
 	if len(errs) > 0 {
-		return pod.errorf("teardown: %w", classify(errors.Join(errs...)))
+		return pod.errorf("teardown: %w", classify(ctx, errors.Join(errs...)))
 	}
 	if err := unpinNetNS(pin); err != nil {
 		return pod.errorf("teardown: network namespace pin: %w", errclass.Ensure(errclass.OS(err)))
@@ -449,16 +449,18 @@ func (x *delExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env
 	return nil, errors.Join(x.errs...)
 }
 
-// classify gives a plugin's error its class: the CNI's "try again later"
-// codes and a missing plugin are unavailable, an exhausted address range
-// resource-exhausted, the context's errors their own; anything else is
-// unknown.
-func classify(err error) error {
+// classify gives a plugin's error its class: the context's error when it
+// is done (a plugin it killed says only that it failed), the CNI's "try
+// again later" codes and a missing plugin unavailable, an exhausted
+// address range resource-exhausted; anything else is unknown.
+func classify(ctx context.Context, err error) error {
 	if err == nil || errclass.Has(err) {
 		return err
 	}
 	var te *types.Error
 	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", err, ctx.Err())
 	case errors.As(err, &te) && (te.Code == types.ErrTryAgainLater || te.Code == types.ErrPluginNotAvailable || te.Code == types.ErrLimitedConnectivity):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 	case strings.Contains(err.Error(), "no IP addresses available"): // host-local's

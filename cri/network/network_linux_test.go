@@ -591,3 +591,81 @@ func TestDefaultConf(t *testing.T) {
 	assert.Empty(t, iptablesLines(t, p.ID))
 	assert.Empty(t, iptablesLines(t, r.IPs[0].String()+"/32"))
 }
+
+// Pods set up and torn down at once: distinct addresses, nothing left;
+// two Setups of one pod at once: one succeeds, the other is refused.
+func TestConcurrentPods(t *testing.T) {
+	requireCNI(t)
+	n := newTestNet(t, netConf{extra: []map[string]any{portmap, firewall}})
+	m := n.manager(t)
+	ctx := context.Background()
+	pods := make([]Pod, 6)
+	for i := range pods {
+		pods[i] = testPod(newNetNS(t))
+		pods[i].PortMappings = []PortMapping{{ContainerPort: 80, HostPort: int32(freePort(t))}}
+	}
+	errs := make(chan error, len(pods)+1)
+	ips := make(chan string, len(pods)+1)
+	same := pods[0]
+	same.NetNS = newNetNS(t)
+	for _, p := range append(pods, same) {
+		go func() {
+			r, err := m.Setup(ctx, p)
+			if err == nil {
+				ips <- r.IPs[0].String()
+			}
+			errs <- err
+		}()
+	}
+	refused := 0
+	for range len(pods) + 1 {
+		if err := <-errs; err != nil {
+			require.True(t, errdefs.IsAlreadyExists(err), "%v", err)
+			require.Contains(t, err.Error(), same.ID)
+			refused++
+		}
+	}
+	require.Equal(t, 1, refused, "the second Setup of one pod")
+	close(ips)
+	seen := map[string]bool{}
+	for ip := range ips {
+		require.False(t, seen[ip], "%s given twice", ip)
+		seen[ip] = true
+	}
+	require.Len(t, seen, len(pods))
+	require.Len(t, n.leases(t), len(pods))
+	require.Len(t, n.ports(t), len(pods))
+
+	for _, p := range pods {
+		go func() { errs <- m.Teardown(ctx, p) }()
+	}
+	for range pods {
+		require.NoError(t, <-errs)
+	}
+	assert.Empty(t, n.ports(t))
+	assert.Empty(t, n.leases(t))
+	for _, p := range pods {
+		assert.Empty(t, iptablesLines(t, p.ID))
+	}
+	for ip := range seen {
+		assert.Empty(t, iptablesLines(t, ip+"/32"))
+	}
+}
+
+// A Setup whose context is done: canceled, and nothing left behind.
+func TestSetupCanceled(t *testing.T) {
+	requireCNI(t)
+	n := newTestNet(t, netConf{extra: []map[string]any{portmap}})
+	m := n.manager(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p := testPod(newNetNS(t))
+	_, err := m.Setup(ctx, p)
+	require.True(t, errdefs.IsCanceled(err), "%v", err)
+	assert.Empty(t, n.ports(t))
+	assert.Empty(t, n.leases(t))
+	_, err = os.Stat(m.pin(p.ID))
+	assert.True(t, os.IsNotExist(err), "the pin: %v", err)
+	_, err = m.Cached(p)
+	assert.True(t, errdefs.IsNotFound(err), "%v", err)
+}
