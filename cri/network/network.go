@@ -67,7 +67,9 @@ type Options struct {
 	BinDirs []string
 	// CacheDir is libcni's cache: the configuration, arguments and result
 	// of every pod set up, which Teardown and Cached read (also after a
-	// restart). It must outlive the pods: keep it on disk, not in /run.
+	// restart). It also holds the pins of the pods' network namespaces
+	// (netns/ID, bind mounts). It must outlive the pods: keep it on disk,
+	// not in /run.
 	CacheDir string
 }
 
