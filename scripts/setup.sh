@@ -44,4 +44,5 @@ fi
 "$(dirname "$0")/setup-glance.sh" # glance-api (noauth, sqlite, file store) on 127.0.0.1:9292 for image/glance
 "$(dirname "$0")/setup-registry.sh" # docker-registry (distribution 2.8, file store) on 127.0.0.1:5111, and skopeo
 "$(dirname "$0")/setup-critest.sh" # critest and crictl (cri-tools v1.37.0), critest's images built offline and pushed to the registry
+"$(dirname "$0")/setup-cni.sh" # the CNI plugins (containernetworking-plugins) and berth's default pod network in /etc/berth/cni/net.d
 echo "setup: ready"
