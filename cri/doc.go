@@ -11,9 +11,9 @@
 // (berth's own binary, re-executed by the engine, waiting for a start that
 // never comes) holds the pod's namespaces and is PID 1 of its PID
 // namespace, with no image to pull. Its root filesystem is an empty
-// directory shared by every infra. Its network namespace is pinned by a
-// bind mount in the pod's directory, so the CNI plugins set it up and tear
-// it down in that namespace whatever becomes of the init's PID. The pod's
+// directory shared by every infra. Package network pins its network
+// namespace when it sets the pod's network up, so the CNI plugins tear it
+// down in that namespace whatever becomes of the init's PID. The pod's
 // containers join the infra's network, IPC and UTS namespaces (and PID
 // with pid=POD, its user namespace and ID range with a user-namespaced
 // pod) through runtime.Config.Join; NODE modes share the host's, which the

@@ -94,15 +94,12 @@ func (s *RuntimeService) runPodSandbox(ctx context.Context, req *cri.RunPodSandb
 		if s.net == nil {
 			return "", fmt.Errorf("pod %s: no CNI network is configured for a pod network: %w", sb.ID, errdefs.ErrUnavailable)
 		}
-		netns, err := pinNetNS(ctx, infra, filepath.Join(dir, "netns"))
+		// The network pins the namespace itself (Setup), so its
+		// teardown never depends on the init's PID.
+		netns, err := infra.NamespacePath(ctx, specs.NetworkNamespace)
 		if err != nil {
-			return "", fmt.Errorf("pod %s: %w", sb.ID, err)
+			return "", err
 		}
-		defer func() {
-			if err != nil {
-				_ = unpinNetNS(netns)
-			}
-		}()
 		pod := s.networkPod(sb)
 		pod.NetNS = netns
 		res, err := s.net.Setup(ctx, pod)
@@ -327,9 +324,6 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, req *cri.RemovePo
 			return nil, grpcError(err)
 		}
 	} else if !errdefs.IsNotFound(err) {
-		return nil, grpcError(err)
-	}
-	if err := unpinNetNS(filepath.Join(s.podDir(sb.ID), "netns")); err != nil {
 		return nil, grpcError(err)
 	}
 	if err := os.RemoveAll(s.podDir(sb.ID)); err != nil {

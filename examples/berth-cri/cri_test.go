@@ -48,7 +48,8 @@ func writeTestNetwork(t *testing.T, dir, dataDir string) {
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"berth-test","plugins":[
  {"type":"bridge","bridge":"berth-test0","isGateway":true,"ipMasq":false,"hairpinMode":true,
   "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}},
- {"type":"portmap","capabilities":{"portMappings":true}}]}`, testSubnet, dataDir)
+ {"type":"portmap","capabilities":{"portMappings":true}},
+ {"type":"firewall"}]}`, testSubnet, dataDir)
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "10-test.conflist"), []byte(conf), 0o644))
 }
