@@ -62,7 +62,10 @@ type Config struct {
 	// stderr> <F or P> <the line>", P for the pieces of a line longer
 	// than 16 KiB and for output that ends without a newline. The kept
 	// log (Logs, WriteLogs) and the IO writers get the output as they
-	// do without it. The path must be absolute and clean, and its directory
+	// do without it, but for one thing: with one writer for both
+	// streams, stdout's and stderr's writes keep their order within
+	// each stream only, as they reach it through pipes of their own.
+	// The path must be absolute and clean, and its directory
 	// must exist (invalid-argument otherwise); the file is created
 	// (mode 0640) or appended to. Whatever is at the path when it is
 	// opened must be a regular file of one link: a symbolic link, a FIFO

@@ -78,7 +78,7 @@ func TestCoreOnlyBackend(t *testing.T) {
 			_, err := rt.Create(ctx, "core-cri", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), CRILog: filepath.Join(t.TempDir(), "0.log")})
 			return err
 		},
-		"export":      func() error { return c.Export(ctx, filepath.Join(t.TempDir(), "x")) },
+		"export": func() error { return c.Export(ctx, filepath.Join(t.TempDir(), "x")) },
 		"import": func() error {
 			_, err := rt.Import(ctx, "imported", t.TempDir(), ImportOptions{})
 			return err
