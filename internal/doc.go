@@ -2,7 +2,7 @@
 // helpers, locks and unmounts (fsutil), error classes (errclass), loop
 // devices (loop), ID-mapped mounts (idmap), kernel interface filesystems
 // (kernfs), tar writing (tarutil), mounts moved into and out of a running
-// container (mountns), capped and rotated logs (logfile), killing what a
-// container left (reap), /etc/subuid parsing (subid) and test fixtures
-// (fixture).
+// container (mountns), capped and rotated logs (logfile), the Kubernetes
+// CRI log format (crilog), killing what a container left (reap),
+// /etc/subuid parsing (subid) and test fixtures (fixture).
 package internal

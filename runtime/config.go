@@ -61,6 +61,30 @@ type Config struct {
 	// DefaultLogMaxFiles. A container writing as fast as it can never
 	// makes it larger than MaxSize*MaxFiles bytes.
 	Log LogLimits
+	// CRILog, when set, is a host file the container's output also goes
+	// to, in the Kubernetes CRI log format (the file a CRI runtime writes
+	// at PodSandboxConfig.log_directory + ContainerConfig.log_path, which
+	// the kubelet reads): a record a line, "<RFC 3339 time> <stdout or
+	// stderr> <F or P> <the line>", P for the pieces of a line longer
+	// than 16 KiB and for output that ends without a newline. The kept
+	// log (Logs, WriteLogs) and the IO writers get the output as they
+	// do without it, but for one thing: with one writer for both
+	// streams, stdout's and stderr's writes keep their order within
+	// each stream only, as they reach it through pipes of their own.
+	// The path must be absolute and clean, and its directory
+	// must exist (invalid-argument otherwise); the file is created
+	// (mode 0640) or appended to. Whatever is at the path when it is
+	// opened must be a regular file of one link: a symbolic link, a FIFO
+	// or any other file planted there is refused (failed-precondition),
+	// never followed nor opened. The file has no cap: whoever set the
+	// path rotates it (Container.ReopenLog). The file is written by
+	// whatever copies the container's output (on the embedded engine
+	// the container's monitor), so it goes on while the caller is gone,
+	// and a file that cannot be written never holds up the container: its
+	// records are dropped and the failure reported in the engine's own
+	// log. Backends without Capabilities.CRILog refuse it with
+	// not-implemented.
+	CRILog string
 }
 
 // The caps of a container's log unless its Config sets others: one file of
@@ -140,6 +164,9 @@ func validateConfig(id string, c *Config) error {
 	}
 	if c.Log.MaxFiles < 0 || c.Log.MaxFiles > 100 {
 		return bad("log max files %d: 1 to 100", c.Log.MaxFiles)
+	}
+	if c.CRILog != "" && (!filepath.IsAbs(c.CRILog) || filepath.Clean(c.CRILog) != c.CRILog || c.CRILog == "/") {
+		return bad("CRI log %q is not an absolute, clean path to a file", c.CRILog)
 	}
 	if err := validateRoot(id, c); err != nil {
 		return err

@@ -36,6 +36,7 @@ func TestNewRefusesClaimWithoutInterface(t *testing.T) {
 		"Snapshot":   {Snapshot: true},
 		"RootDisk":   {RootDisk: true},
 		"Events":     {Events: true},
+		"CRILog":     {CRILog: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
@@ -72,7 +73,12 @@ func TestCoreOnlyBackend(t *testing.T) {
 		"detach":      func() error { return c.DetachVolume(ctx, "/v") },
 		"resize disk": func() error { return c.ResizeDisk(ctx, 1<<30) },
 		"snapshot":    func() error { return c.Snapshot(ctx, io.Discard) },
-		"export":      func() error { return c.Export(ctx, filepath.Join(t.TempDir(), "x")) },
+		"reopen log":  func() error { return c.ReopenLog(ctx) },
+		"CRI log": func() error {
+			_, err := rt.Create(ctx, "core-cri", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true"), CRILog: filepath.Join(t.TempDir(), "0.log")})
+			return err
+		},
+		"export": func() error { return c.Export(ctx, filepath.Join(t.TempDir(), "x")) },
 		"import": func() error {
 			_, err := rt.Import(ctx, "imported", t.TempDir(), ImportOptions{})
 			return err
@@ -80,7 +86,7 @@ func TestCoreOnlyBackend(t *testing.T) {
 	} {
 		err := op()
 		require.Truef(t, errdefs.IsNotImplemented(err), "%s: %v", name, err)
-		require.Regexpf(t, `"(core|imported)"`, err.Error(), "%s names the container", name)
+		require.Regexpf(t, `"(core|core-cri|imported)"`, err.Error(), "%s names the container", name)
 	}
 	var native *fakeDriver
 	require.False(t, c.As(&native), "a backend without per-container types reaches none")

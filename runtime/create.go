@@ -69,7 +69,7 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 			return nil, wrap(id, err)
 		}
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log)}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log), CRILog: cfg.CRILog}
 	err = r.events.act(id, EventCreated, func() error { return r.createWith(ctx, req, cfg, disk, rng) })
 	if err != nil {
 		// The ID was free under the lock: whatever this call holds is
@@ -105,6 +105,14 @@ func (r *Runtime) checkCreate(id string, cfg *Config) error {
 	}
 	if cfg.UserNamespace && !r.caps.UserNamespace {
 		return fmt.Errorf("container %q: user namespaces: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.CRILog != "" {
+		if !r.caps.CRILog {
+			return fmt.Errorf("container %q: CRI log: the backend writes no CRI log files: %w", id, errdefs.ErrNotImplemented)
+		}
+		if fi, err := os.Stat(filepath.Dir(cfg.CRILog)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("container %q: CRI log %s: its directory does not exist: %w", id, cfg.CRILog, errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }

@@ -57,3 +57,24 @@ func (c *Container) WriteLogs(ctx context.Context, w io.Writer, opts LogOptions)
 	defer rc.Close()
 	return wrap(c.id, logfile.Tail(rc, tail, w))
 }
+
+// ReopenLog closes the container's CRI log file (Config.CRILog) and opens
+// its path again, as the CRI's ReopenContainerLog asks: the kubelet
+// renames the file to rotate it, then calls this, and the container's next
+// output goes to a new file at the path, created (mode 0640) if needed.
+// It returns once the new file is open, and it works from any process on
+// the same state, whichever created the container. The container must be
+// running (or paused: its output is still copied); otherwise, and for a
+// container created without a CRI log, it is failed-precondition. When the
+// path cannot be opened (a file planted there, say) the error is returned
+// and the output goes on to the old file. Backends without
+// Capabilities.CRILog answer not-implemented.
+func (c *Container) ReopenLog(ctx context.Context) error {
+	if err := c.capable("reopen log", c.r.crilog != nil); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "reopen the log of", StatusRunning, StatusPaused); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.crilog.ReopenCRILog(ctx, c.id))
+}

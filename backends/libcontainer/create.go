@@ -28,7 +28,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		}
 		return err
 	}
-	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path}
+	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path, CRILog: req.CRILog}
 	defer func() {
 		if retErr != nil {
 			_ = r.cleanup(req.ID, rec)
@@ -111,10 +111,11 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 // startInitOf creates the container's init, in this process when the
 // runtime is Attached, else under a monitor whose pid goes in the record.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
+	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog}
 	if r.attached {
-		return r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, logLimits(req.Log))
+		return r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out)
 	}
-	pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, logLimits(req.Log))
+	pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,25 @@
 // if the caller dies first its containers live on as orphans whose exit
 // codes are unknown (-1), as with `runc run`.
 //
+// # CRI log files
+//
+// A container created with a CRI log (driver.CreateRequest.CRILog, from
+// runtime.Config.CRILog) has its output written to that host file in the
+// Kubernetes CRI log format (package internal/crilog) by the same process
+// that copies it into the kept log: its monitor, which goes on writing
+// while the program that created the container is down (a CRI server
+// restarting), or, with Attached, the calling process, after whose death
+// nobody does. Each stream then has a pipe of its own. That process also
+// listens on containers/<id>/crilog.sock (mode 0600, reached through a
+// descriptor of the directory, so the state root's depth does not matter)
+// and serves reopen requests one at a time: ReopenCRILog, from any process
+// on the root, connects, asks, and returns once the process answered that
+// the new file is open, or with its error; a socket nobody listens on
+// (the monitor or owner is gone, the output is copied to its end) is
+// failed-precondition. Failures to write the file go to the monitor's log
+// (containers/<id>/monitor.log), or the caller's stderr when Attached,
+// once per run of failures.
+//
 // # Images
 //
 // A container made from an image of berth's store (runtime.WithImageStore)
@@ -103,7 +122,8 @@
 //
 // Runtime.As accepts **Runtime (this backend's own type); runtime.Container.As
 // accepts nothing (the backend has no per-container types). Of the
-// optional driver interfaces the backend implements every one but
+// optional driver interfaces (CRILogReopener included) the backend
+// implements every one but
 // DiskResizer, DiskMaker and EventSource: its containers have no root disk
 // of their own, so disk resizing and cold moves are not-implemented,
 // answered by the runtime; and the engine has no event stream of its own,

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/crilog"
 	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/logfile"
@@ -52,9 +54,10 @@ const (
 )
 
 // runMonitor is the monitor process: create the init, report, wait for it,
-// record its exit. args: container dir, libcontainer root, ID.
+// record its exit. args: container dir, libcontainer root, ID, the log's
+// limits and the CRI log's path.
 func runMonitor(args []string) int {
-	dir, runcRoot, id, limits, err := parseMonitorArgs(args)
+	dir, runcRoot, id, spec, err := parseMonitorArgs(args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth monitor:", err)
 		return 2
@@ -87,7 +90,9 @@ func runMonitor(args []string) int {
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
 	// The container writes into pipes that this process copies into its
 	// capped log and on to the caller's stdout and stderr.
-	out, tee, err := keepOutput(dir, limits, stdout, stderr, sameFile(stdout, stderr))
+	// The CRI log's failures go to the monitor's own log.
+	spec.report = func(err error) { fmt.Fprintln(os.Stderr, "berth monitor:", err) }
+	out, tee, err := keepOutput(dir, spec, stdout, stderr, sameFile(stdout, stderr))
 	if err != nil {
 		return fail(err)
 	}
@@ -113,17 +118,19 @@ func runMonitor(args []string) int {
 }
 
 // parseMonitorArgs reads the monitor's arguments: container dir,
-// libcontainer root, ID, and the log's limits.
-func parseMonitorArgs(args []string) (dir, runcRoot, id string, limits logfile.Limits, err error) {
-	if len(args) != 5 {
-		return "", "", "", limits, errors.New("bad arguments")
+// libcontainer root, ID, the log's limits and the CRI log's path (empty
+// for none).
+func parseMonitorArgs(args []string) (dir, runcRoot, id string, out outputSpec, err error) {
+	if len(args) != 6 {
+		return "", "", "", out, errors.New("bad arguments")
 	}
 	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
 	maxFiles, err2 := strconv.Atoi(args[4])
 	if err1 != nil || err2 != nil {
-		return "", "", "", limits, errors.New("bad log limits")
+		return "", "", "", out, errors.New("bad log limits")
 	}
-	return args[0], args[1], args[2], logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, nil
+	out = outputSpec{limits: logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, criLog: args[5]}
+	return args[0], args[1], args[2], out, nil
 }
 
 // readMonitorJob reads the container's libcontainer config and process,
@@ -170,20 +177,58 @@ func (o initOutput) close() {
 	}
 }
 
+// outputSpec is where a container's output goes besides the caller's
+// writers.
+type outputSpec struct {
+	// limits cap the kept log.
+	limits logfile.Limits
+	// criLog, when set, is the CRI log's path; report tells its write
+	// failures.
+	criLog string
+	report func(error)
+}
+
 // keepOutput makes the pipes the init writes its output into and starts
-// copying them into the container's capped log and to stdout and stderr
-// (the caller's streams; nil: the log only). With one writer for both, one
-// pipe keeps the order of the writes.
-func keepOutput(dir string, limits logfile.Limits, stdout, stderr io.Writer, same bool) (initOutput, *logfile.Tee, error) {
-	log, err := logfile.Create(filepath.Join(dir, logFile), limits)
+// copying them into the container's capped log, into its CRI log when it
+// has one, and to stdout and stderr (the caller's streams; nil: the log
+// only). With one writer for both, one pipe keeps the order of the writes;
+// but a CRI log tells the streams apart, so with one it takes a pipe each,
+// and their writes to the one writer take turns.
+func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool) (initOutput, *logfile.Tee, error) {
+	log, err := logfile.Create(filepath.Join(dir, logFile), spec.limits)
 	if err != nil {
 		return initOutput{}, nil, err
+	}
+	var cri *crilog.Writer
+	var stopServing func()
+	if spec.criLog != "" {
+		if cri, err = crilog.Open(spec.criLog, spec.report); err != nil {
+			log.Close()
+			return initOutput{}, nil, err
+		}
+		if stopServing, err = serveCRILog(dir, cri); err != nil {
+			cri.Close()
+			log.Close()
+			return initOutput{}, nil, err
+		}
+		if same {
+			same = false
+			var mu sync.Mutex
+			stdout, stderr = lockedWriter(&mu, stdout), lockedWriter(&mu, stderr)
+		}
+	}
+	closeAll := func() {
+		if cri != nil {
+			stopServing()
+			cri.Close()
+		}
+		log.Close()
 	}
 	tee := logfile.NewTee(log)
 	var out initOutput
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		log.Close()
+		closeAll()
 		return initOutput{}, nil, err
 	}
 	out.Stdout, out.Stderr = outW, outW
@@ -192,16 +237,41 @@ func keepOutput(dir string, limits logfile.Limits, stdout, stderr io.Writer, sam
 		if errR, out.Stderr, err = os.Pipe(); err != nil {
 			outR.Close()
 			outW.Close()
-			log.Close()
+			closeAll()
 			return initOutput{}, nil, err
 		}
 	}
-	tee.Copy(outR, stdout)
-	if errR != nil {
-		tee.Copy(errR, stderr)
+	if cri != nil {
+		tee.CopyAlso(outR, stdout, cri.Stream(crilog.Stdout))
+		tee.CopyAlso(errR, stderr, cri.Stream(crilog.Stderr))
+	} else {
+		tee.Copy(outR, stdout)
+		if errR != nil {
+			tee.Copy(errR, stderr)
+		}
 	}
-	tee.OnFinish(func() { log.Close() })
+	tee.OnFinish(closeAll)
 	return out, tee, nil
+}
+
+// lockedWriter is w, or nil, whose writes take turns with those of the
+// other writers locked by mu.
+func lockedWriter(mu *sync.Mutex, w io.Writer) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return &locked{mu: mu, w: w}
+}
+
+type locked struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *locked) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // sameFile reports whether two descriptors are one file (the caller gave
@@ -216,7 +286,7 @@ func sameFile(a, b *os.File) bool {
 
 // startAttached runs the monitor's job in this process: it becomes the
 // init's parent and records its exit.
-func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) error {
+func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, spec outputSpec) error {
 	dir := r.dir(id)
 	lockf, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -232,7 +302,8 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		unlock()
 		return err
 	}
-	out, tee, err := keepOutput(dir, limits, stdout, stderr, pio.Stdout == pio.Stderr)
+	spec.report = func(err error) { fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err) }
+	out, tee, err := keepOutput(dir, spec, stdout, stderr, pio.Stdout == pio.Stderr)
 	if err != nil {
 		closeAll(dups)
 		unlock()

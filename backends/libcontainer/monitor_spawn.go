@@ -19,14 +19,13 @@ import (
 
 	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fsutil"
-	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // spawnMonitor starts the container's monitor, which creates the init in
 // libcontainer and reports back. It returns the monitor's pid once the init
 // exists (waiting on its exec fifo).
-func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, limits logfile.Limits) (int, error) {
+func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, out outputSpec) (int, error) {
 	dir := r.dir(id)
 	if err := writeMonitorJob(dir, cfg, proc); err != nil {
 		return 0, err
@@ -53,7 +52,7 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 	defer statusR.Close()
 
 	cmd := exec.Command("/proc/self/exe", monitorArg, dir, r.runcRoot(), id,
-		strconv.FormatInt(limits.MaxSize, 10), strconv.Itoa(limits.MaxFiles))
+		strconv.FormatInt(out.limits.MaxSize, 10), strconv.Itoa(out.limits.MaxFiles), out.criLog)
 	cmd.Args[0] = os.Args[0]
 	cmd.Stdin = nil
 	cmd.Stdout = monLog

@@ -27,7 +27,9 @@ const childEnv = "BERTH_TEST_CHILD"
 // runChild: BERTH_TEST_CHILD=monitor|attached, args from env: root, rootfs,
 // id. It creates and starts a container running `sleep 1000` (trapping
 // USR1 to exit 5), prints "started", then exits (monitor) or blocks until
-// killed (attached).
+// killed (attached). With BERTH_TEST_CRILOG set, the container runs
+// tickScript with that CRI log, and the child blocks until killed in both
+// modes.
 func runChild(mode string) int {
 	if mode == "mainthread" {
 		return mainThreadChild()
@@ -48,7 +50,13 @@ func runChild(mode string) int {
 		return 1
 	}
 	ctx := context.Background()
-	c, err := rt.Create(ctx, id, &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "trap 'exit 5' USR1; sleep 1000 & wait")})
+	cfg := &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "trap 'exit 5' USR1; sleep 1000 & wait")}
+	criLog := os.Getenv("BERTH_TEST_CRILOG")
+	if criLog != "" {
+		// Ticks on both streams until killed, into a CRI log.
+		cfg = &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/sh", "-c", tickScript), CRILog: criLog}
+	}
+	c, err := rt.Create(ctx, id, cfg)
 	if err == nil {
 		err = c.Start(ctx)
 	}
@@ -57,15 +65,16 @@ func runChild(mode string) int {
 		return 1
 	}
 	fmt.Println("started")
-	if mode == "attached" {
-		select {}
+	if mode == "attached" || criLog != "" {
+		select {} // until killed
 	}
 	return 0
 }
 
-func startChild(t *testing.T, mode, root, rootfs, id string) *exec.Cmd {
+func startChild(t *testing.T, mode, root, rootfs, id string, env ...string) *exec.Cmd {
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode, "BERTH_TEST_ROOT="+root, "BERTH_TEST_ROOTFS="+rootfs, "BERTH_TEST_ID="+id)
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -135,6 +135,9 @@ type record struct {
 	// rootfs, for a container made from an image.
 	ImageTree  string `json:"image_tree,omitempty"`
 	MonitorPid int    `json:"monitor_pid,omitempty"`
+	// CRILog is the host file the container's output also goes to in
+	// the CRI log format, or empty (see crilog.go).
+	CRILog string `json:"cri_log,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see
@@ -167,6 +170,7 @@ var (
 	_ driver.Logger         = (*Runtime)(nil)
 	_ driver.VolumeAttacher = (*Runtime)(nil)
 	_ driver.Snapshotter    = (*Runtime)(nil)
+	_ driver.CRILogReopener = (*Runtime)(nil)
 )
 
 // Capabilities implements driver.Runtime.
@@ -174,6 +178,7 @@ func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Exec: true, Pause: true, Update: true, Stats: true, Logs: true,
 		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true, Snapshot: true,
+		CRILog: true,
 	}
 }
 

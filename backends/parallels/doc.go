@@ -53,6 +53,10 @@
 // (<stateDir>/volumes) are the runtime's, and the runtime cleans up after a
 // crash at any point when it is opened next.
 //
+// The container's output, its kept log and its CRI log file
+// (runtime.Config.CRILog, reopened with ReopenCRILog) are the embedded
+// engine's: see package backends/libcontainer.
+//
 // Runtime.As accepts **Runtime. runtime.Container.As accepts **Disk: the
 // container's root disk, its image file (Disk.Image) and consistent copies
 // of it (Disk.Snapshot). The backend implements every optional driver

@@ -46,6 +46,7 @@ var (
 	_ driver.Logger         = (*Runtime)(nil)
 	_ driver.VolumeAttacher = (*Runtime)(nil)
 	_ driver.ContainerAser  = (*Runtime)(nil)
+	_ driver.CRILogReopener = (*Runtime)(nil)
 )
 
 type options struct {
@@ -320,6 +321,11 @@ func (r *Runtime) Logs(ctx context.Context, id string) (io.ReadCloser, error) {
 // FollowLogs implements driver.LogFollower.
 func (r *Runtime) FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error {
 	return r.engine.FollowLogs(ctx, id, tail, w)
+}
+
+// ReopenCRILog implements driver.CRILogReopener.
+func (r *Runtime) ReopenCRILog(ctx context.Context, id string) error {
+	return r.engine.ReopenCRILog(ctx, id)
 }
 
 // AttachVolume implements driver.Runtime.

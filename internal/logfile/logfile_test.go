@@ -110,6 +110,48 @@ func TestTeeFinishCutsIdlePipe(t *testing.T) {
 	assert.Equal(t, "hello\n", readAll(t, path))
 }
 
+// closeRecorder is a side writer that records what it got and its close.
+type closeRecorder struct {
+	bytes.Buffer
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// CopyAlso writes what it copies to its side writer too, which it closes
+// when the pipe ends, also when the caller's writer broke first.
+func TestTeeCopyAlso(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "container.log")
+	w, err := Create(path, Limits{MaxSize: 1 << 20, MaxFiles: 1})
+	require.NoError(t, err)
+	tee := NewTee(w)
+	r1, pw1, err := os.Pipe()
+	require.NoError(t, err)
+	r2, pw2, err := os.Pipe()
+	require.NoError(t, err)
+	var out bytes.Buffer
+	side1, side2 := &closeRecorder{}, &closeRecorder{}
+	tee.CopyAlso(r1, &out, side1)
+	tee.CopyAlso(r2, brokenWriter{}, side2)
+	tee.OnFinish(func() { w.Close() })
+	_, _ = pw1.Write([]byte("one\n"))
+	_, _ = pw2.Write([]byte("two\n"))
+	pw1.Close()
+	pw2.Close()
+	tee.Finish(time.Minute) // the pipes end first
+	assert.Equal(t, "one\n", out.String())
+	assert.Equal(t, "one\n", side1.String())
+	assert.Equal(t, "two\n", side2.String())
+	assert.True(t, side1.closed)
+	assert.True(t, side2.closed)
+	assert.Contains(t, readAll(t, path), "one\n")
+	assert.Contains(t, readAll(t, path), "two\n")
+}
+
+type brokenWriter struct{}
+
+func (brokenWriter) Write([]byte) (int, error) { return 0, os.ErrClosed }
+
 func TestTail(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

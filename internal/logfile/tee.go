@@ -12,7 +12,8 @@ import (
 // caller's writers. A writer that fails (its reader is gone) ends the copy
 // of its pipe, so that the container sees the broken pipe as if it wrote
 // to the writer itself. A log that fails (a full disk) is skipped for that
-// write: the container is never blocked by its log.
+// write: the container is never blocked by its log. So is the CRI log a
+// copy may write besides (CopyAlso).
 type Tee struct {
 	log     io.Writer
 	wg      sync.WaitGroup
@@ -37,18 +38,29 @@ func NewTee(log io.Writer) *Tee {
 
 // Copy starts copying r (the read end of a pipe, which the Tee closes) into
 // the log and w (nil: the log only).
-func (t *Tee) Copy(r *os.File, w io.Writer) {
+func (t *Tee) Copy(r *os.File, w io.Writer) { t.CopyAlso(r, w, nil) }
+
+// CopyAlso is Copy that also writes what it reads to also (nil: nothing),
+// after the log and before w: a writer whose failures are ignored, as the
+// log's are (the container's CRI log stream), closed once the pipe ended.
+func (t *Tee) CopyAlso(r *os.File, w io.Writer, also io.WriteCloser) {
 	t.readers = append(t.readers, r)
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		defer r.Close()
+		if also != nil {
+			defer also.Close()
+		}
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
 			if n > 0 {
 				t.last.Store(time.Now().UnixNano())
 				_, _ = t.log.Write(buf[:n])
+				if also != nil {
+					_, _ = also.Write(buf[:n])
+				}
 				if w != nil {
 					t.busy.Add(1)
 					_, werr := w.Write(buf[:n])

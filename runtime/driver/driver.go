@@ -52,6 +52,12 @@ type Capabilities struct {
 	// Without it the runtime observes them on its own: runtime.Events
 	// works on every backend, this says who watches.
 	Events bool
+	// CRILog is true when the backend also writes a container's output
+	// to a host file in the Kubernetes CRI log format
+	// (CreateRequest.CRILog), from whatever process copies the output,
+	// so that it goes on while the caller is gone, and reopens the file
+	// when asked (the backend is a CRILogReopener).
+	CRILog bool
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means
@@ -100,6 +106,12 @@ type CreateRequest struct {
 	// Log caps the kept output; the portable layer fills in its
 	// defaults, so both fields are set.
 	Log LogLimits
+	// CRILog, when set, is a host file the container's output also
+	// goes to, in the Kubernetes CRI log format (see
+	// runtime.Config.CRILog): an absolute, clean path whose directory
+	// existed when the portable layer checked it. It reaches only
+	// backends with Capabilities.CRILog.
+	CRILog string
 }
 
 // LogLimits cap a container's kept output as Docker's max-size and
@@ -309,6 +321,18 @@ type LogFollower interface {
 	// until the container has stopped and its output is copied, or ctx
 	// ends.
 	FollowLogs(ctx context.Context, id string, tail int, w io.Writer) error
+}
+
+// CRILogReopener is what a backend that writes CRI log files implements
+// (Capabilities.CRILog).
+type CRILogReopener interface {
+	// ReopenCRILog has whoever writes container id's CRI log close the
+	// file and open its path again, creating a new file when the old one
+	// was moved away, and returns once it has: what the container writes
+	// from then on is in the file now at the path. A container without a
+	// CRI log, or whose output nobody copies any more, is
+	// failed-precondition.
+	ReopenCRILog(ctx context.Context, id string) error
 }
 
 // VolumeAttacher attaches volumes to live containers

@@ -189,6 +189,8 @@ func testNotImplemented(t *testing.T, h Harness) {
 		// A running container is refused either way; the class tells
 		// whether the backend could move it at all.
 		{"export", caps.RootDisk, func() error { return c.Export(ctx, t.TempDir()+"/x") }},
+		// Created without a CRI log: failed-precondition where served.
+		{"reopen log", caps.CRILog, func() error { return c.ReopenLog(ctx) }},
 	}
 	for _, ch := range checks {
 		err := ch.op()
