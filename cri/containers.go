@@ -286,7 +286,7 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 			st.StartedAt = st.FinishedAt
 		}
 	}
-	if r := info.Spec.GetLinux(); r != nil {
+	if info.Spec != nil && info.Spec.Linux != nil {
 		st.Resources = criResources(info.Spec)
 	}
 	return st, nil
@@ -428,7 +428,7 @@ func (s *RuntimeService) ExecSync(ctx context.Context, req *cri.ExecSyncRequest)
 		_ = proc.Signal(context.WithoutCancel(ctx), syscall.SIGKILL)
 		_, _ = proc.Wait(context.WithoutCancel(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, grpcError(fmt.Errorf("exec in %s: timed out after %ds: %w", c.ID, req.GetTimeout(), errdefs.ErrDeadlineExceeded))
+			return nil, grpcError(fmt.Errorf("exec in %s: timed out after %ds: %w", c.ID, req.GetTimeout(), context.DeadlineExceeded))
 		}
 		return nil, grpcError(err)
 	}

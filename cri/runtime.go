@@ -64,7 +64,55 @@ func NewRuntimeService(opts RuntimeOptions) (*RuntimeService, error) {
 		return nil, err
 	}
 	s.events = newEventHub(s)
+	if err := s.reconcile(context.Background()); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// reconcile removes what a server that died half-way through a create
+// left: runtime containers it labelled but never recorded, and their
+// networks.
+func (s *RuntimeService) reconcile(ctx context.Context) error {
+	seen := map[*runtime.Runtime]bool{}
+	for _, rt := range s.handlers {
+		if seen[rt] {
+			continue
+		}
+		seen[rt] = true
+		list, err := rt.List(ctx)
+		if err != nil {
+			return fmt.Errorf("cri: list containers: %w", err)
+		}
+		// Containers before pods: a pod's infra goes after those that
+		// joined it.
+		sort.SliceStable(list, func(i, j int) bool {
+			return list[i].Labels[labelKind] == "container" && list[j].Labels[labelKind] != "container"
+		})
+		for _, info := range list {
+			kind := info.Labels[labelKind]
+			if kind == "" {
+				continue // not the server's
+			}
+			if _, err := s.state.sandbox(info.ID); err == nil && kind == "sandbox" {
+				continue
+			}
+			if _, err := s.state.container(info.ID); err == nil && kind == "container" {
+				continue
+			}
+			if kind == "sandbox" && s.net != nil {
+				if err := s.net.Teardown(ctx, network.Pod{ID: info.ID}); err != nil {
+					return fmt.Errorf("cri: network of unrecorded pod %s: %w", info.ID, err)
+				}
+			}
+			if c, err := rt.Get(ctx, info.ID); err == nil {
+				if err := c.Delete(ctx, runtime.DeleteOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
+					return fmt.Errorf("cri: remove unrecorded %s %s: %w", kind, info.ID, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Close ends the service's event streams.
@@ -111,7 +159,7 @@ func (s *RuntimeService) Status(ctx context.Context, req *cri.StatusRequest) (*c
 	for name, rt := range s.handlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &cri.RuntimeHandler{
 			Name:     name,
-			Features: &cri.RuntimeHandlerFeatures{UserNamespaces: rt.Capabilities().UserNamespaces},
+			Features: &cri.RuntimeHandlerFeatures{UserNamespaces: rt.Capabilities().UserNamespace},
 		})
 	}
 	sort.Slice(resp.RuntimeHandlers, func(i, j int) bool { return resp.RuntimeHandlers[i].Name < resp.RuntimeHandlers[j].Name })

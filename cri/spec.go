@@ -89,7 +89,7 @@ func mergeEnv(image []string, kvs []*cri.KeyValue) []string {
 	env := slices.Clone(image)
 	for _, kv := range kvs {
 		env = slices.DeleteFunc(env, func(e string) bool { k, _, _ := strings.Cut(e, "="); return k == kv.GetKey() })
-		env = append(env, kv.GetKey()+"="+kv.GetValue())
+		env = append(env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 	return env
 }

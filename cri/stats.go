@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthrun/berth/runtime"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -52,9 +53,12 @@ func (s *RuntimeService) containerStats(ctx context.Context, c *container) (*cri
 	if err != nil {
 		return nil, err
 	}
+	if state, err := rc.State(ctx); err != nil || (state != runtime.StatusRunning && state != runtime.StatusPaused) {
+		return st, nil // not running: no usage
+	}
 	stats, err := rc.Stats(ctx)
 	if errdefs.IsFailedPrecondition(err) || errdefs.IsNotFound(err) {
-		return st, nil // not running
+		return st, nil // ended meanwhile
 	}
 	if err != nil {
 		return nil, err
