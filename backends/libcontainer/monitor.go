@@ -217,7 +217,7 @@ func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool
 			stdout, stderr = lockedWriter(&mu, stdout), lockedWriter(&mu, stderr)
 		}
 	}
-	closeAll := func() {
+	closeLogs := func() {
 		if cri != nil {
 			stopServing()
 			cri.Close()
@@ -228,7 +228,7 @@ func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool
 	var out initOutput
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		closeAll()
+		closeLogs()
 		return initOutput{}, nil, err
 	}
 	out.Stdout, out.Stderr = outW, outW
@@ -237,7 +237,7 @@ func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool
 		if errR, out.Stderr, err = os.Pipe(); err != nil {
 			outR.Close()
 			outW.Close()
-			closeAll()
+			closeLogs()
 			return initOutput{}, nil, err
 		}
 	}
@@ -250,7 +250,7 @@ func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool
 			tee.Copy(errR, stderr)
 		}
 	}
-	tee.OnFinish(closeAll)
+	tee.OnFinish(closeLogs)
 	return out, tee, nil
 }
 
