@@ -22,6 +22,7 @@ type ops struct {
 	snapshot driver.Snapshotter
 	disks    driver.DiskMaker
 	events   driver.EventSource
+	ns       driver.NamespaceOpener
 }
 
 // optional is one capability and the interface that serves it.
@@ -57,6 +58,7 @@ var optionals = []optional{
 	{"DiskResize", func(c driver.Capabilities) bool { return c.DiskResize }, bindAs(func(o *ops, i driver.DiskResizer) { o.resize = i })},
 	{"RootDisk", func(c driver.Capabilities) bool { return c.RootDisk }, bindAs(func(o *ops, i driver.DiskMaker) { o.disks = i })},
 	{"Events", func(c driver.Capabilities) bool { return c.Events }, bindAs(func(o *ops, i driver.EventSource) { o.events = i })},
+	{"NamespaceFiles", func(c driver.Capabilities) bool { return c.NamespaceFiles }, bindAs(func(o *ops, i driver.NamespaceOpener) { o.ns = i })},
 	{"Snapshot", func(c driver.Capabilities) bool { return c.Snapshot }, func(d driver.Runtime, o *ops) bool {
 		if s, ok := d.(driver.Snapshotter); ok && o.disks == nil {
 			o.snapshot = s
