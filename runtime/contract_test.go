@@ -26,16 +26,17 @@ func (c *claimingDriver) Capabilities() driver.Capabilities { return c.caps }
 // backend and the capability, before the state directory is touched.
 func TestNewRefusesClaimWithoutInterface(t *testing.T) {
 	for name, caps := range map[string]driver.Capabilities{
-		"Exec":       {Exec: true},
-		"Pause":      {Pause: true},
-		"Update":     {Update: true},
-		"Stats":      {Stats: true},
-		"Logs":       {Logs: true},
-		"HotAttach":  {HotAttach: true},
-		"DiskResize": {DiskResize: true},
-		"Snapshot":   {Snapshot: true},
-		"RootDisk":   {RootDisk: true},
-		"Events":     {Events: true},
+		"Exec":           {Exec: true},
+		"Pause":          {Pause: true},
+		"Update":         {Update: true},
+		"Stats":          {Stats: true},
+		"Logs":           {Logs: true},
+		"HotAttach":      {HotAttach: true},
+		"DiskResize":     {DiskResize: true},
+		"Snapshot":       {Snapshot: true},
+		"RootDisk":       {RootDisk: true},
+		"Events":         {Events: true},
+		"NamespaceFiles": {NamespaceFiles: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
