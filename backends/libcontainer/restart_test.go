@@ -29,8 +29,11 @@ const childEnv = "BERTH_TEST_CHILD"
 // USR1 to exit 5), prints "started", then exits (monitor) or blocks until
 // killed (attached).
 func runChild(mode string) int {
-	if mode == "mainthread" {
+	switch mode {
+	case "mainthread":
 		return mainThreadChild()
+	case "pod":
+		return podChild()
 	}
 	root, rootfs, id := os.Getenv("BERTH_TEST_ROOT"), os.Getenv("BERTH_TEST_ROOTFS"), os.Getenv("BERTH_TEST_ID")
 	var opts []libcontainer.Option
