@@ -46,6 +46,41 @@ type Config struct {
 	// the container's 0..size-1 onto it. Any user namespace or ID mapping
 	// already in Spec is refused: the pool is the only source of ranges.
 	UserNamespace bool
+	// Join shares namespaces of other containers of this runtime, as
+	// Docker's --network, --ipc and --pid container:ID do, on backends
+	// with Capabilities.JoinNamespaces (else not-implemented): each key a
+	// namespace type (network, ipc, uts, pid, user), each value the ID of
+	// a created or running container of this same runtime, whose init's
+	// namespace of that type the container then shares (a pod's
+	// containers join its infra container's). The mount, cgroup and time
+	// namespaces cannot be joined, nor a container itself (both
+	// invalid-argument); a container that does not exist is not-found,
+	// one that is stopped, or being created or deleted, is
+	// failed-precondition. The spec must not join that type by path
+	// (invalid-argument); it may list the type or not, the container gets
+	// it either way. Joining the UTS namespace takes the other's hostname:
+	// the spec's hostname and domain name must be empty.
+	//
+	// Joining a user namespace takes the other's ID mappings too: the root
+	// filesystem and volumes are ID-mapped with them, raw block volumes
+	// are allowed as in a user namespace of the container's own, and
+	// UserNamespace must be false. The other must have a user namespace of
+	// its own (failed-precondition otherwise). Its block of the ID pool
+	// stays allocated until the last container holding it is deleted.
+	//
+	// The security policy does not refuse a join: the namespaces are
+	// another container's of this runtime, created under the same checks.
+	// It refuses, as for a spec of this runtime, joining one that shares
+	// the host's (AllowHostNamespaces) or that was joined by path
+	// (AllowPrivileged). Which containers may share is the caller's to
+	// decide: berth knows no tenants, only containers.
+	//
+	// A container that others joined cannot be deleted while they exist
+	// (failed-precondition, naming them): delete them first. It may stop
+	// meanwhile; their processes keep its network, IPC, UTS and user
+	// namespaces, but the kernel kills every process of a PID namespace
+	// whose init exits.
+	Join map[specs.LinuxNamespaceType]string
 	// Volumes are attached before the container is created, through the
 	// runtime's volume policy (see package volume), and detached when it
 	// is deleted.
@@ -187,7 +222,10 @@ func validateConfig(id string, c *Config) error {
 	if len(s.Linux.UIDMappings) > 0 || len(s.Linux.GIDMappings) > 0 {
 		return bad("ID mappings come from the runtime's pool, not from the spec")
 	}
-	return validateMountsAndDevices(id, s)
+	if err := validateMountsAndDevices(id, s); err != nil {
+		return err
+	}
+	return validateJoin(id, c)
 }
 
 // invalidConfig is an invalid-argument error about the config of id.

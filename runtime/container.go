@@ -188,7 +188,11 @@ type DeleteOptions struct {
 }
 
 // Delete removes the container and everything held for it: cgroups,
-// mounts, state, volumes, root disk, and its user namespace block.
+// mounts, state, volumes, root disk, and its user namespace block (its
+// hold on it, when it shares another's: the block is free once no
+// container holds it). A container whose namespaces others joined
+// (Config.Join) is not deleted while they exist, even with Force:
+// failed-precondition, naming them, before anything is killed.
 func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	// The events of what this call did, reported as it returns; a
 	// stopped container's exit is reported before anything is removed
@@ -198,6 +202,11 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	defer func() { c.r.events.done(c.id, evs...) }()
 	i, err := c.info(ctx)
 	if err != nil {
+		return err
+	}
+	// Before anything is killed; again under the owner lock below, which
+	// keeps new joiners out.
+	if err := c.r.refuseJoined(ctx, c.id); err != nil {
 		return err
 	}
 	switch i.Status {
@@ -228,13 +237,16 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 		return wrap(c.id, err)
 	}
 	defer unlock()
+	if err := c.r.refuseJoined(ctx, c.id); err != nil {
+		return err
+	}
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
 	evs = append(evs, Event{Type: EventDeleted, ID: c.id})
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
-	errs := []error{c.r.releaseVolumes(ctx, c.id), c.r.releaseImage(ctx, c.id)}
+	errs := []error{c.r.releaseVolumes(ctx, c.id), c.r.releaseImage(ctx, c.id), c.r.releaseJoins(c.id)}
 	if driver.HasUserNamespace(i.Spec) {
 		errs = append(errs, c.r.ids.release(c.id))
 	}

@@ -23,6 +23,7 @@ type ops struct {
 	disks    driver.DiskMaker
 	events   driver.EventSource
 	crilog   driver.CRILogReopener
+	ns       driver.NamespaceOpener
 }
 
 // optional is one capability and the interface that serves it.
@@ -59,6 +60,7 @@ var optionals = []optional{
 	{"RootDisk", func(c driver.Capabilities) bool { return c.RootDisk }, bindAs(func(o *ops, i driver.DiskMaker) { o.disks = i })},
 	{"Events", func(c driver.Capabilities) bool { return c.Events }, bindAs(func(o *ops, i driver.EventSource) { o.events = i })},
 	{"CRILog", func(c driver.Capabilities) bool { return c.CRILog }, bindAs(func(o *ops, i driver.CRILogReopener) { o.crilog = i })},
+	{"NamespaceFiles", func(c driver.Capabilities) bool { return c.NamespaceFiles }, bindAs(func(o *ops, i driver.NamespaceOpener) { o.ns = i })},
 	{"Snapshot", func(c driver.Capabilities) bool { return c.Snapshot }, func(d driver.Runtime, o *ops) bool {
 		if s, ok := d.(driver.Snapshotter); ok && o.disks == nil {
 			o.snapshot = s

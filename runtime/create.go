@@ -60,16 +60,27 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 	if err != nil {
 		return nil, wrap(id, err)
 	}
+	addJoined(spec, cfg.Join)
 	if err := r.confine(id, spec); err != nil {
 		return nil, err
 	}
-	var rng IDRange
-	if cfg.UserNamespace {
-		if rng, err = r.userNamespace(ctx, id, spec); err != nil {
+	var targets map[string]*Info
+	if len(cfg.Join) > 0 {
+		if targets, err = r.holdJoins(ctx, id, cfg.Join); err != nil {
 			return nil, wrap(id, err)
 		}
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log), CRILog: cfg.CRILog}
+	var rng IDRange
+	if cfg.UserNamespace {
+		rng, err = r.userNamespace(ctx, id, spec)
+	} else if x, ok := cfg.Join[specs.UserNamespace]; ok {
+		rng, err = r.joinUserNamespace(id, spec, x, targets[x])
+	}
+	if err != nil {
+		r.undoCreate(ctx, id, rng)
+		return nil, wrap(id, err)
+	}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log), CRILog: cfg.CRILog, Join: cloneJoin(cfg.Join)}
 	err = r.events.act(id, EventCreated, func() error { return r.createWith(ctx, req, cfg, disk, rng) })
 	if err != nil {
 		// The ID was free under the lock: whatever this call holds is
@@ -113,6 +124,9 @@ func (r *Runtime) checkCreate(id string, cfg *Config) error {
 		if fi, err := os.Stat(filepath.Dir(cfg.CRILog)); err != nil || !fi.IsDir() {
 			return fmt.Errorf("container %q: CRI log %s: its directory does not exist: %w", id, cfg.CRILog, errdefs.ErrInvalidArgument)
 		}
+	}
+	if len(cfg.Join) > 0 && !r.caps.JoinNamespaces {
+		return fmt.Errorf("container %q: joining another container's namespaces: %w", id, errdefs.ErrNotImplemented)
 	}
 	return nil
 }
@@ -159,13 +173,14 @@ func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg
 }
 
 // undoCreate releases what a failed create of id took: its volumes, its
-// image hold and its ID block.
+// image hold, its hold on an ID block and its joins.
 func (r *Runtime) undoCreate(ctx context.Context, id string, rng IDRange) {
 	_ = r.releaseVolumes(ctx, id)
 	_ = r.releaseImage(ctx, id)
 	if rng.Size > 0 {
 		_ = r.ids.release(id)
 	}
+	_ = r.releaseJoins(id)
 }
 
 // cloneSpec deep-copies s: the caller's spec is never changed, even when

@@ -35,6 +35,23 @@ type SecurityPolicy struct {
 	// the volume policy, and the seccomp rules that keep a container from
 	// releasing, re-pointing or re-flagging a loop device.
 	AllowPrivileged bool
+	// AllowHostNamespaces admits, without AllowPrivileged, a spec that
+	// shares the host's network, PID or IPC namespace (one that leaves
+	// them out of its namespaces), as Kubernetes' hostNetwork, hostPID
+	// and hostIPC do; the UTS namespace may be the host's under any
+	// policy. Everything else stays as the policy says: the mount
+	// namespace is the container's own, the user namespace comes only
+	// from Config.UserNamespace or Config.Join, namespaces are never
+	// joined by path, and so on. It also admits joining (Config.Join) a
+	// container that shares one of those with the host.
+	//
+	// It is meant for trusted workloads: in the host's network namespace
+	// the default CAP_NET_RAW reaches the host's traffic (drop it unless
+	// needed); in the host's PID namespace root without a user namespace
+	// can signal the host's processes and, through /proc/<pid>/root of
+	// those running as root, read the host's files; in the host's IPC
+	// namespace the container reaches the host's shared memory.
+	AllowHostNamespaces bool
 }
 
 // WithSecurityPolicy sets what specs may ask for (default: the zero
@@ -77,9 +94,21 @@ var (
 // privateNamespaces are the namespaces a container must have of its own
 // without AllowPrivileged: sharing the host's would let its root signal
 // host processes, reach the host's IPC objects or sniff the host's network
-// (CAP_NET_RAW).
+// (CAP_NET_RAW), or see and change the host's mounts. AllowHostNamespaces
+// lifts the rule for all but the mount namespace.
 var privateNamespaces = []specs.LinuxNamespaceType{
 	specs.PIDNamespace, specs.IPCNamespace, specs.NetworkNamespace, specs.MountNamespace,
+}
+
+// hostNamespaceAdmitted reports whether p lets a container share the
+// host's namespace of type t.
+func hostNamespaceAdmitted(p SecurityPolicy, t specs.LinuxNamespaceType) bool {
+	switch {
+	case p.AllowPrivileged || !slices.Contains(privateNamespaces, t):
+		return true
+	default:
+		return p.AllowHostNamespaces && t != specs.MountNamespace
+	}
 }
 
 // privilegeChecks each name one way a spec can loosen confinement, and
@@ -87,7 +116,7 @@ var privateNamespaces = []specs.LinuxNamespaceType{
 var privilegeChecks = []func(*specs.Spec) error{
 	checkCapabilities,
 	checkHooks,
-	checkNamespaces,
+	checkNamespacePaths,
 	checkCgroupsPath,
 	checkDevices,
 	checkKernelMounts,
@@ -134,6 +163,15 @@ func checkSecurity(id string, s *specs.Spec, p SecurityPolicy) error {
 			return fmt.Errorf("container %q: %v (only under the AllowPrivileged policy switch): %w", id, err, errdefs.ErrPermissionDenied)
 		}
 	}
+	for _, t := range privateNamespaces {
+		if !hasNamespace(s, t) && !hostNamespaceAdmitted(p, t) {
+			sw := "AllowHostNamespaces or AllowPrivileged"
+			if t == specs.MountNamespace {
+				sw = "AllowPrivileged"
+			}
+			return fmt.Errorf("container %q: sharing the host's %s namespace (only under the %s policy switch): %w", id, t, sw, errdefs.ErrPermissionDenied)
+		}
+	}
 	return nil
 }
 
@@ -167,18 +205,21 @@ func checkHooks(s *specs.Spec) error {
 	return nil
 }
 
-func checkNamespaces(s *specs.Spec) error {
+// checkNamespacePaths refuses namespaces joined by path: any process's,
+// the host's included (Config.Join shares another container's instead).
+func checkNamespacePaths(s *specs.Spec) error {
 	for _, ns := range s.Linux.Namespaces {
 		if ns.Path != "" {
 			return fmt.Errorf("joining the %s namespace at %s", ns.Type, ns.Path)
 		}
 	}
-	for _, t := range privateNamespaces {
-		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t }) {
-			return fmt.Errorf("sharing the host's %s namespace", t)
-		}
-	}
 	return nil
+}
+
+// hasNamespace reports whether s lists a namespace of type t (its own, or
+// joined).
+func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
+	return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t })
 }
 
 func checkCgroupsPath(s *specs.Spec) error {

@@ -211,3 +211,33 @@ func TestDeviceIoctlRulesEverywhere(t *testing.T) {
 	require.False(t, seccompAllows(sc, 0x4C01), "LOOP_CLR_FD")
 	require.True(t, seccompAllows(sc, 0x5401), "TCGETS")
 }
+
+// AllowHostNamespaces admits sharing the host's network, PID, IPC and
+// UTS namespaces, and nothing else AllowPrivileged would: not the mount
+// namespace, not a namespace joined by path, not a capability.
+func TestAllowHostNamespaces(t *testing.T) {
+	hostOnly := SecurityPolicy{AllowHostNamespaces: true}
+	without := func(types ...specs.LinuxNamespaceType) *specs.Spec {
+		s := DefaultSpec("/r", "/bin/true")
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return slices.Contains(types, n.Type) })
+		return s
+	}
+	for _, typ := range []specs.LinuxNamespaceType{specs.NetworkNamespace, specs.PIDNamespace, specs.IPCNamespace} {
+		err := checkSecurity("x", without(typ), SecurityPolicy{})
+		require.Truef(t, errdefs.IsPermissionDenied(err), "the host's %s without the switch: %v", typ, err)
+		require.NoError(t, checkSecurity("x", without(typ), hostOnly), typ)
+	}
+	require.NoError(t, checkSecurity("x", without(specs.NetworkNamespace, specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace), hostOnly))
+
+	err := checkSecurity("x", without(specs.MountNamespace), hostOnly)
+	require.Truef(t, errdefs.IsPermissionDenied(err), "the host's mount namespace: %v", err)
+	s := DefaultSpec("/r", "/bin/true")
+	s.Linux.Namespaces[0].Path = "/proc/1/ns/pid"
+	err = checkSecurity("x", s, hostOnly)
+	require.Truef(t, errdefs.IsPermissionDenied(err), "a namespace joined by path: %v", err)
+	s = without(specs.NetworkNamespace)
+	s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_NET_ADMIN")
+	err = checkSecurity("x", s, hostOnly)
+	require.Truef(t, errdefs.IsPermissionDenied(err), "a capability beyond the default: %v", err)
+	require.Contains(t, err.Error(), "CAP_NET_ADMIN")
+}

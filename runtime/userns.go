@@ -16,7 +16,9 @@ import (
 
 // IDPool is the host UID/GID space berth hands out to user-namespaced
 // containers: Count blocks of BlockSize IDs starting at Start. Each
-// container gets one whole block, for both UIDs and GIDs.
+// container gets one whole block, for both UIDs and GIDs; containers that
+// join another's user namespace (Config.Join) hold that one's block with
+// it, and the block is free again only once none of them remains.
 type IDPool struct {
 	Start     uint32
 	BlockSize uint32
@@ -156,6 +158,38 @@ func (a *idAllocator) free(rec *idRecord) (IDRange, bool) {
 	return IDRange{}, false
 }
 
+// share records that id holds the block of owner too (id joins owner's
+// user namespace); the caller holds id's owner lock, and id has no
+// container. A block goes back to the pool only once no owner holds it, so
+// its IDs are never handed to another container while a process that
+// runs with them may live. owner must hold a block: one that has none (it
+// was never given one, or it is gone) is failed-precondition.
+func (a *idAllocator) share(id, owner string) (IDRange, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return IDRange{}, err
+	}
+	defer unlock()
+	rec, err := a.load()
+	if err != nil {
+		return IDRange{}, err
+	}
+	i := a.index(rec, owner)
+	if i < 0 {
+		return IDRange{}, fmt.Errorf("container %q holds no block of the host's ID pool: %w", owner, errdefs.ErrFailedPrecondition)
+	}
+	r := rec.Blocks[i].IDRange
+	if j := a.index(rec, id); j >= 0 {
+		// A crashed create's (id has no container): its block is free.
+		rec.Blocks[j].IDRange = r
+	} else {
+		rec.Blocks = append(rec.Blocks, idBlock{Root: a.root, ID: id, IDRange: r})
+	}
+	return r, a.save(rec)
+}
+
+// release gives back id's hold on its block; the block is free once no
+// other owner holds it (share).
 func (a *idAllocator) release(id string) error {
 	unlock, err := a.lock()
 	if err != nil {

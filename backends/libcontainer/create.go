@@ -21,6 +21,12 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := checkCreate(req); err != nil {
 		return err
 	}
+	// Opened first, checked, and held until the init has joined them.
+	joins, err := r.openJoins(req)
+	if err != nil {
+		return err
+	}
+	defer joins.close()
 	dir := r.dir(req.ID)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -46,7 +52,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := mountRootfs(dir, req, rec, userns); err != nil {
 		return err
 	}
-	cfg, err := nativeConfig(req.ID, r.cgroupParent, withDevices(req.Spec, req.Devices), rec.Rootfs)
+	cfg, err := nativeConfig(req.ID, r.cgroupParent, joinedSpec(withDevices(req.Spec, req.Devices), joins), rec.Rootfs)
 	if err != nil {
 		return err
 	}
@@ -109,17 +115,24 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 }
 
 // startInitOf creates the container's init, in this process when the
-// runtime is Attached, else under a monitor whose pid goes in the record.
+// runtime is Attached, else under a monitor; the monitor's pid and the
+// init's namespaces go in the record.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
 	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog}
 	if r.attached {
-		return r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out)
+		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out); err != nil {
+			return err
+		}
+	} else {
+		pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
+		if err != nil {
+			return err
+		}
+		rec.MonitorPid = pid
 	}
-	pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
-	if err != nil {
+	if err := r.recordNamespaces(req.ID, rec); err != nil {
 		return err
 	}
-	rec.MonitorPid = pid
 	return fsutil.WriteJSON(r.recordPath(req.ID), rec)
 }
 

@@ -31,8 +31,11 @@ const childEnv = "BERTH_TEST_CHILD"
 // tickScript with that CRI log, and the child blocks until killed in both
 // modes.
 func runChild(mode string) int {
-	if mode == "mainthread" {
+	switch mode {
+	case "mainthread":
 		return mainThreadChild()
+	case "pod":
+		return podChild()
 	}
 	root, rootfs, id := os.Getenv("BERTH_TEST_ROOT"), os.Getenv("BERTH_TEST_ROOTFS"), os.Getenv("BERTH_TEST_ID")
 	var opts []libcontainer.Option

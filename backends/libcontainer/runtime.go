@@ -138,6 +138,9 @@ type record struct {
 	// CRILog is the host file the container's output also goes to in
 	// the CRI log format, or empty (see crilog.go).
 	CRILog string `json:"cri_log,omitempty"`
+	// Namespaces are the inodes of the init's namespaces, by their names
+	// under /proc/<pid>/ns, as it was created (see namespaces.go).
+	Namespaces map[string]uint64 `json:"namespaces,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see
@@ -163,14 +166,22 @@ func (r *Runtime) Name() string { return "libcontainer" }
 // The optional parts of the driver contract the embedded engine serves;
 // its containers have no root disk of their own.
 var (
-	_ driver.Execer         = (*Runtime)(nil)
-	_ driver.Pauser         = (*Runtime)(nil)
-	_ driver.Updater        = (*Runtime)(nil)
-	_ driver.StatsReader    = (*Runtime)(nil)
-	_ driver.Logger         = (*Runtime)(nil)
-	_ driver.VolumeAttacher = (*Runtime)(nil)
-	_ driver.Snapshotter    = (*Runtime)(nil)
-	_ driver.CRILogReopener = (*Runtime)(nil)
+	_ driver.Execer          = (*Runtime)(nil)
+	_ driver.Pauser          = (*Runtime)(nil)
+	_ driver.Updater         = (*Runtime)(nil)
+	_ driver.StatsReader     = (*Runtime)(nil)
+	_ driver.Logger          = (*Runtime)(nil)
+	_ driver.VolumeAttacher  = (*Runtime)(nil)
+	_ driver.Snapshotter     = (*Runtime)(nil)
+	_ driver.CRILogReopener  = (*Runtime)(nil)
+	_ driver.Execer          = (*Runtime)(nil)
+	_ driver.Pauser          = (*Runtime)(nil)
+	_ driver.Updater         = (*Runtime)(nil)
+	_ driver.StatsReader     = (*Runtime)(nil)
+	_ driver.Logger          = (*Runtime)(nil)
+	_ driver.VolumeAttacher  = (*Runtime)(nil)
+	_ driver.Snapshotter     = (*Runtime)(nil)
+	_ driver.NamespaceOpener = (*Runtime)(nil)
 )
 
 // Capabilities implements driver.Runtime.
@@ -178,7 +189,8 @@ func (r *Runtime) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Exec: true, Pause: true, Update: true, Stats: true, Logs: true,
 		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true, Snapshot: true,
-		CRILog: true,
+		CRILog:         true,
+		JoinNamespaces: true, NamespaceFiles: true,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/backends/libcontainer"
@@ -37,16 +38,26 @@ type Runtime struct {
 }
 
 var (
-	_ driver.DiskMaker      = (*Runtime)(nil)
-	_ driver.DiskResizer    = (*Runtime)(nil)
-	_ driver.Execer         = (*Runtime)(nil)
-	_ driver.Pauser         = (*Runtime)(nil)
-	_ driver.Updater        = (*Runtime)(nil)
-	_ driver.StatsReader    = (*Runtime)(nil)
-	_ driver.Logger         = (*Runtime)(nil)
-	_ driver.VolumeAttacher = (*Runtime)(nil)
-	_ driver.ContainerAser  = (*Runtime)(nil)
-	_ driver.CRILogReopener = (*Runtime)(nil)
+	_ driver.DiskMaker       = (*Runtime)(nil)
+	_ driver.DiskResizer     = (*Runtime)(nil)
+	_ driver.Execer          = (*Runtime)(nil)
+	_ driver.Pauser          = (*Runtime)(nil)
+	_ driver.Updater         = (*Runtime)(nil)
+	_ driver.StatsReader     = (*Runtime)(nil)
+	_ driver.Logger          = (*Runtime)(nil)
+	_ driver.VolumeAttacher  = (*Runtime)(nil)
+	_ driver.ContainerAser   = (*Runtime)(nil)
+	_ driver.CRILogReopener  = (*Runtime)(nil)
+	_ driver.DiskMaker       = (*Runtime)(nil)
+	_ driver.DiskResizer     = (*Runtime)(nil)
+	_ driver.Execer          = (*Runtime)(nil)
+	_ driver.Pauser          = (*Runtime)(nil)
+	_ driver.Updater         = (*Runtime)(nil)
+	_ driver.StatsReader     = (*Runtime)(nil)
+	_ driver.Logger          = (*Runtime)(nil)
+	_ driver.VolumeAttacher  = (*Runtime)(nil)
+	_ driver.ContainerAser   = (*Runtime)(nil)
+	_ driver.NamespaceOpener = (*Runtime)(nil)
 )
 
 type options struct {
@@ -331,6 +342,11 @@ func (r *Runtime) ReopenCRILog(ctx context.Context, id string) error {
 // AttachVolume implements driver.Runtime.
 func (r *Runtime) AttachVolume(ctx context.Context, id string, a *driver.Attachment) error {
 	return r.engine.AttachVolume(ctx, id, a)
+}
+
+// OpenNamespace implements driver.NamespaceOpener.
+func (r *Runtime) OpenNamespace(ctx context.Context, id string, typ specs.LinuxNamespaceType) (*os.File, string, error) {
+	return r.engine.OpenNamespace(ctx, id, typ)
 }
 
 // DetachVolume implements driver.Runtime.

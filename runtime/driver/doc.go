@@ -13,16 +13,17 @@
 // further operation is an interface of its own, matching a field of
 // Capabilities:
 //
-//	Capabilities.Exec        Execer
-//	Capabilities.Pause       Pauser
-//	Capabilities.Update      Updater
-//	Capabilities.Stats       StatsReader
-//	Capabilities.Logs        Logger (and LogFollower, to follow the log as it grows)
-//	Capabilities.HotAttach   VolumeAttacher
-//	Capabilities.DiskResize  DiskResizer
-//	Capabilities.RootDisk    DiskMaker
-//	Capabilities.Snapshot    Snapshotter, or DiskMaker on a backend with root disks
-//	Capabilities.Events      EventSource
+//	Capabilities.Exec            Execer
+//	Capabilities.Pause           Pauser
+//	Capabilities.Update          Updater
+//	Capabilities.Stats           StatsReader
+//	Capabilities.Logs            Logger (and LogFollower, to follow the log as it grows)
+//	Capabilities.HotAttach       VolumeAttacher
+//	Capabilities.DiskResize      DiskResizer
+//	Capabilities.RootDisk        DiskMaker
+//	Capabilities.Snapshot        Snapshotter, or DiskMaker on a backend with root disks
+//	Capabilities.Events          EventSource
+//	Capabilities.NamespaceFiles  NamespaceOpener
 //
 // runtime.New finds them with type assertions. A capability claimed
 // without its interface is refused there with invalid-argument (naming the

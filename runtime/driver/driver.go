@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"os"
 	"syscall"
 	"time"
 
@@ -58,6 +59,14 @@ type Capabilities struct {
 	// so that it goes on while the caller is gone, and reopens the file
 	// when asked (the backend is a CRILogReopener).
 	CRILog bool
+	// JoinNamespaces is true when a container can share the network,
+	// IPC, UTS, PID and user namespaces of another container of the
+	// backend, created or running (CreateRequest.Join).
+	JoinNamespaces bool
+	// NamespaceFiles is true when the backend opens the namespaces of a
+	// created or running container for the runtime (it is a
+	// NamespaceOpener): its containers' inits are processes of this host.
+	NamespaceFiles bool
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means
@@ -112,6 +121,20 @@ type CreateRequest struct {
 	// existed when the portable layer checked it. It reaches only
 	// backends with Capabilities.CRILog.
 	CRILog string
+	// Join maps namespace types (network, ipc, uts, pid, user) to the
+	// container of this backend whose namespace of that type the new
+	// container shares (runtime.Config.Join); only on backends with
+	// Capabilities.JoinNamespaces. The runtime checked each container: it
+	// exists, its init lives, the security policy admits what it holds,
+	// and it is not deleted before the new container is. Spec lists each
+	// type among its namespaces, without a path; for a joined user
+	// namespace Spec holds that container's ID mappings, which the
+	// backend applies to the root filesystem and volumes as for a user
+	// namespace of the container's own. The backend joins the namespaces
+	// that container's init was created with, and fails with
+	// failed-precondition rather than join any other: a process that took
+	// the init's pid after it exited, or a namespace the init moved to.
+	Join map[specs.LinuxNamespaceType]string
 }
 
 // LogLimits cap a container's kept output as Docker's max-size and
@@ -171,9 +194,13 @@ type ExitStatus struct {
 
 // Info describes one container.
 type Info struct {
-	ID        string
-	Status    Status
-	Pid       int // init's pid on the host; 0 when not running
+	ID     string
+	Status Status
+	// Pid is the init's pid on the host while it lives: for a running
+	// or paused container, and for a created one on engines whose created
+	// containers have an init already (the embedded engine's waits to be
+	// started); 0 otherwise.
+	Pid       int
 	CreatedAt time.Time
 	Labels    map[string]string
 	// Spec is the spec the container was created with. A backend may
@@ -376,6 +403,18 @@ type EventSource interface {
 	// engine's failure) and is closed once nothing of the watch runs any
 	// more. send never blocks.
 	Events(ctx context.Context, send func(Event)) (<-chan error, error)
+}
+
+// NamespaceOpener opens a container's namespaces
+// (Capabilities.NamespaceFiles).
+type NamespaceOpener interface {
+	// OpenNamespace opens the namespace of type typ of container id,
+	// created, running or paused, as its init was created with it: never
+	// the namespace of a process that took the init's pid after it
+	// exited, nor one the init moved to since (both failed-precondition).
+	// path names the same namespace (/proc/<pid>/ns/<name>) for as long
+	// as the init lives; the file names it for as long as it is open.
+	OpenNamespace(ctx context.Context, id string, typ specs.LinuxNamespaceType) (f *os.File, path string, err error)
 }
 
 // ContainerAser reaches backend-native types for one container
