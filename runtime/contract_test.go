@@ -37,16 +37,6 @@ func TestNewRefusesClaimWithoutInterface(t *testing.T) {
 		"RootDisk":       {RootDisk: true},
 		"Events":         {Events: true},
 		"CRILog":         {CRILog: true},
-		"Exec":           {Exec: true},
-		"Pause":          {Pause: true},
-		"Update":         {Update: true},
-		"Stats":          {Stats: true},
-		"Logs":           {Logs: true},
-		"HotAttach":      {HotAttach: true},
-		"DiskResize":     {DiskResize: true},
-		"Snapshot":       {Snapshot: true},
-		"RootDisk":       {RootDisk: true},
-		"Events":         {Events: true},
 		"NamespaceFiles": {NamespaceFiles: true},
 	} {
 		t.Run(name, func(t *testing.T) {
