@@ -76,7 +76,10 @@ func (s *RuntimeService) runPodSandbox(ctx context.Context, req *cri.RunPodSandb
 	if err != nil {
 		return "", fmt.Errorf("pod %s: %w", sb.ID, err)
 	}
-	userns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() == cri.NamespaceMode_POD
+	userns, err := podUserNamespace(ns)
+	if err != nil {
+		return "", err
+	}
 	infra, err := rt.Create(ctx, sb.ID, &runtime.Config{
 		Spec:          spec,
 		UserNamespace: userns,
@@ -136,6 +139,27 @@ func checkNamespaceModes(ns *cri.NamespaceOption) error {
 		return fmt.Errorf("pod sandbox config: pid namespace mode TARGET is for containers: %w", errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// podUserNamespace says whether the pod has a user namespace of its own:
+// its userns options ask for mode POD (absent options, or NODE, keep the
+// host's). The pod's ID mappings come from the runtime's pool: mappings
+// in the request are refused.
+func podUserNamespace(ns *cri.NamespaceOption) (bool, error) {
+	u := ns.GetUsernsOptions()
+	if u == nil {
+		return false, nil
+	}
+	switch u.GetMode() {
+	case cri.NamespaceMode_NODE:
+		return false, nil
+	case cri.NamespaceMode_POD:
+		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
+			return false, fmt.Errorf("pod sandbox config: user namespace ID mappings come from berth's ID pool, not from the request: %w", errdefs.ErrInvalidArgument)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("pod sandbox config: user namespace mode %s: only POD or NODE: %w", u.GetMode(), errdefs.ErrInvalidArgument)
 }
 
 // networkPod describes sb to the network.

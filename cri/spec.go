@@ -358,9 +358,9 @@ func (s *RuntimeService) namespaces(sb *sandbox, spec *specs.Spec, own *cri.Name
 		}
 		join[specs.PIDNamespace] = c.ID
 	}
-	if pod.GetUsernsOptions().GetMode() == cri.NamespaceMode_POD {
+	if userns, _ := podUserNamespace(pod); userns {
+		// The runtime adds the namespace with the infra's mappings.
 		join[specs.UserNamespace] = sb.ID
-		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 	}
 	var kept []specs.LinuxNamespace
 	for _, n := range spec.Linux.Namespaces {

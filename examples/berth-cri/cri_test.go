@@ -80,6 +80,16 @@ func startServer(t *testing.T, root string, extra ...string) *server {
 			return
 		}
 		stopped = true
+		if t.Failed() {
+			// What a failed test left: every pod goes, so that nothing
+			// outlives the test (the passing ones check that it does
+			// not need this).
+			if pods, err := s.rt.ListPodSandbox(context.Background(), &cri.ListPodSandboxRequest{}); err == nil {
+				for _, p := range pods.Items {
+					s.rt.RemovePodSandbox(context.Background(), &cri.RemovePodSandboxRequest{PodSandboxId: p.Id})
+				}
+			}
+		}
 		conn.Close()
 		cancel()
 		select {
