@@ -68,7 +68,7 @@ func (s *RuntimeService) createContainer(ctx context.Context, req *cri.CreateCon
 	if err != nil {
 		return "", err
 	}
-	rc, err := s.containerConfig(sb, c.ID, cfg, im, root)
+	rc, err := s.containerConfig(sb, cfg, im, root, rt.SecurityPolicy())
 	if err != nil {
 		return "", err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -64,12 +65,10 @@ func (s *ImageService) get(ctx context.Context, ref string) (*image.Image, error
 		return nil, fmt.Errorf("no image named: %w", errdefs.ErrInvalidArgument)
 	}
 	im, err := s.store.Get(ctx, ref)
-	if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) {
-		if len(ref) == 64 {
-			if im2, err2 := s.store.Get(ctx, "sha256:"+ref); err2 == nil {
-				return im2, nil
-			}
-		}
+	if (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err)) && len(ref) == 64 && strings.Trim(ref, "0123456789abcdef") == "" {
+		// An image ID without its algorithm: what is not there is not
+		// found, not a bad name.
+		return s.store.Get(ctx, "sha256:"+ref)
 	}
 	return im, err
 }

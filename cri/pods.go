@@ -143,8 +143,10 @@ func checkNamespaceModes(ns *cri.NamespaceOption) error {
 
 // podUserNamespace says whether the pod has a user namespace of its own:
 // its userns options ask for mode POD (absent options, or NODE, keep the
-// host's). The pod's ID mappings come from the runtime's pool: mappings
-// in the request are refused.
+// host's). The kubelet sends the mapping it chose, one range from the
+// container's 0; it must have that shape, but the range the pod gets is
+// one of the runtime's ID pool, which alone knows what no other
+// container of the host holds.
 func podUserNamespace(ns *cri.NamespaceOption) (bool, error) {
 	u := ns.GetUsernsOptions()
 	if u == nil {
@@ -154,8 +156,10 @@ func podUserNamespace(ns *cri.NamespaceOption) (bool, error) {
 	case cri.NamespaceMode_NODE:
 		return false, nil
 	case cri.NamespaceMode_POD:
-		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
-			return false, fmt.Errorf("pod sandbox config: user namespace ID mappings come from berth's ID pool, not from the request: %w", errdefs.ErrInvalidArgument)
+		for what, m := range map[string][]*cri.IDMapping{"uid": u.GetUids(), "gid": u.GetGids()} {
+			if len(m) > 1 || (len(m) == 1 && m[0].GetContainerId() != 0) {
+				return false, fmt.Errorf("pod sandbox config: %s mappings: one range from the container's ID 0 only: %w", what, errdefs.ErrInvalidArgument)
+			}
 		}
 		return true, nil
 	}
@@ -216,12 +220,14 @@ func (s *RuntimeService) infraSpec(cfg *cri.PodSandboxConfig) (*specs.Spec, erro
 	return spec, nil
 }
 
-// podHostname is the pod's hostname: its config's, or its name.
+// podHostname is the pod's hostname: its config's, or the host's (as
+// containerd does; the kubelet always sets one).
 func podHostname(cfg *cri.PodSandboxConfig) string {
 	if h := cfg.GetHostname(); h != "" {
 		return h
 	}
-	return cfg.GetMetadata().GetName()
+	h, _ := os.Hostname()
+	return h
 }
 
 // writePodFiles writes the files a pod's containers mount: its hostname,
@@ -229,11 +235,7 @@ func podHostname(cfg *cri.PodSandboxConfig) string {
 func writePodFiles(dir string, cfg *cri.PodSandboxConfig) error {
 	host := podHostname(cfg)
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == cri.NamespaceMode_NODE {
-		h, err := os.Hostname()
-		if err != nil {
-			return err
-		}
-		host = h
+		host, _ = os.Hostname()
 	}
 	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(host+"\n"), 0o644); err != nil {
 		return err

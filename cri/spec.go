@@ -23,7 +23,7 @@ import (
 // pod's namespaces joined, mounts through the runtime's volume policy, the
 // security context and resources in the spec (the runtime's security
 // policy decides what it admits).
-func (s *RuntimeService) containerConfig(sb *sandbox, id string, cfg *cri.ContainerConfig, im *image.Image, root string) (*runtime.Config, error) {
+func (s *RuntimeService) containerConfig(sb *sandbox, cfg *cri.ContainerConfig, im *image.Image, root string, policy runtime.SecurityPolicy) (*runtime.Config, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("container %q: %s: %w", cfg.GetMetadata().GetName(), fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
 	}
@@ -58,7 +58,7 @@ func (s *RuntimeService) containerConfig(sb *sandbox, id string, cfg *cri.Contai
 	if err := setUser(p, sc, ic.User, root, bad); err != nil {
 		return nil, err
 	}
-	if err := setSecurity(spec, sc, bad); err != nil {
+	if err := setSecurity(spec, sc, policy, bad); err != nil {
 		return nil, err
 	}
 	setResources(spec, lc.GetResources())
@@ -142,18 +142,6 @@ func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser,
 	return nil
 }
 
-// allCapabilities is every capability this kernel knows.
-var allCapabilities = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-}
-
 // capName is a capability's name as the spec writes it.
 func capName(c string) string {
 	c = strings.ToUpper(c)
@@ -165,11 +153,11 @@ func capName(c string) string {
 
 // setSecurity applies the security context: privileged, capabilities, no
 // new privileges, masked and read-only paths, a read-only root, seccomp.
-func setSecurity(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad func(string, ...any) error) error {
+func setSecurity(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, policy runtime.SecurityPolicy, bad func(string, ...any) error) error {
 	p := spec.Process
 	caps := runtime.DefaultCapabilities()
 	if sc.GetPrivileged() {
-		caps = slices.Clone(allCapabilities)
+		caps = slices.Clone(ownCapabilities())
 		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
 		for i := range spec.Mounts {
 			if spec.Mounts[i].Destination == "/sys" || spec.Mounts[i].Destination == "/sys/fs/cgroup" {
@@ -180,7 +168,7 @@ func setSecurity(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad fu
 	if c := sc.GetCapabilities(); c != nil {
 		for _, a := range c.GetAddCapabilities() {
 			if strings.EqualFold(a, "ALL") {
-				caps = slices.Clone(allCapabilities)
+				caps = slices.Clone(ownCapabilities())
 				continue
 			}
 			if n := capName(a); !slices.Contains(caps, n) {
@@ -223,7 +211,7 @@ func setSecurity(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad fu
 	if sc.GetReadonlyRootfs() {
 		spec.Root.Readonly = true
 	}
-	return setSeccomp(spec, sc, bad)
+	return setSeccomp(spec, sc, policy, bad)
 }
 
 // union is a with the elements of b it lacks.
@@ -238,9 +226,12 @@ func union(a, b []string) []string {
 }
 
 // setSeccomp applies the container's seccomp profile: the runtime's
-// default, none (unconfined, which the runtime admits only when
-// privileged), or a profile file on the host.
-func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad func(string, ...any) error) error {
+// default, none, or a profile file on the host. Kubernetes takes no
+// profile for Unconfined; berth keeps its default profile for both unless
+// the runtime admits privileged containers (its policy switch), where
+// they mean what Kubernetes means. A privileged container runs
+// unconfined, as Kubernetes asks, whatever its profile.
+func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, policy runtime.SecurityPolicy, bad func(string, ...any) error) error {
 	prof := sc.GetSeccomp()
 	if prof == nil {
 		// The CRI's deprecated field.
@@ -255,16 +246,17 @@ func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, bad fun
 			return bad("seccomp profile %q", path)
 		}
 	}
+	if sc.GetPrivileged() {
+		spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+		return nil
+	}
 	switch prof.GetProfileType() {
 	case cri.SecurityProfile_RuntimeDefault:
 		spec.Linux.Seccomp = nil // the runtime's default
 	case cri.SecurityProfile_Unconfined:
-		if sc.GetPrivileged() {
+		if policy.AllowPrivileged {
 			spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
 		} else {
-			// Kubernetes' Unconfined is the default when nothing is
-			// set; berth keeps its default confinement unless the
-			// container is privileged.
 			spec.Linux.Seccomp = nil
 		}
 	case cri.SecurityProfile_Localhost:

@@ -246,7 +246,7 @@ func (s *state) container(id string) (*container, error) {
 
 func find[T any](m map[string]*T, id string) (*T, error) {
 	if id == "" {
-		return nil, fmt.Errorf("no ID given: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("no ID given: %w", errdefs.ErrNotFound)
 	}
 	if v, ok := m[id]; ok {
 		return v, nil

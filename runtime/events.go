@@ -402,6 +402,11 @@ func (h *eventHub) compareLocked(w *eventWatch, since uint64, list []*Info) {
 		if h.inflight[info.ID] > 0 || (t != nil && t.seq > since) || info.Status == StatusUnknown {
 			continue
 		}
+		if info.Status == StatusStopped && info.Exit == nil && t != nil && t.waiting {
+			// Stopped, its exit not recorded yet: the wait under way
+			// reports it with the exit.
+			continue
+		}
 		var from Status
 		if t != nil {
 			from = t.status
