@@ -135,9 +135,6 @@ type record struct {
 	// rootfs, for a container made from an image.
 	ImageTree  string `json:"image_tree,omitempty"`
 	MonitorPid int    `json:"monitor_pid,omitempty"`
-	// Namespaces are the inodes of the init's namespaces, by their names
-	// under /proc/<pid>/ns, as it was created (see namespaces.go).
-	Namespaces map[string]uint64 `json:"namespaces,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see
