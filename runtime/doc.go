@@ -14,7 +14,8 @@
 //     (HostIDPoolDir), so that no two processes, state directories or
 //     backends share a block; a state directory belongs to one backend;
 //   - the security policy (SecurityPolicy): what loosens a container's
-//     confinement is refused unless AllowPrivileged; bind sources on
+//     confinement is refused unless AllowPrivileged (the host's network,
+//     PID and IPC namespaces alone under AllowHostNamespaces); bind sources on
 //     kernel interface filesystems are refused always; every container
 //     gets a seccomp profile (Docker's default unless the caller gives
 //     one) that also denies the ioctls releasing or re-flagging a block
@@ -29,6 +30,15 @@
 //     Container.Export and Runtime.Import, on any backend with root disks;
 //     the import directory is read without following links, and a disk
 //     that is not a regular file of it is refused;
+//   - containers share other containers' network, IPC, UTS, PID and user
+//     namespaces by naming them (Config.Join, on backends with
+//     Capabilities.JoinNamespaces), as a Kubernetes pod's members share
+//     its infra container's: each join is checked against the security
+//     policy and recorded under the state directory, a container others
+//     joined is not deleted before them, and a shared user namespace's ID
+//     block stays allocated until the last container holding it is
+//     deleted; Container.OpenNamespace and NamespacePath reach a created or
+//     running container's namespaces (Capabilities.NamespaceFiles);
 //   - Container.Stop is TERM, a grace, then KILL, on every backend;
 //   - Runtime.Events streams the containers' events (created, started,
 //     paused, resumed, stopped with the exit status, deleted) on every

@@ -115,8 +115,8 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 }
 
 // startInitOf creates the container's init, in this process when the
-// runtime is Attached, else under a monitor; the monitor's pid and the
-// init's namespaces go in the record.
+// runtime is Attached, else under a monitor whose pid goes in the record,
+// and records the init's namespaces.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
 	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog}
 	if r.attached {
@@ -129,11 +129,11 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 			return err
 		}
 		rec.MonitorPid = pid
+		if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
+			return err
+		}
 	}
-	if err := r.recordNamespaces(req.ID, rec); err != nil {
-		return err
-	}
-	return fsutil.WriteJSON(r.recordPath(req.ID), rec)
+	return r.recordNamespaces(req.ID)
 }
 
 // recordCreatedVolumes records the volumes' mounts of a created container.

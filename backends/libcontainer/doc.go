@@ -97,6 +97,23 @@
 // directory must be searchable by others down to the root filesystem (the
 // container's root is no host user), or the create is failed-precondition.
 //
+// # Shared namespaces
+//
+// A container that joins another's namespaces (driver.CreateRequest.Join,
+// runtime.Config.Join) joins those of the other's init, created or
+// running: a created container's init is a process already, waiting on
+// its exec FIFO, and its pid is in Info. The init's /proc directory is
+// opened and checked against its start time (a process that took its pid
+// after it exited is never reached: the descriptor fails every lookup
+// once the init is gone), each namespace is opened through it and checked
+// against the inode recorded in containers/<id>/namespaces.json when the
+// init was created (an init that moved since is not followed), and the new
+// init joins these very descriptors, which this process holds until the
+// init has joined them (libcontainer is handed /proc/<this pid>/fd/<fd>).
+// A joined user namespace must map IDs as the spec says (the other's
+// mappings, which the root filesystem and volumes are ID-mapped with).
+// OpenNamespace (driver.NamespaceOpener) opens namespaces the same way.
+//
 // # Volumes in a running container
 //
 // Hot attach moves a mount prepared on the host (open_tree, fsmount) into
@@ -122,8 +139,8 @@
 //
 // Runtime.As accepts **Runtime (this backend's own type); runtime.Container.As
 // accepts nothing (the backend has no per-container types). Of the
-// optional driver interfaces (CRILogReopener included) the backend
-// implements every one but
+// optional driver interfaces (CRILogReopener and NamespaceOpener
+// included) the backend implements every one but
 // DiskResizer, DiskMaker and EventSource: its containers have no root disk
 // of their own, so disk resizing and cold moves are not-implemented,
 // answered by the runtime; and the engine has no event stream of its own,

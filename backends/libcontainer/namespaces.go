@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -15,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -165,20 +167,24 @@ func (r *Runtime) namespaceOf(id string, p *initProc, typ specs.LinuxNamespaceTy
 	if err != nil {
 		return nil, err
 	}
-	rec, err := r.readRecord(id)
+	var created map[string]uint64
+	err = fsutil.ReadJSON(filepath.Join(r.dir(id), nsFile), &created)
+	if errors.Is(err, os.ErrNotExist) {
+		err = fmt.Errorf("the container's namespaces were not recorded when it was created (an older berth made it, or its create was cut short): %w", errdefs.ErrFailedPrecondition)
+	}
+	if err == nil {
+		want, ok := created[nsNames[typ]]
+		got, ierr := nsInode(f)
+		switch {
+		case ierr != nil:
+			err = ierr
+		case !ok || got != want:
+			err = fmt.Errorf("the container's init is no longer in the %s namespace it was created with: %w", typ, errdefs.ErrFailedPrecondition)
+		}
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if want, ok := rec.Namespaces[nsNames[typ]]; ok {
-		got, err := nsInode(f)
-		if err == nil && got != want {
-			err = fmt.Errorf("the container's init is no longer in the %s namespace it was created with: %w", typ, errdefs.ErrFailedPrecondition)
-		}
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
 	}
 	return f, nil
 }
@@ -197,16 +203,22 @@ func (r *Runtime) OpenNamespace(ctx context.Context, id string, typ specs.LinuxN
 	return f, f.Name(), nil
 }
 
-// recordNamespaces notes in rec the inode of each namespace of the new
-// container's init, before anything of the tenant runs in it: what
-// OpenNamespace and joins hold it to.
-func (r *Runtime) recordNamespaces(id string, rec *record) error {
+// nsFile, in a container's directory, records the inode of each namespace
+// of its init as it was created, by their names under /proc/<pid>/ns.
+// It is written without waiting for the disk: it means nothing once the
+// init is gone, as it is after the host's crash.
+const nsFile = "namespaces.json"
+
+// recordNamespaces records the namespaces of the new container's init,
+// before anything of the tenant runs in it: what OpenNamespace and joins
+// hold it to.
+func (r *Runtime) recordNamespaces(id string) error {
 	p, err := r.openInit(id)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	rec.Namespaces = map[string]uint64{}
+	created := map[string]uint64{}
 	for _, name := range nsNames {
 		var st unix.Stat_t
 		if err := unix.Fstatat(p.fd, "ns/"+name, &st, 0); err != nil {
@@ -215,9 +227,9 @@ func (r *Runtime) recordNamespaces(id string, rec *record) error {
 			}
 			return initGone(err)
 		}
-		rec.Namespaces[name] = st.Ino
+		created[name] = st.Ino
 	}
-	return nil
+	return fsutil.WriteJSONVolatile(filepath.Join(r.dir(id), nsFile), created)
 }
 
 // joined are the namespaces a new container joins (CreateRequest.Join),

@@ -138,9 +138,6 @@ type record struct {
 	// CRILog is the host file the container's output also goes to in
 	// the CRI log format, or empty (see crilog.go).
 	CRILog string `json:"cri_log,omitempty"`
-	// Namespaces are the inodes of the init's namespaces, by their names
-	// under /proc/<pid>/ns, as it was created (see namespaces.go).
-	Namespaces map[string]uint64 `json:"namespaces,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see

@@ -18,7 +18,8 @@
 // optional fsck, mounted nosuid,nodev on the host. Create gets the mounted
 // path and the image file, and runs the container there with the embedded
 // libcontainer engine (package backends/libcontainer), user namespaces
-// included. A container can also adopt an existing image file
+// and shared namespaces (runtime.Config.Join, among this engine's
+// containers) included. A container can also adopt an existing image file
 // (Config.RootDisk): a snapshot, or a disk moved from another root; the
 // runtime links or copies it into its state directory, and the same policy
 // applies.
@@ -60,7 +61,7 @@
 // Runtime.As accepts **Runtime. runtime.Container.As accepts **Disk: the
 // container's root disk, its image file (Disk.Image) and consistent copies
 // of it (Disk.Snapshot). The backend implements every optional driver
-// interface but Snapshotter and EventSource: the runtime archives
+// interface (NamespaceOpener included) but Snapshotter and EventSource: the runtime archives
 // SnapshotDisk copies itself, and watches the containers for its events
 // (runtime.Runtime.Events) as on the embedded engine, OOM kills included.
 package parallels
