@@ -33,18 +33,29 @@ type eventHub struct {
 
 	mu      sync.Mutex
 	clients map[chan event]struct{}
+	last    map[string]cri.ContainerEventType // per container or pod, until deleted
 	cancel  context.CancelFunc // of the runtime watches
 	wg      sync.WaitGroup
 }
 
 func newEventHub(s *RuntimeService) *eventHub {
-	return &eventHub{s: s, clients: map[chan event]struct{}{}}
+	return &eventHub{s: s, clients: map[chan event]struct{}{}, last: map[string]cri.ContainerEventType{}}
 }
 
-// publish reports an event of container (or pod) id to every client.
+// publish reports an event of container (or pod) id to every client,
+// unless it repeats the last one of id (an exit the server caused and the
+// runtime's stream also reports).
 func (h *eventHub) publish(id, sandbox string, typ cri.ContainerEventType) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if last, ok := h.last[id]; ok && last == typ {
+		return
+	}
+	if typ == cri.ContainerEventType_CONTAINER_DELETED_EVENT {
+		delete(h.last, id)
+	} else {
+		h.last[id] = typ
+	}
 	ev := event{id: id, sandbox: sandbox, typ: typ, at: time.Now()}
 	for ch := range h.clients {
 		select {
@@ -62,7 +73,12 @@ func (h *eventHub) subscribe() (chan event, error) {
 	defer h.mu.Unlock()
 	if h.cancel == nil {
 		ctx, cancel := context.WithCancel(context.Background())
+		seen := map[*runtime.Runtime]bool{}
 		for _, rt := range h.s.handlers {
+			if seen[rt] {
+				continue // one runtime under two handler names
+			}
+			seen[rt] = true
 			sub, err := rt.Events(ctx, runtime.EventsOptions{})
 			if errdefs.IsNotImplemented(err) {
 				continue

@@ -124,6 +124,9 @@ func (s *RuntimeService) Close() error {
 // handler returns the runtime of a pod's handler.
 func (s *RuntimeService) handler(name string) (*runtime.Runtime, error) {
 	rt, ok := s.handlers[name]
+	if !ok && name == "docker" {
+		return nil, fmt.Errorf("runtime handler %q: Docker cannot hold a pod's namespaces in a container created and never started (it joins only running containers', never their UTS or user namespace), so berth-cri serves no Docker handler: %w", name, errdefs.ErrNotImplemented)
+	}
 	if !ok {
 		var known []string
 		for k := range s.handlers {

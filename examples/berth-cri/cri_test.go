@@ -387,3 +387,62 @@ func TestRestartKeepsPods(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, leftovers(t, root, pod, cr.ContainerId))
 }
+
+// GetContainerEvents streams a container's life, its exit on its own
+// included, each event with its pod's status; a pod on an unknown handler
+// is refused.
+func TestContainerEvents(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	_, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: podConfig("docker"), RuntimeHandler: "docker"})
+	requireCode(t, codes.Unimplemented, err)
+
+	stream, err := s.rt.GetContainerEvents(ctx, &cri.GetEventsRequest{})
+	require.NoError(t, err)
+	pcfg := podConfig("events")
+	pcfg.LogDirectory = filepath.Join(root, "logs")
+	require.NoError(t, os.MkdirAll(pcfg.LogDirectory, 0o755))
+	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
+	require.NoError(t, err)
+	pod := run.PodSandboxId
+	cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("exits", "sh", "-c", "exit 3"), SandboxConfig: pcfg})
+	require.NoError(t, err)
+	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cr.ContainerId})
+	require.NoError(t, err)
+	var got []cri.ContainerEventType
+	for len(got) < 3 {
+		ev, err := stream.Recv()
+		require.NoError(t, err)
+		if ev.ContainerId != cr.ContainerId {
+			continue
+		}
+		require.Equal(t, pod, ev.PodSandboxStatus.GetId())
+		got = append(got, ev.ContainerEventType)
+		if ev.ContainerEventType == cri.ContainerEventType_CONTAINER_STOPPED_EVENT {
+			var exit int32 = -1
+			for _, c := range ev.ContainersStatuses {
+				if c.Id == cr.ContainerId {
+					exit = c.ExitCode
+				}
+			}
+			require.EqualValues(t, 3, exit)
+		}
+	}
+	require.Equal(t, []cri.ContainerEventType{cri.ContainerEventType_CONTAINER_CREATED_EVENT, cri.ContainerEventType_CONTAINER_STARTED_EVENT, cri.ContainerEventType_CONTAINER_STOPPED_EVENT}, got)
+	_, err = s.rt.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: cr.ContainerId})
+	require.NoError(t, err)
+	for {
+		ev, err := stream.Recv()
+		require.NoError(t, err)
+		if ev.ContainerId == cr.ContainerId {
+			require.Equal(t, cri.ContainerEventType_CONTAINER_DELETED_EVENT, ev.ContainerEventType)
+			break
+		}
+	}
+	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+}
