@@ -275,10 +275,22 @@ func TestPodLifecycle(t *testing.T) {
 
 	// Unknown IDs: stop and remove are idempotent, the rest not found.
 	for _, err := range []error{
-		func() error { _, err := s.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: pod}); return err }(),
-		func() error { _, err := s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod}); return err }(),
-		func() error { _, err := s.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: cid}); return err }(),
-		func() error { _, err := s.rt.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: cid}); return err }(),
+		func() error {
+			_, err := s.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: pod})
+			return err
+		}(),
+		func() error {
+			_, err := s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+			return err
+		}(),
+		func() error {
+			_, err := s.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: cid})
+			return err
+		}(),
+		func() error {
+			_, err := s.rt.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: cid})
+			return err
+		}(),
 	} {
 		require.NoError(t, err)
 	}
