@@ -34,7 +34,7 @@ type eventHub struct {
 	mu      sync.Mutex
 	clients map[chan event]struct{}
 	last    map[string]cri.ContainerEventType // per container or pod, until deleted
-	cancel  context.CancelFunc // of the runtime watches
+	cancel  context.CancelFunc                // of the runtime watches
 	wg      sync.WaitGroup
 }
 
