@@ -80,31 +80,38 @@ func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, op
 		}
 		req.Spec.Mounts[i].Source = att.Mount.Source
 		req.Spec.Mounts[i].Options = append(slices.Clone(m.Options), "nosuid", "nodev")
+		idmapBind(&req.Spec.Mounts[i], req.Spec)
 	}
 	return nil
 }
 
 // toDriver turns a volume attachment into what a backend takes. In a user
-// namespace, bind mounts are ID-mapped with the container's mapping, so the
-// volume's root-owned files belong to the container's root.
+// namespace, bind mounts are ID-mapped (idmapBind).
 func toDriver(att *volume.Attachment, spec *specs.Spec) *driver.Attachment {
 	da := &driver.Attachment{}
 	if att.Mount != nil {
 		m := *att.Mount
 		m.Options = append([]string(nil), m.Options...)
-		if m.Type == "bind" && driver.HasUserNamespace(spec) {
-			// With the container's mapping when the runtime gave it one;
-			// an engine with a shared mapping applies its own.
-			m.Options = append(m.Options, "idmap")
-			m.UIDMappings = spec.Linux.UIDMappings
-			m.GIDMappings = spec.Linux.GIDMappings
-		}
+		idmapBind(&m, spec)
 		da.Mount = &m
 	}
 	if d := att.Device; d != nil {
 		da.Device = &driver.Device{HostPath: d.HostPath, Path: d.Path, Major: d.Major, Minor: d.Minor, ReadOnly: d.ReadOnly}
 	}
 	return da
+}
+
+// idmapBind ID-maps a bind mount of a user-namespaced container with the
+// container's mapping when the runtime gave it one (an engine with a
+// shared mapping applies its own), so the host's root-owned files belong
+// to the container's root.
+func idmapBind(m *specs.Mount, spec *specs.Spec) {
+	if m.Type != "bind" || !driver.HasUserNamespace(spec) || slices.Contains(m.Options, "idmap") {
+		return
+	}
+	m.Options = append(m.Options, "idmap")
+	m.UIDMappings = spec.Linux.UIDMappings
+	m.GIDMappings = spec.Linux.GIDMappings
 }
 
 // AttachVolume attaches a volume to the created or running container, which

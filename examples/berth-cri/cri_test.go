@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -332,6 +333,18 @@ func TestRefusedCreateLeavesNothing(t *testing.T) {
 			c.Mounts = []*cri.Mount{{ContainerPath: "/data", HostPath: "/nonexistent/berth"}}
 			return c
 		}(), codes.NotFound},
+		{"a kernel interface filesystem", func() *cri.ContainerConfig {
+			c := containerConfig("c", "true")
+			c.Mounts = []*cri.Mount{{ContainerPath: "/host-proc", HostPath: "/proc"}}
+			return c
+		}(), codes.InvalidArgument},
+		{"a host path that is a FIFO", func() *cri.ContainerConfig {
+			c := containerConfig("c", "true")
+			fifo := filepath.Join(root, "fifo")
+			require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+			c.Mounts = []*cri.Mount{{ContainerPath: "/fifo", HostPath: fifo}}
+			return c
+		}(), codes.InvalidArgument},
 		{"privileged", func() *cri.ContainerConfig {
 			c := containerConfig("c", "true")
 			c.Linux.SecurityContext = &cri.LinuxContainerSecurityContext{Privileged: true}
@@ -457,4 +470,60 @@ func TestContainerEvents(t *testing.T) {
 	}
 	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
 	require.NoError(t, err)
+}
+
+// A user-namespaced pod: its containers share one range of berth's ID
+// pool (the kubelet's mapping is checked for its shape only), root in them
+// is no host root, and a host path is ID-mapped: the container's root is
+// its owner there.
+func TestUserNamespacePod(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx := context.Background()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	pcfg := podConfig("userns")
+	pcfg.Linux.SecurityContext = &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{
+		UsernsOptions: &cri.UserNamespace{Mode: cri.NamespaceMode_POD,
+			Uids: []*cri.IDMapping{{HostId: 1000, ContainerId: 0, Length: 65536}},
+			Gids: []*cri.IDMapping{{HostId: 1000, ContainerId: 0, Length: 65536}}},
+	}}
+	bad := podConfig("userns-bad")
+	bad.Linux.SecurityContext = &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{
+		UsernsOptions: &cri.UserNamespace{Mode: cri.NamespaceMode_POD, Uids: []*cri.IDMapping{{HostId: 1000, ContainerId: 1, Length: 10}}},
+	}}
+	_, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: bad})
+	requireCode(t, codes.InvalidArgument, err)
+
+	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
+	require.NoError(t, err)
+	pod := run.PodSandboxId
+	t.Cleanup(func() { s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod}) })
+	vol := filepath.Join(fixture.TempDir(t), "vol")
+	require.NoError(t, os.Mkdir(vol, 0o755))
+	var maps []string
+	for _, name := range []string{"a", "b"} {
+		cc := containerConfig(name, "sleep", "1000")
+		cc.Mounts = []*cri.Mount{{ContainerPath: "/vol", HostPath: vol}}
+		cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: cc, SandboxConfig: pcfg})
+		require.NoError(t, err)
+		_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cr.ContainerId})
+		require.NoError(t, err)
+		ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"sh", "-c", "cat /proc/self/uid_map; touch /vol/" + name}, Timeout: 10})
+		require.NoError(t, err)
+		require.Zero(t, ex.ExitCode, "%s %s", ex.Stdout, ex.Stderr)
+		maps = append(maps, strings.Join(strings.Fields(string(ex.Stdout)), " "))
+	}
+	require.Equal(t, maps[0], maps[1], "the pod's containers share one mapping")
+	f := strings.Fields(maps[0])
+	require.Len(t, f, 3)
+	require.Equal(t, "0", f[0])
+	require.NotEqual(t, "0", f[1], "root in the pod is not the host's root")
+	for _, name := range []string{"a", "b"} {
+		fi, err := os.Stat(filepath.Join(vol, name))
+		require.NoError(t, err)
+		// The host path is ID-mapped: the pod's root is its owner (host
+		// root) there, as Kubernetes' user-namespaced volumes are.
+		require.Zero(t, fi.Sys().(*syscall.Stat_t).Uid, "a file the pod's root made on the host path")
+	}
 }

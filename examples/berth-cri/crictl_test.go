@@ -82,5 +82,11 @@ func TestCrictl(t *testing.T) {
 	require.NotContains(t, crictl("pods", "-q"), podID)
 	crictl("rmi", "busybox:test")
 	require.NotContains(t, crictl("images"), "busybox")
+	// A pull, from the project's registry on loopback (setup-critest.sh
+	// pushed critest's images there).
+	ref := "127.0.0.1:5111/e2e-test-images/busybox:1.29-2"
+	crictl("pull", ref)
+	require.Contains(t, crictl("images"), "127.0.0.1:5111/e2e-test-images/busybox")
+	crictl("rmi", ref)
 	require.Empty(t, leftovers(t, root, podID, ctrID))
 }
