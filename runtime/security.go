@@ -72,9 +72,9 @@ type SecurityPolicy struct {
 	// the next attach, another tenant's volume, while the container still
 	// holds the node), re-point it at another file it can open
 	// (LOOP_CHANGE_FD, LOOP_CONFIGURE), or have the host's kernel scan a
-	// partition table it wrote (LO_FLAGS_PARTSCAN). It also reaches the
-	// 32-bit and x32 system call ABIs, as any privileged container with a
-	// profile of its own may. Set it only where no container holding a
+	// partition table it wrote (LO_FLAGS_PARTSCAN). With no filter, the
+	// 32-bit and x32 system call ABIs are open too (where the kernel has
+	// them), as a privileged profile admitting them would leave them. Set it only where no container holding a
 	// loop device (raw-block volumes of image files) can pass its
 	// descriptor to an unfiltered one.
 	AllowUnfilteredSeccomp bool
