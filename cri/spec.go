@@ -230,7 +230,10 @@ func union(a, b []string) []string {
 // profile for Unconfined; berth keeps its default profile for both unless
 // the runtime admits privileged containers (its policy switch), where
 // they mean what Kubernetes means. A privileged container runs
-// unconfined, as Kubernetes asks, whatever its profile.
+// unconfined, as Kubernetes asks, whatever its profile. Unconfined is the
+// profile {"defaultAction": "SCMP_ACT_ALLOW"}: with no filter at all
+// (Seccomp: 0) where the runtime's policy also has AllowUnfilteredSeccomp,
+// else under one that allows everything but the loop device's ioctls.
 func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, policy runtime.SecurityPolicy, bad func(string, ...any) error) error {
 	prof := sc.GetSeccomp()
 	if prof == nil {

@@ -19,7 +19,8 @@
 //     kernel interface filesystems are refused always; every container
 //     gets a seccomp profile (Docker's default unless the caller gives
 //     one) that also denies the ioctls releasing or re-flagging a block
-//     device;
+//     device, but for an allow-all profile under AllowUnfilteredSeccomp
+//     (with AllowPrivileged), which runs without a filter;
 //   - volumes go through the one volume.Manager and its Policy; a hot
 //     attach is recorded complete only once the container holds it;
 //   - root disks go through the same manager and policy: on a backend

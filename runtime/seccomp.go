@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // ioctlBlock is a block of ioctl request numbers: those whose first bits
@@ -150,13 +152,21 @@ func confineDeviceIoctls(sc *specs.LinuxSeccomp) error {
 // socket in a shared volume), and a loop device's descriptor is as good as
 // its node. They cost a start about 3 ms (24 conditional rules for
 // libseccomp to compile, scripts/bench-run.sh).
-func applySeccomp(id string, s *specs.Spec) error {
+//
+// The one exception is a profile that allows everything and says nothing
+// else (driver.UnfilteredSeccomp) under p's AllowUnfilteredSeccomp and
+// AllowPrivileged: it goes to the engine as it is, and the container runs
+// without a filter.
+func applySeccomp(id string, s *specs.Spec, p SecurityPolicy) error {
 	if s.Linux.Seccomp == nil {
 		sc, err := defaultSeccomp(s)
 		if err != nil {
 			return fmt.Errorf("container %q: default seccomp profile: %w", id, err)
 		}
 		s.Linux.Seccomp = sc
+	}
+	if p.AllowPrivileged && p.AllowUnfilteredSeccomp && driver.UnfilteredSeccomp(s.Linux.Seccomp) {
+		return nil
 	}
 	if err := confineDeviceIoctls(s.Linux.Seccomp); err != nil {
 		return fmt.Errorf("container %q: %w", id, err)

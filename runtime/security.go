@@ -33,7 +33,8 @@ type SecurityPolicy struct {
 	// Some refusals hold even then: bind mounts of kernel interface
 	// filesystems (proc, sysfs, cgroup, devtmpfs...), block devices outside
 	// the volume policy, and the seccomp rules that keep a container from
-	// releasing, re-pointing or re-flagging a loop device.
+	// releasing, re-pointing or re-flagging a loop device (those unless
+	// AllowUnfilteredSeccomp too).
 	AllowPrivileged bool
 	// AllowHostNamespaces admits, without AllowPrivileged, a spec that
 	// shares the host's network, PID or IPC namespace (one that leaves
@@ -52,6 +53,31 @@ type SecurityPolicy struct {
 	// those running as root, read the host's files; in the host's IPC
 	// namespace the container reaches the host's shared memory.
 	AllowHostNamespaces bool
+	// AllowUnfilteredSeccomp runs a container whose seccomp profile is
+	// exactly {"defaultAction": "SCMP_ACT_ALLOW"}, with no rules,
+	// architectures, flags, errno or agent (driver.UnfilteredSeccomp),
+	// without any seccomp filter: /proc/self/status says "Seccomp: 0", as
+	// Kubernetes' Unconfined profile and Docker's seccomp=unconfined
+	// expect. It admits nothing by itself: such a profile loosens
+	// confinement and needs AllowPrivileged as well (without it the spec is
+	// refused, switch or not); every other profile, the default one
+	// included, keeps the loop device rules; and without the switch an
+	// allow-all profile runs under a filter that allows everything but
+	// them.
+	//
+	// What it gives up is those rules, for that container: with write
+	// access to a loop device, by its node or by a descriptor another
+	// container hands it (over a unix socket on a shared volume), the
+	// container can release the device (LOOP_CLR_FD: its number goes to
+	// the next attach, another tenant's volume, while the container still
+	// holds the node), re-point it at another file it can open
+	// (LOOP_CHANGE_FD, LOOP_CONFIGURE), or have the host's kernel scan a
+	// partition table it wrote (LO_FLAGS_PARTSCAN). With no filter, the
+	// 32-bit and x32 system call ABIs are open too (where the kernel has
+	// them), as a privileged profile admitting them would leave them. Set it only where no container holding a
+	// loop device (raw-block volumes of image files) can pass its
+	// descriptor to an unfiltered one.
+	AllowUnfilteredSeccomp bool
 }
 
 // WithSecurityPolicy sets what specs may ask for (default: the zero
@@ -377,5 +403,5 @@ func (r *Runtime) confine(id string, s *specs.Spec) error {
 	if err := checkHostPaths(id, s); err != nil {
 		return err
 	}
-	return applySeccomp(id, s)
+	return applySeccomp(id, s, r.security)
 }

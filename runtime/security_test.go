@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // The allowed blocks and the denied ones partition the 32-bit request
@@ -117,9 +120,9 @@ func TestConfineDeviceIoctls(t *testing.T) {
 // created again) is confined again to the same effect.
 func TestConfineDeviceIoctlsIsIdempotent(t *testing.T) {
 	s := DefaultSpec("/rootfs", "/bin/true")
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, SecurityPolicy{}))
 	once := len(s.Linux.Seccomp.Syscalls)
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, SecurityPolicy{}))
 	require.Equal(t, once, len(s.Linux.Seccomp.Syscalls))
 	require.False(t, seccompAllows(s.Linux.Seccomp, 0x4C01))
 	require.True(t, seccompAllows(s.Linux.Seccomp, 0x5401))
@@ -133,7 +136,7 @@ func TestConfineDeviceIoctlsIsIdempotent(t *testing.T) {
 
 func TestDefaultSeccompBlocksUserNamespaces(t *testing.T) {
 	s := DefaultSpec("/rootfs", "/bin/true")
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, SecurityPolicy{}))
 	sc := s.Linux.Seccomp
 	require.Equal(t, specs.ActErrno, sc.DefaultAction)
 	require.False(t, slices.ContainsFunc(sc.Syscalls, func(r specs.LinuxSyscall) bool {
@@ -194,7 +197,7 @@ func TestSeccompForAllCapabilities(t *testing.T) {
 	s := DefaultSpec("/r", "/bin/true")
 	s.Process.Capabilities = nil
 	require.True(t, errdefs.IsPermissionDenied(checkSecurity("x", s, SecurityPolicy{})))
-	require.NoError(t, applySeccomp("x", s))
+	require.NoError(t, applySeccomp("x", s, SecurityPolicy{}))
 	require.True(t, slices.ContainsFunc(s.Linux.Seccomp.Syscalls, func(r specs.LinuxSyscall) bool {
 		return slices.Contains(r.Names, "mount") && r.Action == specs.ActAllow
 	}), "CAP_SYS_ADMIN's calls are in the profile for every capability")
@@ -240,4 +243,101 @@ func TestAllowHostNamespaces(t *testing.T) {
 	err = checkSecurity("x", s, hostOnly)
 	require.Truef(t, errdefs.IsPermissionDenied(err), "a capability beyond the default: %v", err)
 	require.Contains(t, err.Error(), "CAP_NET_ADMIN")
+}
+
+// unfilteredPolicy is the policy that admits containers without a seccomp
+// filter: AllowUnfilteredSeccomp on top of AllowPrivileged.
+var unfilteredPolicy = SecurityPolicy{AllowPrivileged: true, AllowUnfilteredSeccomp: true}
+
+// AllowUnfilteredSeccomp drops the filter of a spec whose profile allows
+// everything and says nothing else, and of no other: every other profile
+// keeps the loop device rules, and so does the allow-all one without the
+// switch.
+func TestUnfilteredSeccomp(t *testing.T) {
+	allowAll := func() *specs.LinuxSeccomp { return &specs.LinuxSeccomp{DefaultAction: specs.ActAllow} }
+	eperm := uint(1)
+	confined := func(p SecurityPolicy, sc *specs.LinuxSeccomp) *specs.LinuxSeccomp {
+		t.Helper()
+		s := DefaultSpec("/r", "/bin/true")
+		s.Linux.Seccomp = sc
+		require.NoError(t, applySeccomp("x", s, p))
+		return s.Linux.Seccomp
+	}
+	requireLoopRules := func(sc *specs.LinuxSeccomp, what string) {
+		t.Helper()
+		require.NotNil(t, sc, what)
+		require.Falsef(t, seccompAllows(sc, 0x4C01), "%s lets LOOP_CLR_FD through", what)
+		require.Falsef(t, seccompAllows(sc, 0x4C08), "%s lets LOOP_CHANGE_FD... through", what)
+	}
+
+	sc := confined(unfilteredPolicy, allowAll())
+	require.Equal(t, &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}, sc, "the allow-all profile goes to the engine as it is: no filter")
+	require.True(t, driver.UnfilteredSeccomp(sc))
+	sc = confined(unfilteredPolicy, &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{}, Flags: []specs.LinuxSeccompFlag{}})
+	require.True(t, driver.UnfilteredSeccomp(sc), "empty lists say nothing either")
+
+	for _, p := range []SecurityPolicy{{}, {AllowPrivileged: true}, {AllowUnfilteredSeccomp: true}, {AllowPrivileged: true, AllowHostNamespaces: true}} {
+		requireLoopRules(confined(p, allowAll()), fmt.Sprintf("an allow-all profile under %+v", p))
+	}
+	for name, prof := range map[string]*specs.LinuxSeccomp{
+		"none (the default)":      nil,
+		"default errno":           {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "ioctl"}, Action: specs.ActAllow}}},
+		"default log":             {DefaultAction: specs.ActLog},
+		"default kill":            {DefaultAction: specs.ActKill},
+		"default trace":           {DefaultAction: specs.ActTrace},
+		"allow, one rule":         {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"keyctl"}, Action: specs.ActErrno}}},
+		"allow, ioctl allowed":    {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"ioctl"}, Action: specs.ActAllow}}},
+		"allow, an architecture":  {DefaultAction: specs.ActAllow, Architectures: []specs.Arch{specs.ArchX86_64}},
+		"allow, a flag":           {DefaultAction: specs.ActAllow, Flags: []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagLog}},
+		"allow, an errno":         {DefaultAction: specs.ActAllow, DefaultErrnoRet: &eperm},
+		"allow, an agent":         {DefaultAction: specs.ActAllow, ListenerPath: "/run/agent.sock"},
+		"allow, agent metadata":   {DefaultAction: specs.ActAllow, ListenerMetadata: "x"},
+		"allow-all confined once": confined(SecurityPolicy{AllowPrivileged: true}, allowAll()),
+	} {
+		got := confined(unfilteredPolicy, prof)
+		require.Falsef(t, driver.UnfilteredSeccomp(got), "%s", name)
+		requireLoopRules(got, name)
+	}
+}
+
+// The switch admits nothing by itself: an allow-all profile is refused
+// without AllowPrivileged, switch or not, and the switch changes no other
+// check.
+func TestUnfilteredSeccompNeedsPrivileged(t *testing.T) {
+	rt, f, _ := newFakeRuntime(t)
+	rt.security = SecurityPolicy{AllowUnfilteredSeccomp: true}
+	s := DefaultSpec(t.TempDir(), "/bin/true")
+	s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+	_, err := rt.Create(context.Background(), "unconfined", &Config{Spec: s})
+	require.Truef(t, errdefs.IsPermissionDenied(err), "%v", err)
+	require.Contains(t, err.Error(), "AllowPrivileged")
+	require.NotContains(t, f.created, "unconfined")
+	s = DefaultSpec(t.TempDir(), "/bin/true")
+	s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+	_, err = rt.Create(context.Background(), "admin", &Config{Spec: s})
+	require.Truef(t, errdefs.IsPermissionDenied(err), "%v", err)
+}
+
+// Through Create: the engine gets the allow-all profile untouched (no
+// filter) only under both switches; a runtime without
+// AllowUnfilteredSeccomp hands it the loop device rules, as before.
+func TestCreateUnfilteredSeccomp(t *testing.T) {
+	for _, p := range []SecurityPolicy{{AllowPrivileged: true}, unfilteredPolicy} {
+		rt, f, _ := newFakeRuntime(t)
+		rt.security = p
+		s := DefaultSpec(t.TempDir(), "/bin/true")
+		s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+		_, err := rt.Create(context.Background(), "c", &Config{Spec: s})
+		require.NoError(t, err)
+		sc := f.created["c"].Spec.Linux.Seccomp
+		require.Equal(t, p.AllowUnfilteredSeccomp, driver.UnfilteredSeccomp(sc), "%+v", p)
+		require.Equal(t, p.AllowUnfilteredSeccomp, seccompAllows(sc, 0x4C01), "%+v: LOOP_CLR_FD", p)
+		require.Equal(t, specs.ActAllow, s.Linux.Seccomp.DefaultAction, "the caller's spec is its own")
+		require.Empty(t, s.Linux.Seccomp.Syscalls, "the caller's spec is its own")
+		// A container without a profile of its own gets the default
+		// one, loop rules included, under any policy.
+		_, err = rt.Create(context.Background(), "d", &Config{Spec: DefaultSpec(t.TempDir(), "/bin/true")})
+		require.NoError(t, err)
+		require.False(t, seccompAllows(f.created["d"].Spec.Linux.Seccomp, 0x4C01))
+	}
 }

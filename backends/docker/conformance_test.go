@@ -44,6 +44,7 @@ func requireDaemon(t *testing.T, host string) {
 
 type harness struct {
 	host   string
+	policy runtime.SecurityPolicy
 	states sync.Map // *runtime.Runtime -> state dir
 }
 
@@ -81,7 +82,7 @@ func (h *harness) open(t *testing.T, state string) *runtime.Runtime {
 	require.NoError(t, err)
 	_, err = store.ImportReader(context.Background(), bytes.NewReader(archive), image.ImportOptions{Tags: image.TagPolicy{Name: busyboxRef}})
 	require.NoError(t, err)
-	rt, err := runtime.New(e, runtime.WithStateDir(state), runtime.WithImageStore(store))
+	rt, err := runtime.New(e, runtime.WithStateDir(state), runtime.WithImageStore(store), runtime.WithSecurityPolicy(h.policy))
 	require.NoError(t, err)
 	h.states.Store(rt, state)
 	t.Cleanup(func() { rt.Close() })

@@ -123,7 +123,9 @@
 //	linux.seccomp            SecurityOpt seccomp=JSON (Docker's format is a superset of
 //	                         OCI's); absent: Docker's default profile (berth does not
 //	                         relax the daemon's confinement by omission); flags, listener:
-//	                         not-implemented
+//	                         not-implemented; {"defaultAction": "SCMP_ACT_ALLOW"} and
+//	                         nothing else (driver.UnfilteredSeccomp, only under
+//	                         AllowUnfilteredSeccomp): seccomp=unconfined, no filter
 //	linux.sysctl             Sysctls
 //	hooks, annotations, cgroupsPath, rootfsPropagation, mountLabel, intelRdt,
 //	personality, memoryPolicy, netDevices, timeOffsets: not-implemented

@@ -9,6 +9,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // translation is a container in Docker's terms, built from a checked OCI
@@ -214,7 +216,11 @@ func translateSecurity(s *specs.Spec, t *translation) error {
 	if s.Process.ApparmorProfile != "" {
 		t.host.SecurityOpt = append(t.host.SecurityOpt, "apparmor="+s.Process.ApparmorProfile)
 	}
-	if sc := s.Linux.Seccomp; sc != nil {
+	if sc := s.Linux.Seccomp; driver.UnfilteredSeccomp(sc) {
+		// No filter: given the profile, Docker would install one that
+		// allows everything.
+		t.host.SecurityOpt = append(t.host.SecurityOpt, "seccomp=unconfined")
+	} else if sc != nil {
 		// Docker's profile format is a superset of the OCI one: the JSON
 		// goes inline, as the docker CLI sends a profile file's content.
 		b, err := json.Marshal(sc)

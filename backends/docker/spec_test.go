@@ -3,6 +3,7 @@ package docker
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -246,4 +247,27 @@ func TestDaemonMapping(t *testing.T) {
 
 	_, ok = daemonMapping("/var/lib/docker", subuid, subgid)
 	assert.False(t, ok)
+}
+
+// A profile that allows everything and says nothing else is Docker's
+// seccomp=unconfined (no filter); any other goes inline; none leaves the
+// daemon's default.
+func TestTranslateSeccomp(t *testing.T) {
+	opts := func(sc *specs.LinuxSeccomp) []string {
+		s := defaultSpec("/bin/true")
+		s.Linux.Seccomp = sc
+		tr := &translation{cgroupns: true}
+		require.NoError(t, translate(s, tr))
+		var out []string
+		for _, o := range tr.host.SecurityOpt {
+			if strings.HasPrefix(o, "seccomp") {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+	assert.Equal(t, []string{"seccomp=unconfined"}, opts(&specs.LinuxSeccomp{DefaultAction: specs.ActAllow}))
+	assert.Equal(t, []string{`seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["keyctl"],"action":"SCMP_ACT_ERRNO"}]}`},
+		opts(&specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"keyctl"}, Action: specs.ActErrno}}}))
+	assert.Empty(t, opts(nil), "Docker's default profile")
 }

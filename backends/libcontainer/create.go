@@ -68,7 +68,7 @@ func checkCreate(req *driver.CreateRequest) error {
 	if req.Image != "" && req.ImageSource == nil {
 		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
 	}
-	if req.Spec.Linux.Seccomp != nil && !seccompBuilt {
+	if req.Spec.Linux.Seccomp != nil && !driver.UnfilteredSeccomp(req.Spec.Linux.Seccomp) && !seccompBuilt {
 		return fmt.Errorf("seccomp: this program was built without seccomp support and cannot confine the container; build it with -tags seccomp (cgo and libseccomp-dev): %w", errdefs.ErrFailedPrecondition)
 	}
 	return nil

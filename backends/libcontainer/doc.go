@@ -133,7 +133,11 @@
 // spec (Docker's default unless the caller gives one). That needs
 // libseccomp through cgo: build with -tags seccomp. A binary built without
 // it refuses to create a container that has a profile (failed-precondition)
-// rather than run it unconfined.
+// rather than run it unconfined. A profile that allows everything and says
+// nothing else (driver.UnfilteredSeccomp, which the portable layer passes
+// only under its AllowUnfilteredSeccomp switch) means no filter at all: the
+// container's processes, exec'd ones too, run without one (Seccomp: 0 in
+// /proc/self/status), whatever the build.
 //
 // # Native access
 //

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/errclass"
+	"github.com/berthrun/berth/runtime/driver"
 )
 
 // rlimits maps the OCI names berth accepts to the kernel's resources.
@@ -36,6 +37,11 @@ func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.
 	l := *spec.Linux
 	if l.CgroupsPath == "" {
 		l.CgroupsPath = "/" + filepath.Join(parent, id)
+	}
+	if driver.UnfilteredSeccomp(l.Seccomp) {
+		// No filter at all: given the profile, libcontainer would
+		// install one that allows everything (Seccomp: 2).
+		l.Seccomp = nil
 	}
 	s.Linux = &l
 	cfg, err := convertSpec(id, &s)
