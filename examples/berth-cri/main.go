@@ -6,7 +6,7 @@
 //
 //	berth-cri --root /var/lib/berth-cri --listen unix:///run/berth/cri.sock \
 //	    [--cni-conf-dir DIR] [--cni-bin-dir DIR]... \
-//	    [--allow-privileged] [--allow-host-namespaces] \
+//	    [--allow-privileged] [--allow-host-namespaces] [--allow-unfiltered-seccomp] \
 //	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]...
 //
 // Containers outlive it: each has a monitor of its own, and a restarted
@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Var(&cniBin, "cni-bin-dir", "CNI plugin `DIR` (repeatable; default /usr/lib/cni, /opt/cni/bin)")
 	allowPriv := fs.Bool("allow-privileged", false, "admit privileged containers and unconfined seccomp")
 	allowHost := fs.Bool("allow-host-namespaces", false, "admit pods on the host's network, PID or IPC namespace")
+	unfiltered := fs.Bool("allow-unfiltered-seccomp", false, "with --allow-privileged: run an unconfined container with no seccomp filter at all (not even berth's loop-device rules)")
 	var insecure, mirrors list
 	fs.Var(&insecure, "insecure-registry", "reach registry `HOST[:PORT]` over plain HTTP (repeatable)")
 	fs.Var(&mirrors, "registry-mirror", "try the mirror before the registry: `HOST=URL` (repeatable)")
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	security := runtime.SecurityPolicy{AllowPrivileged: *allowPriv, AllowHostNamespaces: *allowHost}
+	security := runtime.SecurityPolicy{AllowPrivileged: *allowPriv, AllowHostNamespaces: *allowHost, AllowUnfilteredSeccomp: *unfiltered}
 	handlers := map[string]*runtime.Runtime{}
 	for _, h := range []struct {
 		names []string
