@@ -23,7 +23,16 @@
 //     openat2; device nodes and setuid bits are dropped unless allowed.
 //     UnpackExt4 builds an ext4 image file with mkfs.ext4 -d, never
 //     mounting untrusted content. Rootfs keeps one unpacked tree per image
-//     for containers to share read-only.
+//     for containers to share read-only, setuid/setgid bits and file
+//     capabilities cleared.
+//   - WithSetidRootfs is the switch that keeps them in Rootfs' trees, as
+//     Docker and containerd do (Kubernetes workloads expect a setuid
+//     program to work where no_new_privs is off). Such trees are a kind
+//     of their own, kept apart (rootfs-setid/): a store opened without
+//     the switch, in any process, never gives one, and one opened with it
+//     never gives a tree without the bits. With it, a tenant's setuid
+//     programs and file capabilities take effect in its containers unless
+//     no_new_privs is set: any user there can become the container's root.
 //
 // Error classes (github.com/containerd/errdefs), each wrapped with the
 // archive, image reference or entry concerned:

@@ -367,15 +367,29 @@ func TestConcurrentImports(t *testing.T) {
 }
 
 // The helper process imports for TestMultiProcessImports and
-// TestKilledImport.
+// TestKilledImport, or, with BERTH_ROOTFS, prints the tree Rootfs gives
+// (of a store opened WithSetidRootfs when BERTH_SETID is set).
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("BERTH_IMAGE_HELPER") == "" {
 		t.Skip("helper process")
 	}
-	s, err := image.Open(os.Getenv("BERTH_STORE"))
+	var opts []image.Option
+	if os.Getenv("BERTH_SETID") != "" {
+		opts = append(opts, image.WithSetidRootfs())
+	}
+	s, err := image.Open(os.Getenv("BERTH_STORE"), opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
+	}
+	if ref := os.Getenv("BERTH_ROOTFS"); ref != "" {
+		tree, err := s.Rootfs(ctx, ref, image.RootfsOptions{Holder: os.Getenv("BERTH_HOLDER")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		fmt.Println(tree)
+		os.Exit(0)
 	}
 	var r io.Reader = os.Stdin
 	if p := os.Getenv("BERTH_ARCHIVE"); p != "" {

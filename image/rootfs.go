@@ -287,6 +287,50 @@ func treeUsage(dir string) (int64, int64, error) {
 	return used, inodes, errclass.OS(err)
 }
 
+// treeKind is a kind of tree Rootfs keeps: the options it is unpacked
+// with, the directory such trees go in, and the suffix of a hold on one
+// in store.json's holders. A store gives trees of its own kind only;
+// holds, collection and the cleanup in Open handle every kind. Each kind
+// has a directory of its own, beside rootfs/ rather than in it, so that
+// a store of an earlier version, which knows rootfs/ alone, neither gives
+// nor collects another kind's trees.
+type treeKind struct {
+	dir    string
+	suffix string
+	opts   UnpackOptions
+}
+
+var (
+	defaultTrees = treeKind{dir: rootfsDir}
+	setidTrees   = treeKind{dir: setidDir, suffix: "/setid", opts: UnpackOptions{AllowSetid: true}}
+	treeKinds    = []treeKind{defaultTrees, setidTrees}
+)
+
+// setid says what trees of the kind do with setuid bits, for errors.
+func (k treeKind) setid() string {
+	if k.opts.AllowSetid {
+		return "kept"
+	}
+	return "cleared"
+}
+
+// holdKey is the key of holder's hold on a tree of kind k in store.json.
+func (k treeKind) holdKey(holder string) string { return holder + k.suffix }
+
+// kindOfHold is the kind of tree a key of store.json's holders holds (the
+// zero treeKind for a key of no known kind).
+func kindOfHold(key string) treeKind {
+	for _, k := range treeKinds {
+		if k.suffix != "" && strings.HasSuffix(key, k.suffix) {
+			return k
+		}
+	}
+	if strings.Contains(key, "/") {
+		return treeKind{}
+	}
+	return defaultTrees
+}
+
 // RootfsOptions tune Rootfs.
 type RootfsOptions struct {
 	// Holder names who uses the tree (a container ID): the tree is then
@@ -298,13 +342,17 @@ type RootfsOptions struct {
 // Rootfs returns the unpacked root filesystem of the image ref names,
 // unpacking it the first time (once, even when several goroutines or
 // processes ask at once) under the store's rootfs/ directory, with the
-// default UnpackOptions. The tree is shared: callers use it read-only,
-// for example as an overlay's lower directory under a per-container upper
-// one.
+// default UnpackOptions: setuid/setgid bits and file capabilities
+// cleared. A store opened WithSetidRootfs gives a tree that keeps them,
+// kept apart under rootfs-setid/. The tree is shared: callers use it
+// read-only, for example as an overlay's lower directory under a
+// per-container upper one.
 //
 // Garbage collection: a tree goes when its image is removed and no holder
 // holds it any more: Remove deletes it when nobody holds it, and
-// ReleaseRootfs of its last holder deletes it when its image is gone.
+// ReleaseRootfs of its last holder deletes it when its image is gone. A
+// holder holds one tree: asking for the other kind's is refused
+// (failed-precondition) until it is released.
 func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (string, error) {
 	if opts.Holder != "" && !validHolder(opts.Holder) {
 		return "", fmt.Errorf("rootfs holder %q: want 1 to 128 characters of [a-zA-Z0-9_.-]: %w", opts.Holder, errdefs.ErrInvalidArgument)
@@ -313,11 +361,12 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(s.dir, rootfsDir, d.Encoded())
+	k := s.trees
+	dir := filepath.Join(s.dir, k.dir, d.Encoded())
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	release, err := lock(ctx, filepath.Join(s.dir, rootfsDir, d.Encoded()+".lock"), false)
+	release, err := lock(ctx, filepath.Join(s.dir, k.dir, d.Encoded()+".lock"), false)
 	if err != nil {
 		return "", s.dropHolder(opts.Holder, err)
 	}
@@ -325,14 +374,14 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	if err := s.unpackRootfs(ctx, ref, d, dir); err != nil {
+	if err := s.unpackRootfs(ctx, ref, d, k, dir); err != nil {
 		return "", s.dropHolder(opts.Holder, err)
 	}
 	return dir, nil
 }
 
 // holdRef resolves ref and, when holder is set, records that holder holds
-// the image (refused if it holds another).
+// the image's tree of the store's kind (refused if it holds another tree).
 func (s *Store) holdRef(ctx context.Context, ref, holder string) (digest.Digest, error) {
 	var d digest.Digest
 	err := s.locked(ctx, func() error {
@@ -346,22 +395,28 @@ func (s *Store) holdRef(ctx context.Context, ref, holder string) (digest.Digest,
 		if holder == "" {
 			return nil
 		}
-		if cur, ok := idx.Holders[holder]; ok {
-			if cur != d {
+		for _, k := range treeKinds {
+			cur, ok := idx.Holders[k.holdKey(holder)]
+			switch {
+			case !ok:
+			case cur != d:
 				return fmt.Errorf("rootfs holder %q already holds image %s (release it first): %w", holder, cur, errdefs.ErrFailedPrecondition)
+			case k != s.trees:
+				return fmt.Errorf("rootfs holder %q already holds a tree of image %s with setuid bits and file capabilities %s, where this store's are %s (release it first): %w", holder, cur, k.setid(), s.trees.setid(), errdefs.ErrFailedPrecondition)
+			default:
+				return nil
 			}
-			return nil
 		}
-		idx.Holders[holder] = d
+		idx.Holders[s.trees.holdKey(holder)] = d
 		return s.writeIndex(idx)
 	})
 	return d, err
 }
 
-// unpackRootfs unpacks image d (named ref) into a temporary directory and
-// renames it to dir; the caller holds dir's lock.
-func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, dir string) error {
-	tmp := filepath.Join(s.dir, rootfsDir, ".tmp-"+d.Encoded()+"-"+randomID())
+// unpackRootfs unpacks image d (named ref) as a tree of kind k into a
+// temporary directory and renames it to dir; the caller holds dir's lock.
+func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, k treeKind, dir string) error {
+	tmp := filepath.Join(s.dir, k.dir, ".tmp-"+d.Encoded()+"-"+randomID())
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return errclass.OS(err)
 	}
@@ -372,7 +427,7 @@ func (s *Store) unpackRootfs(ctx context.Context, ref string, d digest.Digest, d
 	}
 	im, err := s.load(idx, d)
 	if err == nil {
-		_, err = s.unpackInto(ctx, im, tmp, UnpackOptions{})
+		_, err = s.unpackInto(ctx, im, tmp, k.opts)
 	}
 	if err == nil {
 		err = errclass.OS(os.Rename(tmp, dir))
@@ -392,19 +447,29 @@ func (s *Store) dropHolder(holder string, err error) error {
 	return err
 }
 
-// ReleaseRootfs ends holder's use of a root filesystem and deletes the
+// ReleaseRootfs ends holder's use of a root filesystem, of whichever kind
+// (a store opened WithSetidRootfs or not releases both), and deletes the
 // tree if its image is gone and nobody else holds it. Releasing an
-// unknown holder does nothing.
+// unknown holder, or a name no holder can have, does nothing.
 func (s *Store) ReleaseRootfs(ctx context.Context, holder string) error {
+	if !validHolder(holder) {
+		return nil
+	}
 	return s.locked(ctx, func() error {
 		idx, err := s.readIndex()
 		if err != nil {
 			return err
 		}
-		if _, ok := idx.Holders[holder]; !ok {
+		held := false
+		for _, k := range treeKinds {
+			if _, ok := idx.Holders[k.holdKey(holder)]; ok {
+				delete(idx.Holders, k.holdKey(holder))
+				held = true
+			}
+		}
+		if !held {
 			return nil
 		}
-		delete(idx.Holders, holder)
 		if err := s.writeIndex(idx); err != nil {
 			return err
 		}

@@ -25,8 +25,10 @@ import (
 //	store.json      the images (by manifest digest), their tags, and who
 //	                holds an unpacked root filesystem
 //	ingest/ID/      an import in progress (private to it)
-//	rootfs/HEX/     unpacked root filesystems, one per image digest
-//	lock, *.lock    file locks
+//	rootfs/HEX/       unpacked root filesystems, one per image digest,
+//	                  setuid/setgid bits and file capabilities cleared
+//	rootfs-setid/HEX/ the same with them kept (WithSetidRootfs)
+//	lock, *.lock      file locks
 //
 // store.json is the truth: it is replaced atomically, under the lock, after
 // the blobs it names are in place, so a killed import leaves the store as
@@ -35,10 +37,13 @@ import (
 type Store struct {
 	dir   string
 	fsync bool
+	// trees is the kind of tree Rootfs gives.
+	trees treeKind
 }
 
 type options struct {
 	fsync bool
+	setid bool
 }
 
 // Option configures a Store.
@@ -52,12 +57,28 @@ func WithFsync() Option {
 	return func(o *options) error { o.fsync = true; return nil }
 }
 
+// WithSetidRootfs makes Rootfs give trees that keep setuid and setgid
+// bits and file capabilities (the security.capability attribute), as
+// Docker and containerd do: what Kubernetes workloads expect, where a
+// setuid program in the image must take effect in a container whose
+// no_new_privs is off. By default Rootfs clears them.
+//
+// The trees are kept apart by kind (rootfs-setid/ beside rootfs/), so a
+// store opened without this option, in this process or another, never
+// gives a tree with the bits kept, nor this one a tree without them.
+// Holds, Remove, ReleaseRootfs and the cleanup in Open handle both kinds
+// whichever way the store was opened.
+func WithSetidRootfs() Option {
+	return func(o *options) error { o.setid = true; return nil }
+}
+
 const (
 	indexFile = "store.json"
 	lockFile  = "lock"
 	blobsDir  = "blobs"
 	ingestDir = "ingest"
 	rootfsDir = "rootfs"
+	setidDir  = "rootfs-setid"
 )
 
 // Open opens (creating if needed) the store in dir. It removes what killed
@@ -76,8 +97,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store %q: %v: %w", dir, err, errdefs.ErrInvalidArgument)
 	}
-	s := &Store{dir: abs, fsync: o.fsync}
-	for _, d := range []string{"", blobsDir, ingestDir, rootfsDir} {
+	s := &Store{dir: abs, fsync: o.fsync, trees: defaultTrees}
+	if o.setid {
+		s.trees = setidTrees
+	}
+	for _, d := range []string{"", blobsDir, ingestDir, rootfsDir, setidDir} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 			return nil, fmt.Errorf("image store %q: %w", dir, errclass.OS(err))
 		}
@@ -97,7 +121,9 @@ type index struct {
 	Images  map[digest.Digest]*imageInfo `json:"images"`
 	Tags    map[string]digest.Digest     `json:"tags"`
 	// Holders maps a holder (a container) to the image whose unpacked
-	// root filesystem it uses.
+	// root filesystem it uses: "HOLDER" for a tree of rootfs/,
+	// "HOLDER/setid" for one of rootfs-setid/ (see treeKind). A holder's
+	// name holds no "/"; a store of an earlier version keeps the entry.
 	Holders map[string]digest.Digest `json:"holders,omitempty"`
 }
 
@@ -173,17 +199,20 @@ func (s *Store) locked(ctx context.Context, fn func() error) error {
 // no image names (a commit killed between placing blobs and writing
 // store.json).
 func (s *Store) recover(ctx context.Context) error {
-	ents, _ := os.ReadDir(filepath.Join(s.dir, rootfsDir))
-	for _, e := range ents {
-		n := e.Name()
-		switch {
-		case strings.HasPrefix(n, ".trash-"):
-			os.RemoveAll(filepath.Join(s.dir, rootfsDir, n))
-		case strings.HasPrefix(n, ".tmp-"):
-			key, _, _ := strings.Cut(strings.TrimPrefix(n, ".tmp-"), "-")
-			if release, ok := tryLock(filepath.Join(s.dir, rootfsDir, key+".lock")); ok {
-				os.RemoveAll(filepath.Join(s.dir, rootfsDir, n))
-				release()
+	for _, k := range treeKinds {
+		dir := filepath.Join(s.dir, k.dir)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			n := e.Name()
+			switch {
+			case strings.HasPrefix(n, ".trash-"):
+				os.RemoveAll(filepath.Join(dir, n))
+			case strings.HasPrefix(n, ".tmp-"):
+				key, _, _ := strings.Cut(strings.TrimPrefix(n, ".tmp-"), "-")
+				if release, ok := tryLock(filepath.Join(dir, key+".lock")); ok {
+					os.RemoveAll(filepath.Join(dir, n))
+					release()
+				}
 			}
 		}
 	}
@@ -228,14 +257,28 @@ func (s *Store) collect(idx *index) error {
 			}
 		}
 	}
+	for _, k := range treeKinds {
+		if err := s.collectTrees(idx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collectTrees removes the trees of kind k whose image is gone and that
+// no holder holds. The caller holds the store lock.
+func (s *Store) collectTrees(idx *index, k treeKind) error {
 	held := map[string]bool{}
 	for d := range idx.Images {
 		held[d.Encoded()] = true
 	}
-	for _, d := range idx.Holders {
-		held[d.Encoded()] = true
+	for key, d := range idx.Holders {
+		if kindOfHold(key) == k {
+			held[d.Encoded()] = true
+		}
 	}
-	trees, _ := os.ReadDir(filepath.Join(s.dir, rootfsDir))
+	dir := filepath.Join(s.dir, k.dir)
+	trees, _ := os.ReadDir(dir)
 	for _, t := range trees {
 		n := t.Name()
 		if !t.IsDir() || strings.HasPrefix(n, ".") || held[n] {
@@ -243,12 +286,12 @@ func (s *Store) collect(idx *index) error {
 		}
 		// An unpack of this tree in progress (by a caller that checked
 		// the image before it went) keeps it for now.
-		release, ok := tryLock(filepath.Join(s.dir, rootfsDir, n+".lock"))
+		release, ok := tryLock(filepath.Join(dir, n+".lock"))
 		if !ok {
 			continue
 		}
-		trash := filepath.Join(s.dir, rootfsDir, ".trash-"+n+"-"+randomID())
-		err := os.Rename(filepath.Join(s.dir, rootfsDir, n), trash)
+		trash := filepath.Join(dir, ".trash-"+n+"-"+randomID())
+		err := os.Rename(filepath.Join(dir, n), trash)
 		release()
 		if err != nil {
 			return errclass.OS(err)

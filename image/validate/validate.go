@@ -93,7 +93,10 @@ type storeIndex struct {
 // Store checks an image store's invariants: every tag names an image,
 // every image's manifest, config and layers are stored and match their
 // digests, no blob is stored that no image uses, blobs are read-only, and
-// no import is left in progress.
+// no import is left in progress. Of the unpacked trees: every one belongs
+// to an image or to a holder of its kind, no unpack or removal is left in
+// progress, and no tree under rootfs/ (setuid bits cleared) holds a
+// setuid or setgid file or a file capability.
 func Store(dir string) error {
 	var idx storeIndex
 	b, err := os.ReadFile(filepath.Join(dir, "store.json"))
@@ -136,7 +139,50 @@ func Store(dir string) error {
 	if ents, _ := os.ReadDir(filepath.Join(dir, "ingest")); len(ents) > 0 {
 		errs = append(errs, fmt.Errorf("ingest holds %d entries: an import left them", len(ents)))
 	}
+	errs = append(errs, checkTrees(dir, &idx)...)
 	return errors.Join(errs...)
+}
+
+// treeKinds are the kinds of unpacked trees a store keeps: the directory,
+// the suffix of a hold's key in store.json, and what Tree allows.
+var treeKinds = []struct {
+	dir, suffix string
+	opts        TreeOptions
+}{
+	{"rootfs", "", TreeOptions{}},
+	{"rootfs-setid", "/setid", TreeOptions{AllowSetid: true}},
+}
+
+func checkTrees(dir string, idx *storeIndex) []error {
+	var errs []error
+	for _, k := range treeKinds {
+		held := map[string]bool{}
+		for d := range idx.Images {
+			held[d.Encoded()] = true
+		}
+		for key, d := range idx.Holders {
+			holder, ok := strings.CutSuffix(key, k.suffix)
+			if ok && !strings.Contains(holder, "/") {
+				held[d.Encoded()] = true
+			}
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, k.dir))
+		for _, e := range ents {
+			n, p := e.Name(), filepath.Join(dir, k.dir, e.Name())
+			switch {
+			case strings.HasSuffix(n, ".lock") && e.Type().IsRegular():
+			case strings.HasPrefix(n, "."):
+				errs = append(errs, fmt.Errorf("%s: left by an unpack or a removal", p))
+			case !held[n]:
+				errs = append(errs, fmt.Errorf("%s: a tree of no image and no holder", p))
+			default:
+				if err := Tree(p, k.opts); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p, err))
+				}
+			}
+		}
+	}
+	return errs
 }
 
 func checkBlob(dir string, d digest.Digest) error {
