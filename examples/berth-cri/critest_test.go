@@ -96,7 +96,7 @@ func TestCritest(t *testing.T) {
 	registryTransport = loopbackOnly{http.DefaultTransport}
 	t.Cleanup(func() { registryTransport = nil })
 	root := fixture.TempDir(t)
-	s := startServer(t, root, append([]string{"--allow-privileged", "--allow-host-namespaces", "--allow-unfiltered-seccomp"}, strings.Fields(string(mirrorFlags))...)...)
+	s := startServer(t, root, append([]string{"--allow-privileged", "--allow-host-namespaces", "--allow-unfiltered-seccomp", "--allow-setid-images"}, strings.Fields(string(mirrorFlags))...)...)
 
 	report := filepath.Join(t.TempDir(), "report.json")
 	// Two at a time (critest runs ginkgo for that, from PATH).

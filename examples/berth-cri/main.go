@@ -7,6 +7,7 @@
 //	berth-cri --root /var/lib/berth-cri --listen unix:///run/berth/cri.sock \
 //	    [--cni-conf-dir DIR] [--cni-bin-dir DIR]... \
 //	    [--allow-privileged] [--allow-host-namespaces] [--allow-unfiltered-seccomp] \
+//	    [--allow-setid-images] \
 //	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]...
 //
 // Containers outlive it: each has a monitor of its own, and a restarted
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Var(&cniBin, "cni-bin-dir", "CNI plugin `DIR` (repeatable; default /usr/lib/cni, /opt/cni/bin)")
 	allowPriv := fs.Bool("allow-privileged", false, "admit privileged containers and unconfined seccomp")
 	allowHost := fs.Bool("allow-host-namespaces", false, "admit pods on the host's network, PID or IPC namespace")
+	setid := fs.Bool("allow-setid-images", false, "keep setuid/setgid bits and file capabilities in images' unpacked trees (usable in containers without no_new_privs)")
 	unfiltered := fs.Bool("allow-unfiltered-seccomp", false, "with --allow-privileged: run an unconfined container with no seccomp filter at all (not even berth's loop-device rules)")
 	var insecure, mirrors list
 	fs.Var(&insecure, "insecure-registry", "reach registry `HOST[:PORT]` over plain HTTP (repeatable)")
@@ -87,7 +89,11 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := image.Open(filepath.Join(*root, "images"))
+	var storeOpts []image.Option
+	if *setid {
+		storeOpts = append(storeOpts, image.WithSetidRootfs())
+	}
+	store, err := image.Open(filepath.Join(*root, "images"), storeOpts...)
 	if err != nil {
 		return err
 	}
