@@ -22,9 +22,10 @@ type Server struct {
 	grpc    *grpc.Server
 }
 
-// NewServer serves images and, when rs is not nil, pods and containers.
-func NewServer(images *ImageService, rs *RuntimeService) *Server {
-	s := &Server{Images: images, Runtime: rs, grpc: grpc.NewServer()}
+// NewServer serves images and, when rs is not nil, pods and containers;
+// opts tune the gRPC server (interceptors, limits).
+func NewServer(images *ImageService, rs *RuntimeService, opts ...grpc.ServerOption) *Server {
+	s := &Server{Images: images, Runtime: rs, grpc: grpc.NewServer(opts...)}
 	cri.RegisterImageServiceServer(s.grpc, s.Images)
 	if rs != nil {
 		cri.RegisterRuntimeServiceServer(s.grpc, rs)

@@ -124,7 +124,7 @@ func TestCritest(t *testing.T) {
 					t.Logf("known failure: %s (%s)", name, why)
 					continue
 				}
-				failed = append(failed, fmt.Sprintf("%s: %s", name, firstLine(sp.Failure.Message)))
+				failed = append(failed, fmt.Sprintf("%s: %s", name, strings.TrimSpace(sp.Failure.Message)))
 			case "skipped":
 				if sp.LeafNodeText != "" && !strings.Contains(sp.LeafNodeText, "benchmark") {
 					skipped = append(skipped, fmt.Sprintf("%s: %s", name, firstLine(sp.Failure.Message)))

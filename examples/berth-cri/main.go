@@ -19,6 +19,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log"
 	"net/http"
 	"os"
 	"os/signal"
@@ -34,6 +35,7 @@ import (
 	"github.com/berthrun/berth/image/registry"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/driver"
+	"google.golang.org/grpc"
 )
 
 // registryTransport, when set, carries every registry request (the tests
@@ -137,7 +139,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := cri.NewServer(cri.NewImageService(store, rc), rs)
+	srv := cri.NewServer(cri.NewImageService(store, rc), rs, grpc.UnaryInterceptor(logErrors))
 	go func() {
 		<-ctx.Done()
 		srv.Stop()
@@ -145,4 +147,14 @@ func run(ctx context.Context, args []string) error {
 	err = srv.Serve(l)
 	os.Remove(strings.TrimPrefix(*listen, "unix://"))
 	return err
+}
+
+// logErrors logs every call that fails, with its error, to stderr: what
+// the kubelet sees only as a status is here with its cause.
+func logErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		log.Printf("%s: %v", info.FullMethod, err)
+	}
+	return resp, err
 }
