@@ -225,6 +225,9 @@ func validateConfig(id string, c *Config) error {
 	if err := validateMountsAndDevices(id, s); err != nil {
 		return err
 	}
+	if err := validateSharedRoot(id, c); err != nil {
+		return err
+	}
 	return validateJoin(id, c)
 }
 
@@ -305,6 +308,28 @@ func checkSpecMount(m specs.Mount) error {
 	if isBind {
 		if fi, err := os.Stat(m.Source); err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
 			return fmt.Errorf("%s is a block device: raw devices come through Config.Volumes (raw-block)", m.Source)
+		}
+	}
+	return nil
+}
+
+// validateSharedRoot refuses a bind or volume with shared propagation in
+// a root filesystem whose propagation the spec sets to anything but
+// shared: the engine's bind would then be a copy that no longer shares
+// anything with the host. Left unset, the engine makes it shared.
+func validateSharedRoot(id string, c *Config) error {
+	switch c.Spec.Linux.RootfsPropagation {
+	case "", "shared", "rshared":
+		return nil
+	}
+	for _, m := range c.Spec.Mounts {
+		if isBindMount(m) && bindVolumeSpec(m).Propagation == volume.PropagationShared {
+			return invalidConfig(id, "the bind at %s propagates both ways, the root filesystem's propagation is %s", m.Destination, c.Spec.Linux.RootfsPropagation)
+		}
+	}
+	for _, v := range c.Volumes {
+		if v.Propagation == volume.PropagationShared {
+			return invalidConfig(id, "the volume at %s propagates both ways, the root filesystem's propagation is %s", v.Destination, c.Spec.Linux.RootfsPropagation)
 		}
 	}
 	return nil

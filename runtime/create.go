@@ -64,6 +64,9 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 	if err := r.confine(id, spec); err != nil {
 		return nil, err
 	}
+	if err := checkVolumeSecurity(id, cfg.Volumes, r.security); err != nil {
+		return nil, err
+	}
 	var targets map[string]*Info
 	if len(cfg.Join) > 0 {
 		if targets, err = r.holdJoins(ctx, id, cfg.Join); err != nil {
@@ -169,7 +172,11 @@ func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg
 	if err := r.attachVolumes(ctx, req, cfg.Volumes, rng); err != nil {
 		return err
 	}
-	return r.d.Create(ctx, req)
+	if err := r.d.Create(ctx, req); err != nil {
+		return err
+	}
+	r.releaseHostBinds(req.ID)
+	return nil
 }
 
 // undoCreate releases what a failed create of id took: its volumes, its

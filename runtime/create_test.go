@@ -28,12 +28,14 @@ type fakeDriver struct {
 	mu        sync.Mutex
 	created   map[string]*driver.CreateRequest
 	createErr error
+	// bindsAtCreate is the engine's Capabilities.BindsAtCreate.
+	bindsAtCreate bool
 }
 
 func (f *fakeDriver) Name() string { return "fake" }
 
 func (f *fakeDriver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{UserNamespace: true, RawBlock: true}
+	return driver.Capabilities{UserNamespace: true, RawBlock: true, BindsAtCreate: f.bindsAtCreate}
 }
 
 func (f *fakeDriver) State(ctx context.Context, id string) (*driver.Info, error) {

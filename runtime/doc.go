@@ -21,7 +21,10 @@
 //     one) that also denies the ioctls releasing or re-flagging a block
 //     device, but for an allow-all profile under AllowUnfilteredSeccomp
 //     (with AllowPrivileged), which runs without a filter;
-//   - volumes go through the one volume.Manager and its Policy; a hot
+//   - volumes go through the one volume.Manager and its Policy, and so
+//     do a spec's binds, whose options keep their OCI meaning ("ro" is
+//     read-only at the bind alone, "rro" all the way down; rslave and
+//     rshared propagate, rshared only under AllowPrivileged); a hot
 //     attach is recorded complete only once the container holds it;
 //   - root disks go through the same manager and policy: on a backend
 //     with root disks (a driver.DiskMaker) the runtime keeps each disk under

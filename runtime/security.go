@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berthrun/berth/volume"
 )
 
 // SecurityPolicy is what a container's spec may ask for beyond the
@@ -26,9 +28,10 @@ type SecurityPolicy struct {
 	// read-only paths than DefaultSpec, and a seccomp profile that does
 	// more than narrow the default one (allows by default, hands calls to
 	// an agent, admits another ABI, allows a call the default denies),
-	// AppArmor's unconfined profile or an unconfined SELinux type, and a
-	// negative oom_score_adj. Without it each is refused with
-	// permission-denied.
+	// AppArmor's unconfined profile or an unconfined SELinux type, a
+	// negative oom_score_adj, and a bind or volume whose propagation is
+	// shared (rshared: what the container mounts under it appears on the
+	// host). Without it each is refused with permission-denied.
 	//
 	// Some refusals hold even then: bind mounts of kernel interface
 	// filesystems (proc, sysfs, cgroup, devtmpfs...), block devices outside
@@ -150,6 +153,35 @@ var privilegeChecks = []func(*specs.Spec) error{
 	checkSeccompConfined,
 	checkMACConfined,
 	checkOOMScore,
+	checkSharedBinds,
+}
+
+// checkSharedBinds refuses a bind whose propagation is shared: what a
+// container that can mount mounts under it appears on the host, under
+// the source, with whatever flags it chose (a setuid binary, a device
+// node).
+func checkSharedBinds(s *specs.Spec) error {
+	for _, m := range s.Mounts {
+		if isBindMount(m) && bindVolumeSpec(m).Propagation == volume.PropagationShared {
+			return fmt.Errorf("the bind at %s propagates the container's mounts to the host (shared propagation)", m.Destination)
+		}
+	}
+	return nil
+}
+
+// checkVolumeSecurity refuses, with permission-denied, the volumes the
+// policy does not allow: those whose propagation is shared
+// (checkSharedBinds).
+func checkVolumeSecurity(id string, vols []volume.Spec, p SecurityPolicy) error {
+	if p.AllowPrivileged {
+		return nil
+	}
+	for _, v := range vols {
+		if v.Propagation == volume.PropagationShared {
+			return fmt.Errorf("container %q: the volume at %s propagates the container's mounts to the host (shared propagation; only under the AllowPrivileged policy switch): %w", id, v.Destination, errdefs.ErrPermissionDenied)
+		}
+	}
+	return nil
 }
 
 // unconfinedTypes are SELinux process types that the policy leaves

@@ -53,7 +53,9 @@ func (r *Runtime) attachVolumes(ctx context.Context, req *driver.CreateRequest, 
 // without following links and checked (never on a kernel interface
 // filesystem, nor holding one), and the backend binds berth's mount of the
 // opened source, nosuid and nodev, instead of a path a tenant could swap
-// in the meantime. The caller's other options stay as they were.
+// in the meantime. The caller's other options stay as they were, and keep
+// their OCI meaning (bindVolumeSpec): berth's mount is read-only and
+// propagates as they ask.
 func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, opts volume.AttachOptions) error {
 	for i, m := range req.Spec.Mounts {
 		if !isBindMount(m) {
@@ -74,7 +76,9 @@ func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, op
 		case !fi.IsDir():
 			return fmt.Errorf("bind source %s is a %s: only directories and regular files are bound (devices come through volumes): %w", m.Source, fi.Mode().Type(), errdefs.ErrInvalidArgument)
 		}
-		att, err := r.volumes.Attach(ctx, req.ID, volume.Spec{Source: m.Source, Destination: filepath.Clean(m.Destination), Kind: kind, ReadOnly: readOnly(m.Options)}, opts)
+		sp := bindVolumeSpec(m)
+		sp.Source, sp.Destination, sp.Kind = m.Source, filepath.Clean(m.Destination), kind
+		att, err := r.volumes.Attach(ctx, req.ID, sp, opts)
 		if err != nil {
 			return err
 		}
@@ -83,6 +87,35 @@ func (r *Runtime) attachBinds(ctx context.Context, req *driver.CreateRequest, op
 		idmapBind(&req.Spec.Mounts[i], req.Spec)
 	}
 	return nil
+}
+
+// bindVolumeSpec returns what a spec's bind asks of its volume, as OCI
+// and runc read the options: "ro" makes the bind read-only, not the mounts
+// under its source (NonRecursiveReadOnly); "rro" makes them all read-only,
+// whatever "rw" says; the last of "ro" and "rw" (of "rro" and "rrw") wins;
+// the last propagation option (private, slave, shared, recursive or not)
+// is the propagation of berth's mount, recursively.
+func bindVolumeSpec(m specs.Mount) volume.Spec {
+	var sp volume.Spec
+	ro, rro := false, false
+	for _, o := range m.Options {
+		switch o {
+		case "ro":
+			ro = true
+		case "rw":
+			ro = false
+		case "rro":
+			rro = true
+		case "rrw":
+			rro = false
+		}
+		if p := volume.PropagationOf(o); p != "" {
+			sp.Propagation = p
+		}
+	}
+	sp.ReadOnly = ro || rro
+	sp.NonRecursiveReadOnly = ro && !rro
+	return sp
 }
 
 // toDriver turns a volume attachment into what a backend takes. In a user
@@ -127,6 +160,10 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 	if v.Mode == volume.ModeRawBlock && !c.r.caps.RawBlock {
 		return fmt.Errorf("container %q: volume %s: raw block devices: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
 	}
+	if (v.Propagation != "" && v.Propagation != volume.PropagationPrivate) || v.NonRecursiveReadOnly {
+		// A hot attach binds a private copy, read-only all the way.
+		return fmt.Errorf("container %q: volume %s: propagation or non-recursive read-only on a hot attach: %w", c.id, v.Destination, errdefs.ErrNotImplemented)
+	}
 	i, err := c.require(ctx, "attach a volume to", StatusCreated, StatusRunning)
 	if err != nil {
 		return err
@@ -154,7 +191,18 @@ func (c *Container) AttachVolume(ctx context.Context, v volume.Spec) error {
 		_ = c.r.volumes.Detach(context.WithoutCancel(ctx), c.id, att.Spec.Destination)
 		return wrap(c.id, err)
 	}
+	c.r.releaseHostBinds(c.id)
 	return nil
+}
+
+// releaseHostBinds takes the runtime's mounts of id's bind sources off
+// the host once the engine holds its own (Capabilities.BindsAtCreate).
+// It is best effort: a mount it leaves is the state before it, and goes
+// with the container's volumes.
+func (r *Runtime) releaseHostBinds(id string) {
+	if r.caps.BindsAtCreate {
+		_ = r.volumes.ReleaseHostBinds(id)
+	}
 }
 
 // DetachVolume removes the volume at dst from the container, then from the

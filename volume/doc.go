@@ -37,6 +37,32 @@
 // a mount berth makes of the opened directory (open_tree), nosuid and
 // nodev down to its submounts.
 //
+// Read-only (Spec.ReadOnly) reaches every mount under a directory's
+// source; with Spec.NonRecursiveReadOnly (what OCI's "ro" on a bind
+// means, where "rro" is recursive) only the bind itself is read-only and
+// the mounts under it keep their access, still nosuid and nodev.
+//
+// Spec.Propagation makes berth's mount of a directory or file private
+// (the default), a slave of the source's mount (mounts the host makes
+// under the source later reach the container: Kubernetes'
+// HostToContainer) or its peer (they also go back: Bidirectional; the
+// runtime admits it only under AllowPrivileged). The source's mount must
+// propagate (shared, or a slave for a slave): failed-precondition
+// otherwise. berth's mount is set so recursively, before and after it is
+// moved into place (under a shared state directory the move makes it
+// shared). Mounts that reach the container through propagation carry the
+// flags whoever made them chose: berth forces nosuid and nodev only on
+// the mounts present at attach. Unmounting a copy of a shared source
+// would propagate to the host's own mounts under it, so every mount
+// berth takes down is made private first.
+//
+// The host's mount namespace keeping a copy of the mounts under a source
+// makes the host's rmdir of a directory it mounted something on fail
+// (EBUSY) while the copy exists: once the engine has bound the source
+// into the container's own mount namespace, and never binds it again,
+// ReleaseHostBinds takes berth's mount off the host (the runtime does so
+// on engines with driver.Capabilities.BindsAtCreate).
+//
 // # Sources
 //
 // A source is resolved once, then opened without following links and

@@ -11,7 +11,6 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
-	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/loop"
 )
 
@@ -145,14 +144,52 @@ func (m *Manager) mountOptions(fs Filesystem, readOnly bool) (uintptr, string) {
 
 // unmountDir unmounts mp if it is a mount point and removes it. With the
 // mount gone, an autoclear loop device under it frees itself.
+//
+// Each mount is made private, with everything under it, before it goes:
+// an unmount propagates to the peers and slaves of the parent of each
+// mount it takes, so detaching a copy of a shared source
+// (PropagationShared) with what is mounted under it would unmount the
+// host's own mounts under the source too.
 func unmountDir(mp string) error {
-	// Still used (a container's view), a mount is detached from the host
-	// now; the kernel frees it with the last user.
-	if err := fsutil.Unmount(mp); err != nil {
-		return err
+	for {
+		if err := privatize(mp); err != nil {
+			return err
+		}
+		// Still used (a container's view), a mount is detached from the
+		// host now; the kernel frees it with the last user.
+		err := unix.Unmount(mp, unix.UMOUNT_NOFOLLOW)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break // nothing (more) mounted there
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", mp, err)
+		}
+		// Another mount may lie underneath.
 	}
 	if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	return nil
+}
+
+// privatize makes the mount at mp (the topmost), and every mount under
+// it, private. mp is opened without following a link; nothing mounted
+// there is no error.
+func privatize(mp string) error {
+	fd, err := unix.Open(mp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", mp, err)
+	}
+	defer unix.Close(fd)
+	err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Propagation: unix.MS_PRIVATE})
+	if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: not a mount point
+		return fmt.Errorf("make %s private: %w", mp, err)
 	}
 	return nil
 }

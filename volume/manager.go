@@ -285,7 +285,11 @@ func (m *Manager) act(ctx context.Context, rec *record, recs []*record, src *os.
 		if err := bindSource(sp, mp, m.policy.NoExec); err != nil {
 			return nil, err
 		}
-		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "rprivate"}, flags...)}
+		prop := sp.Propagation
+		if prop == "" {
+			prop = PropagationPrivate
+		}
+		att.Mount = &specs.Mount{Destination: sp.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind", "r" + string(prop)}, flags...)}
 		return att, nil
 	case sp.Mode == ModeRawBlock:
 		return m.attachRaw(rec, att, src)
@@ -403,4 +407,25 @@ func (m *Manager) Attachments(owner string) ([]Spec, error) {
 		}
 	}
 	return out, nil
+}
+
+// ReleaseHostBinds takes berth's mounts of owner's directory and file
+// sources (bindSource's, under mnt/) off the host, for a container whose
+// engine has bound them into its own mount namespace and never binds them
+// again (driver.Capabilities.BindsAtCreate). The container keeps its binds
+// and their propagation; the host's mount namespace keeps no copy of the
+// mounts under a source, so the host can unmount one and remove its
+// directory while the container runs (with a copy, rmdir fails with
+// EBUSY). Only complete attachments are released; their records stay
+// until Detach, which finds nothing left to unmount.
+func (m *Manager) ReleaseHostBinds(owner string) error {
+	return m.withRecords(func(recs []*record) error {
+		var errs []error
+		for _, r := range recs {
+			if r.Owner == owner && r.Complete && !r.Retired && r.MountKey != "" && (r.Spec.Kind == KindDir || r.Spec.Kind == KindFile) {
+				errs = append(errs, unmountDir(m.mountpoint(r.MountKey)))
+			}
+		}
+		return errors.Join(errs...)
+	})
 }

@@ -143,6 +143,7 @@ func crashChild(step string) int {
 	if os.Getenv("BERTH_VOLUME_RAW") != "" {
 		sp.Mode = ModeRawBlock
 	}
+	sp.Propagation = Propagation(os.Getenv("BERTH_VOLUME_PROPAGATION"))
 	m, err := OpenManager(os.Getenv("BERTH_VOLUME_DIR"), DefaultPolicy(), nil)
 	if err == nil {
 		_, err = m.Attach(context.Background(), "victim", sp, AttachOptions{UserNamespace: true, RootUID: 100000, RootGID: 100000})

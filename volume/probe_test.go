@@ -117,7 +117,13 @@ func TestParseSpec(t *testing.T) {
 	s, err = ParseSpec("tmpfs:/scratch:size=64m")
 	require.NoError(t, err)
 	require.Equal(t, Spec{Destination: "/scratch", Kind: KindTmpfs, TmpfsSize: 64 << 20, Mode: ModeHostMount}, s)
-	for _, bad := range []string{"/x", "/x:/y:rx", "tmpfs:/y:size=lots", "/x:/y:size=1m"} {
+	s, err = ParseSpec("/srv/share:/share:rslave:ro")
+	require.NoError(t, err)
+	require.Equal(t, Spec{Source: "/srv/share", Destination: "/share", ReadOnly: true, Propagation: PropagationSlave, Mode: ModeHostMount}, s)
+	s, err = ParseSpec("/srv/share:/share:rshared")
+	require.NoError(t, err)
+	require.Equal(t, PropagationShared, s.Propagation)
+	for _, bad := range []string{"/x", "/x:/y:rx", "tmpfs:/y:size=lots", "/x:/y:size=1m", "/x:/y:rro"} {
 		_, err := ParseSpec(bad)
 		require.Truef(t, errdefs.IsInvalidArgument(err), "%q: %v", bad, err)
 	}

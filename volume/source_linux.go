@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/kernfs"
@@ -80,10 +82,18 @@ func openChecked(sp Spec, flags int) (*os.File, error) {
 
 // bindSource mounts a directory or file source at mp (under the
 // manager's mnt/) from the opened source itself, recursively, nosuid and
-// nodev (and ro, noexec as asked) down to every submount: the container
+// nodev (and noexec as asked) down to every submount: the container
 // binds mp, so a path the tenant can write cannot be swapped for /etc
-// between the check and the mount. A submount of a kernel interface
+// between the check and the mount. Read-only reaches every submount too,
+// unless NonRecursiveReadOnly. A submount of a kernel interface
 // filesystem anywhere in the tree refuses the attach.
+//
+// The mount is a copy of the source's (open_tree's clone is a peer of a
+// shared source, as a bind is) with the propagation asked, recursively:
+// private, a slave of the source's peer group, or its peer. It is set
+// again once the mount is in place, because moving a tree under a shared
+// mount (the state directory's, under systemd) makes every mount in it
+// shared.
 func bindSource(sp Spec, mp string, noexec bool) error {
 	flags := unix.O_PATH
 	if sp.Kind == KindDir {
@@ -94,13 +104,25 @@ func bindSource(sp Spec, mp string, noexec bool) error {
 		return err
 	}
 	defer src.Close()
+	var prop uint64
+	switch sp.Propagation {
+	case "", PropagationPrivate:
+		prop = unix.MS_PRIVATE
+	case PropagationSlave:
+		prop = unix.MS_SLAVE
+	}
+	if sp.hasPropagation() {
+		if err := propagates(sp, src); err != nil {
+			return err
+		}
+	}
 	tree, err := unix.OpenTree(int(src.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", sp.Source, err)
 	}
 	defer unix.Close(tree)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: unix.MS_PRIVATE}
-	if sp.ReadOnly {
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: prop}
+	if sp.ReadOnly && !sp.NonRecursiveReadOnly {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
 	if noexec {
@@ -108,6 +130,11 @@ func bindSource(sp Spec, mp string, noexec bool) error {
 	}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
 		return fmt.Errorf("mount_setattr %s: %w", sp.Source, err)
+	}
+	if sp.ReadOnly && sp.NonRecursiveReadOnly {
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("mount_setattr %s: %w", sp.Source, err)
+		}
 	}
 	if sp.Kind == KindDir {
 		err = os.Mkdir(mp, 0o700)
@@ -125,6 +152,12 @@ func bindSource(sp Spec, mp string, noexec bool) error {
 		return fmt.Errorf("move_mount %s: %w", mp, err)
 	}
 	hook("mounted")
+	if prop != 0 {
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Propagation: prop}); err != nil {
+			_ = unmountDir(mp)
+			return fmt.Errorf("mount_setattr %s: %w", mp, err)
+		}
+	}
 	if err := kernfs.CheckUnder(mp); err != nil {
 		_ = unmountDir(mp)
 		if errors.Is(err, kernfs.ErrKernelInterface) {
@@ -133,4 +166,55 @@ func bindSource(sp Spec, mp string, noexec bool) error {
 		return err
 	}
 	return nil
+}
+
+// propagates checks that the mount the opened source src is on
+// propagates as sp asks it to: a shared mount for shared propagation, a
+// shared or slave one for slave. Without, berth's copy would receive
+// nothing from the host (nor give it anything), whatever the container
+// asked.
+func propagates(sp Spec, src *os.File) error {
+	id, err := mountIDOf(src)
+	if err != nil {
+		return err
+	}
+	ms, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) { return i.ID != id, i.ID == id })
+	if err != nil {
+		return err
+	}
+	if len(ms) != 1 {
+		return fmt.Errorf("source %s: mount %d not in this mount namespace: %w", sp.Source, id, errdefs.ErrFailedPrecondition)
+	}
+	mi := ms[0]
+	shared := strings.Contains(" "+mi.Optional, " shared:")
+	slave := strings.Contains(" "+mi.Optional, " master:")
+	switch {
+	case sp.Propagation == PropagationShared && !shared:
+		return fmt.Errorf("source %s is on %s, a mount that is not shared (%s): mounts cannot propagate both ways (make it shared: mount --make-rshared): %w",
+			sp.Source, mi.Mountpoint, propagationName(mi.Optional), errdefs.ErrFailedPrecondition)
+	case sp.Propagation == PropagationSlave && !shared && !slave:
+		return fmt.Errorf("source %s is on %s, a mount that is neither shared nor a slave (private): the host's mounts cannot propagate (make it shared: mount --make-rshared): %w",
+			sp.Source, mi.Mountpoint, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func propagationName(optional string) string {
+	if strings.Contains(" "+optional, " master:") {
+		return "a slave"
+	}
+	return "private"
+}
+
+// mountIDOf returns the ID of the mount f is on (as /proc/self/mountinfo
+// numbers it).
+func mountIDOf(f *os.File) (int, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, fmt.Errorf("statx %s: %w", f.Name(), err)
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, fmt.Errorf("statx %s: no mount ID", f.Name())
+	}
+	return int(stx.Mnt_id), nil
 }

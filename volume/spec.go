@@ -47,6 +47,31 @@ const (
 	ModeRawBlock Mode = "raw-block"
 )
 
+// Propagation is how mounts travel between a directory or file source
+// on the host and the container's bind of it, whatever lies under it: the
+// OCI bind options rprivate, rslave and rshared, Kubernetes' None,
+// HostToContainer and Bidirectional. berth's own mount of the source (see
+// Modes in the package documentation) takes it, recursively.
+type Propagation string
+
+// The propagations.
+const (
+	// PropagationPrivate (the default, also "") propagates nothing: the
+	// container sees the mounts under the source as they were at attach.
+	PropagationPrivate Propagation = "private"
+	// PropagationSlave carries mounts the host makes under the source
+	// later into the container, never the reverse. The source must be on
+	// a shared mount (or a slave of one): failed-precondition otherwise.
+	PropagationSlave Propagation = "slave"
+	// PropagationShared carries mounts both ways: what a container that
+	// can mount (CAP_SYS_ADMIN) mounts under its bind appears on the host
+	// under the source, with the flags the container chose (a setuid
+	// binary, a device node). The source must be on a shared mount
+	// (failed-precondition otherwise). The runtime admits it only under
+	// its AllowPrivileged policy.
+	PropagationShared Propagation = "shared"
+)
+
 // Spec asks for one volume.
 type Spec struct {
 	// Source is the host path (block device, image file, directory); empty
@@ -54,7 +79,17 @@ type Spec struct {
 	Source string
 	// Destination is the absolute path inside the container.
 	Destination string
-	ReadOnly    bool
+	// ReadOnly mounts the volume read-only; a directory's bind is
+	// read-only down to every mount under its source, unless
+	// NonRecursiveReadOnly.
+	ReadOnly bool
+	// NonRecursiveReadOnly, with ReadOnly, makes a directory or file bind
+	// read-only at its top alone: mounts under the source keep their own
+	// access (OCI's "ro" on a bind, where "rro" is recursive). nosuid and
+	// nodev still reach every one.
+	NonRecursiveReadOnly bool `json:",omitempty"`
+	// Propagation of a directory or file source ("" is private).
+	Propagation Propagation `json:",omitempty"`
 	Mode        Mode
 	// Kind is found from Source when empty.
 	Kind Kind
@@ -64,7 +99,8 @@ type Spec struct {
 }
 
 // ParseSpec reads the command-line form SRC:DST[:ro][:raw], or
-// tmpfs:DST[:size=BYTES][:ro] for a tmpfs.
+// tmpfs:DST[:size=BYTES][:ro] for a tmpfs. A directory may also take
+// rprivate, rslave or rshared (Propagation).
 func ParseSpec(s string) (Spec, error) {
 	bad := func(format string, a ...any) (Spec, error) {
 		return Spec{}, fmt.Errorf("volume %q: %s: %w", s, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
@@ -84,6 +120,8 @@ func ParseSpec(s string) (Spec, error) {
 		case opt == "rw":
 		case opt == "raw":
 			sp.Mode = ModeRawBlock
+		case PropagationOf(opt) != "":
+			sp.Propagation = PropagationOf(opt)
 		case strings.HasPrefix(opt, "size=") && sp.Kind == KindTmpfs:
 			n, err := ParseBytes(strings.TrimPrefix(opt, "size="))
 			if err != nil {
@@ -119,6 +157,22 @@ func ParseBytes(v string) (int64, error) {
 	return n, nil
 }
 
+// PropagationOf returns the propagation an OCI mount option names
+// (private, rprivate, slave, rslave, shared, rshared), or "" for any
+// other option. berth's own mount of the source takes it recursively,
+// whichever form was given.
+func PropagationOf(opt string) Propagation {
+	switch strings.TrimPrefix(opt, "r") {
+	case "private":
+		return PropagationPrivate
+	case "slave":
+		return PropagationSlave
+	case "shared":
+		return PropagationShared
+	}
+	return ""
+}
+
 // resolve checks the spec and fills in Kind from the source.
 func (s Spec) resolve() (Spec, error) {
 	if !filepath.IsAbs(s.Destination) || filepath.Clean(s.Destination) != s.Destination {
@@ -129,6 +183,14 @@ func (s Spec) resolve() (Spec, error) {
 	}
 	if s.Mode != ModeHostMount && s.Mode != ModeRawBlock {
 		return Spec{}, s.invalid("unknown mode %q", s.Mode)
+	}
+	switch s.Propagation {
+	case "", PropagationPrivate, PropagationSlave, PropagationShared:
+	default:
+		return Spec{}, s.invalid("unknown propagation %q", s.Propagation)
+	}
+	if s.NonRecursiveReadOnly && !s.ReadOnly {
+		return Spec{}, s.invalid("non-recursive read-only without read-only")
 	}
 	if s.Kind == KindTmpfs || (s.Kind == "" && s.Source == "") {
 		return s.resolveTmpfs()
@@ -145,10 +207,19 @@ func (s Spec) resolve() (Spec, error) {
 		return Spec{}, s.invalid("source %s is a %s, not a %s", s.Source, kind, s.Kind)
 	}
 	s.Kind = kind
-	if (s.Kind == KindDir || s.Kind == KindFile) && s.Mode == ModeRawBlock {
+	bound := s.Kind == KindDir || s.Kind == KindFile
+	if bound && s.Mode == ModeRawBlock {
 		return Spec{}, s.invalid("a %s cannot be raw", s.Kind)
 	}
+	if !bound && (s.hasPropagation() || s.NonRecursiveReadOnly) {
+		return Spec{}, s.invalid("propagation and non-recursive read-only are for directories and files, not a %s", s.Kind)
+	}
 	return s, nil
+}
+
+// hasPropagation reports whether the spec asks mounts to propagate.
+func (s Spec) hasPropagation() bool {
+	return s.Propagation != "" && s.Propagation != PropagationPrivate
 }
 
 // invalid is an invalid-argument error about the volume.
@@ -167,6 +238,9 @@ func (s Spec) resolveTmpfs() (Spec, error) {
 	}
 	if s.Mode == ModeRawBlock {
 		return Spec{}, s.invalid("a tmpfs cannot be raw")
+	}
+	if s.hasPropagation() || s.NonRecursiveReadOnly {
+		return Spec{}, s.invalid("propagation and non-recursive read-only are for directories and files, not a tmpfs")
 	}
 	return s, nil
 }

@@ -85,6 +85,19 @@
 // under a writable layer of its own in containers/<id>/rw; nothing is
 // copied. See image.go for the user namespace case.
 //
+// # Binds
+//
+// runc's init mounts every bind of the spec (berth's mounts of the
+// sources, from the runtime's volume manager) before it waits on its exec
+// FIFO, and a container never starts twice: the engine declares
+// driver.Capabilities.BindsAtCreate, and the runtime takes its mounts of
+// the sources off the host once Create returns. runc applies a bind's
+// propagation option to its bind; with a shared one (rshared) and no root
+// filesystem propagation in the spec, the container's is rshared, as
+// containerd and dockerd set it: under runc's default (rslave) the bind
+// would only receive the host's mounts, never give its own back. runc
+// keeps the root filesystem's own mount private either way.
+//
 // # User namespaces
 //
 // When the spec holds a user namespace (allocated by package runtime), the

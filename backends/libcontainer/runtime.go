@@ -188,6 +188,9 @@ func (r *Runtime) Capabilities() driver.Capabilities {
 		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true, Snapshot: true,
 		CRILog:         true,
 		JoinNamespaces: true, NamespaceFiles: true,
+		// runc's init mounts every bind before it waits on the exec
+		// FIFO, and a container is never started twice.
+		BindsAtCreate: true,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -43,6 +44,15 @@ func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.
 		// install one that allows everything (Seccomp: 2).
 		l.Seccomp = nil
 	}
+	if l.RootfsPropagation == "" && hasSharedBind(spec) {
+		// runc makes every mount of the container's namespace a slave
+		// by default, before it binds: the bind would be a slave of the
+		// source's peers, receiving their mounts but giving none back.
+		// Kept shared (runc still makes the root filesystem's own mount
+		// private, so the container's other mounts reach nobody), the
+		// bind joins the source's peers.
+		l.RootfsPropagation = "rshared"
+	}
 	s.Linux = &l
 	cfg, err := convertSpec(id, &s)
 	if err != nil {
@@ -61,6 +71,24 @@ func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.
 		return nil, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return cfg, nil
+}
+
+// hasSharedBind reports whether a bind mount of spec has shared
+// propagation: the last of its propagation options is shared or rshared.
+func hasSharedBind(spec *specs.Spec) bool {
+	for _, m := range spec.Mounts {
+		prop := ""
+		for _, o := range m.Options {
+			switch o {
+			case "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable":
+				prop = strings.TrimPrefix(o, "r")
+			}
+		}
+		if prop == "shared" && (m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")) {
+			return true
+		}
+	}
+	return false
 }
 
 // specconvMu serializes specconv, which is not safe for concurrent use: it

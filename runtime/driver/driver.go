@@ -67,6 +67,13 @@ type Capabilities struct {
 	// created or running container for the runtime (it is a
 	// NamespaceOpener): its containers' inits are processes of this host.
 	NamespaceFiles bool
+	// BindsAtCreate is true when the engine mounts a container's bind
+	// mounts (and hot-attached volumes) into the container's own mount
+	// namespace as Create (AttachVolume) returns, and never reads their
+	// sources again: no start or restart binds them anew. The runtime
+	// then takes its own mounts of bind sources off the host (see
+	// volume.Manager.ReleaseHostBinds).
+	BindsAtCreate bool
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means

@@ -104,10 +104,14 @@ func privilegedHost() map[string]func(*specs.Spec) {
 }
 
 // privilegedMounts returns the spec changes of testPrivilegedRefused that expose
-// kernel interfaces: writable or extra sysfs and proc, unmasked or writable
-// proc paths.
+// kernel interfaces (writable or extra sysfs and proc, unmasked or writable
+// proc paths) or reach the host's mounts (a bind whose propagation is
+// shared).
 func privilegedMounts() map[string]func(*specs.Spec) {
 	return map[string]func(*specs.Spec){
+		"bind propagating to the host (rshared)": func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/shared", Type: "bind", Source: os.TempDir(), Options: []string{"rbind", "rshared"}})
+		},
 		"writable sysfs": func(s *specs.Spec) {
 			for i, m := range s.Mounts {
 				if m.Type == "sysfs" {
