@@ -52,14 +52,8 @@ const critestSkip = `Streaming|NRI|AppArmor|apparmor`
 // other failure fails the test. (The issue that tracks each says what is
 // left; see docs/design.md.)
 var critestKnown = map[string]string{
-	"public image with digest should be pulled and removed":                                 "its image is pinned by a digest of gcr.io that no offline build can give",
-	"runtime should support NamespaceMode_POD":                                              "the kubelet's mapping (0 1000 100000) is replaced by a range of berth's ID pool",
-	"should support seccomp unconfined on the container":                                    "berth keeps its loop-device ioctl filter on every container: Seccomp is 2, not 0",
-	"should support nil profile, which is unconfined":                                       "berth keeps its loop-device ioctl filter on every container: Seccomp is 2, not 0",
-	"should allow privilege escalation when false":                                          "the image store clears setuid bits when it unpacks",
-	"mount with 'rshared' should support propagation from host to container and vice versa": "host paths are bound from the volume manager's private copy of the mount",
-	"mount with 'rslave' should support propagation from host to container":                 "host paths are bound from the volume manager's private copy of the mount",
-	"should support non-recursive readonly mounts":                                          "the volume manager makes a read-only bind read-only down to every submount",
+	"public image with digest should be pulled and removed": "its image is pinned by a digest of gcr.io that no offline build can give",
+	"runtime should support NamespaceMode_POD":              "the kubelet's mapping (0 1000 100000) is replaced by a range of berth's ID pool",
 }
 
 // knownFailure is the cause of a known failure of the spec named leaf
