@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,7 +36,8 @@ func TestMain(m *testing.M) {
 // their own, so they never meet the setup's default network.
 const testSubnet = "10.97.0.0/24"
 
-// server is a berth-cri run in this process on a root of its own.
+// server is a berth-cri run on a root of its own, in this process or as a
+// process of its own.
 type server struct {
 	root, sock, cniConf string
 	rt                  cri.RuntimeServiceClient
@@ -55,26 +57,96 @@ func writeTestNetwork(t *testing.T, dir, dataDir string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "10-test.conflist"), []byte(conf), 0o644))
 }
 
-// startServer runs berth-cri on root until the returned server is
-// stopped (or the test ends).
+// startServer runs berth-cri in this process on root until the returned
+// server is stopped (or the test ends).
 func startServer(t *testing.T, root string, extra ...string) *server {
 	t.Helper()
-	s := &server{root: root, sock: filepath.Join(root, "cri.sock"), cniConf: filepath.Join(root, "net.d")}
-	writeTestNetwork(t, s.cniConf, filepath.Join(root, "ipam"))
+	s := newServer(t, root)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	args := append([]string{"--root", root, "--listen", "unix://" + s.sock, "--cni-conf-dir", s.cniConf}, extra...)
-	go func() { done <- run(ctx, args) }()
+	go func() { done <- run(ctx, append(s.args(), extra...)) }()
+	s.connect(t, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("berth-cri did not stop")
+		}
+	})
+	return s
+}
+
+// daemonBinary builds berth-cri once for the tests that run it as a
+// process of its own, without the race detector: the engine re-executes
+// the daemon's binary as each container's init, and a test binary's init
+// is too large for some containers' memory limits.
+var daemonBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "berth-cri-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "berth-cri")
+	out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// startDaemon runs berth-cri as a process of its own on root, its
+// registry traffic held to loopback (a dead proxy for every other host),
+// until the returned server is stopped or the test ends. Its log is
+// reported if the test fails.
+func startDaemon(t *testing.T, root string, extra ...string) *server {
+	t.Helper()
+	bin, err := daemonBinary()
+	require.NoError(t, err)
+	s := newServer(t, root)
+	var log bytes.Buffer
+	cmd := exec.Command(bin, append(s.args(), extra...)...)
+	cmd.Env = append(os.Environ(), "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost")
+	cmd.Stdout, cmd.Stderr = &log, &log
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.connect(t, func() error {
+		if t.Failed() {
+			t.Logf("berth-cri's log:\n%s", log.String())
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			return err
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("berth-cri did not stop")
+		}
+	})
+	return s
+}
+
+func newServer(t *testing.T, root string) *server {
+	s := &server{root: root, sock: filepath.Join(root, "cri.sock"), cniConf: filepath.Join(root, "net.d")}
+	writeTestNetwork(t, s.cniConf, filepath.Join(root, "ipam"))
+	return s
+}
+
+// args are the flags every test server runs with.
+func (s *server) args() []string {
+	return []string{"--root", s.root, "--listen", "unix://" + s.sock, "--cni-conf-dir", s.cniConf}
+}
+
+// connect dials the server, waits for its answer, and makes s.stop (run
+// when the test ends) remove what a failed test left, then stop it.
+func (s *server) connect(t *testing.T, stop func() error) {
+	t.Helper()
 	conn, err := grpc.NewClient("unix://"+s.sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(a, "unix://"))
 		}))
 	require.NoError(t, err)
 	s.rt, s.im = cri.NewRuntimeServiceClient(conn), cri.NewImageServiceClient(conn)
-	require.Eventually(t, func() bool {
-		_, err := s.rt.Version(ctx, &cri.VersionRequest{})
-		return err == nil
-	}, 20*time.Second, 50*time.Millisecond, "berth-cri does not answer")
 	stopped := false
 	s.stop = func() {
 		if stopped {
@@ -92,16 +164,13 @@ func startServer(t *testing.T, root string, extra ...string) *server {
 			}
 		}
 		conn.Close()
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("berth-cri did not stop")
-		}
+		require.NoError(t, stop())
 	}
 	t.Cleanup(s.stop)
-	return s
+	require.Eventually(t, func() bool {
+		_, err := s.rt.Version(context.Background(), &cri.VersionRequest{})
+		return err == nil
+	}, time.Minute, 50*time.Millisecond, "berth-cri does not answer")
 }
 
 // busyboxImage imports a busybox image into the store under root as

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,10 +36,6 @@ import (
 	"github.com/berthrun/berth/runtime/driver"
 	"google.golang.org/grpc"
 )
-
-// registryTransport, when set, carries every registry request (the tests
-// keep them on loopback).
-var registryTransport http.RoundTripper
 
 // list is a repeatable string flag.
 type list []string
@@ -79,7 +74,7 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	opts := registry.Options{Insecure: insecure, Mirrors: map[string][]string{}, Transport: registryTransport}
+	opts := registry.Options{Insecure: insecure, Mirrors: map[string][]string{}}
 	for _, m := range mirrors {
 		host, u, err := registry.ParseMirror(m)
 		if err != nil {
