@@ -27,10 +27,14 @@
 // the image's tree: no link leads out of it), the security context
 // (capabilities, no_new_privs, masked and read-only paths on top of the
 // runtime's own, read-only root, seccomp RuntimeDefault/Unconfined/
-// Localhost), resources. Host paths are volumes under the runtime's volume
-// policy. Whatever the spec asks, the runtime's security policy decides:
-// a privileged container, an unconfined seccomp profile, a host namespace
-// are refused with PermissionDenied unless the daemon was started with the
+// Localhost), resources. Host paths are binds under the runtime's volume
+// policy, with the mount's propagation (None rprivate, HostToContainer
+// rslave, Bidirectional rshared: from a host path on a shared mount) and
+// read-only as the kubelet means it: the bind alone (ro), or with
+// recursive_read_only every mount under it (rro; read-only, private
+// propagation). Whatever the spec asks, the runtime's security policy
+// decides: a privileged container, an unconfined seccomp profile, a host
+// namespace, a Bidirectional mount are refused with PermissionDenied unless the daemon was started with the
 // switch that admits them. The container's output goes to the CRI log
 // file the kubelet names, written by the container's monitor, so it keeps
 // going while the server restarts.

@@ -161,8 +161,11 @@ func (s *RuntimeService) Status(ctx context.Context, req *cri.StatusRequest) (*c
 	}}}
 	for name, rt := range s.handlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &cri.RuntimeHandler{
-			Name:     name,
-			Features: &cri.RuntimeHandlerFeatures{UserNamespaces: rt.Capabilities().UserNamespace},
+			Name: name,
+			// Recursive read-only binds: the runtime's volume manager
+			// makes its mount of the host path read-only all the way
+			// down, whatever the engine.
+			Features: &cri.RuntimeHandlerFeatures{UserNamespaces: rt.Capabilities().UserNamespace, RecursiveReadOnlyMounts: true},
 		})
 	}
 	sort.Slice(resp.RuntimeHandlers, func(i, j int) bool { return resp.RuntimeHandlers[i].Name < resp.RuntimeHandlers[j].Name })

@@ -388,8 +388,10 @@ func (s *RuntimeService) mounts(sb *sandbox, spec *specs.Spec, cfg *cri.Containe
 		if m.GetImage() != nil && m.GetImage().GetImage() != "" {
 			return nil, fmt.Errorf("container %q: image volume at %s: %w", cfg.GetMetadata().GetName(), dst, errdefs.ErrNotImplemented)
 		}
-		if m.GetRecursiveReadOnly() {
-			return nil, fmt.Errorf("container %q: recursive read-only mount at %s: %w", cfg.GetMetadata().GetName(), dst, errdefs.ErrNotImplemented)
+		if m.GetRecursiveReadOnly() && (!m.GetReadonly() || m.GetPropagation() != cri.MountPropagation_PROPAGATION_PRIVATE) {
+			// As the kubelet and containerd check it: read-only
+			// submounts that the host's later mounts would not be.
+			return nil, bad("recursive read-only mount at %s: it must be read-only, with private propagation", dst)
 		}
 		src := m.GetHostPath()
 		if !filepath.IsAbs(src) {
@@ -403,12 +405,19 @@ func (s *RuntimeService) mounts(sb *sandbox, spec *specs.Spec, cfg *cri.Containe
 			return nil, fmt.Errorf("container %q: mount source %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
 		}
 		opts := []string{"rbind", propagation[m.GetPropagation()]}
-		if m.GetReadonly() {
+		switch {
+		case m.GetRecursiveReadOnly():
+			opts = append(opts, "rro")
+		case m.GetReadonly():
+			// Read-only at the bind alone: the mounts under the host
+			// path keep their access, as the kubelet means it.
 			opts = append(opts, "ro")
 		}
 		// A bind of the spec: the runtime attaches it through its volume
 		// manager (opened once without following links, never a kernel
-		// interface filesystem, nosuid and nodev).
+		// interface filesystem, nosuid and nodev; rslave and rshared
+		// from a host path on a shared mount, rshared only under the
+		// runtime's AllowPrivileged).
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: filepath.Clean(dst), Type: "bind", Source: src, Options: opts})
 		taken[filepath.Clean(dst)] = true
 	}

@@ -106,7 +106,8 @@
 //	mounts                   /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys,
 //	                         /sys/fs/cgroup must be there with Docker's options (Docker
 //	                         mounts them anyway; /dev/shm's size becomes ShmSize, devpts
-//	                         gets gid=5); bind: Mounts (bind/rbind, ro, propagation;
+//	                         gets gid=5); bind: Mounts (bind/rbind, ro, rro as ro over
+//	                         berth's mount read-only all the way down, propagation;
 //	                         nosuid, nodev, noexec only if the source's mount has them,
 //	                         as a bind inherits them); tmpfs: Tmpfs; others: not-implemented
 //	linux.resources          memory limit (swap unlimited unless given, not Docker's 2x),

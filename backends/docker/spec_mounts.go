@@ -140,6 +140,10 @@ func bindMount(m specs.Mount) (_ mount.Mount, idmapped bool, _ error) {
 			out.BindOptions.NonRecursive = false
 		case o == "ro":
 			out.ReadOnly = true
+		case o == "rro":
+			// berth's mount of the source (the runtime's volume
+			// manager) is read-only all the way down already.
+			out.ReadOnly = true
 		case o == "rw":
 		case o == "idmap" || o == "ridmap":
 			idmapped = true

@@ -128,10 +128,13 @@ func TestTranslateMounts(t *testing.T) {
 		specs.Mount{Destination: "/data", Type: "bind", Source: src, Options: []string{"rbind", "ro", "rprivate"}},
 		specs.Mount{Destination: "/one", Source: src, Options: []string{"bind"}},
 		specs.Mount{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=4m"}},
+		specs.Mount{Destination: "/all", Type: "bind", Source: src, Options: []string{"rbind", "rro", "rslave"}},
 	)
 	tr := &translation{cgroupns: true}
 	require.NoError(t, translate(s, tr))
-	require.Len(t, tr.host.Mounts, 2)
+	require.Len(t, tr.host.Mounts, 3)
+	assert.Equal(t, mount.Mount{Type: mount.TypeBind, Source: src, Target: "/all", ReadOnly: true,
+		BindOptions: &mount.BindOptions{Propagation: mount.PropagationRSlave}}, tr.host.Mounts[2], "rro: read-only over berth's read-only mount")
 	assert.Equal(t, mount.Mount{Type: mount.TypeBind, Source: src, Target: "/data", ReadOnly: true,
 		BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}}, tr.host.Mounts[0])
 	assert.True(t, tr.host.Mounts[1].BindOptions.NonRecursive, "bind, not rbind")

@@ -414,6 +414,22 @@ func TestRefusedCreateLeavesNothing(t *testing.T) {
 			c.Mounts = []*cri.Mount{{ContainerPath: "/fifo", HostPath: fifo}}
 			return c
 		}(), codes.InvalidArgument},
+		{"bidirectional propagation without the privileged policy", func() *cri.ContainerConfig {
+			c := containerConfig("c", "true")
+			c.Mounts = []*cri.Mount{{ContainerPath: "/data", HostPath: "/tmp", Propagation: cri.MountPropagation_PROPAGATION_BIDIRECTIONAL}}
+			return c
+		}(), codes.PermissionDenied},
+		{"recursive read-only, not read-only", func() *cri.ContainerConfig {
+			c := containerConfig("c", "true")
+			c.Mounts = []*cri.Mount{{ContainerPath: "/data", HostPath: "/tmp", RecursiveReadOnly: true}}
+			return c
+		}(), codes.InvalidArgument},
+		{"recursive read-only, propagating", func() *cri.ContainerConfig {
+			c := containerConfig("c", "true")
+			c.Mounts = []*cri.Mount{{ContainerPath: "/data", HostPath: "/tmp", Readonly: true, RecursiveReadOnly: true,
+				Propagation: cri.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+			return c
+		}(), codes.InvalidArgument},
 		{"privileged", func() *cri.ContainerConfig {
 			c := containerConfig("c", "true")
 			c.Linux.SecurityContext = &cri.LinuxContainerSecurityContext{Privileged: true}

@@ -75,8 +75,13 @@ func TestCritest(t *testing.T) {
 
 	report := filepath.Join(t.TempDir(), "report.json")
 	// Two at a time (critest runs ginkgo for that, from PATH).
-	cmd := exec.CommandContext(context.Background(), critest, "-runtime-endpoint", "unix://"+s.sock, "-image-endpoint", "unix://"+s.sock,
-		"-parallel", "2", "-ginkgo.skip", critestSkip, "-ginkgo.no-color", "-ginkgo.json-report", report)
+	args := []string{"-runtime-endpoint", "unix://" + s.sock, "-image-endpoint", "unix://" + s.sock,
+		"-parallel", "2", "-ginkgo.skip", critestSkip, "-ginkgo.no-color", "-ginkgo.json-report", report}
+	if focus := os.Getenv("BERTH_CRITEST_FOCUS"); focus != "" {
+		// A part of the suite, while working on it.
+		args = append(args, "-ginkgo.focus", focus)
+	}
+	cmd := exec.CommandContext(context.Background(), critest, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dir, "bin")+":"+os.Getenv("PATH"))
 	out, runErr := cmd.CombinedOutput()
