@@ -100,6 +100,19 @@ func (s *RuntimeService) runtimeContainer(ctx context.Context, c *container) (*r
 	return rt.Get(ctx, c.ID)
 }
 
+// lookup finds the container id names, and the runtime's.
+func (s *RuntimeService) lookup(ctx context.Context, id string) (*container, *runtime.Container, error) {
+	c, err := s.state.container(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := s.runtimeContainer(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, rc, nil
+}
+
 // StartContainer starts a created container.
 func (s *RuntimeService) StartContainer(ctx context.Context, req *cri.StartContainerRequest) (*cri.StartContainerResponse, error) {
 	c, err := s.state.container(req.GetContainerId())
@@ -292,20 +305,23 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 	return st, nil
 }
 
+// filterContainers are the containers whose ID and pod's ID start with id
+// and pod (when given) and whose labels hold selector's.
+func (s *RuntimeService) filterContainers(id, pod string, selector map[string]string) []*container {
+	var out []*container
+	for _, c := range s.state.listContainers() {
+		if strings.HasPrefix(c.ID, id) && strings.HasPrefix(c.SandboxID, pod) && matchLabels(selector, c.cfg.GetLabels()) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // ListContainers lists the containers that pass the filter.
 func (s *RuntimeService) ListContainers(ctx context.Context, req *cri.ListContainersRequest) (*cri.ListContainersResponse, error) {
 	f := req.GetFilter()
 	resp := &cri.ListContainersResponse{}
-	for _, c := range s.state.listContainers() {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			continue
-		}
-		if !matchLabels(f.GetLabelSelector(), c.cfg.GetLabels()) {
-			continue
-		}
+	for _, c := range s.filterContainers(f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector()) {
 		st, err := s.containerStatus(ctx, c)
 		if err != nil {
 			continue // removed meanwhile
@@ -324,11 +340,7 @@ func (s *RuntimeService) ListContainers(ctx context.Context, req *cri.ListContai
 
 // UpdateContainerResources changes a container's limits while it runs.
 func (s *RuntimeService) UpdateContainerResources(ctx context.Context, req *cri.UpdateContainerResourcesRequest) (*cri.UpdateContainerResourcesResponse, error) {
-	c, err := s.state.container(req.GetContainerId())
-	if err != nil {
-		return nil, grpcError(err)
-	}
-	rc, err := s.runtimeContainer(ctx, c)
+	_, rc, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -357,11 +369,7 @@ func (s *RuntimeService) UpdateContainerResources(ctx context.Context, req *cri.
 // ReopenContainerLog has the writer of the container's CRI log reopen its
 // file (the kubelet rotated it).
 func (s *RuntimeService) ReopenContainerLog(ctx context.Context, req *cri.ReopenContainerLogRequest) (*cri.ReopenContainerLogResponse, error) {
-	c, err := s.state.container(req.GetContainerId())
-	if err != nil {
-		return nil, grpcError(err)
-	}
-	rc, err := s.runtimeContainer(ctx, c)
+	_, rc, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -395,16 +403,12 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 // and exit code; past the timeout the command is killed and the call
 // fails with DeadlineExceeded.
 func (s *RuntimeService) ExecSync(ctx context.Context, req *cri.ExecSyncRequest) (*cri.ExecSyncResponse, error) {
-	c, err := s.state.container(req.GetContainerId())
+	c, rc, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, grpcError(err)
 	}
 	if len(req.GetCmd()) == 0 {
 		return nil, grpcError(fmt.Errorf("exec in %s: no command: %w", c.ID, errdefs.ErrInvalidArgument))
-	}
-	rc, err := s.runtimeContainer(ctx, c)
-	if err != nil {
-		return nil, grpcError(err)
 	}
 	info, err := rc.Info(ctx)
 	if err != nil {

@@ -430,17 +430,23 @@ func (s *RuntimeService) sandboxStatus(ctx context.Context, sb *sandbox) *cri.Po
 	return st
 }
 
+// filterSandboxes are the pods whose ID starts with id and whose labels
+// hold selector's.
+func (s *RuntimeService) filterSandboxes(id string, selector map[string]string) []*sandbox {
+	var out []*sandbox
+	for _, sb := range s.state.listSandboxes() {
+		if strings.HasPrefix(sb.ID, id) && matchLabels(selector, sb.cfg.GetLabels()) {
+			out = append(out, sb)
+		}
+	}
+	return out
+}
+
 // ListPodSandbox lists the pods that pass the filter.
 func (s *RuntimeService) ListPodSandbox(ctx context.Context, req *cri.ListPodSandboxRequest) (*cri.ListPodSandboxResponse, error) {
 	f := req.GetFilter()
 	resp := &cri.ListPodSandboxResponse{}
-	for _, sb := range s.state.listSandboxes() {
-		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
-			continue
-		}
-		if !matchLabels(f.GetLabelSelector(), sb.cfg.GetLabels()) {
-			continue
-		}
+	for _, sb := range s.filterSandboxes(f.GetId(), f.GetLabelSelector()) {
 		st := s.podState(ctx, sb)
 		if f.GetState() != nil && f.GetState().GetState() != st {
 			continue

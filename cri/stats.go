@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/berthrun/berth/runtime"
@@ -87,16 +86,7 @@ func (s *RuntimeService) ContainerStats(ctx context.Context, req *cri.ContainerS
 func (s *RuntimeService) ListContainerStats(ctx context.Context, req *cri.ListContainerStatsRequest) (*cri.ListContainerStatsResponse, error) {
 	f := req.GetFilter()
 	resp := &cri.ListContainerStatsResponse{}
-	for _, c := range s.state.listContainers() {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			continue
-		}
-		if !matchLabels(f.GetLabelSelector(), c.cfg.GetLabels()) {
-			continue
-		}
+	for _, c := range s.filterContainers(f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector()) {
 		st, err := s.containerStats(ctx, c)
 		if err != nil {
 			continue // removed meanwhile
@@ -141,13 +131,7 @@ func (s *RuntimeService) PodSandboxStats(ctx context.Context, req *cri.PodSandbo
 func (s *RuntimeService) ListPodSandboxStats(ctx context.Context, req *cri.ListPodSandboxStatsRequest) (*cri.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
 	resp := &cri.ListPodSandboxStatsResponse{}
-	for _, sb := range s.state.listSandboxes() {
-		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
-			continue
-		}
-		if !matchLabels(f.GetLabelSelector(), sb.cfg.GetLabels()) {
-			continue
-		}
+	for _, sb := range s.filterSandboxes(f.GetId(), f.GetLabelSelector()) {
 		resp.Stats = append(resp.Stats, s.podStats(ctx, sb))
 	}
 	return resp, nil
