@@ -612,3 +612,33 @@ func TestUserNamespacePod(t *testing.T) {
 		require.Zero(t, fi.Sys().(*syscall.Stat_t).Uid, "a file the pod's root made on the host path")
 	}
 }
+
+// The parallels handler (RuntimeClass "parallels"): a pod whose containers
+// each run on a root disk of their own.
+func TestParallelsHandler(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx := context.Background()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	pcfg := podConfig("disk")
+	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg, RuntimeHandler: "parallels"})
+	require.NoError(t, err)
+	pod := run.PodSandboxId
+	t.Cleanup(func() { s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod}) })
+	ps, err := s.rt.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	require.Equal(t, "parallels", ps.Status.RuntimeHandler)
+	cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("c", "sleep", "1000"), SandboxConfig: pcfg})
+	require.NoError(t, err)
+	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cr.ContainerId})
+	require.NoError(t, err)
+	ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"sh", "-c", "hostname; grep ' / ' /proc/self/mountinfo"}, Timeout: 10})
+	require.NoError(t, err)
+	require.Zero(t, ex.ExitCode, "%s", ex.Stderr)
+	require.Contains(t, string(ex.Stdout), "disk\n")
+	require.Contains(t, string(ex.Stdout), "/dev/loop", "the root filesystem is a disk image on a loop device")
+	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	require.Empty(t, leftovers(t, root, pod, cr.ContainerId))
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berthrun/berth/internal/fixture"
 )
@@ -92,6 +93,9 @@ func TestCritest(t *testing.T) {
 	}
 	data, err := os.ReadFile(report)
 	require.NoError(t, err, "no report; critest said:\n%s", out)
+	// Kept beside critest for the record (scripts/critest-containerd.sh
+	// keeps containerd's there).
+	_ = os.WriteFile(filepath.Join(dir, "critest-berth.json"), data, 0o644)
 	var suites []struct{ SpecReports []specReport }
 	require.NoError(t, json.Unmarshal(data, &suites))
 	var failed, skipped []string
@@ -118,6 +122,11 @@ func TestCritest(t *testing.T) {
 	}
 	sort.Strings(failed)
 	require.Empty(t, failed, "critest failures (run error: %v)", runErr)
+	// Critest removed its pods: nothing of theirs is left on the host.
+	pods, err := s.rt.ListPodSandbox(context.Background(), &cri.ListPodSandboxRequest{})
+	require.NoError(t, err)
+	require.Empty(t, pods.Items)
+	require.Empty(t, leftovers(t, root))
 }
 
 func firstLine(s string) string {
