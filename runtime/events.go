@@ -137,6 +137,9 @@ type eventWatch struct {
 	// known is where each container stood at its last event (or when
 	// first listed).
 	known map[string]*tracked
+	// unsettled are the containers the last listing showed stopped with
+	// no exit yet (see compareLocked).
+	unsettled map[string]bool
 }
 
 // tracked is one container of a watch.
@@ -396,16 +399,26 @@ func (h *eventHub) rescan(w *eventWatch) {
 // alone: the listing may be older than what is known.
 func (h *eventHub) compareLocked(w *eventWatch, since uint64, list []*Info) {
 	listed := make(map[string]bool, len(list))
+	unsettled := map[string]bool{}
+	defer func() { w.unsettled = unsettled }()
 	for _, info := range list {
 		listed[info.ID] = true
 		t := w.known[info.ID]
 		if h.inflight[info.ID] > 0 || (t != nil && t.seq > since) || info.Status == StatusUnknown {
 			continue
 		}
-		if info.Status == StatusStopped && info.Exit == nil && t != nil && t.waiting {
-			// Stopped, its exit not recorded yet: the wait under way
-			// reports it with the exit.
-			continue
+		if info.Status == StatusStopped && info.Exit == nil && (t == nil || t.status != StatusStopped) {
+			// Stopped with no exit recorded: the wait under way
+			// reports it with the exit; without one, it is reported at
+			// the next listing that shows it so again. An engine may
+			// show a container another process is starting as stopped
+			// for an instant (its init's leader thread is a zombie
+			// while it executes the program), and the exit of one
+			// that did stop may not be written yet.
+			if (t != nil && t.waiting) || !w.unsettled[info.ID] {
+				unsettled[info.ID] = true
+				continue
+			}
 		}
 		var from Status
 		if t != nil {
