@@ -39,7 +39,7 @@ func (s *RuntimeService) createContainer(ctx context.Context, req *cri.CreateCon
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if sb.Stopped {
+	if sb.stopped() {
 		return "", fmt.Errorf("pod sandbox %s is stopped: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	rt, err := s.handler(sb.Handler)
@@ -128,7 +128,7 @@ func (s *RuntimeService) StartContainer(ctx context.Context, req *cri.StartConta
 	if err := rc.Start(ctx); err != nil {
 		return nil, grpcError(err)
 	}
-	c.Started = time.Now().UTC()
+	c.setStarted(time.Now().UTC())
 	if err := s.state.saveContainer(c); err != nil {
 		return nil, grpcError(err)
 	}
@@ -265,8 +265,8 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 	for _, m := range cfg.GetMounts() {
 		st.Mounts = append(st.Mounts, m)
 	}
-	if !c.Started.IsZero() {
-		st.StartedAt = c.Started.UnixNano()
+	if started := c.started(); !started.IsZero() {
+		st.StartedAt = started.UnixNano()
 	}
 	rc, err := s.runtimeContainer(ctx, c)
 	if err != nil {

@@ -291,7 +291,7 @@ func (s *RuntimeService) stopPod(ctx context.Context, sb *sandbox) error {
 			return err
 		}
 	}
-	if sb.Stopped {
+	if sb.stopped() {
 		return nil
 	}
 	if sb.NetNS != "" && s.net != nil {
@@ -313,7 +313,7 @@ func (s *RuntimeService) stopPod(ctx context.Context, sb *sandbox) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	sb.Stopped = true
+	sb.setStopped()
 	if err := s.state.saveSandbox(sb); err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func (s *RuntimeService) podContainers(id string) []*container {
 
 // podState is READY while the pod's infra holds its namespaces.
 func (s *RuntimeService) podState(ctx context.Context, sb *sandbox) cri.PodSandboxState {
-	if sb.Stopped {
+	if sb.stopped() {
 		return cri.PodSandboxState_SANDBOX_NOTREADY
 	}
 	rt, err := s.handler(sb.Handler)

@@ -37,6 +37,22 @@ type sandbox struct {
 
 	mu  sync.Mutex // serializes the pod's lifecycle calls
 	cfg *cri.PodSandboxConfig
+	// fmu guards Stopped against readers that do not take mu (a status
+	// must not wait for a stop).
+	fmu sync.Mutex
+}
+
+func (sb *sandbox) stopped() bool {
+	sb.fmu.Lock()
+	defer sb.fmu.Unlock()
+	return sb.Stopped
+}
+
+// setStopped marks the pod stopped; the caller holds sb.mu.
+func (sb *sandbox) setStopped() {
+	sb.fmu.Lock()
+	defer sb.fmu.Unlock()
+	sb.Stopped = true
 }
 
 // container is what the server keeps of a container beyond the runtime's
@@ -56,6 +72,21 @@ type container struct {
 
 	mu  sync.Mutex // serializes the container's lifecycle calls
 	cfg *cri.ContainerConfig
+	// fmu guards Started against readers that do not take mu.
+	fmu sync.Mutex
+}
+
+func (c *container) started() time.Time {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	return c.Started
+}
+
+// setStarted records the start; the caller holds c.mu.
+func (c *container) setStarted(t time.Time) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	c.Started = t
 }
 
 // state holds the server's records, in memory and in a directory (one
@@ -134,22 +165,28 @@ func (s *state) load(kind string, add func([]byte) error) error {
 
 func (s *state) path(kind, id string) string { return filepath.Join(s.dir, kind, id+".json") }
 
-// saveSandbox writes sb's record.
+// saveSandbox writes sb's record; the caller holds sb.mu (or sb is not
+// shared yet).
 func (s *state) saveSandbox(sb *sandbox) error {
 	data, err := protojson.Marshal(sb.cfg)
 	if err != nil {
 		return err
 	}
+	sb.fmu.Lock()
+	defer sb.fmu.Unlock()
 	sb.Config = data
 	return fsutil.WriteJSON(s.path("sandboxes", sb.ID), sb)
 }
 
-// saveContainer writes c's record.
+// saveContainer writes c's record; the caller holds c.mu (or c is not
+// shared yet).
 func (s *state) saveContainer(c *container) error {
 	data, err := protojson.Marshal(c.cfg)
 	if err != nil {
 		return err
 	}
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
 	c.Config = data
 	return fsutil.WriteJSON(s.path("containers", c.ID), c)
 }

@@ -83,6 +83,14 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 	}
 	im, err := s.load(idx, d)
 	if err != nil {
+		// A removal may have taken the image's blobs between the read of
+		// the index and of the blobs: if the index no longer has it, it
+		// is gone, not damaged.
+		if now, rerr := s.readIndex(); rerr == nil {
+			if _, ok := now.Images[d]; !ok {
+				return nil, fmt.Errorf("image %q: removed meanwhile: %w", ref, errdefs.ErrNotFound)
+			}
+		}
 		return nil, fmt.Errorf("image %q: %w", ref, err)
 	}
 	return im, nil

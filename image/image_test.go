@@ -484,3 +484,32 @@ func TestKilledImport(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, before, validate.Snapshot(t, dir))
 }
+
+// A Get that races a Remove of the same image finds it or not: never
+// damaged (the removal took its blobs between the two reads).
+func TestGetDuringRemoveIsNotFound(t *testing.T) {
+	s := openStore(t)
+	for i := range 20 {
+		im := NewImage([][]byte{Tar(File("f", fmt.Sprint(i)))}, "/bin/true")
+		im.Tags = []string{"race:1"}
+		res, err := s.ImportReader(ctx, bytes.NewReader(OCI(im)), image.ImportOptions{Tags: image.TagPolicy{Expect: im.Tags}})
+		require.NoError(t, err)
+		id := res.Images[0].Config.String()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					if _, err := s.Get(ctx, id); err != nil {
+						assert.True(t, errdefs.IsNotFound(err), "%v", err)
+						return
+					}
+				}
+			}()
+		}
+		_, err = s.Remove(ctx, "race:1")
+		require.NoError(t, err)
+		wg.Wait()
+	}
+}

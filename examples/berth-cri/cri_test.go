@@ -103,7 +103,7 @@ func startDaemon(t *testing.T, root string, extra ...string) *server {
 	bin, err := daemonBinary()
 	require.NoError(t, err)
 	s := newServer(t, root)
-	var log bytes.Buffer
+	var log fixture.SyncBuffer // written by the command's copier
 	cmd := exec.Command(bin, append(s.args(), extra...)...)
 	cmd.Env = append(os.Environ(), "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost")
 	cmd.Stdout, cmd.Stderr = &log, &log
