@@ -119,6 +119,17 @@ func (s *RuntimeService) StartContainer(ctx context.Context, req *cri.StartConta
 	if err != nil {
 		return nil, grpcError(err)
 	}
+	sb, err := s.state.sandbox(c.SandboxID)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	// Under the pod's lock: a stop of the pod is either done (refused
+	// here) or comes after, and stops this container too.
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.stopped() {
+		return nil, grpcError(fmt.Errorf("container %s: its pod %s is stopped: %w", c.ID, sb.ID, errdefs.ErrFailedPrecondition))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rc, err := s.runtimeContainer(ctx, c)

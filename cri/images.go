@@ -121,7 +121,11 @@ func (s *ImageService) PullImage(ctx context.Context, req *cri.PullImageRequest)
 	ref := req.GetImage().GetImage()
 	c := s.registry
 	if a := req.GetAuth(); a != nil {
-		c = c.WithKeychain(staticKeychain{authn.FromConfig(authn.AuthConfig{
+		r, err := registry.ParseReference(ref)
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		c = c.WithKeychain(staticKeychain{registry: r.Registry(), a: authn.FromConfig(authn.AuthConfig{
 			Username: a.Username, Password: a.Password, Auth: a.Auth,
 			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
 		})})
@@ -136,11 +140,20 @@ func (s *ImageService) PullImage(ctx context.Context, req *cri.PullImageRequest)
 	return &cri.PullImageResponse{ImageRef: res.Images[0].Config.String()}, nil
 }
 
-// staticKeychain gives one authenticator for every registry: a CRI pull's
-// own credentials.
-type staticKeychain struct{ a authn.Authenticator }
+// staticKeychain gives a CRI pull's own credentials to the registry the
+// image's reference names, and to no other host (a mirror tried first
+// gets none: the kubelet chose them for that registry).
+type staticKeychain struct {
+	registry string
+	a        authn.Authenticator
+}
 
-func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+func (k staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if r.RegistryStr() == k.registry {
+		return k.a, nil
+	}
+	return authn.Anonymous, nil
+}
 
 // RemoveImage removes the image and all its tags. Removing an image that
 // is not there succeeds, as the CRI asks.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
@@ -158,4 +160,20 @@ func TestImageServiceErrors(t *testing.T) {
 	list, err := f.store.List(ctx)
 	require.NoError(t, err)
 	require.Empty(t, list)
+}
+
+// A pull's credentials go to the registry its reference names, never to a
+// mirror tried first.
+func TestPullCredentialsStayWithTheirRegistry(t *testing.T) {
+	r, err := registry.ParseReference("busybox:1")
+	require.NoError(t, err)
+	creds := authn.FromConfig(authn.AuthConfig{Username: "u", Password: "p"})
+	k := staticKeychain{registry: r.Registry(), a: creds}
+	for host, want := range map[string]authn.Authenticator{"index.docker.io": creds, "mirror.invalid": authn.Anonymous, "127.0.0.1:5111": authn.Anonymous} {
+		reg, err := name.NewRegistry(host)
+		require.NoError(t, err)
+		got, err := k.Resolve(reg)
+		require.NoError(t, err)
+		require.Equal(t, want, got, host)
+	}
 }

@@ -54,7 +54,17 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		os.Remove(p)
 	}
-	return net.Listen("unix", p)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, err
+	}
+	// The socket is root's alone, whatever the umask: whoever can
+	// connect can run containers.
+	if err := os.Chmod(p, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	return l, nil
 }
 
 // Serve serves on l until Stop.

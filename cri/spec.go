@@ -3,6 +3,8 @@ package cri
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,6 +82,9 @@ func (s *RuntimeService) containerConfig(sb *sandbox, cfg *cri.ContainerConfig, 
 	}
 	if dir, lp := sb.cfg.GetLogDirectory(), cfg.GetLogPath(); dir != "" && lp != "" {
 		rc.CRILog = filepath.Join(dir, lp)
+		if !strings.HasPrefix(rc.CRILog, filepath.Clean(dir)+"/") {
+			return nil, bad("log path %q leads out of the pod's log directory", lp)
+		}
 	}
 	return rc, nil
 }
@@ -126,6 +131,9 @@ func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser,
 		}
 	}
 	for _, g := range sc.GetSupplementalGroups() {
+		if g < 0 || g > math.MaxUint32 {
+			return bad("supplemental group %d out of range", g)
+		}
 		if !slices.Contains(p.User.AdditionalGids, uint32(g)) {
 			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
 		}
@@ -267,7 +275,7 @@ func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, policy 
 		if !filepath.IsAbs(ref) {
 			return bad("seccomp profile %q is not an absolute path", ref)
 		}
-		data, err := os.ReadFile(ref)
+		data, err := readCapped(ref, maxSeccompProfile)
 		if err != nil {
 			return bad("seccomp profile %q: %v", ref, err)
 		}
@@ -281,6 +289,26 @@ func setSeccomp(spec *specs.Spec, sc *cri.LinuxContainerSecurityContext, policy 
 		spec.Linux.Seccomp = &sp
 	}
 	return nil
+}
+
+// maxSeccompProfile caps a Localhost profile's size.
+const maxSeccompProfile = 1 << 20
+
+// readCapped reads at most max bytes of the file at path, or fails.
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return data, nil
 }
 
 // setResources sets the container's limits.

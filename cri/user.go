@@ -26,22 +26,29 @@ func readInRoot(root, path string) ([]byte, error) {
 		return nil, fmt.Errorf("image tree %s: %w", root, err)
 	}
 	defer unix.Close(rfd)
-	fd, err := mountns.OpenInRoot(rfd, path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	// Opened as a path first: a device node there is never opened (a
+	// tape rewinds on open), only a regular file is, through the path.
+	pfd, err := mountns.OpenInRoot(rfd, path, unix.O_PATH)
 	if err == unix.ENOENT {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("image's %s: %w", path, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("image's %s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
 	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("image's %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxUserDB+1))
 	if err != nil {
 		return nil, err

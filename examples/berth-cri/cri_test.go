@@ -330,8 +330,14 @@ func TestPodLifecycle(t *testing.T) {
 	require.NotZero(t, cs.Status.ExitCode)
 	require.NotZero(t, cs.Status.FinishedAt)
 
+	// A container created and not started when its pod stops cannot be
+	// started after.
+	late, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("late", "sleep", "1000"), SandboxConfig: pcfg})
+	require.NoError(t, err)
 	_, err = s.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: pod})
 	require.NoError(t, err)
+	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: late.ContainerId})
+	requireCode(t, codes.FailedPrecondition, err)
 	ps, err = s.rt.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: pod})
 	require.NoError(t, err)
 	require.Equal(t, cri.PodSandboxState_SANDBOX_NOTREADY, ps.Status.State)
@@ -341,7 +347,7 @@ func TestPodLifecycle(t *testing.T) {
 	requireCode(t, codes.NotFound, err)
 	_, err = s.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: cid})
 	requireCode(t, codes.NotFound, err)
-	require.Empty(t, leftovers(t, root, pod, cid))
+	require.Empty(t, leftovers(t, root, pod, cid, late.ContainerId))
 
 	// Unknown IDs: stop and remove are idempotent, the rest not found.
 	for _, err := range []error{

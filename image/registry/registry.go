@@ -163,6 +163,10 @@ type Reference struct {
 // String is the reference in full.
 func (r Reference) String() string { return r.ref.Name() }
 
+// Registry is the host of the registry the reference names, as the
+// keychain is asked for it ("index.docker.io" for Docker Hub).
+func (r Reference) Registry() string { return r.ref.Context().RegistryStr() }
+
 // ParseReference parses NAME[:TAG] or NAME@DIGEST. Errors:
 // invalid-argument.
 func ParseReference(s string) (Reference, error) {
