@@ -273,9 +273,7 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 		Annotations: cfg.GetAnnotations(),
 		LogPath:     c.LogPath,
 	}
-	for _, m := range cfg.GetMounts() {
-		st.Mounts = append(st.Mounts, m)
-	}
+	st.Mounts = cfg.GetMounts()
 	if started := c.started(); !started.IsZero() {
 		st.StartedAt = started.UnixNano()
 	}

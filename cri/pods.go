@@ -72,10 +72,7 @@ func (s *RuntimeService) runPodSandbox(ctx context.Context, req *cri.RunPodSandb
 	if err := writePodFiles(dir, cfg); err != nil {
 		return "", fmt.Errorf("pod %s: %w", sb.ID, err)
 	}
-	spec, err := s.infraSpec(cfg)
-	if err != nil {
-		return "", fmt.Errorf("pod %s: %w", sb.ID, err)
-	}
+	spec := s.infraSpec(cfg)
 	userns, err := podUserNamespace(ns)
 	if err != nil {
 		return "", err
@@ -182,7 +179,7 @@ func (s *RuntimeService) networkPod(sb *sandbox) network.Pod {
 // infraSpec is the spec of a pod's infra container: the pod's namespaces
 // (none of the host's unless asked), its hostname and sysctls, a root
 // filesystem with nothing in it.
-func (s *RuntimeService) infraSpec(cfg *cri.PodSandboxConfig) (*specs.Spec, error) {
+func (s *RuntimeService) infraSpec(cfg *cri.PodSandboxConfig) *specs.Spec {
 	spec := runtime.DefaultSpec(s.infraRootfs(), "/pause")
 	spec.Root.Readonly = true
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
@@ -217,7 +214,7 @@ func (s *RuntimeService) infraSpec(cfg *cri.PodSandboxConfig) (*specs.Spec, erro
 	}
 	// The infra runs nothing: no capability is needed.
 	spec.Process.Capabilities = &specs.LinuxCapabilities{}
-	return spec, nil
+	return spec
 }
 
 // podHostname is the pod's hostname: its config's, or the host's (as

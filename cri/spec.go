@@ -138,14 +138,10 @@ func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser,
 			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
 		}
 	}
+	// The user's home from the image's passwd, unless the image or the
+	// config sets HOME.
 	if u.Home != "" && !slices.ContainsFunc(p.Env, func(e string) bool { return strings.HasPrefix(e, "HOME=") }) {
 		p.Env = append(p.Env, "HOME="+u.Home)
-	} else {
-		for i, e := range p.Env {
-			if e == "HOME=/root" && u.Uid != 0 && u.Home != "" {
-				p.Env[i] = "HOME=" + u.Home
-			}
-		}
 	}
 	return nil
 }
