@@ -91,7 +91,22 @@ type Config struct {
 	// writers are given, the output is also kept in a log that
 	// Container.Logs reads back (as `docker logs` does for an attached
 	// container).
+	//
+	// With Spec.Process.Terminal the init gets a pseudo-terminal, on
+	// backends with Capabilities.Terminal (not-implemented elsewhere):
+	// everything it writes, stdout and stderr alike, goes to IO.Stdout
+	// and the logs as stdout, IO.Stdin is typed into it, and
+	// Spec.Process.ConsoleSize is its first size (Container.Resize
+	// changes it).
 	IO IO
+	// OpenStdin keeps the init's standard input open for
+	// Container.Attach, as `docker run -i` does for a detached
+	// container, on backends with Capabilities.Attach (not-implemented
+	// elsewhere). IO.Stdin must then be nil (invalid-argument): the
+	// attachments feed it. StdinOnce closes it once the first
+	// attachment's input ends, as Docker's and the CRI's stdin_once do;
+	// it needs OpenStdin.
+	OpenStdin, StdinOnce bool
 	// Log caps that log: zero fields take DefaultLogMaxSize and
 	// DefaultLogMaxFiles. A container writing as fast as it can never
 	// makes it larger than MaxSize*MaxFiles bytes.
@@ -212,6 +227,15 @@ func validateConfig(id string, c *Config) error {
 	}
 	if s.Process.Cwd != "" && !filepath.IsAbs(s.Process.Cwd) {
 		return bad("working directory %q is not absolute", s.Process.Cwd)
+	}
+	if s.Process.ConsoleSize != nil && !s.Process.Terminal {
+		return bad("a console size without a terminal")
+	}
+	if c.OpenStdin && c.IO.Stdin != nil {
+		return bad("standard input both open for attachments and given")
+	}
+	if c.StdinOnce && !c.OpenStdin {
+		return bad("stdin once without an open standard input")
 	}
 	if s.Linux == nil {
 		return bad("spec has no linux section")

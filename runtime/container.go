@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/runtime/driver"
 )
@@ -264,6 +265,12 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 	if p.Cwd != "" && !filepath.IsAbs(p.Cwd) {
 		return nil, fmt.Errorf("container %q: exec working directory %q is not absolute: %w", c.id, p.Cwd, errdefs.ErrInvalidArgument)
 	}
+	if p.ConsoleSize != nil && !p.Terminal {
+		return nil, fmt.Errorf("container %q: exec with a console size and no terminal: %w", c.id, errdefs.ErrInvalidArgument)
+	}
+	if p.Terminal && !c.r.caps.Terminal {
+		return nil, fmt.Errorf("container %q: exec with a terminal: %w", c.id, errdefs.ErrNotImplemented)
+	}
 	if _, err := c.require(ctx, "exec in", StatusRunning); err != nil {
 		return nil, err
 	}
@@ -272,6 +279,46 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 		return nil, wrap(c.id, err)
 	}
 	return &Process{c: c, p: dp}, nil
+}
+
+// Attach joins the streams of the container's init, created or running,
+// from any process, as `docker attach` does, on backends with
+// Capabilities.Attach: what the init writes from then on goes to
+// pio.Stdout and pio.Stderr (with a terminal, all of it to pio.Stdout),
+// and pio.Stdin is fed to its standard input, which must have been kept
+// open for that (Config.OpenStdin; failed-precondition otherwise). Several
+// attachments may be joined at once, and each gets all the output.
+//
+// Attach returns once the init's output has ended (it exited, or closed
+// its output, and what it wrote was copied), or when ctx ends: the
+// attachment is then dropped and the container goes on (a detach). A
+// writer that fails or blocks for long is dropped and never holds up the
+// container nor the other attachments. The end of pio.Stdin closes the
+// init's standard input with Config.StdinOnce only.
+func (c *Container) Attach(ctx context.Context, pio IO) error {
+	if err := c.capable("attach", c.r.streams != nil); err != nil {
+		return err
+	}
+	if _, err := c.require(ctx, "attach to", StatusCreated, StatusRunning, StatusPaused); err != nil {
+		return err
+	}
+	return wrap(c.id, c.r.streams.Attach(ctx, c.id, pio))
+}
+
+// Resize sets the size of the terminal of the container's init
+// (Spec.Process.Terminal; failed-precondition for an init without one).
+func (c *Container) Resize(ctx context.Context, size specs.Box) error {
+	if err := c.capable("resize", c.r.streams != nil); err != nil {
+		return err
+	}
+	i, err := c.require(ctx, "resize the terminal of", StatusCreated, StatusRunning, StatusPaused)
+	if err != nil {
+		return err
+	}
+	if i.Spec == nil || i.Spec.Process == nil || !i.Spec.Process.Terminal {
+		return fmt.Errorf("container %q: resize: the init has no terminal: %w", c.id, errdefs.ErrFailedPrecondition)
+	}
+	return wrap(c.id, c.r.streams.ResizeTerminal(ctx, c.id, size))
 }
 
 // Pause freezes every process of the container.
@@ -314,4 +361,10 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 // Signal sends sig to the process.
 func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 	return wrap(p.c.id, p.p.Signal(ctx, sig))
+}
+
+// Resize sets the size of the process's terminal (ProcessSpec.Terminal;
+// failed-precondition for a process without one).
+func (p *Process) Resize(ctx context.Context, size specs.Box) error {
+	return wrap(p.c.id, p.p.Resize(ctx, size))
 }

@@ -24,6 +24,7 @@ type ops struct {
 	events   driver.EventSource
 	crilog   driver.CRILogReopener
 	ns       driver.NamespaceOpener
+	streams  driver.Attacher
 }
 
 // optional is one capability and the interface that serves it.
@@ -61,6 +62,7 @@ var optionals = []optional{
 	{"Events", func(c driver.Capabilities) bool { return c.Events }, bindAs(func(o *ops, i driver.EventSource) { o.events = i })},
 	{"CRILog", func(c driver.Capabilities) bool { return c.CRILog }, bindAs(func(o *ops, i driver.CRILogReopener) { o.crilog = i })},
 	{"NamespaceFiles", func(c driver.Capabilities) bool { return c.NamespaceFiles }, bindAs(func(o *ops, i driver.NamespaceOpener) { o.ns = i })},
+	{"Attach", func(c driver.Capabilities) bool { return c.Attach }, bindAs(func(o *ops, i driver.Attacher) { o.streams = i })},
 	{"Snapshot", func(c driver.Capabilities) bool { return c.Snapshot }, func(d driver.Runtime, o *ops) bool {
 		if s, ok := d.(driver.Snapshotter); ok && o.disks == nil {
 			o.snapshot = s

@@ -83,7 +83,7 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 		r.undoCreate(ctx, id, rng)
 		return nil, wrap(id, err)
 	}
-	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, Log: logLimits(cfg.Log), CRILog: cfg.CRILog, Join: cloneJoin(cfg.Join)}
+	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, OpenStdin: cfg.OpenStdin, StdinOnce: cfg.StdinOnce, Log: logLimits(cfg.Log), CRILog: cfg.CRILog, Join: cloneJoin(cfg.Join)}
 	err = r.events.act(id, EventCreated, func() error { return r.createWith(ctx, req, cfg, disk, rng) })
 	if err != nil {
 		// The ID was free under the lock: whatever this call holds is
@@ -127,6 +127,12 @@ func (r *Runtime) checkCreate(id string, cfg *Config) error {
 		if fi, err := os.Stat(filepath.Dir(cfg.CRILog)); err != nil || !fi.IsDir() {
 			return fmt.Errorf("container %q: CRI log %s: its directory does not exist: %w", id, cfg.CRILog, errdefs.ErrInvalidArgument)
 		}
+	}
+	if cfg.Spec.Process.Terminal && !r.caps.Terminal {
+		return fmt.Errorf("container %q: terminal: %w", id, errdefs.ErrNotImplemented)
+	}
+	if cfg.OpenStdin && !r.caps.Attach {
+		return fmt.Errorf("container %q: standard input open for attachments: %w", id, errdefs.ErrNotImplemented)
 	}
 	if len(cfg.Join) > 0 && !r.caps.JoinNamespaces {
 		return fmt.Errorf("container %q: joining another container's namespaces: %w", id, errdefs.ErrNotImplemented)

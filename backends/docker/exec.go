@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/runtime/driver"
@@ -194,4 +195,9 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 		return fmt.Errorf("signal: %w: %w", err, errdefs.ErrUnknown)
 	}
 	return nil
+}
+
+// Resize implements driver.Process: this process has no terminal.
+func (p *process) Resize(ctx context.Context, size specs.Box) error {
+	return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
 }

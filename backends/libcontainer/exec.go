@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/runtime/driver"
 )
@@ -159,4 +160,9 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 	default:
 	}
 	return classify(p.p.Signal(sig))
+}
+
+// Resize implements driver.Process: this process has no terminal.
+func (p *process) Resize(ctx context.Context, size specs.Box) error {
+	return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
 }

@@ -74,6 +74,16 @@ type Capabilities struct {
 	// then takes its own mounts of bind sources off the host (see
 	// volume.Manager.ReleaseHostBinds).
 	BindsAtCreate bool
+	// Terminal is true when a process can have a pseudo-terminal: the
+	// init (Spec.Process.Terminal, with Spec.Process.ConsoleSize as its
+	// first size) and extra processes (ProcessSpec.Terminal), each
+	// resizable while it runs (Attacher.ResizeTerminal, Process.Resize).
+	Terminal bool
+	// Attach is true when the streams of a created or running
+	// container's init can be joined after its creation, from any
+	// process (the backend is an Attacher), and its standard input kept
+	// open for that (CreateRequest.OpenStdin).
+	Attach bool
 }
 
 // IO is where a process's standard streams go. A nil reader or writer means
@@ -122,6 +132,13 @@ type CreateRequest struct {
 	// Log caps the kept output; the portable layer fills in its
 	// defaults, so both fields are set.
 	Log LogLimits
+	// OpenStdin keeps the init's standard input open for whoever
+	// attaches to it (Attacher.Attach), as Docker's --interactive does
+	// for a detached container; IO.Stdin is then nil. Without it the
+	// init's standard input is IO.Stdin, or nothing. StdinOnce closes it
+	// when the first attachment's input ends. Only on backends with
+	// Capabilities.Attach.
+	OpenStdin, StdinOnce bool
 	// CRILog, when set, is a host file the container's output also
 	// goes to, in the Kubernetes CRI log format (see
 	// runtime.Config.CRILog): an absolute, clean path whose directory
@@ -273,6 +290,12 @@ type ProcessSpec struct {
 	Cwd  string
 	// User inside the container; nil means the container's own user.
 	User *specs.User
+	// Terminal gives the process a pseudo-terminal as its standard
+	// streams (Capabilities.Terminal): its output, stdout and stderr
+	// alike, goes to IO.Stdout, and IO.Stdin is typed into it.
+	// ConsoleSize is its size at first; Process.Resize changes it.
+	Terminal    bool
+	ConsoleSize *specs.Box
 }
 
 // Process is a running extra process.
@@ -281,6 +304,9 @@ type Process interface {
 	// Wait blocks until the process exits and its output was copied.
 	Wait(ctx context.Context) (ExitStatus, error)
 	Signal(ctx context.Context, sig syscall.Signal) error
+	// Resize sets the size of the process's terminal;
+	// failed-precondition for a process without one.
+	Resize(ctx context.Context, size specs.Box) error
 }
 
 // Runtime is the core every backend implements: the mandatory lifecycle.
@@ -323,6 +349,28 @@ type Runtime interface {
 // Execer runs extra processes in a running container (Capabilities.Exec).
 type Execer interface {
 	Exec(ctx context.Context, id string, p *ProcessSpec, io IO) (Process, error)
+}
+
+// Attacher joins the streams of a container's init after its creation
+// (Capabilities.Attach), from any process.
+type Attacher interface {
+	// Attach connects pio to the init of created or running container
+	// id: what the init writes from then on goes to pio.Stdout and
+	// pio.Stderr (with a terminal, all of it to pio.Stdout), besides the
+	// container's logs, and pio.Stdin is fed to the init's standard input,
+	// which the container kept open for it (CreateRequest.OpenStdin;
+	// failed-precondition when it did not). Several attachments may be joined at once; each gets all the
+	// output. Attach returns once the init's output has ended (the
+	// init exited, or closed its output, and what it wrote was copied),
+	// or ctx ended: the attachment is then dropped and the container
+	// goes on. A writer that fails or blocks for long is dropped, never
+	// holding up the container or the other attachments; the end of
+	// pio.Stdin closes the init's standard input only with StdinOnce.
+	Attach(ctx context.Context, id string, pio IO) error
+	// ResizeTerminal sets the size of the init's terminal (the container
+	// was created with Spec.Process.Terminal); failed-precondition
+	// otherwise.
+	ResizeTerminal(ctx context.Context, id string, size specs.Box) error
 }
 
 // Pauser freezes and thaws containers (Capabilities.Pause).
