@@ -31,12 +31,12 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "[--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]",
+		{"run", "[--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] [-t] -- CMD [ARG...]",
 			"create and start a container, forward its output and exit with its code", (*app).cmdRun},
-		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]",
+		{"create", "[--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] [-t] -- CMD [ARG...]",
 			"create a container, print its ID; its output goes to its log", (*app).cmdCreate},
 		{"start", "ID", "start a created container", (*app).cmdStart},
-		{"exec", "[-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
+		{"exec", "[-i] [-t] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]",
 			"run a process in a running container and exit with its code", (*app).cmdExec},
 		{"kill", "ID [SIGNAL]", "send a signal (default KILL) to a container's init", (*app).cmdKill},
 		{"pause", "ID", "freeze a running container", (*app).cmdPause},

@@ -144,7 +144,7 @@ func parseUser(v string) (*specs.User, error) {
 // parse parses a command's flags. -h prints the command's usage and ends
 // it with errHelpShown.
 func (a *app) parse(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
+	err := fs.Parse(splitShortFlags(fs, args))
 	if err == flag.ErrHelp {
 		cmd, _ := lookupCommand(fs.Name())
 		return a.showHelp("", cmd, fs)
@@ -153,6 +153,55 @@ func (a *app) parse(fs *flag.FlagSet, args []string) error {
 		return flagError(fs, err)
 	}
 	return nil
+}
+
+// splitShortFlags turns each group of one-letter boolean flags, as "-it",
+// into the flags, "-i" "-t", as docker and most commands take them. Only
+// flags are read, as fs.Parse reads them: from the first argument that is
+// not a flag (nor a flag's value) on, nothing is changed. An argument that
+// names a flag itself, or holds a letter that is not a boolean flag, is
+// left as it is.
+func splitShortFlags(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" || len(arg) < 2 || arg[0] != '-' {
+			return append(out, args[i:]...)
+		}
+		name := strings.TrimPrefix(arg[1:], "-")
+		if f := fs.Lookup(name); f != nil {
+			out = append(out, arg)
+			if !isBool(f) && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		}
+		if arg[1] == '-' || strings.Contains(arg, "=") || !shortBools(fs, name) {
+			out = append(out, arg)
+			continue
+		}
+		for _, c := range name {
+			out = append(out, "-"+string(c))
+		}
+	}
+	return out
+}
+
+// isBool reports whether f is a boolean flag (given without a value).
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// shortBools reports whether every letter of s is a boolean flag of fs.
+func shortBools(fs *flag.FlagSet, s string) bool {
+	for _, c := range s {
+		if f := fs.Lookup(string(c)); f == nil || !isBool(f) {
+			return false
+		}
+	}
+	return true
 }
 
 // interleaved reorders args so that fs.Parse takes every flag, wherever it
@@ -183,7 +232,7 @@ func interleaved(fs *flag.FlagSet, args []string) []string {
 		if f == nil {
 			continue
 		}
-		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		if isBool(f) {
 			continue
 		}
 		if i+1 == len(args) {

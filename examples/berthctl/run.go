@@ -25,6 +25,7 @@ type createFlags struct {
 	cpus     cpus
 	env      envList
 	stdin    bool
+	tty      bool
 	volumes  volumeList
 	diskSize byteSize
 	logSize  byteSize
@@ -40,6 +41,7 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.cpus, "cpus", "CPU quota as a number `N` of CPUs (e.g. 0.5)")
 	fs.Var(&f.env, "env", "environment variable `K=V` (repeatable)")
 	fs.BoolVar(&f.stdin, "i", false, "attach standard input")
+	fs.BoolVar(&f.tty, "t", false, "give the container's init a terminal (-it: type into it, as docker run -it)")
 	fs.Var(&f.diskSize, "disk-size", "size of the container's own root disk in `BYTES` (backends with root disks: parallels)")
 	fs.Var(&f.logSize, "log-max-size", "cap each file of the container's log at `BYTES` (default 10m)")
 	fs.Var(&f.logFiles, "log-max-files", "keep at most `N` log files, the current one included (default 2)")
@@ -73,6 +75,7 @@ func (f *createFlags) config(name string, args []string) (string, *runtime.Confi
 	}
 	spec := runtime.DefaultSpec(rootfs, args...)
 	spec.Process.Env = append(spec.Process.Env, f.env...)
+	spec.Process.Terminal = f.tty
 	if spec.Linux.Resources == nil {
 		spec.Linux.Resources = &specs.LinuxResources{}
 	}
@@ -152,6 +155,14 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 	if f.stdin {
 		cfg.IO.Stdin = a.stdin
 	}
+	var term *callerTerminal
+	if f.tty {
+		if term, err = a.openTerminal(f.stdin); err != nil {
+			return 0, err
+		}
+		defer term.close()
+		cfg.Spec.Process.ConsoleSize = term.size()
+	}
 	// run stays in the foreground until the container exits: berthctl
 	// itself can be the container's parent, with no monitor process.
 	a.attached = true
@@ -169,6 +180,9 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, err
 	}
 	proxy.forward(func(s syscall.Signal) error { return c.Kill(ctx, s) })
+	if term != nil {
+		term.follow(ctx, c.Resize)
+	}
 	code, err := startAndWait(ctx, c)
 	if *rm {
 		if derr := c.Delete(ctx, runtime.DeleteOptions{Force: true}); derr != nil && err == nil {
@@ -203,9 +217,11 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 		cwd  string
 		user string
 		in   bool
+		tty  bool
 	)
 	fs.Var(&env, "env", "environment variable `K=V` (repeatable)")
 	fs.BoolVar(&in, "i", false, "forward standard input to the process")
+	fs.BoolVar(&tty, "t", false, "give the process a terminal (-it: type into it, as docker exec -it)")
 	fs.StringVar(&cwd, "w", "", "working `DIR` (absolute)")
 	fs.StringVar(&user, "u", "", "user `UID[:GID]`")
 	if err := a.parse(fs, args); err != nil {
@@ -221,7 +237,7 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 	if cwd != "" && !filepath.IsAbs(cwd) {
 		return 0, usageErrorf("exec: working directory %q is not absolute", cwd)
 	}
-	ps := &runtime.ProcessSpec{Args: cmdArgs, Env: env, Cwd: cwd}
+	ps := &runtime.ProcessSpec{Args: cmdArgs, Env: env, Cwd: cwd, Terminal: tty}
 	if user != "" {
 		u, err := parseUser(user)
 		if err != nil {
@@ -234,6 +250,14 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var term *callerTerminal
+	if tty {
+		if term, err = a.openTerminal(in); err != nil {
+			return 0, err
+		}
+		defer term.close()
+		ps.ConsoleSize = term.size()
+	}
 	proxy := catchSignals()
 	defer proxy.stop()
 	pio := runtime.IO{Stdout: a.stdout, Stderr: a.stderr}
@@ -245,6 +269,9 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, err
 	}
 	proxy.forward(func(s syscall.Signal) error { return p.Signal(ctx, s) })
+	if term != nil {
+		term.follow(ctx, p.Resize)
+	}
 	st, err := p.Wait(ctx)
 	if err != nil {
 		return 0, err
