@@ -35,10 +35,10 @@
 //
 // Commands:
 //
-//	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]
-//	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] -- CMD [ARG...]
+//	run [--rm] [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] [-t] -- CMD [ARG...]
+//	create [--name ID] (--rootfs DIR | --image REF) [--userns] [--memory BYTES] [--cpus N] [--env K=V]... [--volume SRC:DST[:ro][:raw]]... [--disk-size BYTES] [--log-max-size BYTES] [--log-max-files N] [-i] [-t] -- CMD [ARG...]
 //	start ID
-//	exec [-i] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
+//	exec [-i] [-t] [--env K=V]... [-w DIR] [-u UID[:GID]] ID -- CMD [ARG...]
 //	kill ID [SIGNAL]
 //	pause ID
 //	resume ID
@@ -92,7 +92,12 @@
 // run forwards the container's output to its own stdout and stderr (and its
 // stdin with -i), proxies SIGINT, SIGTERM and SIGHUP to the container while
 // it waits, and exits with the container's exit code; exec does the same
-// for an extra process (its stdin with exec -i). Every container's output,
+// for an extra process (its stdin with exec -i). With -t the container's
+// init (exec's process) gets a terminal of its own, of berthctl's window
+// size, resized as that window is (SIGWINCH); with -it, as docker run -it,
+// berthctl's terminal is in raw mode meanwhile, so that what is typed,
+// ^C included, reaches the container's terminal as it is, and gets its
+// mode back at the end. One-letter flags go together (-it). Every container's output,
 // run's too, is kept in a log capped with rotation (--log-max-size,
 // default 10m, times --log-max-files, default 2); logs prints it, its last
 // N lines with --tail N, and with -f follows it until the container stops.
