@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,4 +225,91 @@ func mustDigest(t *testing.T, root, ref string) string {
 	im, err := store.Get(context.Background(), ref)
 	require.NoError(t, err)
 	return im.Digest.Encoded()
+}
+
+// The pod sandbox metrics: cAdvisor's, described with their labels, each
+// running container's from its own readings (what it wrote, its limits,
+// its processes), the pod's network from its namespace; a container that
+// exited, and a pod removed, have none.
+func TestPodSandboxMetrics(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx := context.Background()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	descs, err := s.rt.ListMetricDescriptors(ctx, &cri.ListMetricDescriptorsRequest{})
+	require.NoError(t, err)
+	keys := map[string][]string{}
+	for _, d := range descs.Descriptors {
+		require.NotEmpty(t, d.Help, d.Name)
+		require.Equal(t, []string{"id", "image", "namespace", "pod", "container"}, d.LabelKeys[:5], d.Name)
+		keys[d.Name] = d.LabelKeys
+	}
+	pod, pcfg := runPod(t, s, "metrics")
+	cfg := containerConfig("busy", "sh", "-c", "dd if=/dev/zero of=/written bs=1M count=3 2>/dev/null; exec sleep 1000")
+	limit := int64(64 << 20)
+	cfg.Linux.Resources = &cri.LinuxContainerResources{MemoryLimitInBytes: limit, CpuPeriod: 100000, CpuQuota: 20000, CpuShares: 512}
+	id := startContainer(t, s, pod, pcfg, cfg)
+	exited := startContainer(t, s, pod, pcfg, containerConfig("exited", "true"))
+	require.Eventually(t, func() bool {
+		cs, err := s.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: exited})
+		return err == nil && cs.Status.State == cri.ContainerState_CONTAINER_EXITED
+	}, 30*time.Second, 100*time.Millisecond)
+	require.Equal(t, "", execOut(t, s, id, "sh", "-c", "while [ ! -s /written ] || [ $(wc -c </written) -lt 3145728 ]; do sleep 0.1; done; ping -c 1 -W 5 10.97.0.1 >/dev/null"))
+
+	resp, err := s.rt.ListPodSandboxMetrics(ctx, &cri.ListPodSandboxMetricsRequest{})
+	require.NoError(t, err)
+	var pm *cri.PodSandboxMetrics
+	for _, m := range resp.PodMetrics {
+		if m.PodSandboxId == pod {
+			pm = m
+		}
+	}
+	require.NotNil(t, pm)
+	values := map[string]map[string]uint64{} // name, then own labels joined
+	check := func(m *cri.Metric, want []string) {
+		t.Helper()
+		require.Contains(t, keys, m.Name, "a metric without a descriptor")
+		require.Len(t, m.LabelValues, len(keys[m.Name]), m.Name)
+		require.Equal(t, want, m.LabelValues[:5], m.Name)
+		if values[m.Name] == nil {
+			values[m.Name] = map[string]uint64{}
+		}
+		values[m.Name][fmt.Sprint(m.LabelValues[5:])] = m.Value.GetValue()
+	}
+	for _, m := range pm.Metrics {
+		check(m, []string{pod, "", "test", "metrics", "POD"})
+	}
+	require.Len(t, pm.ContainerMetrics, 1, "the exited container has none")
+	require.Equal(t, id, pm.ContainerMetrics[0].ContainerId)
+	for _, m := range pm.ContainerMetrics[0].Metrics {
+		check(m, []string{id, "busybox:test", "test", "metrics", "busy"})
+	}
+	for name := range keys {
+		switch name {
+		case "container_fs_reads_bytes_total", "container_fs_reads_total", "container_fs_writes_bytes_total", "container_fs_writes_total", "container_blkio_device_usage_total":
+			continue // only where the host's disk counts a cgroup's I/O
+		}
+		require.Contains(t, values, name, "a described metric has no value")
+	}
+	require.GreaterOrEqual(t, values["container_fs_usage_bytes"]["[]"], uint64(3<<20), "the file written")
+	require.Positive(t, values["container_fs_limit_bytes"]["[]"])
+	require.EqualValues(t, limit, values["container_spec_memory_limit_bytes"]["[]"])
+	require.EqualValues(t, 100000, values["container_spec_cpu_period"]["[]"])
+	require.EqualValues(t, 20000, values["container_spec_cpu_quota"]["[]"])
+	require.EqualValues(t, 512, values["container_spec_cpu_shares"]["[]"])
+	require.EqualValues(t, 1, values["container_processes"]["[]"], "sleep")
+	require.Positive(t, values["container_memory_usage_bytes"]["[]"])
+	require.Positive(t, values["container_file_descriptors"]["[]"])
+	cs, err := s.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
+	require.NoError(t, err)
+	require.EqualValues(t, cs.Status.StartedAt/int64(time.Second), values["container_start_time_seconds"]["[]"])
+	require.Positive(t, values["container_network_transmit_packets_total"]["[eth0]"], "the ping went out of the pod's eth0")
+	require.NotContains(t, values["container_network_receive_bytes_total"], "[lo]")
+
+	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	resp, err = s.rt.ListPodSandboxMetrics(ctx, &cri.ListPodSandboxMetricsRequest{})
+	require.NoError(t, err)
+	require.Empty(t, resp.PodMetrics)
 }
