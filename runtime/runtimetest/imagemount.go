@@ -1,6 +1,7 @@
 package runtimetest
 
 import (
+	"archive/tar"
 	"bytes"
 	"os"
 	"path/filepath"
@@ -16,8 +17,8 @@ import (
 
 // importDataImage imports an image of a few files (no command) into the
 // runtime's store and returns its name: /data/hello, /data/owned (uid
-// 1000), /link (to /data, absolute) and /escape (to ../../../../etc,
-// which resolves in the tree, where there is no /etc).
+// 1000), /link (to /data, absolute), /escape (to ../../../../etc,
+// which resolves in the tree, where there is no /etc) and /fifo.
 func importDataImage(t *testing.T, rt *runtime.Runtime) string {
 	t.Helper()
 	layer := imagetest.Tar(
@@ -26,6 +27,7 @@ func importDataImage(t *testing.T, rt *runtime.Runtime) string {
 		imagetest.Entry{Name: "data/owned", Body: "mine\n", UID: 1000, GID: 1000},
 		imagetest.Symlink("link", "/data"),
 		imagetest.Symlink("escape", "../../../../etc"),
+		imagetest.Entry{Name: "fifo", Type: tar.TypeFifo, Mode: 0o644},
 	)
 	name := "berth-test/data:" + NewID("img")
 	archive := imagetest.DockerSave(imagetest.NewImage([][]byte{layer}))
@@ -59,6 +61,7 @@ func testImageMount(t *testing.T, h Harness) {
 		{"absolute sub path", runtime.ImageMount{Image: ref, Destination: "/mnt/img", SubPath: "/etc"}, isInvalidArgument},
 		{"sub path through a link out of the image", runtime.ImageMount{Image: ref, Destination: "/mnt/img", SubPath: "escape"}, isNotFound},
 		{"missing sub path", runtime.ImageMount{Image: ref, Destination: "/mnt/img", SubPath: "data/nothere"}, isNotFound},
+		{"sub path to a FIFO", runtime.ImageMount{Image: ref, Destination: "/mnt/img", SubPath: "fifo"}, isInvalidArgument},
 		{"over the root", runtime.ImageMount{Image: ref, Destination: "/"}, isInvalidArgument},
 		{"relative destination", runtime.ImageMount{Image: ref, Destination: "mnt"}, isInvalidArgument},
 	}
