@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berthrun/berth/image"
@@ -33,7 +35,9 @@ func (s *RuntimeService) createContainer(ctx context.Context, req *cri.CreateCon
 	if err != nil {
 		return "", err
 	}
-	cfg := req.GetConfig()
+	// The server's copy: it records what the create resolved (an image
+	// volume's image ID).
+	cfg := proto.Clone(req.GetConfig()).(*cri.ContainerConfig)
 	if cfg.GetMetadata().GetName() == "" {
 		return "", fmt.Errorf("container config: metadata needs a name: %w", errdefs.ErrInvalidArgument)
 	}
@@ -68,7 +72,7 @@ func (s *RuntimeService) createContainer(ctx context.Context, req *cri.CreateCon
 	if err != nil {
 		return "", err
 	}
-	rc, err := s.containerConfig(sb, cfg, im, root, rt.SecurityPolicy())
+	rc, err := s.containerConfig(ctx, sb, cfg, im, root, rt.SecurityPolicy())
 	if err != nil {
 		return "", err
 	}
@@ -311,7 +315,20 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 	if info.Spec != nil && info.Spec.Linux != nil {
 		st.Resources = criResources(info.Spec)
 	}
+	if info.Spec != nil && info.Spec.Process != nil {
+		st.User = containerUser(info.Spec.Process.User)
+	}
 	return st, nil
+}
+
+// containerUser is the identity the container's process starts with (the
+// engine sets exactly these groups), as the CRI reports it.
+func containerUser(u specs.User) *cri.ContainerUser {
+	lu := &cri.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID)}
+	for _, g := range u.AdditionalGids {
+		lu.SupplementalGroups = append(lu.SupplementalGroups, int64(g))
+	}
+	return &cri.ContainerUser{Linux: lu}
 }
 
 // filterContainers are the containers whose ID and pod's ID start with id

@@ -39,6 +39,23 @@
 // file the kubelet names, written by the container's monitor, so it keeps
 // going while the server restarts.
 //
+// A container's groups are its primary group, the groups the image's
+// /etc/group gives its user (supplemental groups policy Merge; none under
+// Strict) and the supplemental groups asked for; its status reports the
+// user its process got. An image volume is the runtime's image mount
+// (runtime.ImageMount): the image of the store, or a path of it, read-only
+// (a mount that is not read-only is refused), held until the container is
+// removed.
+//
+// # Metrics
+//
+// ContainerStats and PodSandboxStats read the runtime's Stats;
+// ListPodSandboxMetrics gives the same readings as cAdvisor's metrics
+// (container_cpu_usage_seconds_total, container_memory_working_set_bytes,
+// container_fs_usage_bytes...), with cAdvisor's labels after the base ones
+// (id, image, namespace, pod, container): each running container's, and
+// the pod's network metrics from its infra container's namespace.
+//
 // # State
 //
 // The server keeps a record of each pod and container (the kubelet's

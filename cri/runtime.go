@@ -169,7 +169,9 @@ func (s *RuntimeService) Status(ctx context.Context, req *cri.StatusRequest) (*c
 		})
 	}
 	sort.Slice(resp.RuntimeHandlers, func(i, j int) bool { return resp.RuntimeHandlers[i].Name < resp.RuntimeHandlers[j].Name })
-	resp.Features = &cri.RuntimeFeatures{SupplementalGroupsPolicy: false}
+	// Supplemental groups policies (Merge and Strict) and the user a
+	// container's status reports.
+	resp.Features = &cri.RuntimeFeatures{SupplementalGroupsPolicy: true}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"config": fmt.Sprintf(`{"stateDir":%q}`, s.dir)}
 	}

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ import (
 // pod's namespaces joined, mounts through the runtime's volume policy, the
 // security context and resources in the spec (the runtime's security
 // policy decides what it admits).
-func (s *RuntimeService) containerConfig(sb *sandbox, cfg *cri.ContainerConfig, im *image.Image, root string, policy runtime.SecurityPolicy) (*runtime.Config, error) {
+func (s *RuntimeService) containerConfig(ctx context.Context, sb *sandbox, cfg *cri.ContainerConfig, im *image.Image, root string, policy runtime.SecurityPolicy) (*runtime.Config, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("container %q: %s: %w", cfg.GetMetadata().GetName(), fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
 	}
@@ -68,7 +69,7 @@ func (s *RuntimeService) containerConfig(sb *sandbox, cfg *cri.ContainerConfig, 
 	if err != nil {
 		return nil, err
 	}
-	vols, err := s.mounts(sb, spec, cfg, bad)
+	vols, imounts, err := s.mounts(ctx, sb, spec, cfg, bad)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +79,7 @@ func (s *RuntimeService) containerConfig(sb *sandbox, cfg *cri.ContainerConfig, 
 		KeepProcess: true,
 		Join:        join,
 		Volumes:     vols,
+		ImageMounts: imounts,
 		Labels:      map[string]string{labelKind: "container", labelSandbox: sb.ID},
 	}
 	if dir, lp := sb.cfg.GetLogDirectory(), cfg.GetLogPath(); dir != "" && lp != "" {
@@ -100,8 +102,10 @@ func mergeEnv(image []string, kvs []*cri.KeyValue) []string {
 }
 
 // setUser sets the process's user: the security context's, else the
-// image's, names resolved in the image's /etc/passwd and /etc/group, with
-// the groups the user has there and the supplemental groups asked for.
+// image's, names resolved in the image's /etc/passwd and /etc/group. Its
+// groups, as containerd gives them: the primary group, the groups the
+// user has in the image's /etc/group (unless the supplemental groups
+// policy is Strict) and the supplemental groups asked for.
 func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser, root string, bad func(string, ...any) error) error {
 	userSpec := imageUser
 	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
@@ -124,19 +128,27 @@ func setUser(p *specs.Process, sc *cri.LinuxContainerSecurityContext, imageUser,
 	if err != nil {
 		return err
 	}
-	p.User = specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid)}
-	for _, g := range u.Sgids {
-		if g != u.Gid {
-			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
+	p.User = specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid), AdditionalGids: []uint32{uint32(u.Gid)}}
+	add := func(g uint32) {
+		if !slices.Contains(p.User.AdditionalGids, g) {
+			p.User.AdditionalGids = append(p.User.AdditionalGids, g)
 		}
+	}
+	switch pol := sc.GetSupplementalGroupsPolicy(); pol {
+	case cri.SupplementalGroupsPolicy_Merge:
+		for _, g := range u.Sgids {
+			add(uint32(g))
+		}
+	case cri.SupplementalGroupsPolicy_Strict:
+		// Nothing of the image's /etc/group.
+	default:
+		return bad("supplemental groups policy %d", pol)
 	}
 	for _, g := range sc.GetSupplementalGroups() {
 		if g < 0 || g > math.MaxUint32 {
 			return bad("supplemental group %d out of range", g)
 		}
-		if !slices.Contains(p.User.AdditionalGids, uint32(g)) {
-			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
-		}
+		add(uint32(g))
 	}
 	// The user's home from the image's passwd, unless the image or the
 	// config sets HOME.
@@ -399,34 +411,42 @@ var propagation = map[cri.MountPropagation]string{
 }
 
 // mounts adds the pod's hostname, hosts and resolv.conf files, the
-// config's block devices as raw-block volumes, and the config's mounts: host paths as binds, which the runtime puts through its
-// volume manager and policy.
-func (s *RuntimeService) mounts(sb *sandbox, spec *specs.Spec, cfg *cri.ContainerConfig, bad func(string, ...any) error) ([]volume.Spec, error) {
+// config's block devices as raw-block volumes, and the config's mounts:
+// host paths as binds, which the runtime puts through its volume manager
+// and policy, images as the runtime's image mounts.
+func (s *RuntimeService) mounts(ctx context.Context, sb *sandbox, spec *specs.Spec, cfg *cri.ContainerConfig, bad func(string, ...any) error) ([]volume.Spec, []runtime.ImageMount, error) {
 	var vols []volume.Spec
+	var imounts []runtime.ImageMount
 	taken := map[string]bool{}
 	for _, m := range cfg.GetMounts() {
 		dst := m.GetContainerPath()
 		if !filepath.IsAbs(dst) {
-			return nil, bad("mount destination %q is not absolute", dst)
+			return nil, nil, bad("mount destination %q is not absolute", dst)
 		}
-		if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-			return nil, fmt.Errorf("container %q: image volume at %s: %w", cfg.GetMetadata().GetName(), dst, errdefs.ErrNotImplemented)
+		if m.GetImage().GetImage() != "" {
+			im, err := s.imageMount(ctx, m, bad)
+			if err != nil {
+				return nil, nil, err
+			}
+			imounts = append(imounts, im)
+			taken[filepath.Clean(dst)] = true
+			continue
 		}
 		if m.GetRecursiveReadOnly() && (!m.GetReadonly() || m.GetPropagation() != cri.MountPropagation_PROPAGATION_PRIVATE) {
 			// As the kubelet and containerd check it: read-only
 			// submounts that the host's later mounts would not be.
-			return nil, bad("recursive read-only mount at %s: it must be read-only, with private propagation", dst)
+			return nil, nil, bad("recursive read-only mount at %s: it must be read-only, with private propagation", dst)
 		}
 		src := m.GetHostPath()
 		if !filepath.IsAbs(src) {
-			return nil, bad("mount source %q is not absolute", src)
+			return nil, nil, bad("mount source %q is not absolute", src)
 		}
 		// A host path that is a link is the kubelet's or the operator's:
 		// the volume is where it leads, as the kubelet expects.
 		if real, err := filepath.EvalSymlinks(src); err == nil {
 			src = real
 		} else {
-			return nil, fmt.Errorf("container %q: mount source %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
+			return nil, nil, fmt.Errorf("container %q: mount source %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
 		}
 		opts := []string{"rbind", propagation[m.GetPropagation()]}
 		switch {
@@ -458,20 +478,46 @@ func (s *RuntimeService) mounts(sb *sandbox, spec *specs.Spec, cfg *cri.Containe
 	for _, d := range cfg.GetDevices() {
 		src, dst := d.GetHostPath(), d.GetContainerPath()
 		if !filepath.IsAbs(src) || !filepath.IsAbs(dst) {
-			return nil, bad("device %q at %q: paths must be absolute", src, dst)
+			return nil, nil, bad("device %q at %q: paths must be absolute", src, dst)
 		}
 		fi, err := os.Stat(src)
 		if err != nil {
-			return nil, fmt.Errorf("container %q: device %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
+			return nil, nil, fmt.Errorf("container %q: device %s: %v: %w", cfg.GetMetadata().GetName(), src, err, errdefs.ErrNotFound)
 		}
 		if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
 			// Character devices reach a container only privileged.
-			return nil, fmt.Errorf("container %q: device %s: only block devices are exposed, as raw-block volumes: %w", cfg.GetMetadata().GetName(), src, errdefs.ErrPermissionDenied)
+			return nil, nil, fmt.Errorf("container %q: device %s: only block devices are exposed, as raw-block volumes: %w", cfg.GetMetadata().GetName(), src, errdefs.ErrPermissionDenied)
 		}
 		// A block device is a raw-block volume: the volume policy admits
 		// it in a user-namespaced pod only, unless it says otherwise.
 		vols = append(vols, volume.Spec{Source: src, Destination: filepath.Clean(dst), Mode: volume.ModeRawBlock,
 			ReadOnly: !strings.Contains(d.GetPermissions(), "w")})
 	}
-	return vols, nil
+	return vols, imounts, nil
+}
+
+// imageMount is a CRI image volume as the runtime's image mount: the image
+// of the store (by its digest, as the container's own), or a path of it,
+// read-only; m (the server's copy of the config) records the image's ID
+// for the container's status. The kubelet asks read-only; a mount that is not is refused,
+// as critest expects, rather than silently made so.
+func (s *RuntimeService) imageMount(ctx context.Context, m *cri.Mount, bad func(string, ...any) error) (runtime.ImageMount, error) {
+	dst := filepath.Clean(m.GetContainerPath())
+	switch {
+	case m.GetHostPath() != "":
+		return runtime.ImageMount{}, bad("image volume at %s: it has a host path too", dst)
+	case !m.GetReadonly():
+		return runtime.ImageMount{}, bad("image volume at %s: image volumes are read-only", dst)
+	case m.GetPropagation() != cri.MountPropagation_PROPAGATION_PRIVATE:
+		return runtime.ImageMount{}, bad("image volume at %s: image volumes propagate nothing", dst)
+	}
+	ref := m.GetImage().GetImage()
+	im, err := s.images.Get(ctx, ref)
+	if err != nil {
+		return runtime.ImageMount{}, fmt.Errorf("image volume at %s: image %s: %w", dst, ref, err)
+	}
+	// The container's status names the image mounted (KEP-5365): its ID,
+	// as PullImage gives it.
+	m.Image.ImageRef = im.ConfigDigest.String()
+	return runtime.ImageMount{Image: im.Digest.String(), Destination: dst, SubPath: m.GetImageSubPath()}, nil
 }

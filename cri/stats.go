@@ -38,6 +38,30 @@ func criResources(spec *specs.Spec) *cri.ContainerResources {
 	return &cri.ContainerResources{Linux: out}
 }
 
+// runningStats reads a running (or paused) container's usage, with its
+// runtime info; a container that does not run has none (nil stats).
+func (s *RuntimeService) runningStats(ctx context.Context, c *container) (*runtime.Stats, *runtime.Info, error) {
+	rc, err := s.runtimeContainer(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := rc.Info(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if info.Status != runtime.StatusRunning && info.Status != runtime.StatusPaused {
+		return nil, info, nil
+	}
+	stats, err := rc.Stats(ctx)
+	if errdefs.IsFailedPrecondition(err) || errdefs.IsNotFound(err) {
+		return nil, info, nil // ended meanwhile
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return stats, info, nil
+}
+
 // containerStats reads a container's usage from its cgroups. A container
 // that does not run has none: its attributes come with zero readings.
 func (s *RuntimeService) containerStats(ctx context.Context, c *container) (*cri.ContainerStats, error) {
@@ -48,23 +72,26 @@ func (s *RuntimeService) containerStats(ctx context.Context, c *container) (*cri
 	st.Cpu = &cri.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &cri.UInt64Value{}}
 	st.Memory = &cri.MemoryUsage{Timestamp: now, WorkingSetBytes: &cri.UInt64Value{}}
 	st.WritableLayer = &cri.FilesystemUsage{Timestamp: now, FsId: &cri.FilesystemIdentifier{Mountpoint: s.dir}, UsedBytes: &cri.UInt64Value{}, InodesUsed: &cri.UInt64Value{}}
-	rc, err := s.runtimeContainer(ctx, c)
+	stats, _, err := s.runningStats(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	if state, err := rc.State(ctx); err != nil || (state != runtime.StatusRunning && state != runtime.StatusPaused) {
+	if stats == nil {
 		return st, nil // not running: no usage
 	}
-	stats, err := rc.Stats(ctx)
-	if errdefs.IsFailedPrecondition(err) || errdefs.IsNotFound(err) {
-		return st, nil // ended meanwhile
-	}
-	if err != nil {
-		return nil, err
-	}
 	ts := stats.Time.UnixNano()
+	m := stats.Memory
 	st.Cpu = &cri.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &cri.UInt64Value{Value: stats.CPUUsageNanos}}
-	st.Memory = &cri.MemoryUsage{Timestamp: ts, WorkingSetBytes: &cri.UInt64Value{Value: stats.MemoryUsage}, UsageBytes: &cri.UInt64Value{Value: stats.MemoryUsage}}
+	st.Memory = &cri.MemoryUsage{Timestamp: ts, WorkingSetBytes: &cri.UInt64Value{Value: m.WorkingSet},
+		UsageBytes: &cri.UInt64Value{Value: stats.MemoryUsage}, RssBytes: &cri.UInt64Value{Value: m.RSS},
+		PageFaults: &cri.UInt64Value{Value: m.PageFaults}, MajorPageFaults: &cri.UInt64Value{Value: m.MajorPageFaults}}
+	if stats.MemoryLimit > 0 {
+		st.Memory.AvailableBytes = &cri.UInt64Value{Value: stats.MemoryLimit - min(m.WorkingSet, stats.MemoryLimit)}
+	}
+	if f := stats.Filesystem; f != nil {
+		st.WritableLayer.Timestamp = ts
+		st.WritableLayer.UsedBytes.Value, st.WritableLayer.InodesUsed.Value = f.UsedBytes, f.UsedInodes
+	}
 	return st, nil
 }
 
@@ -106,6 +133,9 @@ func (s *RuntimeService) podStats(ctx context.Context, sb *sandbox) *cri.PodSand
 			Memory: &cri.MemoryUsage{Timestamp: now, WorkingSetBytes: &cri.UInt64Value{}},
 		},
 	}
+	if st := s.podNetworkStats(ctx, sb); st != nil {
+		out.Linux.Network = networkUsage(st)
+	}
 	for _, c := range s.podContainers(sb.ID) {
 		st, err := s.containerStats(ctx, c)
 		if err != nil {
@@ -135,4 +165,23 @@ func (s *RuntimeService) ListPodSandboxStats(ctx context.Context, req *cri.ListP
 		resp.Stats = append(resp.Stats, s.podStats(ctx, sb))
 	}
 	return resp, nil
+}
+
+// networkUsage is a pod's network as the CRI's stats give it: the first
+// interface but the loopback as the default one, the others after it.
+func networkUsage(st *runtime.Stats) *cri.NetworkUsage {
+	out := &cri.NetworkUsage{Timestamp: st.Time.UnixNano()}
+	for _, n := range st.Network {
+		if n.Name == "lo" {
+			continue
+		}
+		u := &cri.NetworkInterfaceUsage{Name: n.Name, RxBytes: &cri.UInt64Value{Value: n.RxBytes}, RxErrors: &cri.UInt64Value{Value: n.RxErrors},
+			TxBytes: &cri.UInt64Value{Value: n.TxBytes}, TxErrors: &cri.UInt64Value{Value: n.TxErrors}}
+		if out.DefaultInterface == nil {
+			out.DefaultInterface = u
+		} else {
+			out.Interfaces = append(out.Interfaces, u)
+		}
+	}
+	return out
 }

@@ -321,12 +321,15 @@ func TestRootfsSharedAndCollected(t *testing.T) {
 
 	_, err = s.Remove(ctx, "busybox:1")
 	require.NoError(t, err)
-	for i := range 5 {
+	for i := range 3 {
 		require.NoError(t, s.ReleaseRootfs(ctx, fmt.Sprintf("c%d", i)))
 		_, err = os.Stat(dirs[0])
 		require.NoError(t, err, "held by c5: kept though its image is gone")
 	}
-	require.NoError(t, s.ReleaseRootfs(ctx, "c5"))
+	require.NoError(t, s.ReleaseRootfs(ctx, "c3", "c4"))
+	_, err = os.Stat(dirs[0])
+	require.NoError(t, err, "held by c5: kept though its image is gone")
+	require.NoError(t, s.ReleaseRootfs(ctx, "no/such", "c5", "unknown"), "several at once, names no holder has among them")
 	_, err = os.Stat(dirs[0])
 	assert.True(t, os.IsNotExist(err), "last holder gone: tree collected")
 	require.NoError(t, s.ReleaseRootfs(ctx, "c5"), "releasing twice is fine")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -447,12 +448,14 @@ func (s *Store) dropHolder(holder string, err error) error {
 	return err
 }
 
-// ReleaseRootfs ends holder's use of a root filesystem, of whichever kind
-// (a store opened WithSetidRootfs or not releases both), and deletes the
-// tree if its image is gone and nobody else holds it. Releasing an
+// ReleaseRootfs ends each holder's use of a root filesystem, of whichever
+// kind (a store opened WithSetidRootfs or not releases both), and deletes
+// a tree if its image is gone and nobody else holds it; several holders
+// are released at once, under one lock of the store. Releasing an
 // unknown holder, or a name no holder can have, does nothing.
-func (s *Store) ReleaseRootfs(ctx context.Context, holder string) error {
-	if !validHolder(holder) {
+func (s *Store) ReleaseRootfs(ctx context.Context, holders ...string) error {
+	holders = slices.DeleteFunc(slices.Clone(holders), func(h string) bool { return !validHolder(h) })
+	if len(holders) == 0 {
 		return nil
 	}
 	return s.locked(ctx, func() error {
@@ -461,10 +464,12 @@ func (s *Store) ReleaseRootfs(ctx context.Context, holder string) error {
 			return err
 		}
 		held := false
-		for _, k := range treeKinds {
-			if _, ok := idx.Holders[k.holdKey(holder)]; ok {
-				delete(idx.Holders, k.holdKey(holder))
-				held = true
+		for _, holder := range holders {
+			for _, k := range treeKinds {
+				if _, ok := idx.Holders[k.holdKey(holder)]; ok {
+					delete(idx.Holders, k.holdKey(holder))
+					held = true
+				}
 			}
 		}
 		if !held {

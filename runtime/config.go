@@ -85,6 +85,9 @@ type Config struct {
 	// runtime's volume policy (see package volume), and detached when it
 	// is deleted.
 	Volumes []volume.Spec
+	// ImageMounts mount images of the runtime's store in the container,
+	// read-only (Kubernetes' image volumes): see ImageMount.
+	ImageMounts []ImageMount
 	// Labels are kept with the container.
 	Labels map[string]string
 	// IO connects the init process's standard streams. Whether or not
@@ -250,6 +253,9 @@ func validateConfig(id string, c *Config) error {
 		return err
 	}
 	if err := validateSharedRoot(id, c); err != nil {
+		return err
+	}
+	if err := validateImageMounts(id, c); err != nil {
 		return err
 	}
 	return validateJoin(id, c)

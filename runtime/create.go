@@ -134,6 +134,9 @@ func (r *Runtime) checkCreate(id string, cfg *Config) error {
 	if cfg.OpenStdin && !r.caps.Attach {
 		return fmt.Errorf("container %q: standard input open for attachments: %w", id, errdefs.ErrNotImplemented)
 	}
+	if len(cfg.ImageMounts) > 0 && r.images == nil {
+		return fmt.Errorf("container %q: image mounts: the runtime has no image store: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	if len(cfg.Join) > 0 && !r.caps.JoinNamespaces {
 		return fmt.Errorf("container %q: joining another container's namespaces: %w", id, errdefs.ErrNotImplemented)
 	}
@@ -174,6 +177,9 @@ func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg
 		if err := r.attachRootDisk(ctx, req, cfg, disk); err != nil {
 			return err
 		}
+	}
+	if err := r.mountImages(ctx, req.ID, req.Spec, cfg.ImageMounts); err != nil {
+		return err
 	}
 	if err := r.attachVolumes(ctx, req, cfg.Volumes, rng); err != nil {
 		return err

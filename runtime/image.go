@@ -2,17 +2,22 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/image"
+	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -109,12 +114,108 @@ func completeProcess(spec *specs.Spec, cfg ocispec.ImageConfig, name string) err
 	return nil
 }
 
-// releaseImage drops a container's hold on its image's unpacked tree.
+// releaseImage drops a container's holds on its image's unpacked tree
+// and on those of its image mounts, all at once: one lock of the store,
+// and no record of how many mounts it had (a create that failed half-way
+// holds some of them).
 func (r *Runtime) releaseImage(ctx context.Context, id string) error {
 	if r.images == nil {
 		return nil
 	}
-	return r.images.ReleaseRootfs(ctx, rootfsHolder(id))
+	holders := []string{rootfsHolder(id)}
+	for i := range MaxImageMounts {
+		holders = append(holders, imageMountHolder(id, i))
+	}
+	return r.images.ReleaseRootfs(ctx, holders...)
+}
+
+// MaxImageMounts is the most image mounts a container may have.
+const MaxImageMounts = 64
+
+// ImageMount mounts an image of the runtime's store in a container: its
+// unpacked tree (Store.Rootfs, the one its containers run on, shared and
+// never written), or a path of it, bound at Destination read-only,
+// nosuid and nodev, whatever else the config asks. The bind goes through
+// the volume manager as a spec's bind of a host path does (opened once
+// without following links), and is ID-mapped in a user namespace, so the
+// image's files belong to the users the image names. The container holds
+// the tree until it is deleted, even if the image is removed meanwhile.
+//
+// The runtime needs an image store (failed-precondition without one). An
+// image the store does not have is not-found, naming it; a SubPath the
+// image lacks is not-found too; a bad destination or sub path is
+// invalid-argument. A refused create holds nothing.
+type ImageMount struct {
+	// Image names the image in the runtime's store, as Config.Image
+	// does (a tag, a digest, an ID).
+	Image string
+	// Destination is the absolute, clean path in the container; not "/",
+	// and not where the spec or another image mount mounts something.
+	Destination string
+	// SubPath, when set, is the path of the image's tree to mount instead
+	// of its root: relative, without "..", resolved inside the tree (a
+	// link of the image never leads out of it), a directory or a regular
+	// file.
+	SubPath string
+}
+
+// imageMountHolder names container id's hold on the tree of its i-th image
+// mount: never a container's root image hold ("container." + an ID), nor
+// another mount's (the index ends at the first dot, IDs follow).
+func imageMountHolder(id string, i int) string { return fmt.Sprintf("image-mount.%d.%s", i, id) }
+
+// validateImageMounts checks the image mounts of c.
+func validateImageMounts(id string, c *Config) error {
+	if len(c.ImageMounts) > MaxImageMounts {
+		return invalidConfig(id, "%d image mounts: at most %d", len(c.ImageMounts), MaxImageMounts)
+	}
+	taken := map[string]bool{}
+	for _, m := range c.Spec.Mounts {
+		taken[filepath.Clean(m.Destination)] = true
+	}
+	for _, m := range c.ImageMounts {
+		switch {
+		case m.Image == "":
+			return invalidConfig(id, "image mount at %q names no image", m.Destination)
+		case !filepath.IsAbs(m.Destination) || filepath.Clean(m.Destination) != m.Destination || m.Destination == "/":
+			return invalidConfig(id, "image mount destination %q is not an absolute, clean path below /", m.Destination)
+		case m.SubPath != "" && !filepath.IsLocal(m.SubPath):
+			return invalidConfig(id, "image mount at %s: sub path %q is not a relative path inside the image", m.Destination, m.SubPath)
+		case taken[m.Destination]:
+			return invalidConfig(id, "image mount at %s: something else is mounted there", m.Destination)
+		}
+		taken[m.Destination] = true
+	}
+	return nil
+}
+
+// mountImages holds the tree of each image mount for container id and
+// adds its bind to the spec, read-only, for attachBinds to put through the
+// volume manager.
+func (r *Runtime) mountImages(ctx context.Context, id string, spec *specs.Spec, mounts []ImageMount) error {
+	for i, m := range mounts {
+		tree, err := r.images.Rootfs(ctx, m.Image, image.RootfsOptions{Holder: imageMountHolder(id, i)})
+		if err != nil {
+			return fmt.Errorf("image mount at %s: %w", m.Destination, err)
+		}
+		src := tree
+		if m.SubPath != "" {
+			// The tree is the store's and never changes: a path resolved
+			// in it stays what it is.
+			if src, err = securejoin.SecureJoin(tree, m.SubPath); err != nil {
+				return fmt.Errorf("image mount at %s: sub path %q of image %s: %v: %w", m.Destination, m.SubPath, m.Image, err, errdefs.ErrInvalidArgument)
+			}
+			if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("image mount at %s: image %s has no %s: %w", m.Destination, m.Image, m.SubPath, errdefs.ErrNotFound)
+			} else if err != nil {
+				return fmt.Errorf("image mount at %s: sub path %q of image %s: %w", m.Destination, m.SubPath, m.Image, errclass.OS(err))
+			}
+		}
+		// Read-only all the way down, whatever anything else says: the
+		// tree is every container's of the image.
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "rro"}})
+	}
+	return nil
 }
 
 // CommitOptions tune Commit.

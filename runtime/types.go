@@ -13,6 +13,19 @@ type (
 	Resources = driver.Resources
 	// Stats is a reading of a container's usage.
 	Stats = driver.Stats
+	// CPUStats split a container's CPU time and count its throttling.
+	CPUStats = driver.CPUStats
+	// MemoryStats detail a container's memory.
+	MemoryStats = driver.MemoryStats
+	// BlockIOStats are a container's I/O on one block device.
+	BlockIOStats = driver.BlockIOStats
+	// NetworkStats are an interface's counters.
+	NetworkStats = driver.NetworkStats
+	// ProcessStats count what a container's processes hold.
+	ProcessStats = driver.ProcessStats
+	// FilesystemStats are a container's writable layer and its
+	// filesystem.
+	FilesystemStats = driver.FilesystemStats
 	// ProcessSpec describes an extra process for Exec.
 	ProcessSpec = driver.ProcessSpec
 	// Capabilities lists what the backend can do.

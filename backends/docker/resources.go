@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +102,18 @@ func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 		PidsLimit:     s.PidsStats.Limit,
 		Time:          s.Read.UTC(),
 	}
+	u, th := s.CPUStats.CPUUsage, s.CPUStats.ThrottlingData
+	out.CPU = driver.CPUStats{UserNanos: u.UsageInUsermode, SystemNanos: u.UsageInKernelmode,
+		Periods: th.Periods, ThrottledPeriods: th.ThrottledPeriods, ThrottledNanos: th.ThrottledTime}
+	out.Memory = driver.CgroupMemory(s.MemoryStats.Usage, s.MemoryStats.Stats)
+	out.Memory.MaxUsage, out.Memory.Failcnt = s.MemoryStats.MaxUsage, s.MemoryStats.Failcnt
+	out.BlockIO = driver.CgroupBlockIO(blockIO(s.BlkioStats.IoServiceBytesRecursive), blockIO(s.BlkioStats.IoServicedRecursive))
+	for _, name := range slices.Sorted(maps.Keys(s.Networks)) {
+		n := s.Networks[name]
+		out.Network = append(out.Network, driver.NetworkStats{Name: name,
+			RxBytes: n.RxBytes, RxPackets: n.RxPackets, RxErrors: n.RxErrors, RxDropped: n.RxDropped,
+			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxErrors: n.TxErrors, TxDropped: n.TxDropped})
+	}
 	// Docker shows the host's memory, or the cgroup's "max", for no limit.
 	if out.MemoryLimit >= 1<<62 || r.memTotal > 0 && out.MemoryLimit >= r.memTotal {
 		out.MemoryLimit = 0
@@ -111,4 +125,13 @@ func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
 		out.Time = time.Now().UTC()
 	}
 	return out, nil
+}
+
+// blockIO are Docker's I/O entries as the driver's.
+func blockIO(entries []container.BlkioStatEntry) []driver.BlockIOEntry {
+	out := make([]driver.BlockIOEntry, len(entries))
+	for i, e := range entries {
+		out[i] = driver.BlockIOEntry{Major: e.Major, Minor: e.Minor, Op: e.Op, Value: e.Value}
+	}
+	return out
 }

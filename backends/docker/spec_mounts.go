@@ -166,5 +166,18 @@ func bindMount(m specs.Mount) (_ mount.Mount, idmapped bool, _ error) {
 	if _, err := os.Stat(m.Source); err != nil {
 		return mount.Mount{}, false, invalid("spec: bind source: %v", err)
 	}
+	if out.ReadOnly {
+		if !statted {
+			statted = unix.Statfs(m.Source, &fs) == nil
+		}
+		if statted && uint64(fs.Flags)&unix.ST_RDONLY != 0 {
+			// The source is mounted read-only (berth's mount, as the
+			// volume manager makes it for a read-only bind): the bind
+			// inherits that, with nosuid and nodev. Asking Docker for
+			// read-only would have runc remount the bind with that flag
+			// alone, which outside a user namespace clears the others.
+			out.ReadOnly = false
+		}
+	}
 	return out, idmapped, nil
 }

@@ -150,6 +150,19 @@ func TestTranslateMounts(t *testing.T) {
 		ok := defaultSpec("/bin/true")
 		ok.Mounts = append(ok.Mounts, specs.Mount{Destination: "/p", Type: "bind", Source: nosuid, Options: []string{"rbind", "nosuid", "nodev"}})
 		require.NoError(t, translate(ok, &translation{cgroupns: true}))
+
+		// A read-only bind of a source mounted read-only inherits it:
+		// Docker's remount to make it read-only would clear nosuid and
+		// nodev.
+		ro := t.TempDir()
+		require.NoError(t, unix.Mount("tmpfs", ro, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_RDONLY, "size=1m"))
+		t.Cleanup(func() { _ = unix.Unmount(ro, unix.MNT_DETACH) })
+		inherit := defaultSpec("/bin/true")
+		inherit.Mounts = append(inherit.Mounts, specs.Mount{Destination: "/r", Type: "bind", Source: ro, Options: []string{"rbind", "rro", "rprivate", "nosuid", "nodev"}})
+		tr := &translation{cgroupns: true}
+		require.NoError(t, translate(inherit, tr))
+		require.Len(t, tr.host.Mounts, 1)
+		assert.False(t, tr.host.Mounts[0].ReadOnly, "read-only, nosuid and nodev from the source's mount, never a remount")
 	}
 
 	idmapped := defaultSpec("/bin/true")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
@@ -71,29 +70,6 @@ func (r *Runtime) List(ctx context.Context) ([]*driver.Info, error) {
 			return nil, fmt.Errorf("container %q: %w", e.Name(), err)
 		}
 		out = append(out, info)
-	}
-	return out, nil
-}
-
-// Stats implements driver.StatsReader.
-func (r *Runtime) Stats(ctx context.Context, id string) (*driver.Stats, error) {
-	c, err := r.load(id)
-	if err != nil {
-		return nil, err
-	}
-	s, err := c.Stats()
-	if err != nil {
-		return nil, classify(err)
-	}
-	out := &driver.Stats{Time: time.Now().UTC()}
-	if cs := s.CgroupStats; cs != nil {
-		out.MemoryUsage = cs.MemoryStats.Usage.Usage
-		if l := cs.MemoryStats.Usage.Limit; l < 1<<62 {
-			out.MemoryLimit = l
-		}
-		out.CPUUsageNanos = cs.CpuStats.CpuUsage.TotalUsage
-		out.Pids = cs.PidsStats.Current
-		out.PidsLimit = cs.PidsStats.Limit
 	}
 	return out, nil
 }

@@ -273,7 +273,10 @@ type Resources struct {
 	PidsLimit   *int64  // -1 for no limit
 }
 
-// Stats is a point-in-time reading of a container's usage.
+// Stats is a point-in-time reading of a container's usage. What follows
+// Time is what an engine reads beyond the basics (the counters cAdvisor
+// and the kubelet's CRI metrics name): a zero field, or a nil one, is
+// one the backend does not read, or that the host does not count.
 type Stats struct {
 	MemoryUsage   uint64 // bytes
 	MemoryLimit   uint64 // bytes; 0 when unlimited
@@ -281,6 +284,76 @@ type Stats struct {
 	Pids          uint64
 	PidsLimit     uint64 // 0 when unlimited
 	Time          time.Time
+
+	CPU    CPUStats
+	Memory MemoryStats
+	// BlockIO is the I/O of the container's processes, a device each.
+	BlockIO []BlockIOStats
+	// Network are the interfaces of the container's network namespace,
+	// which it may share (a pod's).
+	Network []NetworkStats
+	// Process counts what the container's processes hold.
+	Process ProcessStats
+	// Filesystem is the container's writable layer and the filesystem
+	// that holds it; nil where the backend does not read it.
+	Filesystem *FilesystemStats
+}
+
+// CPUStats split the container's CPU time, and count its throttling by a
+// CPU quota.
+type CPUStats struct {
+	UserNanos, SystemNanos uint64
+	// Periods are the quota's enforcement periods that elapsed while the
+	// container ran, ThrottledPeriods those it was throttled in, for
+	// ThrottledNanos in all.
+	Periods, ThrottledPeriods, ThrottledNanos uint64
+}
+
+// MemoryStats detail the container's memory, in bytes unless said.
+type MemoryStats struct {
+	// WorkingSet is the usage less the inactive file cache, what the
+	// kubelet evicts on.
+	WorkingSet uint64
+	MaxUsage   uint64 // the highest usage recorded (cgroup v1 only)
+	RSS        uint64 // anonymous memory
+	Cache      uint64 // page cache
+	MappedFile uint64
+	Swap       uint64
+	Kernel     uint64
+	// Failcnt counts the times the usage hit the limit (cgroup v1 only).
+	Failcnt uint64
+	// PageFaults and MajorPageFaults count faults, OOMKills the processes
+	// the kernel's OOM killer killed.
+	PageFaults, MajorPageFaults, OOMKills uint64
+}
+
+// BlockIOStats are the I/O a container did on one block device.
+type BlockIOStats struct {
+	Major, Minor          uint64
+	ReadBytes, WriteBytes uint64
+	Reads, Writes         uint64 // operations
+}
+
+// NetworkStats are an interface's counters.
+type NetworkStats struct {
+	Name                                    string
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
+}
+
+// ProcessStats count the threads, open file descriptors and sockets of
+// the container's processes.
+type ProcessStats struct {
+	Threads, FileDescriptors, Sockets uint64
+}
+
+// FilesystemStats are a container's writable layer (what it wrote: bytes
+// and inodes) and the filesystem it is on.
+type FilesystemStats struct {
+	UsedBytes, UsedInodes uint64
+	// Capacity is the filesystem's size in bytes, Inodes and InodesFree
+	// its inodes.
+	Capacity, Inodes, InodesFree uint64
 }
 
 // ProcessSpec is an extra process run in a container.

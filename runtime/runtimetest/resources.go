@@ -118,4 +118,7 @@ func testStats(t *testing.T, h Harness) {
 	require.Positive(t, s.MemoryUsage)
 	require.Positive(t, s.CPUUsageNanos, "the busy loop used CPU")
 	require.Equal(t, uint64(1), s.Pids, "only sleep runs")
+	require.Positive(t, s.CPU.UserNanos+s.CPU.SystemNanos, "CPU time, split")
+	require.Positive(t, s.Memory.WorkingSet)
+	require.LessOrEqual(t, s.Memory.WorkingSet, s.MemoryUsage, "the working set is part of the usage")
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"ColdMove", testColdMove},
 		{"ImportHostile", testImportHostile},
 		{"Image", testImage},
+		{"ImageMount", testImageMount},
 		{"CommitExportImport", testCommitExportImport},
 	}
 	for _, tc := range tests {
