@@ -231,6 +231,9 @@ func validateConfig(id string, c *Config) error {
 	if s.Process.ConsoleSize != nil && !s.Process.Terminal {
 		return bad("a console size without a terminal")
 	}
+	if cs := s.Process.ConsoleSize; cs != nil && !boxFits(*cs) {
+		return bad("console size %dx%d: a terminal has at most 65535 rows and columns", cs.Height, cs.Width)
+	}
 	if c.OpenStdin && c.IO.Stdin != nil {
 		return bad("standard input both open for attachments and given")
 	}

@@ -268,6 +268,9 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 	if p.ConsoleSize != nil && !p.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a console size and no terminal: %w", c.id, errdefs.ErrInvalidArgument)
 	}
+	if p.ConsoleSize != nil && !boxFits(*p.ConsoleSize) {
+		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize)
+	}
 	if p.Terminal && !c.r.caps.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a terminal: %w", c.id, errdefs.ErrNotImplemented)
 	}
@@ -310,6 +313,9 @@ func (c *Container) Attach(ctx context.Context, pio IO) error {
 func (c *Container) Resize(ctx context.Context, size specs.Box) error {
 	if err := c.capable("resize", c.r.streams != nil); err != nil {
 		return err
+	}
+	if !boxFits(size) {
+		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize)
 	}
 	i, err := c.require(ctx, "resize the terminal of", StatusCreated, StatusRunning, StatusPaused)
 	if err != nil {
@@ -366,5 +372,15 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 // Resize sets the size of the process's terminal (ProcessSpec.Terminal;
 // failed-precondition for a process without one).
 func (p *Process) Resize(ctx context.Context, size specs.Box) error {
+	if !boxFits(size) {
+		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize)
+	}
 	return wrap(p.c.id, p.p.Resize(ctx, size))
 }
+
+// errBoxSize is a terminal size out of range.
+var errBoxSize = fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+
+// boxFits reports whether a terminal can have size b: its rows and
+// columns are 16-bit numbers.
+func boxFits(b specs.Box) bool { return b.Height <= 0xffff && b.Width <= 0xffff }

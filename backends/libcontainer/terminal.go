@@ -62,6 +62,28 @@ func recvMaster(sock *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "pty-master"), nil
 }
 
+// masterReader returns a second descriptor of the master for the copy of
+// the output, which closes it once the output ended: the master itself
+// must stay open until the process exits, as closing the last descriptor
+// of a master hangs its terminal up, and the process, whose output ended
+// when it closed its terminal, would be killed by the SIGHUP.
+func masterReader(master *os.File) (*os.File, error) {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	var dupErr error
+	if err := rc.Control(func(mfd uintptr) { fd, dupErr = unix.FcntlInt(mfd, unix.F_DUPFD_CLOEXEC, 3) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("dup the terminal: %w", dupErr)
+	}
+	// Non-blocking as the master is (one open file): pollable.
+	return os.NewFile(uintptr(fd), master.Name()), nil
+}
+
 // setWinsize sets the size of the terminal whose master is f; a closed
 // master (its output ended) is failed-precondition.
 func setWinsize(f *os.File, height, width uint16) error {
