@@ -100,7 +100,7 @@ func TestAttachAfterOutputEnded(t *testing.T) {
 			defer cancel()
 			rt, _ := testRuntime(t, opts...)
 			for _, terminal := range []bool{false, true} {
-				cfg := testSpec(t, "echo gone; exec >&- 2>&- <&-; trap 'exit 3' USR1; sleep 1000 & wait")
+				cfg := testSpec(t, "trap 'exit 3' USR1; echo gone; exec >&- 2>&- <&-; sleep 1000 & wait")
 				cfg.Spec.Process.Terminal = terminal
 				c := startTest(ctx, t, rt, "ended-"+mode, cfg)
 				// The output ends with its last word in the log.
