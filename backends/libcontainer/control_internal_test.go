@@ -321,3 +321,40 @@ func TestDetachedAttachmentsForgotten(t *testing.T) {
 		inW.Close()
 	}
 }
+
+// failingWriter fails every write, as a caller's closed stream does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("the reader is gone") }
+
+// A caller's writer that fails does not stop the copy of a terminal's
+// output: the process writes on (it would block on a full terminal
+// otherwise), exits, and its output is kept; for an init and an exec'd
+// process alike.
+func TestTerminalBrokenWriter(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt, _ := testRuntime(t)
+	const script = "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo last; exit 5"
+	cfg := testSpec(t, script)
+	cfg.Spec.Process.Terminal = true
+	cfg.IO = runtime.IO{Stdout: failingWriter{}}
+	c := startTest(ctx, t, rt, "broken-writer", cfg)
+	es, err := c.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 5, es.Code)
+	rc, err := c.Logs(ctx)
+	require.NoError(t, err)
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(string(b), "x\r\nlast\r\n"), "the log has it all")
+
+	c = startTest(ctx, t, rt, "broken-writer-exec", testSpec(t, "sleep 1000"))
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}, Terminal: true}, runtime.IO{Stdout: failingWriter{}})
+	require.NoError(t, err)
+	es, err = p.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 5, es.Code)
+}

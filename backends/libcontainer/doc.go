@@ -113,7 +113,9 @@
 // the log, the CRI log (as stdout), the caller's IO.Stdout and the
 // attachments, types the caller's IO.Stdin (or the attachments' input,
 // with OpenStdin) into it, and sets its size (ConsoleSize, then Resize).
-// The end of the output is the read error EIO, once every descriptor of
+// A caller's writer that fails is dropped and the copy goes on: a terminal
+// has no broken pipe to give its process, which would otherwise block on a
+// full terminal. The end of the output is the read error EIO, once every descriptor of
 // the terminal in the container is closed; the master itself stays open
 // until the init exits (closing it would hang the terminal up and send
 // SIGHUP to its processes). A terminal has no end of input: the end of

@@ -148,7 +148,7 @@ func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Pro
 	// The Tee's cut: a process left behind holding the terminal does not
 	// hold up Wait for longer than outputIdle once the process exited.
 	tee := logfile.NewTee(io.Discard)
-	tee.Copy(masterR, nilIfNil(pio.Stdout))
+	tee.Copy(masterR, keepGoing(nilIfNil(pio.Stdout)))
 	if pio.Stdin != nil {
 		go func() { _, _ = io.Copy(master, pio.Stdin) }()
 	}

@@ -361,7 +361,7 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 	var feed *stdinFeed
 	ownFeed := false
 	if ctl.master != nil {
-		tee.CopyAlso(masterR, stdout, criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
+		tee.CopyAlso(masterR, keepGoing(stdout), criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
 		if spec.openStdin || stdin != nil {
 			feed = newStdinFeed(ctl.master, false, false)
 			if !spec.openStdin {

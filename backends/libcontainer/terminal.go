@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/containerd/errdefs"
@@ -82,6 +83,32 @@ func masterReader(master *os.File) (*os.File, error) {
 	}
 	// Non-blocking as the master is (one open file): pollable.
 	return os.NewFile(uintptr(fd), master.Name()), nil
+}
+
+// keepGoing is the writer of a terminal's output to the caller, w (nil:
+// none), whose failure drops it instead of ending the copy: a terminal has
+// no broken pipe to give its process, and a copy that stopped reading
+// would leave the process blocked on a full terminal, and the logs and
+// attachments without its output. One goroutine writes.
+func keepGoing(w io.Writer) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return &dropOnError{w: w}
+}
+
+type dropOnError struct {
+	w      io.Writer
+	failed bool
+}
+
+func (d *dropOnError) Write(p []byte) (int, error) {
+	if !d.failed {
+		if _, err := d.w.Write(p); err != nil {
+			d.failed = true
+		}
+	}
+	return len(p), nil
 }
 
 // setWinsize sets the size of the terminal whose master is f; a closed
