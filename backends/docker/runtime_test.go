@@ -32,7 +32,7 @@ func TestCapabilitiesFollowTheDaemon(t *testing.T) {
 	f := newFake()
 	caps := openFake(t, f).Capabilities()
 	// HotAttach needs the daemon on this host: the fake is not.
-	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true, Snapshot: true, Events: true}, caps)
+	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true, Snapshot: true, Events: true, Terminal: true, Attach: true}, caps)
 
 	f.info.SecurityOptions = []string{"name=seccomp,profile=default", "name=userns"}
 	f.info.DockerRootDir = "/var/lib/docker/100000.100000"
