@@ -28,6 +28,14 @@ func (r *Runtime) Attach(ctx context.Context, id string, pio driver.IO) error {
 		// The daemon would take the attachment and drop its input.
 		return fmt.Errorf("attach: the init's standard input was not kept open for attachments: %w", errdefs.ErrFailedPrecondition)
 	}
+	if c.State != nil && (c.State.Paused || c.State.Restarting) {
+		// The daemon refuses it, in a failed upgrade that has no class.
+		return fmt.Errorf("attach: Docker does not attach to a paused or restarting container: %w", errdefs.ErrFailedPrecondition)
+	}
+	if c.State != nil && statusOf(c.State.Status) == driver.StatusStopped {
+		// The daemon would keep the attachment until a restart.
+		return fmt.Errorf("attach: the container exited: %w", errdefs.ErrFailedPrecondition)
+	}
 	tty := c.Config.Tty
 	// Both streams always: the end of the output is how the attachment
 	// learns that the init exited.

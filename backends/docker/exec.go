@@ -88,13 +88,21 @@ type process struct {
 
 // wait records the exit once the output is copied. The exit code is set
 // by the daemon when the process's exit event arrives, which may follow
-// the end of the stream by a moment.
+// the end of the stream by a moment; an attachment dropped (its writer
+// blocked) or broken ended before the process, which is then waited for
+// as long as it runs.
 func (p *process) wait(a *attachment) {
 	defer close(p.done)
 	<-a.done
-	ctx, cancel := context.WithTimeout(context.Background(), reconnectTimeout)
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	most := 100 * time.Millisecond
+	if a.err == nil {
+		ctx, cancel = context.WithTimeout(ctx, reconnectTimeout)
+	} else {
+		most = time.Second
+	}
 	defer cancel()
-	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+	for delay := time.Millisecond; ; delay = min(2*delay, most) {
 		res, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
 		if err != nil {
 			p.err = classify(err)

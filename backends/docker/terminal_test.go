@@ -267,8 +267,9 @@ func TestTerminalExec(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// The init's terminal resized while it runs; an init without a terminal,
-// or not yet running, cannot be resized.
+// The init's terminal resized while it runs, or is paused; an init without
+// a terminal, or not yet running, cannot be resized. Docker refuses to
+// attach to a paused container.
 func TestTerminalResizeInit(t *testing.T) {
 	requireDaemon(t, plainHost)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -289,7 +290,12 @@ func TestTerminalResizeInit(t *testing.T) {
 	_, err = typed.Write([]byte("a\n"))
 	require.NoError(t, err)
 	out.waitFor(ctx, t, "10 50\r\n")
+	// Paused: Docker resizes, and refuses an attach.
+	require.NoError(t, c.Pause(ctx))
 	require.NoError(t, c.Resize(ctx, specs.Box{Height: 33, Width: 66}))
+	err = c.Attach(ctx, runtime.IO{Stdout: io.Discard})
+	assert.True(t, errdefs.IsFailedPrecondition(err), "attach to a paused container: %v", err)
+	require.NoError(t, c.Resume(ctx))
 	_, err = typed.Write([]byte("b\n"))
 	require.NoError(t, err)
 	_, err = c.Wait(ctx)
@@ -414,6 +420,33 @@ func TestAttachRacingExit(t *testing.T) {
 		assert.True(t, err == nil || errdefs.IsFailedPrecondition(err), "%v", err)
 		require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	}
+}
+
+// An attachment to a created container gets its output from the start,
+// and ends with it; one whose container is deleted before it starts ends.
+func TestAttachCreated(t *testing.T) {
+	requireDaemon(t, plainHost)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := &harness{host: plainHost}
+	rt := h.Open(t)
+	c := createStarted(ctx, t, rt, "created", h.Config(t, "/bin/sh", "-c", "echo from-the-start"), false)
+	out := newOutBuffer()
+	attached := make(chan error, 1)
+	go func() { attached <- c.Attach(ctx, runtime.IO{Stdout: out}) }()
+	// The attachment is made before the start when the start comes
+	// later; either way Attach returns with the output's end.
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, <-attached)
+	t.Logf("attached before the start: %q", out.String())
+
+	c = createStarted(ctx, t, rt, "deleted", h.Config(t, "/bin/true"), false)
+	go func() { attached <- c.Attach(ctx, runtime.IO{Stdout: io.Discard}) }()
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	err := <-attached
+	assert.True(t, err == nil || errdefs.IsNotFound(err), "%v", err)
 }
 
 // blockingWriter blocks every write until released, and tells when the
