@@ -134,6 +134,10 @@ func (a *attachment) supervise(copied <-chan error) {
 		<-copied
 	}
 	left := !a.out.wait()
+	if left {
+		// No write begins after the attachment ended.
+		a.out.abort()
+	}
 	if werr := a.out.error(); werr != nil {
 		err = werr
 	} else if left {

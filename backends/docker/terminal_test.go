@@ -376,8 +376,8 @@ func TestAttach(t *testing.T) {
 	assert.Zero(t, te.open.Load(), "attach connections left open")
 }
 
-// With StdinOnce the end of the first attachment's input closes the
-// init's: cat ends, and so the attachment. Without OpenStdin an
+// With StdinOnce the end of the first attachment's input, or its detach,
+// closes the init's: cat ends, and so the attachment. Without OpenStdin an
 // attachment cannot give input.
 func TestAttachStdinOnce(t *testing.T) {
 	requireDaemon(t, plainHost)
@@ -394,6 +394,25 @@ func TestAttachStdinOnce(t *testing.T) {
 	st, err := c.Wait(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 7, st.Code)
+
+	// A detach ends the input too.
+	cfg = h.Config(t, "/bin/sh", "-c", `cat; exit 8`)
+	cfg.OpenStdin, cfg.StdinOnce = true, true
+	c = createStarted(ctx, t, rt, "once-detach", cfg, true)
+	out = newOutBuffer()
+	stdin, typed := io.Pipe()
+	defer typed.Close()
+	actx, detach := context.WithCancel(ctx)
+	attached := make(chan error, 1)
+	go func() { attached <- c.Attach(actx, runtime.IO{Stdin: stdin, Stdout: out}) }()
+	_, err = typed.Write([]byte("typed\n"))
+	require.NoError(t, err)
+	out.waitFor(ctx, t, "typed\n")
+	detach()
+	require.ErrorIs(t, <-attached, context.Canceled)
+	st, err = c.Wait(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 8, st.Code, "cat saw the end of its input")
 
 	for name, cfg := range map[string]*runtime.Config{
 		"no stdin":        h.Config(t, "/bin/sleep", "1000"),
