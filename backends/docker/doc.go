@@ -203,7 +203,8 @@
 // init's stdin with StdinOnce and no terminal only, as in Docker and the
 // CRI: with a terminal the daemon never closes it (type ^D), and without
 // StdinOnce the input's end is not passed on, so that the attachment
-// keeps its output. The daemon never ends an attach it registered after
+// keeps its output. A detach (Attach's ctx ends) closes the connection,
+// which ends the input the same way. The daemon never ends an attach it registered after
 // the container exited: an attachment ends exitGrace (2s) after the exit
 // if the daemon has not ended it. The init's output ends at its exit on
 // Docker, not when it closes its stdout and stderr.
@@ -216,11 +217,13 @@
 // their output, and an attachment whose write blocks for writerStall (5s)
 // or fails is dropped: Attach returns resource-exhausted, or the writer's
 // error. A writer blocked for ever thus holds the container for 5s at
-// most; a slow one paces it, as a pipe would. A canceled Attach closes the
+// most; a slow one paces it, as a pipe would. Attach returns nil at the
+// output's end, ctx's error on a detach. A canceled Attach closes the
 // connection at once and returns, leaving nothing behind but, for a write
 // into the caller's writer in progress, that write (waited for 5s at
-// most), and a read of the caller's reader in progress, which ends the
-// copy of the input when it returns.
+// most; no write begins after Attach returned), and a read of the
+// caller's reader in progress, which ends the copy of the input when it
+// returns.
 //
 // # Signals and paused containers
 //

@@ -21,7 +21,7 @@ func TestOutboxOrder(t *testing.T) {
 	o := newOutbox(&w, &w)
 	go o.run()
 	for i := 0; i < 1000; i++ {
-		o.stream(i%2).Write([]byte{byte('a' + i%2)})
+		o.stream(i % 2).Write([]byte{byte('a' + i%2)})
 	}
 	o.finish()
 	require.True(t, o.wait())
