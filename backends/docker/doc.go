@@ -203,10 +203,11 @@
 // init's stdin with StdinOnce and no terminal only, as in Docker and the
 // CRI: with a terminal the daemon never closes it (type ^D), and without
 // StdinOnce the input's end is not passed on, so that the attachment
-// keeps its output. A detach (Attach's ctx ends) closes the connection,
-// which ends the input the same way. The daemon never ends an attach it registered after
-// the container exited: an attachment ends exitGrace (2s) after the exit
-// if the daemon has not ended it. The init's output ends at its exit on
+// keeps its output. A detach (Attach's ctx ends) closes the connection:
+// an end of its input too, closing the init's stdin with StdinOnce and no
+// terminal. The daemon never ends an attach it registered after the
+// container exited: an attachment ends exitGrace (2s) after the exit if
+// the daemon has not ended it. The init's output ends at its exit on
 // Docker, not when it closes its stdout and stderr.
 //
 // Docker's attach stops the container's output, its log and every other
