@@ -56,6 +56,12 @@ func checkCreate(req *driver.CreateRequest) error {
 	if req.Image == "" && (req.Spec.Root == nil || req.Spec.Root.Path == "") {
 		return invalid("no image given")
 	}
+	if req.OpenStdin && req.IO.Stdin != nil {
+		return invalid("standard input both open for attachments and given")
+	}
+	if req.StdinOnce && !req.OpenStdin {
+		return invalid("stdin once without an open standard input")
+	}
 	return unsupportedRequest(req)
 }
 
@@ -63,7 +69,7 @@ func checkCreate(req *driver.CreateRequest) error {
 // spec: the record and labels, the image, the restart and log policies,
 // and the streams to attach.
 func (r *Runtime) configure(req *driver.CreateRequest, spec *specs.Spec, t *translation) error {
-	labels, err := newLabels(req.ID, r.scope, &record{Spec: spec, Labels: req.Labels})
+	labels, err := newLabels(req.ID, r.scope, &record{Spec: spec, Labels: req.Labels, OpenStdin: req.OpenStdin})
 	if err != nil {
 		return err
 	}
@@ -77,9 +83,14 @@ func (r *Runtime) configure(req *driver.CreateRequest, spec *specs.Spec, t *tran
 	}
 	t.host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
 	t.host.LogConfig = logConfig(r.logDriver, req.Log)
-	if req.IO.Stdin != nil {
+	switch {
+	case req.IO.Stdin != nil:
 		// Stdin stays open until the attached copy closes it.
 		t.config.OpenStdin, t.config.StdinOnce, t.config.AttachStdin = true, true, true
+	case req.OpenStdin:
+		// Open for Attach; the daemon closes it at the end of the first
+		// attachment's input with StdinOnce (no terminal: see doc.go).
+		t.config.OpenStdin, t.config.StdinOnce = true, req.StdinOnce
 	}
 	t.config.AttachStdout, t.config.AttachStderr = req.IO.Stdout != nil, req.IO.Stderr != nil
 	return nil
@@ -117,11 +128,20 @@ func (r *Runtime) createContainer(ctx context.Context, req *driver.CreateRequest
 // attaches the caller's streams; on failure, the container is removed.
 func (r *Runtime) completeCreate(ctx context.Context, req *driver.CreateRequest, res client.ContainerCreateResult) error {
 	r.remember(req.ID, res.ID)
+	var size *specs.Box
+	if p := req.Spec.Process; p.Terminal && p.ConsoleSize != nil {
+		b := *p.ConsoleSize
+		size = &b
+	}
+	r.learnStartSize(res.ID, size)
 	fail := func(err error) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		_, _ = r.eng.ContainerRemove(cctx, res.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		r.forget(req.ID)
+		r.mu.Lock()
+		delete(r.sizes, res.ID)
+		r.mu.Unlock()
 		return err
 	}
 	if len(res.Warnings) > 0 {
@@ -130,7 +150,7 @@ func (r *Runtime) completeCreate(ctx context.Context, req *driver.CreateRequest,
 		return fail(notImplemented("Docker would drop part of the spec: %s", strings.Join(res.Warnings, "; ")))
 	}
 	if req.IO.Stdin != nil || req.IO.Stdout != nil || req.IO.Stderr != nil {
-		a, err := r.attach(ctx, res.ID, req.IO)
+		a, err := r.attach(ctx, res.ID, req.IO, req.Spec.Process.Terminal)
 		if err != nil {
 			return fail(classify(err))
 		}

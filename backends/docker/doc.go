@@ -8,7 +8,7 @@
 //	c, err := rt.Create(ctx, "web-1", &runtime.Config{
 //		Spec: runtime.DefaultSpec("", "/bin/echo", "hi"), Image: "busybox:latest"})
 //
-// The backend calls a dozen and a half Engine API operations, declared as a
+// The backend calls two dozen Engine API operations, declared as a
 // small interface of its own (engine.go) so that unit tests run against a
 // fake; the conformance suite runs against real daemons.
 //
@@ -43,7 +43,8 @@
 // container's root filesystem as Docker exports it, the container paused
 // while the daemon writes it (see Runtime.Snapshot). Events: the
 // daemon's own event stream (see Runtime.Events): whoever acts on a
-// container of the scope, its subscribers hear of it. DiskResize,
+// container of the scope, its subscribers hear of it. Terminal and
+// Attach: yes (see Terminals and attachments below). DiskResize,
 // RootDisk: no (not-implemented).
 //
 // # Hot attach
@@ -94,7 +95,10 @@
 //	process.noNewPrivileges  SecurityOpt no-new-privileges:true|false (always explicit)
 //	process.apparmorProfile  SecurityOpt apparmor=PROFILE
 //	process.oomScoreAdj      OomScoreAdj
-//	process.terminal, consoleSize, scheduler, selinuxLabel, ioPriority, execCPUAffinity: not-implemented
+//	process.terminal         Tty: see Terminals and attachments below
+//	process.consoleSize      HostConfig.ConsoleSize (applied by daemons of API 1.42 and later),
+//	                         and a resize as Start returns; without terminal: invalid-argument
+//	process.scheduler, selinuxLabel, ioPriority, execCPUAffinity: not-implemented
 //	hostname, domainname     Hostname, Domainname
 //	root.path                not-implemented (images only, for now); root.readonly: ReadonlyRootfs
 //	image                    Config.Image: see Images below
@@ -166,7 +170,61 @@
 // output is copied. A reader becomes the container's stdin (closed when
 // the reader ends). Docker keeps the output in its log all the same.
 // Docker carries stdout and stderr apart: their relative order is not
-// kept, even when both go to one writer.
+// kept, even when both go to one writer. The writers are called from one
+// goroutine, one write at a time; how an attachment treats a slow one is
+// below.
+//
+// # Terminals and attachments
+//
+// A terminal is Docker's Tty: the init's (Spec.Process.Terminal) or an
+// exec'd process's (ProcessSpec.Terminal). Its output, stdout and stderr
+// alike, comes to IO.Stdout and to the log as stdout, not multiplexed; Logs
+// and FollowLogs read it as it is. A reader given with it is typed into
+// the terminal, and its end is not passed on (Docker would end the output
+// instead): type ^D for an end of input.
+//
+// The first size, Spec.Process.ConsoleSize or ProcessSpec.ConsoleSize, is
+// sent at create; daemons of API 1.42 and later set it before the process
+// starts. Docker 20.10 (API 1.41) ignores it: berth resizes the terminal
+// as soon as the daemon lets it, before Start (Exec) returns, but the
+// process runs for a moment with a terminal of no size (0x0): one that
+// reads its size at once (stty size as its first command) may see none. A
+// created container's terminal cannot be resized (failed-precondition):
+// Docker resizes a running one only. Process.Resize is failed-precondition
+// for a process without a terminal, or that exited.
+//
+// Attach is Docker's attach, from any process: stdout and stderr always
+// (the end of the output tells the attachment that the init exited), stdin
+// when given. A reader needs the container created with OpenStdin
+// (recorded in berth's label; Docker's own OpenStdin also serves a stdin
+// given at create): failed-precondition otherwise, where Docker would drop
+// the input silently. Docker refuses to attach to a paused container
+// (failed-precondition). The end of an attachment's input closes the
+// init's stdin with StdinOnce and no terminal only, as in Docker and the
+// CRI: with a terminal the daemon never closes it (type ^D), and without
+// StdinOnce the input's end is not passed on, so that the attachment
+// keeps its output. A detach (Attach's ctx ends) closes the connection:
+// an end of its input too, closing the init's stdin with StdinOnce and no
+// terminal. The daemon never ends an attach it registered after the
+// container exited: an attachment ends exitGrace (2s) after the exit if
+// the daemon has not ended it. The init's output ends at its exit on
+// Docker, not when it closes its stdout and stderr.
+//
+// Docker's attach stops the container's output, its log and every other
+// attachment once a client that does not read is a megabyte behind. Each
+// attachment of berth's (at create, Attach, Exec) reads its connection
+// into a bounded backlog (1 MiB) emptied by one goroutine into the
+// caller's writers; with the backlog full it reads on as the writers take
+// their output, and an attachment whose write blocks for writerStall (5s)
+// or fails is dropped: Attach returns resource-exhausted, or the writer's
+// error. A writer blocked for ever thus holds the container for 5s at
+// most; a slow one paces it, as a pipe would. Attach returns nil at the
+// output's end, ctx's error on a detach. A canceled Attach closes the
+// connection at once and returns, leaving nothing behind but, for a write
+// into the caller's writer in progress, that write (waited for 5s at
+// most; no write begins after Attach returned), and a read of the
+// caller's reader in progress, which ends the copy of the input when it
+// returns.
 //
 // # Signals and paused containers
 //
@@ -189,6 +247,6 @@
 // runtime.Container.As accepts nothing (the backend has no per-container
 // types). Of the optional driver interfaces the backend implements Execer,
 // Pauser, Updater, StatsReader, Logger, LogFollower, Snapshotter,
-// EventSource and (on Linux) VolumeAttacher: root disks, disk resizing and cold moves are
+// EventSource, Attacher and (on Linux) VolumeAttacher: root disks, disk resizing and cold moves are
 // not-implemented, answered by the runtime.
 package docker

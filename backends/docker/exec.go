@@ -20,9 +20,17 @@ import (
 // the caller gave streams: Docker ends the attach stream when the process
 // is done, which is how Wait learns of it.
 func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
+	if ps.ConsoleSize != nil && !ps.Terminal {
+		return nil, invalid("exec: a console size without a terminal")
+	}
 	opts := client.ExecCreateOptions{
-		Cmd: ps.Args, Env: ps.Env, WorkingDir: ps.Cwd,
-		AttachStdin: pio.Stdin != nil, AttachStdout: pio.Stdout != nil, AttachStderr: pio.Stderr != nil,
+		Cmd: ps.Args, Env: ps.Env, WorkingDir: ps.Cwd, TTY: ps.Terminal,
+		AttachStdin: pio.Stdin != nil, AttachStdout: pio.Stdout != nil, AttachStderr: pio.Stderr != nil && !ps.Terminal,
+	}
+	if b := ps.ConsoleSize; b != nil {
+		// Daemons of API 1.42 and later size the terminal before the
+		// process starts; older ones ignore it (see below).
+		opts.ConsoleSize = client.ConsoleSize{Height: b.Height, Width: b.Width}
 	}
 	if u := ps.User; u != nil {
 		if len(u.AdditionalGids) > 0 || u.Umask != nil || u.Username != "" {
@@ -39,16 +47,28 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 	if err != nil {
 		return nil, err
 	}
-	res, err := r.eng.ExecAttach(ctx, execID, client.ExecAttachOptions{})
+	// The start's TTY, not the create's, tells the daemon not to
+	// multiplex the stream.
+	res, err := r.eng.ExecAttach(ctx, execID, client.ExecAttachOptions{TTY: ps.Terminal, ConsoleSize: opts.ConsoleSize})
 	if err != nil {
 		return nil, classify(err)
 	}
-	p := &process{r: r, execID: execID, done: make(chan struct{})}
-	a := copyStreams(res.HijackedResponse, pio)
+	p := &process{r: r, execID: execID, tty: ps.Terminal, done: make(chan struct{})}
+	// Without a terminal the end of the caller's input closes the
+	// process's stdin; with one, the daemon would end the output instead.
+	a := copyStreams(res.HijackedResponse, pio, attachOptions{tty: ps.Terminal, closeStdin: !ps.Terminal})
 	if pio.Stdin != nil {
 		go p.endStdinAtExit(a)
 	}
 	go p.wait(a)
+	if b := ps.ConsoleSize; b != nil {
+		if err := p.sizeTerminal(ctx, *b); err != nil {
+			// Not a process of the caller's: it goes.
+			_ = p.Signal(context.WithoutCancel(ctx), syscall.SIGKILL)
+			a.stop()
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -56,6 +76,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 type process struct {
 	r      *Runtime
 	execID string
+	tty    bool
 
 	mu  sync.Mutex
 	pid int
@@ -67,13 +88,21 @@ type process struct {
 
 // wait records the exit once the output is copied. The exit code is set
 // by the daemon when the process's exit event arrives, which may follow
-// the end of the stream by a moment.
+// the end of the stream by a moment; an attachment dropped (its writer
+// blocked) or broken ended before the process, which is then waited for
+// as long as it runs.
 func (p *process) wait(a *attachment) {
 	defer close(p.done)
 	<-a.done
-	ctx, cancel := context.WithTimeout(context.Background(), reconnectTimeout)
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	most := 100 * time.Millisecond
+	if a.err == nil {
+		ctx, cancel = context.WithTimeout(ctx, reconnectTimeout)
+	} else {
+		most = time.Second
+	}
 	defer cancel()
-	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+	for delay := time.Millisecond; ; delay = min(2*delay, most) {
 		res, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
 		if err != nil {
 			p.err = classify(err)
@@ -197,7 +226,51 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 	return nil
 }
 
-// Resize implements driver.Process: this process has no terminal.
+// Resize implements driver.Process.
 func (p *process) Resize(ctx context.Context, size specs.Box) error {
-	return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
+	if !p.tty {
+		return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("resize: the process exited: %w", errdefs.ErrFailedPrecondition)
+	default:
+	}
+	_, err := p.r.eng.ExecResize(ctx, p.execID, client.ExecResizeOptions{Height: size.Height, Width: size.Width})
+	if err == nil {
+		return nil
+	}
+	if res, ierr := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{}); ierr == nil && !res.Running {
+		return fmt.Errorf("resize: the process exited: %w", errdefs.ErrFailedPrecondition)
+	}
+	return classify(err)
+}
+
+// sizeTerminal gives the process's terminal its first size, on daemons
+// that did not at its start (before API 1.42): the daemon waits until the
+// process runs to take it, so the process runs for a moment with a
+// terminal of no size. A process that is done already needs none.
+func (p *process) sizeTerminal(ctx context.Context, size specs.Box) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_, err := p.r.eng.ExecResize(ctx, p.execID, client.ExecResizeOptions{Height: size.Height, Width: size.Width})
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if res, ierr := p.r.eng.ExecInspect(context.WithoutCancel(ctx), p.execID, client.ExecInspectOptions{}); ierr == nil && !res.Running && res.PID > 0 {
+		return nil
+	}
+	return fmt.Errorf("exec: terminal size: %w", classify(err))
 }

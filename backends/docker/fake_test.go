@@ -372,6 +372,24 @@ func (f *fakeEngine) ContainerLogs(ctx context.Context, id string, _ client.Cont
 	return io.NopCloser(strings.NewReader(string(c.output))), nil
 }
 
+func (f *fakeEngine) ContainerResize(ctx context.Context, id string, o client.ContainerResizeOptions) (client.ContainerResizeResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.lookup(id)
+	if err != nil {
+		return client.ContainerResizeResult{}, err
+	}
+	f.record(fmt.Sprintf("resize %s %dx%d", c.name, o.Height, o.Width))
+	if c.state != container.StateRunning && c.state != container.StatePaused {
+		return client.ContainerResizeResult{}, cerrdefs.ErrConflict.WithMessage("not running")
+	}
+	return client.ContainerResizeResult{}, nil
+}
+
+func (f *fakeEngine) ExecResize(ctx context.Context, id string, _ client.ExecResizeOptions) (client.ExecResizeResult, error) {
+	return client.ExecResizeResult{}, cerrdefs.ErrNotImplemented.WithMessage("fake: no exec")
+}
+
 func (f *fakeEngine) ExecCreate(ctx context.Context, id string, _ client.ExecCreateOptions) (client.ExecCreateResult, error) {
 	return client.ExecCreateResult{}, cerrdefs.ErrNotImplemented.WithMessage("fake: no exec")
 }

@@ -13,12 +13,18 @@ import (
 	"github.com/berthrun/berth/runtime/driver"
 )
 
-// Start implements driver.Runtime.
+// Start implements driver.Runtime, and sizes the init's terminal.
 func (r *Runtime) Start(ctx context.Context, id string) error {
-	return r.do(ctx, id, func(did string) error {
+	var dockerID string
+	err := r.do(ctx, id, func(did string) error {
+		dockerID = did
 		_, err := r.eng.ContainerStart(ctx, did, client.ContainerStartOptions{})
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	return r.sizeTerminal(ctx, dockerID)
 }
 
 // Kill implements driver.Runtime. Docker resumes a paused container to
@@ -75,9 +81,10 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	r.mu.Lock()
 	a := r.streams[id]
 	delete(r.streams, id)
+	delete(r.sizes, c.ID)
 	r.mu.Unlock()
 	if a != nil {
-		a.close()
+		a.stop()
 	}
 	if err := removeMounts(r.mountsDir(id)); err != nil {
 		return fmt.Errorf("ID-mapped mounts: %w", err)

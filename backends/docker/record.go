@@ -33,6 +33,10 @@ const (
 type record struct {
 	Spec   *specs.Spec       `json:"spec"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// OpenStdin: the init's stdin was kept open for attachments
+	// (driver.CreateRequest.OpenStdin). Docker's own OpenStdin is also set
+	// for a stdin given at create, which no attachment may feed.
+	OpenStdin bool `json:"openStdin,omitempty"`
 }
 
 // labels returns the Docker labels of a new container: the caller's own

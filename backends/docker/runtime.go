@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 	"github.com/moby/moby/client/pkg/versions"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/runtime/driver"
 )
@@ -56,6 +57,9 @@ type Runtime struct {
 	// streams holds the IO this process copies for the containers it
 	// created with readers or writers.
 	streams map[string]*attachment
+	// sizes caches, by Docker ID, the first terminal size Start sets
+	// (nil: none), which never changes for a Docker container.
+	sizes map[string]*specs.Box
 }
 
 // Open connects to a Docker daemon and returns the backend. It asks the
@@ -72,7 +76,7 @@ func Open(opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{eng: eng, scope: o.scope, stateDir: o.stateDir, local: local, daemonImages: o.daemonImages, ids: map[string]string{}, streams: map[string]*attachment{}}
+	r := &Runtime{eng: eng, scope: o.scope, stateDir: o.stateDir, local: local, daemonImages: o.daemonImages, ids: map[string]string{}, streams: map[string]*attachment{}, sizes: map[string]*specs.Box{}}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
 	info, err := eng.Info(ctx, client.InfoOptions{})
@@ -100,6 +104,8 @@ func Open(opts ...Option) (*Runtime, error) {
 		HotAttach: r.local,
 		Snapshot:  true,
 		Events:    true,
+		Terminal:  true,
+		Attach:    true,
 	}
 	return r, nil
 }
@@ -158,6 +164,7 @@ var (
 	_ driver.Updater     = (*Runtime)(nil)
 	_ driver.StatsReader = (*Runtime)(nil)
 	_ driver.Logger      = (*Runtime)(nil)
+	_ driver.Attacher    = (*Runtime)(nil)
 )
 
 // Capabilities implements driver.Runtime.
@@ -191,7 +198,7 @@ func (r *Runtime) Close() error {
 	r.streams = map[string]*attachment{}
 	r.mu.Unlock()
 	for _, a := range streams {
-		a.close()
+		a.stop()
 	}
 	return r.eng.Close()
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -32,7 +33,7 @@ func TestCapabilitiesFollowTheDaemon(t *testing.T) {
 	f := newFake()
 	caps := openFake(t, f).Capabilities()
 	// HotAttach needs the daemon on this host: the fake is not.
-	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true, Snapshot: true, Events: true}, caps)
+	assert.Equal(t, driver.Capabilities{Exec: true, Pause: true, Update: true, Stats: true, Logs: true, CgroupNamespace: true, RawBlock: true, Snapshot: true, Events: true, Terminal: true, Attach: true}, caps)
 
 	f.info.SecurityOptions = []string{"name=seccomp,profile=default", "name=userns"}
 	f.info.DockerRootDir = "/var/lib/docker/100000.100000"
@@ -322,4 +323,59 @@ func TestDaemonImagesByPolicyOnly(t *testing.T) {
 	require.Contains(t, err.Error(), "no image store")
 	require.Empty(t, f.containers, "nothing created")
 	require.NoError(t, openFake(t, f).Create(ctx, createReq("web", "/bin/true")))
+}
+
+// Start gives a terminal its first size (Docker 20.10 ignores the one sent
+// at create), from the cache of the creating runtime or from the record
+// for another; a container without a terminal, or without a size, gets no
+// resize. A created container's terminal cannot be resized.
+func TestStartSizesTerminalOnFake(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	r := openFake(t, f)
+	req := createReq("tty", "/bin/sh")
+	req.Spec.Process.Terminal = true
+	req.Spec.Process.ConsoleSize = &specs.Box{Height: 24, Width: 80}
+	require.NoError(t, r.Create(ctx, req))
+	c := f.containers[r.ids["tty"]]
+	assert.True(t, c.config.Tty)
+	assert.Equal(t, [2]uint{24, 80}, c.host.ConsoleSize)
+	err := r.ResizeTerminal(ctx, "tty", specs.Box{Height: 1, Width: 1})
+	assert.True(t, errdefs.IsFailedPrecondition(err), "created: %v", err)
+	require.NoError(t, r.Start(ctx, "tty"))
+	assert.Contains(t, f.calls, "resize tty 24x80")
+
+	other := openFake(t, f)
+	f.exit(c.id, 0)
+	f.mu.Lock()
+	c.state = container.StateCreated
+	f.calls = nil
+	f.mu.Unlock()
+	require.NoError(t, other.Start(ctx, "tty"))
+	assert.Contains(t, f.calls, "resize tty 24x80", "from the record")
+	require.NoError(t, other.ResizeTerminal(ctx, "tty", specs.Box{Height: 50, Width: 132}))
+	assert.Contains(t, f.calls, "resize tty 50x132")
+
+	for name, edit := range map[string]func(*driver.CreateRequest){
+		"plain":   func(*driver.CreateRequest) {},
+		"no-size": func(r *driver.CreateRequest) { r.Spec.Process.Terminal = true },
+	} {
+		req := createReq(name, "/bin/sh")
+		edit(req)
+		require.NoError(t, r.Create(ctx, req))
+		require.NoError(t, r.Start(ctx, name))
+		for _, call := range f.calls {
+			assert.False(t, strings.HasPrefix(call, "resize "+name), "%s: %s", name, call)
+		}
+	}
+	err = r.ResizeTerminal(ctx, "plain", specs.Box{Height: 1, Width: 1})
+	assert.True(t, errdefs.IsFailedPrecondition(err), "no terminal: %v", err)
+
+	req = createReq("bad", "/bin/sh")
+	req.OpenStdin, req.IO.Stdin = true, strings.NewReader("")
+	assert.True(t, errdefs.IsInvalidArgument(r.Create(ctx, req)))
+	req = createReq("bad", "/bin/sh")
+	req.StdinOnce = true
+	assert.True(t, errdefs.IsInvalidArgument(r.Create(ctx, req)))
+	assert.Len(t, f.containers, 3, "nothing created")
 }

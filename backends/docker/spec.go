@@ -73,7 +73,6 @@ var unsupported = []struct {
 	{"a section for another platform", func(s *specs.Spec) bool {
 		return s.Solaris != nil || s.Windows != nil || s.VM != nil || s.ZOS != nil || s.FreeBSD != nil
 	}},
-	{"a terminal", func(s *specs.Spec) bool { return s.Process.Terminal || s.Process.ConsoleSize != nil }},
 	{"a umask", func(s *specs.Spec) bool { return s.Process.User.Umask != nil }},
 	{"a user name", func(s *specs.Spec) bool { return s.Process.User.Username != "" }},
 	{"ambient or inheritable capabilities", func(s *specs.Spec) bool {
@@ -131,9 +130,19 @@ func memory(s *specs.Spec) *specs.LinuxMemory {
 }
 
 // translateProcess: the command replaces the image's entrypoint and
-// command; environment, working directory, user, OOM score.
+// command; environment, working directory, user, OOM score, terminal.
 func translateProcess(s *specs.Spec, t *translation) error {
 	p := s.Process
+	if p.ConsoleSize != nil && !p.Terminal {
+		return invalid("spec: a console size without a terminal")
+	}
+	t.config.Tty = p.Terminal
+	if b := p.ConsoleSize; b != nil {
+		// Daemons of API 1.42 and later give the terminal this size
+		// before the process starts; older ones ignore it, and Start
+		// resizes the terminal once the process runs (see doc.go).
+		t.host.ConsoleSize = [2]uint{uint(b.Height), uint(b.Width)}
+	}
 	t.config.Entrypoint = []string{p.Args[0]}
 	t.config.Cmd = append([]string{}, p.Args[1:]...)
 	t.config.Env = slices.Clone(p.Env)

@@ -60,6 +60,23 @@ func TestTranslateDefaultSpec(t *testing.T) {
 	assert.Empty(t, h.DeviceCgroupRules, "the deny-all rule is Docker's own")
 }
 
+// A terminal is Docker's Tty; its size goes in the host config, which
+// daemons of API 1.42 and later apply before the process starts.
+func TestTranslateTerminal(t *testing.T) {
+	s := defaultSpec("/bin/sh")
+	tr := &translation{cgroupns: true}
+	require.NoError(t, translate(s, tr))
+	assert.False(t, tr.config.Tty)
+	assert.Equal(t, [2]uint{}, tr.host.ConsoleSize)
+
+	s.Process.Terminal = true
+	s.Process.ConsoleSize = &specs.Box{Height: 24, Width: 80}
+	tr = &translation{cgroupns: true}
+	require.NoError(t, translate(s, tr))
+	assert.True(t, tr.config.Tty)
+	assert.Equal(t, [2]uint{24, 80}, tr.host.ConsoleSize, "height, then width")
+}
+
 func TestTranslateNamespacesAndResources(t *testing.T) {
 	s := defaultSpec("/bin/true")
 	s.Hostname = ""
@@ -184,7 +201,7 @@ func TestTranslateRefusals(t *testing.T) {
 		"root directory":     {func(s *specs.Spec) { s.Root.Path = dir }, errdefs.IsNotImplemented},
 		"hooks":              {func(s *specs.Spec) { s.Hooks = &specs.Hooks{} }, errdefs.IsNotImplemented},
 		"annotations":        {func(s *specs.Spec) { s.Annotations = map[string]string{"a": "b"} }, errdefs.IsNotImplemented},
-		"terminal":           {func(s *specs.Spec) { s.Process.Terminal = true }, errdefs.IsNotImplemented},
+		"console size alone": {func(s *specs.Spec) { s.Process.ConsoleSize = &specs.Box{Height: 2, Width: 3} }, errdefs.IsInvalidArgument},
 		"umask":              {func(s *specs.Spec) { u := uint32(0o22); s.Process.User.Umask = &u }, errdefs.IsNotImplemented},
 		"ambient caps":       {func(s *specs.Spec) { s.Process.Capabilities.Ambient = []string{"CAP_KILL"} }, errdefs.IsNotImplemented},
 		"differing cap sets": {func(s *specs.Spec) { s.Process.Capabilities.Effective = nil }, errdefs.IsNotImplemented},
