@@ -48,6 +48,11 @@ type harness struct {
 	states sync.Map // *runtime.Runtime -> state dir
 }
 
+// LateTerminalSize implements runtimetest.LateTerminalSize: Docker 20.10,
+// the daemon of this project's tests (API 1.41), sizes a terminal only
+// once its process runs (see the package's doc).
+func (h *harness) LateTerminalSize() bool { return true }
+
 // busyboxRef names the busybox image each harness runtime's store holds:
 // containers are made from berth's store, so Docker only ever loads
 // archives berth wrote.

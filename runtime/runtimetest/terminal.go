@@ -64,13 +64,31 @@ func requireNoContainer(ctx context.Context, t *testing.T, h Harness, rt *runtim
 	require.Empty(t, h.Leftovers(t, rt, id))
 }
 
+// LateTerminalSize is what a harness implements whose engine cannot size
+// a terminal before its process runs, only as it starts (Docker before
+// API 1.42): the tests then let the process wait for its size, a few
+// seconds at most, before they read it.
+type LateTerminalSize interface {
+	LateTerminalSize() bool
+}
+
+// sttySize is a shell command that prints the terminal's size as the
+// process first sees it, or, for a harness whose engine sizes it late,
+// once it is set.
+func sttySize(h Harness) string {
+	if l, ok := h.(LateTerminalSize); ok && l.LateTerminalSize() {
+		return `i=0; while [ "$(stty size)" = "0 0" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; stty size`
+	}
+	return "stty size"
+}
+
 // An init with a terminal: its streams are the terminal (what it writes
 // comes out with the terminal's "\r\n", stderr on stdout), at the size
 // the spec says, and its exit code is kept.
 func testTerminalRun(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt := h.Open(t)
-	cfg := h.Config(t, "/bin/sh", "-c", `tty; test -t 0 && test -t 1 && test -t 2 && echo all-terminals; stty size; echo to-err >&2; exit 5`)
+	cfg := h.Config(t, "/bin/sh", "-c", `tty; test -t 0 && test -t 1 && test -t 2 && echo all-terminals; `+sttySize(h)+`; echo to-err >&2; exit 5`)
 	cfg.Spec.Process.Terminal = true
 	cfg.Spec.Process.ConsoleSize = &specs.Box{Height: 33, Width: 111}
 	if !rt.Capabilities().Terminal {
@@ -134,7 +152,7 @@ func testTerminalExec(t *testing.T, h Harness) {
 	}
 	out, errOut := newBuffer(), newBuffer()
 	p, err := c.Exec(ctx, &runtime.ProcessSpec{
-		Args:     []string{"/bin/sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo terminal; stty size; echo err >&2; exit 3"},
+		Args:     []string{"/bin/sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo terminal; " + sttySize(h) + "; echo err >&2; exit 3"},
 		Terminal: true, ConsoleSize: &specs.Box{Height: 24, Width: 80},
 	}, runtime.IO{Stdout: out, Stderr: errOut})
 	require.NoError(t, err)
