@@ -27,8 +27,8 @@ type callerTerminal struct {
 	rawFd   int
 	restore *term.State
 	winch   chan os.Signal
-	done  chan struct{}
-	wg    sync.WaitGroup
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // openTerminal finds the caller's terminal and, with interactive, puts
