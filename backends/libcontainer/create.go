@@ -34,7 +34,7 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		}
 		return err
 	}
-	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path, CRILog: req.CRILog}
+	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path, CRILog: req.CRILog, OpenStdin: req.OpenStdin}
 	defer func() {
 		if retErr != nil {
 			_ = r.cleanup(req.ID, rec)
@@ -65,6 +65,11 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 // checkCreate refuses the requests this engine cannot serve before anything
 // is made.
 func checkCreate(req *driver.CreateRequest) error {
+	if cs := req.Spec.Process.ConsoleSize; cs != nil {
+		if _, _, err := boxSize(*cs); err != nil {
+			return err
+		}
+	}
 	if req.Image != "" && req.ImageSource == nil {
 		return fmt.Errorf("image %q: this engine takes images from berth's image store (runtime.WithImageStore): %w", req.Image, errdefs.ErrNotImplemented)
 	}
@@ -118,7 +123,9 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 // runtime is Attached, else under a monitor whose pid goes in the record,
 // and records the init's namespaces.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
-	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog}
+	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce}
+	// One writer for both streams; none is not one.
+	out.same = req.IO.Stdout == req.IO.Stderr && nilIfNil(req.IO.Stdout) != nil
 	if r.attached {
 		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out); err != nil {
 			return err

@@ -16,12 +16,19 @@ import (
 	lc "github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/internal/logfile"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // Exec implements driver.Execer. The process is a child of the calling
-// process; its output is copied by libcontainer into the given writers.
+// process; its output is copied by libcontainer into the given writers, or,
+// with a terminal, by this process from the terminal's master.
 func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, pio driver.IO) (driver.Process, error) {
+	if ps.ConsoleSize != nil {
+		if _, _, err := boxSize(*ps.ConsoleSize); err != nil {
+			return nil, err
+		}
+	}
 	rec, err := r.readRecord(id)
 	if err != nil {
 		return nil, err
@@ -38,6 +45,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 	}
 	if ps.User != nil {
 		sp.User = *ps.User
+	}
+	sp.Terminal, sp.ConsoleSize = ps.Terminal, ps.ConsoleSize
+	if ps.Terminal {
+		return execTerminal(c, &sp, pio)
 	}
 	p := nativeProcess(&sp, false)
 	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
@@ -105,16 +116,58 @@ func mergeEnv(base, extra []string) []string {
 	return out
 }
 
+// execTerminal runs the process with a terminal whose master this process
+// holds: it copies the output to pio.Stdout and types pio.Stdin into it.
+// The end of pio.Stdin closes nothing (a terminal has no end of input; the
+// process reads what is typed, ^D included).
+func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Process, error) {
+	p := nativeProcess(sp, false)
+	ours, theirs, err := consoleSocket()
+	if err != nil {
+		return nil, err
+	}
+	defer ours.Close()
+	p.ConsoleSocket = theirs
+	err = c.Run(p)
+	theirs.Close()
+	if err != nil {
+		return nil, classify(err)
+	}
+	master, err := recvMaster(ours)
+	if err != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		_, _ = p.Wait()
+		return nil, classify(err)
+	}
+	// The Tee's cut: a process left behind holding the terminal does not
+	// hold up Wait for longer than outputIdle once the process exited.
+	tee := logfile.NewTee(io.Discard)
+	tee.Copy(master, nilIfNil(pio.Stdout))
+	if pio.Stdin != nil {
+		go func() { _, _ = io.Copy(master, pio.Stdin) }()
+	}
+	proc := &process{p: p, master: master, tee: tee, done: make(chan struct{})}
+	go proc.wait()
+	return proc, nil
+}
+
 type process struct {
-	p    *lc.Process
-	done chan struct{}
-	st   driver.ExitStatus
-	err  error
+	p *lc.Process
+	// master is the process's terminal, and tee copies its output; nil
+	// without a terminal.
+	master *os.File
+	tee    *logfile.Tee
+	done   chan struct{}
+	st     driver.ExitStatus
+	err    error
 }
 
 func (p *process) wait() {
 	defer close(p.done)
 	ps, err := p.p.Wait()
+	if p.tee != nil {
+		p.tee.Finish(outputIdle)
+	}
 	p.st.ExitedAt = time.Now().UTC()
 	var ee *exec.ExitError
 	if ps == nil && errors.As(err, &ee) {
@@ -162,7 +215,19 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 	return classify(p.p.Signal(sig))
 }
 
-// Resize implements driver.Process: this process has no terminal.
+// Resize implements driver.Process.
 func (p *process) Resize(ctx context.Context, size specs.Box) error {
-	return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
+	if p.master == nil {
+		return fmt.Errorf("resize: the process has no terminal: %w", errdefs.ErrFailedPrecondition)
+	}
+	h, w, err := boxSize(size)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("resize: the process exited: %w", errdefs.ErrFailedPrecondition)
+	default:
+	}
+	return setWinsize(p.master, h, w)
 }

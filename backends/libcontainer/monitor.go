@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -88,40 +89,37 @@ func runMonitor(args []string) int {
 		return fail(err)
 	}
 	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
-	// The container writes into pipes that this process copies into its
-	// capped log and on to the caller's stdout and stderr.
+	// The container writes into pipes (or a terminal) that this process
+	// copies into its capped log and on to the caller's stdout and stderr.
 	// The CRI log's failures go to the monitor's own log.
 	spec.report = func(err error) { fmt.Fprintln(os.Stderr, "berth monitor:", err) }
-	out, tee, err := keepOutput(dir, spec, stdout, stderr, sameFile(stdout, stderr))
+	k, err := startKept(dir, runcRoot, id, cfg, proc, spec, stdin, stdout, stderr)
+	if !proc.Terminal || err != nil {
+		// The init holds its own copy; with a terminal, the copy into
+		// it reads this one.
+		stdin.Close()
+	}
 	if err != nil {
 		return fail(err)
 	}
-	c, p, err := startInit(runcRoot, id, cfg, proc, driver.IO{Stdin: stdin, Stdout: out.Stdout, Stderr: out.Stderr})
-	// The init holds its own copies of the pipes' write ends; ours would
-	// keep the copies from ever ending.
-	out.close()
-	stdin.Close()
-	if err != nil {
-		tee.Finish(0)
-		return fail(err)
-	}
-	pid, _ := p.Pid()
+	pid, _ := k.p.Pid()
 	if !report(monitorStatus{Pid: pid}) {
 		// The caller is gone before learning of the container: nobody
 		// will ever start it, so do not leave it behind.
-		_ = c.Signal(unix.SIGKILL)
-		_, _ = p.Wait()
-		_ = c.Destroy()
+		_ = k.c.Signal(unix.SIGKILL)
+		_, _ = k.p.Wait()
+		k.tee.Finish(outputIdle)
+		_ = k.c.Destroy()
 		return 1
 	}
-	return monitorInit(dir, c, p, tee)
+	return monitorInit(dir, k.c, k.p, k.tee)
 }
 
 // parseMonitorArgs reads the monitor's arguments: container dir,
-// libcontainer root, ID, the log's limits and the CRI log's path (empty
-// for none).
+// libcontainer root, ID, the log's limits, the CRI log's path (empty for
+// none) and the output's flags (outputSpec.flags).
 func parseMonitorArgs(args []string) (dir, runcRoot, id string, out outputSpec, err error) {
-	if len(args) != 6 {
+	if len(args) != 7 {
 		return "", "", "", out, errors.New("bad arguments")
 	}
 	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
@@ -130,6 +128,9 @@ func parseMonitorArgs(args []string) (dir, runcRoot, id string, out outputSpec, 
 		return "", "", "", out, errors.New("bad log limits")
 	}
 	out = outputSpec{limits: logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, criLog: args[5]}
+	if err := out.setFlags(args[6]); err != nil {
+		return "", "", "", out, err
+	}
 	return args[0], args[1], args[2], out, nil
 }
 
@@ -165,20 +166,8 @@ func monitorInit(dir string, c *lc.Container, p *lc.Process, tee *logfile.Tee) i
 // no progress before it is cut (see logfile.Tee.Finish).
 const outputIdle = 2 * time.Second
 
-// initOutput are the write ends of the pipes the init writes into.
-type initOutput struct {
-	Stdout, Stderr *os.File
-}
-
-func (o initOutput) close() {
-	o.Stdout.Close()
-	if o.Stderr != o.Stdout {
-		o.Stderr.Close()
-	}
-}
-
 // outputSpec is where a container's output goes besides the caller's
-// writers.
+// writers, and how its standard input is kept.
 type outputSpec struct {
 	// limits cap the kept log.
 	limits logfile.Limits
@@ -186,72 +175,209 @@ type outputSpec struct {
 	// failures.
 	criLog string
 	report func(error)
+	// same: the caller gave one writer for both streams, whose order one
+	// pipe keeps (attachments then get both as stdout).
+	same bool
+	// openStdin keeps the init's standard input open for attachments;
+	// stdinOnce closes it at the end of the first one's input.
+	openStdin, stdinOnce bool
 }
 
-// keepOutput makes the pipes the init writes its output into and starts
-// copying them into the container's capped log, into its CRI log when it
-// has one, and to stdout and stderr (the caller's streams; nil: the log
-// only). With one writer for both, one pipe keeps the order of the writes;
-// but a CRI log tells the streams apart, so with one it takes a pipe each,
-// and their writes to the one writer take turns.
-func keepOutput(dir string, spec outputSpec, stdout, stderr io.Writer, same bool) (initOutput, *logfile.Tee, error) {
+// flags are the spec's switches as the monitor's last argument.
+func (o outputSpec) flags() string {
+	var f []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{o.same, "same"}, {o.openStdin, "open-stdin"}, {o.stdinOnce, "stdin-once"}} {
+		if x.on {
+			f = append(f, x.name)
+		}
+	}
+	return "flags:" + strings.Join(f, ",")
+}
+
+func (o *outputSpec) setFlags(s string) error {
+	list, ok := strings.CutPrefix(s, "flags:")
+	if !ok {
+		return errors.New("bad flags")
+	}
+	for _, f := range strings.Split(list, ",") {
+		switch f {
+		case "":
+		case "same":
+			o.same = true
+		case "open-stdin":
+			o.openStdin = true
+		case "stdin-once":
+			o.stdinOnce = true
+		default:
+			return fmt.Errorf("unknown flag %q", f)
+		}
+	}
+	return nil
+}
+
+// kept is a container's init, created and waiting on its exec FIFO, whose
+// output is copied by tee.
+type kept struct {
+	c   *lc.Container
+	p   *lc.Process
+	tee *logfile.Tee
+}
+
+// startKept creates the container in libcontainer and its init, whose
+// output this process keeps: pipes (or, with a terminal, the terminal's
+// master) it copies into the container's capped log, into its CRI log
+// when it has one, to attachments, and to stdout and stderr (the caller's
+// streams; nil: none). The init reads stdin, unless its standard input is
+// kept open for attachments; with a terminal this process types stdin
+// into it. The control socket (control.go) is served until the copy ends
+// (tee.Finish).
+//
+// With one writer for both streams (spec.same), one pipe keeps the order
+// of the writes; but a CRI log and attachments tell the streams apart, so
+// a CRI log takes a pipe each, and their writes to the one writer take
+// turns.
+func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Process, spec outputSpec, stdin io.Reader, stdout, stderr io.Writer) (*kept, error) {
+	var undo []func()
+	fail := func(err error) (*kept, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	log, err := logfile.Create(filepath.Join(dir, logFile), spec.limits)
 	if err != nil {
-		return initOutput{}, nil, err
+		return nil, err
 	}
-	var cri *crilog.Writer
-	var stopServing func()
+	undo = append(undo, func() { log.Close() })
+	ctl := &controlled{fan: logfile.NewFanout()}
 	if spec.criLog != "" {
-		if cri, err = crilog.Open(spec.criLog, spec.report); err != nil {
-			log.Close()
-			return initOutput{}, nil, err
+		cri, err := crilog.Open(spec.criLog, spec.report)
+		if err != nil {
+			return fail(err)
 		}
-		if stopServing, err = serveCRILog(dir, cri); err != nil {
-			cri.Close()
-			log.Close()
-			return initOutput{}, nil, err
+		ctl.cri = cri
+		undo = append(undo, func() { cri.Close() })
+	}
+	srv, err := listenControl(dir)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, srv.close)
+
+	// The init's ends, closed once it holds its own copies: ours would
+	// keep the pipes from ever ending.
+	var theirs []*os.File
+	undo = append(undo, func() { closeAll(theirs) })
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			undo = append(undo, func() { r.Close(); w.Close() })
 		}
-		if same {
-			same = false
-			var mu sync.Mutex
-			stdout, stderr = lockedWriter(&mu, stdout), lockedWriter(&mu, stderr)
+		return r, w, err
+	}
+	np := nativeProcess(proc, true)
+	var console, outR, errR, inW *os.File
+	if proc.Terminal {
+		ours, init, err := consoleSocket()
+		if err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { ours.Close() })
+		console, np.ConsoleSocket = ours, init
+		theirs = append(theirs, init)
+	} else {
+		var outW, errW, inR *os.File
+		if outR, outW, err = pipe(); err != nil {
+			return fail(err)
+		}
+		np.Stdout, np.Stderr = outW, outW
+		theirs = append(theirs, outW)
+		if !spec.same || ctl.cri != nil {
+			if errR, errW, err = pipe(); err != nil {
+				return fail(err)
+			}
+			np.Stderr = errW
+			theirs = append(theirs, errW)
+		}
+		np.Stdin = stdin
+		if spec.openStdin {
+			if inR, inW, err = pipe(); err != nil {
+				return fail(err)
+			}
+			np.Stdin = inR
+			theirs = append(theirs, inR)
 		}
 	}
-	closeLogs := func() {
-		if cri != nil {
-			stopServing()
-			cri.Close()
+	c, err := lc.Create(runcRoot, id, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if err := c.Start(np); err != nil {
+		_ = c.Destroy()
+		return fail(err)
+	}
+	closeAll(theirs)
+	theirs = nil
+	if console != nil {
+		ctl.master, err = recvMaster(console)
+		console.Close()
+		if err != nil {
+			_ = c.Signal(unix.SIGKILL)
+			_, _ = np.Wait()
+			_ = c.Destroy()
+			return fail(err)
 		}
-		log.Close()
+	}
+
+	// Nothing fails from here on: the copies own the read ends.
+	criStream := func(name string) io.WriteCloser {
+		if ctl.cri == nil {
+			return nil
+		}
+		return ctl.cri.Stream(name)
+	}
+	if ctl.cri != nil && spec.same && !proc.Terminal {
+		var mu sync.Mutex
+		stdout, stderr = lockedWriter(&mu, stdout), lockedWriter(&mu, stderr)
 	}
 	tee := logfile.NewTee(log)
-	var out initOutput
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		closeLogs()
-		return initOutput{}, nil, err
-	}
-	out.Stdout, out.Stderr = outW, outW
-	var errR *os.File
-	if !same {
-		if errR, out.Stderr, err = os.Pipe(); err != nil {
-			outR.Close()
-			outW.Close()
-			closeLogs()
-			return initOutput{}, nil, err
+	var feed *stdinFeed
+	ownFeed := false
+	if ctl.master != nil {
+		tee.CopyAlso(ctl.master, stdout, criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
+		if spec.openStdin || stdin != nil {
+			// The tee closes the master once the output ended.
+			feed = newStdinFeed(ctl.master, false, false)
+			if !spec.openStdin {
+				go feed.copyFrom(stdin)
+			}
 		}
-	}
-	if cri != nil {
-		tee.CopyAlso(outR, stdout, cri.Stream(crilog.Stdout))
-		tee.CopyAlso(errR, stderr, cri.Stream(crilog.Stderr))
 	} else {
-		tee.Copy(outR, stdout)
+		tee.CopyAlso(outR, stdout, criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
 		if errR != nil {
-			tee.Copy(errR, stderr)
+			tee.CopyAlso(errR, stderr, criStream(crilog.Stderr), ctl.fan.Stream(streamStderr))
+		}
+		if inW != nil {
+			feed, ownFeed = newStdinFeed(inW, spec.stdinOnce, true), true
 		}
 	}
-	tee.OnFinish(closeLogs)
-	return out, tee, nil
+	if spec.openStdin {
+		ctl.stdin = feed
+	}
+	srv.serve(ctl)
+	tee.OnFinish(func() {
+		srv.stop()
+		if feed != nil {
+			feed.stop(ownFeed)
+		}
+		if ctl.cri != nil {
+			ctl.cri.Close()
+		}
+		log.Close()
+	})
+	return &kept{c: c, p: np, tee: tee}, nil
 }
 
 // lockedWriter is w, or nil, whose writes take turns with those of the
@@ -274,16 +400,6 @@ func (l *locked) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// sameFile reports whether two descriptors are one file (the caller gave
-// one writer for both streams, or neither).
-func sameFile(a, b *os.File) bool {
-	var sa, sb unix.Stat_t
-	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
-		return false
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
-}
-
 // startAttached runs the monitor's job in this process: it becomes the
 // init's parent and records its exit.
 func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, spec outputSpec) error {
@@ -303,20 +419,15 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		return err
 	}
 	spec.report = func(err error) { fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err) }
-	out, tee, err := keepOutput(dir, spec, stdout, stderr, pio.Stdout == pio.Stderr)
+	k, err := startKept(dir, r.runcRoot(), id, cfg, proc, spec, pio.Stdin, stdout, stderr)
 	if err != nil {
 		closeAll(dups)
 		unlock()
-		return err
-	}
-	tee.OnFinish(func() { closeAll(dups) })
-	c, p, err := startInit(r.runcRoot(), id, cfg, proc, driver.IO{Stdin: pio.Stdin, Stdout: out.Stdout, Stderr: out.Stderr})
-	out.close()
-	if err != nil {
-		tee.Finish(0)
-		unlock()
 		return classify(err)
 	}
+	tee := k.tee
+	tee.OnFinish(func() { closeAll(dups) })
+	c, p := k.c, k.p
 	exited := make(chan struct{})
 	r.mu.Lock()
 	r.exited[id] = exited
@@ -386,22 +497,6 @@ func nilIfNil(w io.Writer) io.Writer {
 // the returned function runs.
 func lockMonitor(dir string) (func(), error) {
 	return fsutil.LockFile(filepath.Join(dir, lockFile), fsutil.LockOptions{Existing: true})
-}
-
-// startInit creates the container in libcontainer and its init, which then
-// waits on the exec fifo for Start.
-func startInit(runcRoot, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO) (*lc.Container, *lc.Process, error) {
-	c, err := lc.Create(runcRoot, id, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	p := nativeProcess(proc, true)
-	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
-	if err := c.Start(p); err != nil {
-		_ = c.Destroy()
-		return nil, nil, err
-	}
-	return c, p, nil
 }
 
 // recordExit waits for the init of c and writes how it ended.

@@ -52,7 +52,7 @@ func (r *Runtime) spawnMonitor(ctx context.Context, id string, cfg *configs.Conf
 	defer statusR.Close()
 
 	cmd := exec.Command("/proc/self/exe", monitorArg, dir, r.runcRoot(), id,
-		strconv.FormatInt(out.limits.MaxSize, 10), strconv.Itoa(out.limits.MaxFiles), out.criLog)
+		strconv.FormatInt(out.limits.MaxSize, 10), strconv.Itoa(out.limits.MaxFiles), out.criLog, out.flags())
 	cmd.Args[0] = os.Args[0]
 	cmd.Stdin = nil
 	cmd.Stdout = monLog

@@ -138,6 +138,9 @@ type record struct {
 	// CRILog is the host file the container's output also goes to in
 	// the CRI log format, or empty (see crilog.go).
 	CRILog string `json:"cri_log,omitempty"`
+	// OpenStdin: the init's standard input is kept open for attachments
+	// (control.go).
+	OpenStdin bool `json:"open_stdin,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see
@@ -179,6 +182,7 @@ var (
 	_ driver.VolumeAttacher  = (*Runtime)(nil)
 	_ driver.Snapshotter     = (*Runtime)(nil)
 	_ driver.NamespaceOpener = (*Runtime)(nil)
+	_ driver.Attacher        = (*Runtime)(nil)
 )
 
 // Capabilities implements driver.Runtime.
@@ -188,6 +192,9 @@ func (r *Runtime) Capabilities() driver.Capabilities {
 		UserNamespace: true, CgroupNamespace: true, RawBlock: true, HotAttach: true, Snapshot: true,
 		CRILog:         true,
 		JoinNamespaces: true, NamespaceFiles: true,
+		// The monitor (or the Attached owner) holds the init's
+		// terminal and streams and serves them on its control socket.
+		Terminal: true, Attach: true,
 		// runc's init mounts every bind before it waits on the exec
 		// FIFO, and a container is never started twice.
 		BindsAtCreate: true,

@@ -125,6 +125,10 @@ func nativeProcess(p *specs.Process, init bool) *lc.Process {
 		GID:  int(p.User.GID),
 		Init: init,
 	}
+	if p.Terminal && p.ConsoleSize != nil {
+		// Checked to fit (boxSize).
+		np.ConsoleHeight, np.ConsoleWidth = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
+	}
 	for _, g := range p.User.AdditionalGids {
 		np.AdditionalGroups = append(np.AdditionalGroups, int(g))
 	}

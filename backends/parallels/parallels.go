@@ -58,6 +58,7 @@ var (
 	_ driver.VolumeAttacher  = (*Runtime)(nil)
 	_ driver.ContainerAser   = (*Runtime)(nil)
 	_ driver.NamespaceOpener = (*Runtime)(nil)
+	_ driver.Attacher        = (*Runtime)(nil)
 )
 
 type options struct {
@@ -337,6 +338,16 @@ func (r *Runtime) FollowLogs(ctx context.Context, id string, tail int, w io.Writ
 // ReopenCRILog implements driver.CRILogReopener.
 func (r *Runtime) ReopenCRILog(ctx context.Context, id string) error {
 	return r.engine.ReopenCRILog(ctx, id)
+}
+
+// Attach implements driver.Attacher.
+func (r *Runtime) Attach(ctx context.Context, id string, pio driver.IO) error {
+	return r.engine.Attach(ctx, id, pio)
+}
+
+// ResizeTerminal implements driver.Attacher.
+func (r *Runtime) ResizeTerminal(ctx context.Context, id string, size specs.Box) error {
+	return r.engine.ResizeTerminal(ctx, id, size)
 }
 
 // AttachVolume implements driver.Runtime.

@@ -38,19 +38,26 @@ func NewTee(log io.Writer) *Tee {
 
 // Copy starts copying r (the read end of a pipe, which the Tee closes) into
 // the log and w (nil: the log only).
-func (t *Tee) Copy(r *os.File, w io.Writer) { t.CopyAlso(r, w, nil) }
+func (t *Tee) Copy(r *os.File, w io.Writer) { t.CopyAlso(r, w) }
 
-// CopyAlso is Copy that also writes what it reads to also (nil: nothing),
-// after the log and before w: a writer whose failures are ignored, as the
-// log's are (the container's CRI log stream), closed once the pipe ended.
-func (t *Tee) CopyAlso(r *os.File, w io.Writer, also io.WriteCloser) {
+// CopyAlso is Copy that also writes what it reads to each of also (nil
+// ones are skipped), after the log and before w: writers whose failures are
+// ignored, as the log's are (the container's CRI log stream, a Fanout's
+// stream), each closed once the pipe ended. They must not block.
+func (t *Tee) CopyAlso(r *os.File, w io.Writer, also ...io.WriteCloser) {
+	var side []io.WriteCloser
+	for _, a := range also {
+		if a != nil {
+			side = append(side, a)
+		}
+	}
 	t.readers = append(t.readers, r)
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		defer r.Close()
-		if also != nil {
-			defer also.Close()
+		for _, a := range side {
+			defer a.Close()
 		}
 		buf := make([]byte, 32<<10)
 		for {
@@ -58,8 +65,8 @@ func (t *Tee) CopyAlso(r *os.File, w io.Writer, also io.WriteCloser) {
 			if n > 0 {
 				t.last.Store(time.Now().UnixNano())
 				_, _ = t.log.Write(buf[:n])
-				if also != nil {
-					_, _ = also.Write(buf[:n])
+				for _, a := range side {
+					_, _ = a.Write(buf[:n])
 				}
 				if w != nil {
 					t.busy.Add(1)
