@@ -7,10 +7,12 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -25,6 +27,10 @@ import (
 type streamRuntime struct{ s *RuntimeService }
 
 var _ streaming.Runtime = streamRuntime{}
+
+// execDrainGrace bounds the wait for the output of an exec killed when
+// its client went away.
+const execDrainGrace = 5 * time.Second
 
 // exitError is a command's non-zero exit, in the shape the streaming
 // library looks for (k8s.io/utils/exec.ExitError) to tell the client its
@@ -90,8 +96,21 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 		default:
 		}
 	}
-	proc, err := rc.Exec(ctx, ps, runtime.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	pio := runtime.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	var out outputPipes
+	if !tty {
+		if pio.Stdout, err = out.pipe(stdout); err == nil {
+			pio.Stderr, err = out.pipe(stderr)
+		}
+		if err != nil {
+			out.cut()
+			return fmt.Errorf("exec in %s: %w", c.ID, err)
+		}
+	}
+	proc, err := rc.Exec(ctx, ps, pio)
+	out.started()
 	if err != nil {
+		out.cut()
 		return err
 	}
 	stopResizing := resizeFrom(ctx, resize, func(size specs.Box) error { return proc.Resize(ctx, size) })
@@ -102,8 +121,24 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 		if serr := proc.Signal(bg, syscall.SIGKILL); serr != nil && !errdefs.IsFailedPrecondition(serr) && !errdefs.IsNotFound(serr) {
 			log.Printf("cri: exec in %s: kill the process of a client that went away: %v", c.ID, serr)
 		}
-		_, _ = proc.Wait(bg)
+		out.cut()
+		// A backend that copies the output itself (with a terminal) may
+		// wait for what the process left running and holds it: nobody
+		// reads it any more, so the stream does not wait long.
+		wctx, cancel := context.WithTimeout(bg, execDrainGrace)
+		_, werr := proc.Wait(wctx)
+		cancel()
+		if werr != nil {
+			log.Printf("cri: exec in %s: the output of a killed process is still held open after %s (a process it started?): %v", c.ID, execDrainGrace, werr)
+		}
 		return fmt.Errorf("exec in %s: the client went away (%w): its process was killed", c.ID, err)
+	}
+	// The output to its end: the process's, and that of what it left
+	// running, while the client is there to read it.
+	err = out.drain(ctx)
+	out.cut()
+	if err != nil {
+		return fmt.Errorf("exec in %s: the client went away (%w) before the end of the output", c.ID, err)
 	}
 	closeAll(stdout, stderr)
 	if es.Code != 0 {
@@ -168,6 +203,62 @@ func (r streamRuntime) PortForward(_ context.Context, key string, port int32, st
 		return fmt.Errorf("port forward to pod %s port %d: %w", id, port, err)
 	}
 	return nil
+}
+
+// outputPipes are pipes of the server's own that an exec's process
+// writes its output to without a terminal, copied here to the client's
+// streams: the backend has no copy of its own to wait for, and a process
+// that the exec left running in the container, holding the pipes open,
+// holds nothing of the server's once the client is gone (cut closes the
+// pipes).
+type outputPipes struct {
+	reads, writes []*os.File
+	copies        sync.WaitGroup
+}
+
+// pipe is the write end of a new pipe copied to w, or nil for no w.
+func (o *outputPipes) pipe(w io.WriteCloser) (io.Writer, error) {
+	if w == nil {
+		return nil, nil
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	o.reads, o.writes = append(o.reads, pr), append(o.writes, pw)
+	o.copies.Go(func() { _, _ = io.Copy(w, pr) })
+	return pw, nil
+}
+
+// started closes the server's write ends: the process has its own.
+func (o *outputPipes) started() {
+	for _, w := range o.writes {
+		w.Close()
+	}
+	o.writes = nil
+}
+
+// drain waits until every writer closed its end and the copies are done,
+// or ctx ends.
+func (o *outputPipes) drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { o.copies.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// cut closes the pipes, ending the copies (a copy blocked writing to a
+// client ends with the client's connection), and waits for them.
+func (o *outputPipes) cut() {
+	o.started()
+	for _, r := range o.reads {
+		r.Close()
+	}
+	o.copies.Wait()
 }
 
 // resizeFrom passes the sizes that come on ch to resize, until ch closes,

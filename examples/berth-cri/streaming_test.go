@@ -45,15 +45,18 @@ func spdyDial(t *testing.T, rawURL, protocol string) httpstream.Connection {
 // execSession is an exec's streams, client side (protocol v4).
 type execSession struct {
 	conn                  httpstream.Connection
-	stdin                 httpstream.Stream
+	stdin, resize         httpstream.Stream
 	stdout, stderr, errst *bytes.Buffer
 	mu                    sync.Mutex
 	done                  chan struct{}
 }
 
-// startExec opens the streams an exec URL asks for and copies what
-// comes on them.
-func startExec(t *testing.T, rawURL string, stdin, stdout, stderr bool) *execSession {
+// streams are those an exec or an attachment asks for.
+type streams struct{ stdin, stdout, stderr, tty bool }
+
+// startExec opens the streams an exec URL asks for (with a terminal, the
+// stream of its sizes too) and copies what comes on them.
+func startExec(t *testing.T, rawURL string, want streams) *execSession {
 	t.Helper()
 	conn := spdyDial(t, rawURL, remotecommand.StreamProtocolV4Name)
 	e := &execSession{conn: conn, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, errst: &bytes.Buffer{}, done: make(chan struct{})}
@@ -81,14 +84,17 @@ func startExec(t *testing.T, rawURL string, stdin, stdout, stderr bool) *execSes
 		})
 	}
 	copyTo(e.errst, errStream)
-	if stdin {
+	if want.stdin {
 		e.stdin = create(remotecommand.StreamTypeStdin)
 	}
-	if stdout {
+	if want.stdout {
 		copyTo(e.stdout, create(remotecommand.StreamTypeStdout))
 	}
-	if stderr {
+	if want.stderr {
 		copyTo(e.stderr, create(remotecommand.StreamTypeStderr))
+	}
+	if want.tty {
+		e.resize = create(remotecommand.StreamTypeResize)
 	}
 	go func() { wg.Wait(); close(e.done) }()
 	return e
@@ -240,7 +246,7 @@ func TestStreamingExec(t *testing.T) {
 	resp, err := s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Stdout: true, Stderr: true})
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(resp.Url, "http://127.0.0.1:"), "URL %q", resp.Url)
-	e := startExec(t, resp.Url, false, true, true)
+	e := startExec(t, resp.Url, streams{stdout: true, stderr: true})
 	st := e.wait(t)
 	require.Equal(t, "3", st.exitCode())
 	o, er := e.out()
@@ -255,7 +261,7 @@ func TestStreamingExec(t *testing.T) {
 	// Standard input, to its end.
 	resp, err = s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "cat; echo done"}, Stdin: true, Stdout: true})
 	require.NoError(t, err)
-	e = startExec(t, resp.Url, true, true, false)
+	e = startExec(t, resp.Url, streams{stdin: true, stdout: true})
 	_, err = e.stdin.Write([]byte("typed\n"))
 	require.NoError(t, err)
 	require.NoError(t, e.stdin.Close())
@@ -269,19 +275,33 @@ func TestStreamingExec(t *testing.T) {
 	warm := func() {
 		resp, err := s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"true"}, Stdout: true})
 		require.NoError(t, err)
-		startExec(t, resp.Url, false, true, false).wait(t)
+		startExec(t, resp.Url, streams{stdout: true}).wait(t)
 	}
 	warm()
 	goroutines, fds := settle(t)
-	for i := range 3 {
-		marker := fmt.Sprintf("sleep 424%d", i)
-		resp, err = s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "echo started; exec " + marker}, Stdin: true, Stdout: true, Stderr: true})
+	for _, c := range []struct {
+		name, cmd, gone string
+		tty             bool
+	}{
+		{"a command that runs on", "echo started; exec sleep 4240", "sleep 4240", false},
+		{"the same on a terminal", "echo started; exec sleep 4241", "sleep 4241", true},
+		// What the command leaves running in the container holds its
+		// output open: it stays (the tenant's), the stream does not.
+		{"a command whose child holds its output", "sleep 4242 & echo started; exec sleep 4243", "sleep 4243", false},
+		{"the same on a terminal", "sleep 4244 & echo started; exec sleep 4245", "sleep 4245", true},
+		{"a command that has exited, its child holding its output", "sleep 4246 & echo started", "", false},
+	} {
+		resp, err = s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"sh", "-c", c.cmd}, Stdin: true, Stdout: true, Stderr: !c.tty, Tty: c.tty})
 		require.NoError(t, err)
-		e = startExec(t, resp.Url, true, true, true)
-		require.Eventually(t, func() bool { o, _ := e.out(); return o == "started\n" }, time.Minute, 50*time.Millisecond)
-		require.NotEmpty(t, procsWith(marker))
+		e = startExec(t, resp.Url, streams{stdin: true, stdout: true, stderr: !c.tty, tty: c.tty})
+		require.Eventually(t, func() bool { o, _ := e.out(); return strings.Contains(o, "started") }, time.Minute, 50*time.Millisecond, c.name)
+		if c.gone != "" {
+			require.NotEmpty(t, procsWith(c.gone), c.name)
+		}
 		require.NoError(t, e.conn.Close())
-		require.Eventually(t, func() bool { return len(procsWith(marker)) == 0 }, time.Minute, 50*time.Millisecond, "the exec's process outlived its client: %v", procsWith(marker))
+		if c.gone != "" {
+			require.Eventually(t, func() bool { return len(procsWith(c.gone)) == 0 }, time.Minute, 50*time.Millisecond, "%s: the exec's process outlived its client: %v", c.name, procsWith(c.gone))
+		}
 	}
 	requireSettled(t, goroutines, fds)
 
@@ -437,7 +457,7 @@ func TestStreamingShutdown(t *testing.T) {
 	pod, cid := streamingPod(t, s, "shutdown")
 	resp, err := s.rt.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "echo started; exec sleep 4343"}, Stdin: true, Stdout: true})
 	require.NoError(t, err)
-	e := startExec(t, resp.Url, true, true, false)
+	e := startExec(t, resp.Url, streams{stdin: true, stdout: true})
 	require.Eventually(t, func() bool { o, _ := e.out(); return o == "started\n" }, time.Minute, 50*time.Millisecond)
 	fresp, err := s.rt.PortForward(ctx, &cri.PortForwardRequest{PodSandboxId: pod})
 	require.NoError(t, err)
