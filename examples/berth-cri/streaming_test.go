@@ -493,3 +493,99 @@ func TestStreamingShutdown(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, leftovers(t, root, pod, cid))
 }
+
+// Attaching to a container's shell, with and without a terminal: what
+// is typed reaches it, a resize reaches its terminal, a client that goes
+// away leaves the container running and nothing in the server, and with
+// stdin_once the end of the client's input ends the shell.
+func TestStreamingAttach(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx := context.Background()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	pcfg := podConfig("attach")
+	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
+	require.NoError(t, err)
+	pod := run.PodSandboxId
+	t.Cleanup(func() { s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod}) })
+	shell := func(name string, tty, once bool) string {
+		cfg := containerConfig(name, "sh")
+		cfg.Stdin, cfg.StdinOnce, cfg.Tty = true, once, tty
+		cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: pcfg})
+		require.NoError(t, err)
+		_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cr.ContainerId})
+		require.NoError(t, err)
+		return cr.ContainerId
+	}
+	state := func(id string) cri.ContainerState {
+		st, err := s.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
+		require.NoError(t, err)
+		return st.Status.State
+	}
+	plain, term, once := shell("plain", false, false), shell("term", true, false), shell("once", false, true)
+
+	for _, c := range []struct {
+		name string
+		req  *cri.AttachRequest
+		code codes.Code
+	}{
+		{"unknown container", &cri.AttachRequest{ContainerId: "nosuch", Stdout: true}, codes.NotFound},
+		{"no stream", &cri.AttachRequest{ContainerId: plain}, codes.InvalidArgument},
+		{"tty and stderr", &cri.AttachRequest{ContainerId: term, Stdout: true, Stderr: true, Tty: true}, codes.InvalidArgument},
+	} {
+		_, err := s.rt.Attach(ctx, c.req)
+		requireCode(t, c.code, err)
+	}
+
+	attach := func(id string, want streams) *execSession {
+		t.Helper()
+		resp, err := s.rt.Attach(ctx, &cri.AttachRequest{ContainerId: id, Stdin: want.stdin, Stdout: want.stdout, Stderr: want.stderr, Tty: want.tty})
+		require.NoError(t, err)
+		return startExec(t, resp.Url, want)
+	}
+	// typeUntil types line until the output shows want (the attachment
+	// may not be joined yet when the first line is typed).
+	typeUntil := func(e *execSession, line, want string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			_, err := e.stdin.Write([]byte(line))
+			require.NoError(t, err)
+			time.Sleep(100 * time.Millisecond)
+			o, _ := e.out()
+			return strings.Contains(o, want)
+		}, time.Minute, 100*time.Millisecond)
+	}
+	warm := attach(plain, streams{stdin: true, stdout: true, stderr: true})
+	typeUntil(warm, "echo warm-$((1+1))\n", "warm-2")
+	require.NoError(t, warm.conn.Close())
+	goroutines, fds := settle(t)
+	for range 2 {
+		e := attach(plain, streams{stdin: true, stdout: true, stderr: true})
+		typeUntil(e, "echo plain-$((3+4)); echo to-stderr >&2\n", "plain-7")
+		require.Eventually(t, func() bool { _, er := e.out(); return er == "to-stderr\n" }, time.Minute, 50*time.Millisecond)
+		require.NoError(t, e.conn.Close())
+		require.Equal(t, cri.ContainerState_CONTAINER_RUNNING, state(plain))
+
+		e = attach(term, streams{stdin: true, stdout: true, tty: true})
+		_, err := e.resize.Write([]byte(`{"Width":91,"Height":31}`))
+		require.NoError(t, err)
+		typeUntil(e, "stty size\n", "31 91")
+		require.NoError(t, e.conn.Close())
+		require.Equal(t, cri.ContainerState_CONTAINER_RUNNING, state(term))
+	}
+	requireSettled(t, goroutines, fds)
+
+	// stdin_once: the end of the first client's input is the shell's.
+	e := attach(once, streams{stdin: true, stdout: true})
+	typeUntil(e, "echo once-$((2*3))\n", "once-6")
+	require.NoError(t, e.stdin.Close())
+	require.Equal(t, "0", e.wait(t).exitCode())
+	require.Eventually(t, func() bool { return state(once) == cri.ContainerState_CONTAINER_EXITED }, time.Minute, 50*time.Millisecond)
+	_, err = s.rt.Attach(ctx, &cri.AttachRequest{ContainerId: once, Stdout: true})
+	requireCode(t, codes.FailedPrecondition, err)
+
+	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	require.Empty(t, leftovers(t, root, pod, plain, term, once))
+}
