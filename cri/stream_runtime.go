@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
 
 	"github.com/berthrun/berth/runtime"
 )
@@ -39,6 +40,8 @@ type exitError struct {
 	cmd  []string
 	code int
 }
+
+var _ utilexec.ExitError = exitError{}
 
 func (e exitError) Error() string {
 	return fmt.Sprintf("command %q exited with code %d", e.cmd, e.code)
