@@ -95,7 +95,8 @@ type Config struct {
 	// With Spec.Process.Terminal the init gets a pseudo-terminal, on
 	// backends with Capabilities.Terminal (not-implemented elsewhere):
 	// everything it writes, stdout and stderr alike, goes to IO.Stdout
-	// and the logs as stdout, IO.Stdin is typed into it, and
+	// and the logs as stdout, IO.Stdin is typed into it (a terminal has
+	// no end of input: the end of IO.Stdin closes nothing), and
 	// Spec.Process.ConsoleSize is its first size (Container.Resize
 	// changes it).
 	IO IO
@@ -104,8 +105,9 @@ type Config struct {
 	// container, on backends with Capabilities.Attach (not-implemented
 	// elsewhere). IO.Stdin must then be nil (invalid-argument): the
 	// attachments feed it. StdinOnce closes it once the first
-	// attachment's input ends, as Docker's and the CRI's stdin_once do;
-	// it needs OpenStdin.
+	// attachment's input ends (or it detaches), as Docker's and the
+	// CRI's stdin_once do, and as there not with a terminal; it needs
+	// OpenStdin.
 	OpenStdin, StdinOnce bool
 	// Log caps that log: zero fields take DefaultLogMaxSize and
 	// DefaultLogMaxFiles. A container writing as fast as it can never
@@ -230,6 +232,9 @@ func validateConfig(id string, c *Config) error {
 	}
 	if s.Process.ConsoleSize != nil && !s.Process.Terminal {
 		return bad("a console size without a terminal")
+	}
+	if cs := s.Process.ConsoleSize; cs != nil && !boxFits(*cs) {
+		return bad("console size %dx%d: a terminal has at most 65535 rows and columns", cs.Height, cs.Width)
 	}
 	if c.OpenStdin && c.IO.Stdin != nil {
 		return bad("standard input both open for attachments and given")

@@ -268,6 +268,9 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 	if p.ConsoleSize != nil && !p.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a console size and no terminal: %w", c.id, errdefs.ErrInvalidArgument)
 	}
+	if p.ConsoleSize != nil && !boxFits(*p.ConsoleSize) {
+		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize)
+	}
 	if p.Terminal && !c.r.caps.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a terminal: %w", c.id, errdefs.ErrNotImplemented)
 	}
@@ -289,12 +292,14 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 // open for that (Config.OpenStdin; failed-precondition otherwise). Several
 // attachments may be joined at once, and each gets all the output.
 //
-// Attach returns once the init's output has ended (it exited, or closed
-// its output, and what it wrote was copied), or when ctx ends: the
-// attachment is then dropped and the container goes on (a detach). A
+// Attach returns nil once the init's output has ended (it exited, or
+// closed its output, and what it wrote was copied), or ctx's error when
+// ctx ends: the attachment is then dropped and the container goes on (a
+// detach); no write to pio's writers begins after Attach returned. A
 // writer that fails or blocks for long is dropped and never holds up the
 // container nor the other attachments. The end of pio.Stdin closes the
-// init's standard input with Config.StdinOnce only.
+// init's standard input with Config.StdinOnce only (and never a
+// terminal's).
 func (c *Container) Attach(ctx context.Context, pio IO) error {
 	if err := c.capable("attach", c.r.streams != nil); err != nil {
 		return err
@@ -306,10 +311,14 @@ func (c *Container) Attach(ctx context.Context, pio IO) error {
 }
 
 // Resize sets the size of the terminal of the container's init
-// (Spec.Process.Terminal; failed-precondition for an init without one).
+// (Spec.Process.Terminal; failed-precondition for an init without one). A
+// terminal has at most 65535 rows and columns (invalid-argument beyond).
 func (c *Container) Resize(ctx context.Context, size specs.Box) error {
 	if err := c.capable("resize", c.r.streams != nil); err != nil {
 		return err
+	}
+	if !boxFits(size) {
+		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize)
 	}
 	i, err := c.require(ctx, "resize the terminal of", StatusCreated, StatusRunning, StatusPaused)
 	if err != nil {
@@ -364,7 +373,18 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 }
 
 // Resize sets the size of the process's terminal (ProcessSpec.Terminal;
-// failed-precondition for a process without one).
+// failed-precondition for a process without one); at most 65535 rows and
+// columns (invalid-argument beyond).
 func (p *Process) Resize(ctx context.Context, size specs.Box) error {
+	if !boxFits(size) {
+		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize)
+	}
 	return wrap(p.c.id, p.p.Resize(ctx, size))
 }
+
+// errBoxSize is a terminal size out of range.
+var errBoxSize = fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+
+// boxFits reports whether a terminal can have size b: its rows and
+// columns are 16-bit numbers.
+func boxFits(b specs.Box) bool { return b.Height <= 0xffff && b.Width <= 0xffff }

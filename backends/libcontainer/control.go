@@ -141,6 +141,8 @@ type controlled struct {
 	// cri is the CRI log, nil without one.
 	cri      *crilog.Writer
 	reopenMu sync.Mutex
+	// criClosed: the output ended, the CRI log is closed.
+	criClosed bool
 	// fan hands the output to attachments.
 	fan *logfile.Fanout
 	// stdin feeds the init's standard input, nil when it is not kept
@@ -250,14 +252,15 @@ func refuse(conn net.Conn, err error) {
 	_, _ = conn.Write(append(b, '\n'))
 }
 
-// close stops listening, closes the listener alone: the caller has not
-// served, or stops the rest itself.
+// close stops listening: no more connections (those there are go on).
 func (s *controlServer) close() { s.l.Close() }
 
-// stop ends the service once the output has ended: no more connections,
+// drain ends the service once the output has ended: no more connections,
 // the attachments get attachDrain to take the end of the output, then
-// every connection is closed; it returns once no request is served.
-func (s *controlServer) stop() {
+// every connection is closed; it returns once no request is served. It is
+// called once the exit is known to all (Wait returned), so that no
+// attachment ever holds up a Wait.
+func (s *controlServer) drain() {
 	s.l.Close()
 	done := make(chan struct{})
 	go func() {
@@ -319,7 +322,21 @@ func (ctl *controlled) reopen() error {
 	}
 	ctl.reopenMu.Lock()
 	defer ctl.reopenMu.Unlock()
+	if ctl.criClosed {
+		return fmt.Errorf("reopen: %w: %w", errNotServed, errdefs.ErrFailedPrecondition)
+	}
 	return errclass.Ensure(ctl.cri.Reopen())
+}
+
+// closeCRILog closes the CRI log once the output ended.
+func (ctl *controlled) closeCRILog() {
+	if ctl.cri == nil {
+		return
+	}
+	ctl.reopenMu.Lock()
+	defer ctl.reopenMu.Unlock()
+	ctl.criClosed = true
+	ctl.cri.Close()
 }
 
 func (ctl *controlled) resize(height, width uint16) error {

@@ -45,14 +45,17 @@
 // has exited). The monitor holds a lock on containers/<id>/monitor.lock
 // for its lifetime, which is how other processes know it is alive.
 //
-// The init's stdout and stderr are pipes that the monitor copies into the
-// container's log, containers/<id>/container.log, capped with rotation
-// (driver.CreateRequest.Log: container.log.1... hold the older output),
-// and on to the caller's writers when there are any: the log is kept for
-// every container, and however fast a container writes it never grows
-// past its cap. A caller's writer that breaks ends the copy of its stream,
-// so the container sees the broken pipe. Wait returns once the output is
-// copied; FollowLogs reads the log as it grows, across rotations.
+// The init's stdout and stderr are pipes (a pipe each, but one for both
+// when the caller gave one writer for both, which keeps the order of
+// their writes) that the monitor copies into the container's log,
+// containers/<id>/container.log, capped with rotation
+// (driver.CreateRequest.Log: container.log.1... hold the older output), to
+// attachments, and on to the caller's writers when there are any: the log
+// is kept for every container, and however fast a container writes it
+// never grows past its cap. A caller's writer that breaks ends the copy of
+// its stream, so the container sees the broken pipe. Wait returns once the
+// output is copied; FollowLogs reads the log as it grows, across
+// rotations.
 //
 // With the Attached option the calling process plays the monitor's part
 // itself: one process less per container (what `berthctl run` uses), but
@@ -67,16 +70,71 @@
 // that copies it into the kept log: its monitor, which goes on writing
 // while the program that created the container is down (a CRI server
 // restarting), or, with Attached, the calling process, after whose death
-// nobody does. Each stream then has a pipe of its own. That process also
-// listens on containers/<id>/crilog.sock (mode 0600, reached through a
-// descriptor of the directory, so the state root's depth does not matter)
-// and serves reopen requests one at a time: ReopenCRILog, from any process
-// on the root, connects, asks, and returns once the process answered that
-// the new file is open, or with its error; a socket nobody listens on
-// (the monitor or owner is gone, the output is copied to its end) is
-// failed-precondition. Failures to write the file go to the monitor's log
-// (containers/<id>/monitor.log), or the caller's stderr when Attached,
-// once per run of failures.
+// nobody does. Each stream then has a pipe of its own. ReopenCRILog, from
+// any process on the root, asks that process over the container's control
+// socket (below) and returns once it answered that the new file is open,
+// or with its error; a socket nobody listens on (the monitor or owner is
+// gone, the output is copied to its end) is failed-precondition. Failures
+// to write the file go to the monitor's log (containers/<id>/monitor.log),
+// or the caller's stderr when Attached, once per run of failures.
+//
+// # The control socket
+//
+// Whoever copies a container's output (the monitor, or the caller when
+// Attached) serves the container's control socket until the output is
+// copied to its end: containers/<id>/control/sock, mode 0600 in a
+// directory of mode 0700 (the container's directory itself must stay 0711,
+// see User namespaces), root's alone and in no container's view, reached
+// through a descriptor of the directory, so the state root's depth does
+// not matter. A client sends one request, a line of JSON of at most 4 KiB
+// within 10 s, and gets a line of JSON back: {} or the error and its class.
+// The requests are reopen (the CRI log), resize (the init's terminal) and
+// attach: after its answer, the client gets frames of the output (8 bytes
+// of header, kind and length, as Docker's multiplexed streams) of the
+// streams it asked for, pings when the output is idle, and an end frame
+// once the output has ended and was copied; it sends frames of input, then
+// an end-of-input frame; closing the connection detaches it. No client can
+// block or break the process: the output reaches each attachment through a
+// queue of its own (logfile.Fanout), and an attachment 1 MiB behind, or
+// that does not take a frame within 10 s, is dropped; one goroutine writes
+// into the init's standard input, so an init that never reads holds a
+// chunk there, never an attachment; at most 64 connections are served at
+// once (others are refused, resource-exhausted). Once the init has exited
+// and its output was copied, Wait returns, and then the attachments have 10
+// s more to take the end of the output before the monitor goes.
+//
+// # Terminals and attachments
+//
+// An init with a terminal (Spec.Process.Terminal) gets a pseudo-terminal
+// that runc's init allocates inside the container, from the container's
+// own devpts instance, and makes its controlling terminal and standard
+// streams; the master comes back over libcontainer's console socket to the
+// process that copies the output, which copies what the terminal says into
+// the log, the CRI log (as stdout), the caller's IO.Stdout and the
+// attachments, types the caller's IO.Stdin (or the attachments' input,
+// with OpenStdin) into it, and sets its size (ConsoleSize, then Resize).
+// A caller's writer that fails is dropped and the copy goes on: a terminal
+// has no broken pipe to give its process, which would otherwise block on a
+// full terminal. The end of the output is the read error EIO, once every descriptor of
+// the terminal in the container is closed; the master itself stays open
+// until the init exits (closing it would hang the terminal up and send
+// SIGHUP to its processes). A terminal has no end of input: the end of
+// IO.Stdin, or of an attachment's input under StdinOnce, closes nothing,
+// as with Docker and containerd. An exec with a terminal is the same
+// without a monitor: the caller holds the master, Process.Resize sets its
+// size, and Wait returns once the process exited and its output was copied
+// (a process left holding the terminal is cut off after 2 s of silence).
+//
+// Attach (driver.Attacher) works from any process on the root: a
+// container whose output nobody copies any more returns at once. It
+// returns nil once the output ended and was copied to the writers, ctx's
+// error when ctx ends first (a detach; no write to the writers begins
+// after it returned, and a Read of IO.Stdin under way then is left to
+// return on its own, what it read dropped), or an error when a writer
+// fails or the attachment was dropped (aborted). With OpenStdin the
+// process holds the write end of the init's standard input and feeds it
+// from the attachments; StdinOnce closes it when the first attachment's
+// input ends or it detaches.
 //
 // # Images
 //
@@ -156,7 +214,7 @@
 //
 // Runtime.As accepts **Runtime (this backend's own type); runtime.Container.As
 // accepts nothing (the backend has no per-container types). Of the
-// optional driver interfaces (CRILogReopener and NamespaceOpener
+// optional driver interfaces (CRILogReopener, NamespaceOpener and Attacher
 // included) the backend implements every one but
 // DiskResizer, DiskMaker and EventSource: its containers have no root disk
 // of their own, so disk resizing and cold moves are not-implemented,

@@ -134,6 +134,12 @@ func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Pro
 		return nil, classify(err)
 	}
 	master, err := recvMaster(ours)
+	var masterR *os.File
+	if err == nil {
+		if masterR, err = masterReader(master); err != nil {
+			master.Close()
+		}
+	}
 	if err != nil {
 		_ = p.Signal(syscall.SIGKILL)
 		_, _ = p.Wait()
@@ -142,7 +148,7 @@ func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Pro
 	// The Tee's cut: a process left behind holding the terminal does not
 	// hold up Wait for longer than outputIdle once the process exited.
 	tee := logfile.NewTee(io.Discard)
-	tee.Copy(master, nilIfNil(pio.Stdout))
+	tee.Copy(masterR, keepGoing(nilIfNil(pio.Stdout)))
 	if pio.Stdin != nil {
 		go func() { _, _ = io.Copy(master, pio.Stdin) }()
 	}
@@ -167,6 +173,8 @@ func (p *process) wait() {
 	ps, err := p.p.Wait()
 	if p.tee != nil {
 		p.tee.Finish(outputIdle)
+		// Held open until now: closing it hangs the terminal up.
+		p.master.Close()
 	}
 	p.st.ExitedAt = time.Now().UTC()
 	var ee *exec.ExitError

@@ -81,8 +81,9 @@ func runMonitor(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	// Unlocked on return, after the exit is recorded; the defer also keeps
-	// the file from being finalized, and unlocked, earlier.
+	// Unlocked once the exit is recorded and the output copied, or on
+	// return; the defer also keeps the file from being finalized, and
+	// unlocked, earlier. (A second unlock does nothing.)
 	defer unlock()
 	cfg, proc, err := readMonitorJob(dir)
 	if err != nil {
@@ -112,7 +113,12 @@ func runMonitor(args []string) int {
 		_ = k.c.Destroy()
 		return 1
 	}
-	return monitorInit(dir, k.c, k.p, k.tee)
+	code := monitorInit(dir, k.c, k.p, k.tee)
+	// Wait returns once the lock is released: the attachments have what
+	// is left of the output after that.
+	unlock()
+	k.srv.drain()
+	return code
 }
 
 // parseMonitorArgs reads the monitor's arguments: container dir,
@@ -224,6 +230,9 @@ type kept struct {
 	c   *lc.Container
 	p   *lc.Process
 	tee *logfile.Tee
+	// srv serves the control socket: once the copy ended and the exit is
+	// known, srv.drain lets the attachments take the end of the output.
+	srv *controlServer
 }
 
 // startKept creates the container in libcontainer and its init, whose
@@ -320,9 +329,15 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 	}
 	closeAll(theirs)
 	theirs = nil
+	var masterR *os.File
 	if console != nil {
 		ctl.master, err = recvMaster(console)
 		console.Close()
+		if err == nil {
+			if masterR, err = masterReader(ctl.master); err != nil {
+				ctl.master.Close()
+			}
+		}
 		if err != nil {
 			_ = c.Signal(unix.SIGKILL)
 			_, _ = np.Wait()
@@ -346,9 +361,8 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 	var feed *stdinFeed
 	ownFeed := false
 	if ctl.master != nil {
-		tee.CopyAlso(ctl.master, stdout, criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
+		tee.CopyAlso(masterR, keepGoing(stdout), criStream(crilog.Stdout), ctl.fan.Stream(streamStdout))
 		if spec.openStdin || stdin != nil {
-			// The tee closes the master once the output ended.
 			feed = newStdinFeed(ctl.master, false, false)
 			if !spec.openStdin {
 				go feed.copyFrom(stdin)
@@ -368,16 +382,19 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 	}
 	srv.serve(ctl)
 	tee.OnFinish(func() {
-		srv.stop()
+		srv.close()
+		if ctl.master != nil {
+			// The init has exited (or the output was cut): the
+			// terminal goes, and a write into it under way ends.
+			ctl.master.Close()
+		}
 		if feed != nil {
 			feed.stop(ownFeed)
 		}
-		if ctl.cri != nil {
-			ctl.cri.Close()
-		}
+		ctl.closeCRILog()
 		log.Close()
 	})
-	return &kept{c: c, p: np, tee: tee}, nil
+	return &kept{c: c, p: np, tee: tee, srv: srv}, nil
 }
 
 // lockedWriter is w, or nil, whose writes take turns with those of the
@@ -433,12 +450,13 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	r.exited[id] = exited
 	r.mu.Unlock()
 	go func() {
-		defer close(exited)
-		defer unlock()
 		if err := recordExit(dir, c, p); err != nil {
 			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
 		}
 		tee.Finish(outputIdle)
+		unlock()
+		close(exited)
+		k.srv.drain()
 	}()
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/containerd/errdefs"
@@ -60,6 +61,54 @@ func recvMaster(sock *os.File) (*os.File, error) {
 		return nil, fmt.Errorf("receive the terminal: %w", err)
 	}
 	return os.NewFile(uintptr(fd), "pty-master"), nil
+}
+
+// masterReader returns a second descriptor of the master for the copy of
+// the output, which closes it once the output ended: the master itself
+// must stay open until the process exits, as closing the last descriptor
+// of a master hangs its terminal up, and the process, whose output ended
+// when it closed its terminal, would be killed by the SIGHUP.
+func masterReader(master *os.File) (*os.File, error) {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	var dupErr error
+	if err := rc.Control(func(mfd uintptr) { fd, dupErr = unix.FcntlInt(mfd, unix.F_DUPFD_CLOEXEC, 3) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("dup the terminal: %w", dupErr)
+	}
+	// Non-blocking as the master is (one open file): pollable.
+	return os.NewFile(uintptr(fd), master.Name()), nil
+}
+
+// keepGoing is the writer of a terminal's output to the caller, w (nil:
+// none), whose failure drops it instead of ending the copy: a terminal has
+// no broken pipe to give its process, and a copy that stopped reading
+// would leave the process blocked on a full terminal, and the logs and
+// attachments without its output. One goroutine writes.
+func keepGoing(w io.Writer) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return &dropOnError{w: w}
+}
+
+type dropOnError struct {
+	w      io.Writer
+	failed bool
+}
+
+func (d *dropOnError) Write(p []byte) (int, error) {
+	if !d.failed {
+		if _, err := d.w.Write(p); err != nil {
+			d.failed = true
+		}
+	}
+	return len(p), nil
 }
 
 // setWinsize sets the size of the terminal whose master is f; a closed

@@ -54,14 +54,15 @@
 // (<stateDir>/volumes) are the runtime's, and the runtime cleans up after a
 // crash at any point when it is opened next.
 //
-// The container's output, its kept log and its CRI log file
-// (runtime.Config.CRILog, reopened with ReopenCRILog) are the embedded
-// engine's: see package backends/libcontainer.
+// The container's output, its kept log, its CRI log file
+// (runtime.Config.CRILog, reopened with ReopenCRILog), its terminals and
+// attachments (Attacher: Attach and ResizeTerminal, and exec with a
+// terminal) are the embedded engine's: see package backends/libcontainer.
 //
 // Runtime.As accepts **Runtime. runtime.Container.As accepts **Disk: the
 // container's root disk, its image file (Disk.Image) and consistent copies
 // of it (Disk.Snapshot). The backend implements every optional driver
-// interface (NamespaceOpener included) but Snapshotter and EventSource: the runtime archives
+// interface (NamespaceOpener and Attacher included) but Snapshotter and EventSource: the runtime archives
 // SnapshotDisk copies itself, and watches the containers for its events
 // (runtime.Runtime.Events) as on the embedded engine, OOM kills included.
 package parallels

@@ -136,8 +136,8 @@ type CreateRequest struct {
 	// attaches to it (Attacher.Attach), as Docker's --interactive does
 	// for a detached container; IO.Stdin is then nil. Without it the
 	// init's standard input is IO.Stdin, or nothing. StdinOnce closes it
-	// when the first attachment's input ends. Only on backends with
-	// Capabilities.Attach.
+	// when the first attachment's input ends (or it detaches), unless
+	// the init has a terminal. Only on backends with Capabilities.Attach.
 	OpenStdin, StdinOnce bool
 	// CRILog, when set, is a host file the container's output also
 	// goes to, in the Kubernetes CRI log format (see
@@ -292,7 +292,8 @@ type ProcessSpec struct {
 	User *specs.User
 	// Terminal gives the process a pseudo-terminal as its standard
 	// streams (Capabilities.Terminal): its output, stdout and stderr
-	// alike, goes to IO.Stdout, and IO.Stdin is typed into it.
+	// alike, goes to IO.Stdout, and IO.Stdin is typed into it (the end
+	// of IO.Stdin closes nothing: a terminal has no end of input).
 	// ConsoleSize is its size at first; Process.Resize changes it.
 	Terminal    bool
 	ConsoleSize *specs.Box
@@ -359,13 +360,16 @@ type Attacher interface {
 	// pio.Stderr (with a terminal, all of it to pio.Stdout), besides the
 	// container's logs, and pio.Stdin is fed to the init's standard input,
 	// which the container kept open for it (CreateRequest.OpenStdin;
-	// failed-precondition when it did not). Several attachments may be joined at once; each gets all the
-	// output. Attach returns once the init's output has ended (the
-	// init exited, or closed its output, and what it wrote was copied),
-	// or ctx ended: the attachment is then dropped and the container
-	// goes on. A writer that fails or blocks for long is dropped, never
-	// holding up the container or the other attachments; the end of
-	// pio.Stdin closes the init's standard input only with StdinOnce.
+	// failed-precondition when it did not). Several attachments may be
+	// joined at once; each gets all the output. Attach returns nil once
+	// the init's output has ended (the init exited, or closed its
+	// output, and what it wrote was copied), or ctx's error once ctx
+	// ended: the attachment is then dropped and the container goes on,
+	// and no write to pio's writers begins after Attach returned. A
+	// writer that fails or blocks for long is dropped, never holding up
+	// the container or the other attachments; the end of pio.Stdin (or
+	// a detach) closes the init's standard input only with StdinOnce,
+	// and never a terminal's.
 	Attach(ctx context.Context, id string, pio IO) error
 	// ResizeTerminal sets the size of the init's terminal (the container
 	// was created with Spec.Process.Terminal); failed-precondition

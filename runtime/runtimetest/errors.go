@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/berthrun/berth/runtime"
@@ -191,8 +192,32 @@ func testNotImplemented(t *testing.T, h Harness) {
 		{"export", caps.RootDisk, func() error { return c.Export(ctx, t.TempDir()+"/x") }},
 		// Created without a CRI log: failed-precondition where served.
 		{"reopen log", caps.CRILog, func() error { return c.ReopenLog(ctx) }},
+		// Served: the attachment ends with ctx, at once.
+		{"attach", caps.Attach, func() error {
+			actx, cancel := context.WithCancel(ctx)
+			cancel()
+			return c.Attach(actx, runtime.IO{Stdout: io.Discard})
+		}},
+		// Without a terminal: failed-precondition where served.
+		{"resize", caps.Attach, func() error { return c.Resize(ctx, specs.Box{Height: 10, Width: 10}) }},
+		{"open stdin", caps.Attach, func() error {
+			return createAndDelete(ctx, rt, h.Config(t, "/bin/true"), func(cfg *runtime.Config) { cfg.OpenStdin = true })
+		}},
+		{"terminal", caps.Terminal, func() error {
+			return createAndDelete(ctx, rt, h.Config(t, "/bin/true"), func(cfg *runtime.Config) { cfg.Spec.Process.Terminal = true })
+		}},
+		{"exec with a terminal", caps.Terminal, func() error {
+			p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/true"}, Terminal: true}, runtime.IO{})
+			if err == nil {
+				_, err = p.Wait(ctx)
+			}
+			return err
+		}},
 	}
 	for _, ch := range checks {
+		if ch.name == "exec with a terminal" && !caps.Exec {
+			continue // no exec at all: the exec check says so
+		}
 		err := ch.op()
 		if ch.has {
 			require.Falsef(t, isNotImplemented(err), "%s is a capability of the backend: %v", ch.name, err)
@@ -200,4 +225,15 @@ func testNotImplemented(t *testing.T, h Harness) {
 			require.Truef(t, isNotImplemented(err), "%s lacks a not-implemented error: %v", ch.name, err)
 		}
 	}
+}
+
+// createAndDelete creates a container of cfg as mutate changes it, and
+// deletes it.
+func createAndDelete(ctx context.Context, rt *runtime.Runtime, cfg *runtime.Config, mutate func(*runtime.Config)) error {
+	mutate(cfg)
+	c, err := rt.Create(ctx, NewID("noimpl"), cfg)
+	if err != nil {
+		return err
+	}
+	return c.Delete(ctx, runtime.DeleteOptions{Force: true})
 }
