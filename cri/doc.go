@@ -52,8 +52,9 @@
 // streaming server, k8s.io/cri-streaming (the kubelet's library), served
 // on a loopback address of its own (RuntimeOptions.StreamAddr; a port of
 // the kernel's choosing by default). It has neither authentication nor
-// TLS, so no other address is taken: the kubelet on the same host proxies
-// the streams. A URL serves once, within a minute.
+// TLS, so no other address is taken (a loopback IP, not a name): the
+// kubelet on the same host proxies the streams. A URL serves once, within
+// a minute.
 //
 // Every stream lives within its client's connection (the server watches
 // the connection, which net/http no longer does once a stream took it

@@ -95,7 +95,9 @@ func newStreamServer(addr string, rt streaming.Runtime) (*streamServer, error) {
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 30 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// A connection no stream took over.
+		IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return ctx },
 		// A request lives within its connection: see streamConn.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if sc, ok := c.(*streamConn); ok {
@@ -110,14 +112,11 @@ func newStreamServer(addr string, rt streaming.Runtime) (*streamServer, error) {
 }
 
 // checkLoopback refuses an address that is not host:port with a loopback
-// IP (or localhost) for host.
+// IP for host (a name could resolve to anything).
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("cri: streaming address %q: %v: %w", addr, err, errdefs.ErrInvalidArgument)
-	}
-	if host == "localhost" {
-		return nil
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return fmt.Errorf("cri: streaming address %q: not a loopback address (the streaming server has no authentication): %w", addr, errdefs.ErrInvalidArgument)
