@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("berth-cri", flag.ContinueOnError)
 	root := fs.String("root", "/var/lib/berth-cri", "state `DIR`")
 	listen := fs.String("listen", "unix:///run/berth/cri.sock", "unix socket `ADDRESS` to serve on")
-	streamAddr := fs.String("streaming-addr", cri.DefaultStreamAddr, "loopback `HOST:PORT` of the streaming server (exec, attach, port-forward); it has no authentication, so only a loopback address is taken")
+	streamAddr := fs.String("streaming-addr", cri.DefaultStreamAddr, "loopback `IP:PORT` of the streaming server (exec, attach, port-forward); it has no authentication, so only a loopback IP is taken")
 	cniConf := fs.String("cni-conf-dir", "/etc/berth/cni/net.d", "CNI network configuration `DIR` (the first *.conflist in it)")
 	var cniBin list
 	fs.Var(&cniBin, "cni-bin-dir", "CNI plugin `DIR` (repeatable; default /usr/lib/cni, /opt/cni/bin)")
