@@ -91,13 +91,18 @@ func (s *RuntimeService) createContainer(ctx context.Context, req *cri.CreateCon
 	return c.ID, nil
 }
 
-// runtimeContainer is the runtime's container of c.
-func (s *RuntimeService) runtimeContainer(ctx context.Context, c *container) (*runtime.Container, error) {
+// containerHandler is the runtime of c's pod.
+func (s *RuntimeService) containerHandler(c *container) (*runtime.Runtime, error) {
 	sb, err := s.state.sandbox(c.SandboxID)
 	if err != nil {
 		return nil, err
 	}
-	rt, err := s.handler(sb.Handler)
+	return s.handler(sb.Handler)
+}
+
+// runtimeContainer is the runtime's container of c.
+func (s *RuntimeService) runtimeContainer(ctx context.Context, c *container) (*runtime.Container, error) {
+	rt, err := s.containerHandler(c)
 	if err != nil {
 		return nil, err
 	}

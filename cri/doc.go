@@ -56,6 +56,42 @@
 // (id, image, namespace, pod, container): each running container's, and
 // the pod's network metrics from its infra container's namespace.
 //
+// A container config's tty gives its process a terminal (and TERM=xterm
+// unless set), whose output the CRI log records as stdout; stdin keeps
+// its standard input open for attachments, and stdin_once closes it when
+// the first attachment's input ends.
+//
+// # Streaming
+//
+// Exec, Attach and PortForward check their request (the container exists
+// and runs, the pod is ready: NotFound, FailedPrecondition; a stream is
+// asked for, not tty with stderr: InvalidArgument) and return a URL of the
+// streaming server, k8s.io/cri-streaming (the kubelet's library), served
+// on a loopback address of its own (RuntimeOptions.StreamAddr; a port of
+// the kernel's choosing by default). It has neither authentication nor
+// TLS, so no other address is taken (a loopback IP, not a name): the
+// kubelet on the same host proxies the streams. A URL serves once, within
+// a minute.
+//
+// Every stream lives within its client's connection (the server watches
+// the connection, which net/http no longer does once a stream took it
+// over): when the client goes away, or the server closes, an exec's
+// process is killed (containerd lets it run until it exits), an
+// attachment is dropped and its container goes on, a forwarded connection
+// is closed. Nothing of a stream is left behind: an exec without a
+// terminal writes to pipes of the server's own, so a process it left
+// running in the container and that holds its output holds nothing of the
+// server's. An exec's exit code goes to the client as the protocol says
+// (v4 and later). A terminal's size follows the client's.
+//
+// A forwarded connection is made to 127.0.0.1 (then ::1) in the pod's
+// network namespace, the infra's as it was created: the socket is made on
+// a thread that entered the namespace and is thrown away afterwards, and
+// keeps the namespace wherever it is used. A pod on the host's network
+// gets the host's loopback. A port nobody listens on fails that one
+// connection, and the others go on. The end of one side's data is passed
+// on to the other as a half-close.
+//
 // # State
 //
 // The server keeps a record of each pod and container (the kubelet's

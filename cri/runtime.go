@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -32,6 +33,11 @@ type RuntimeOptions struct {
 	// StateDir keeps the server's records of pods and containers, so a
 	// restarted server serves them again.
 	StateDir string
+	// StreamAddr is the loopback address (host:port) of the streaming
+	// server, where the URLs that Exec, Attach and PortForward return
+	// lead; "" is DefaultStreamAddr. A non-loopback address is refused:
+	// the server has neither authentication nor TLS.
+	StreamAddr string
 }
 
 // RuntimeService is the CRI runtime service: pods as an infra container
@@ -45,6 +51,7 @@ type RuntimeService struct {
 	state    *state
 	dir      string
 	events   *eventHub
+	stream   *streamServer
 }
 
 // NewRuntimeService serves pods and containers on the handlers of opts.
@@ -65,10 +72,18 @@ func NewRuntimeService(opts RuntimeOptions) (*RuntimeService, error) {
 	}
 	s.events = newEventHub(s)
 	if err := s.reconcile(context.Background()); err != nil {
+		s.events.close()
+		return nil, err
+	}
+	if s.stream, err = newStreamServer(opts.StreamAddr, streamRuntime{s}); err != nil {
+		s.events.close()
 		return nil, err
 	}
 	return s, nil
 }
+
+// StreamAddr is the address the streaming server listens on.
+func (s *RuntimeService) StreamAddr() net.Addr { return s.stream.addr() }
 
 // reconcile removes what a server that died half-way through a create
 // left: runtime containers it labelled but never recorded, and their
@@ -115,10 +130,12 @@ func (s *RuntimeService) reconcile(ctx context.Context) error {
 	return nil
 }
 
-// Close ends the service's event streams.
+// Close ends the service's event streams and its streaming server: every
+// exec's process is killed, attachments are dropped (their containers go
+// on), forwarded connections are closed.
 func (s *RuntimeService) Close() error {
 	s.events.close()
-	return nil
+	return s.stream.close()
 }
 
 // handler returns the runtime of a pod's handler.

@@ -48,6 +48,14 @@ func (s *RuntimeService) containerConfig(ctx context.Context, sb *sandbox, cfg *
 	spec := runtime.DefaultSpec("", args...)
 	p := spec.Process
 	p.Env = mergeEnv(ic.Env, cfg.GetEnvs())
+	if cfg.GetTty() {
+		// A terminal, and a TERM for it unless the image or the config
+		// name one, as containerd gives.
+		p.Terminal = true
+		if !slices.ContainsFunc(p.Env, func(e string) bool { return strings.HasPrefix(e, "TERM=") }) {
+			p.Env = append(p.Env, "TERM=xterm")
+		}
+	}
 	p.Cwd = cfg.GetWorkingDir()
 	if p.Cwd == "" {
 		p.Cwd = ic.WorkingDir
@@ -81,6 +89,11 @@ func (s *RuntimeService) containerConfig(ctx context.Context, sb *sandbox, cfg *
 		Volumes:     vols,
 		ImageMounts: imounts,
 		Labels:      map[string]string{labelKind: "container", labelSandbox: sb.ID},
+		// The kubelet's stdin: kept open for attachments (Attach), closed
+		// after the first one's input ends with stdin_once (which means
+		// nothing without stdin, as containerd reads it).
+		OpenStdin: cfg.GetStdin(),
+		StdinOnce: cfg.GetStdin() && cfg.GetStdinOnce(),
 	}
 	if dir, lp := sb.cfg.GetLogDirectory(), cfg.GetLogPath(); dir != "" && lp != "" {
 		rc.CRILog = filepath.Join(dir, lp)

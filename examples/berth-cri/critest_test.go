@@ -26,10 +26,9 @@ func critestDir() string {
 	return "/var/lib/berth-critest"
 }
 
-// critestSkip are the specs this run leaves out, and why: the streaming
-// ones (exec, attach, port-forward) are the next issue's; NRI needs an NRI
-// socket berth does not serve; this kernel has no AppArmor.
-const critestSkip = `Streaming|NRI|AppArmor|apparmor`
+// critestSkip are the specs this run leaves out, and why: NRI needs an
+// NRI socket berth does not serve; this kernel has no AppArmor.
+const critestSkip = `NRI|AppArmor|apparmor`
 
 // critestKnown are the specs berth fails here, each with its cause; any
 // other failure fails the test. (The issue that tracks each says what is

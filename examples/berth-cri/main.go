@@ -7,12 +7,16 @@
 //	berth-cri --root /var/lib/berth-cri --listen unix:///run/berth/cri.sock \
 //	    [--cni-conf-dir DIR] [--cni-bin-dir DIR]... \
 //	    [--allow-privileged] [--allow-host-namespaces] [--allow-unfiltered-seccomp] \
-//	    [--allow-setid-images] \
+//	    [--allow-setid-images] [--streaming-addr 127.0.0.1:PORT] \
 //	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]...
 //
 // Containers outlive it: each has a monitor of its own, and a restarted
 // berth-cri on the same root serves the pods and containers it made
-// before. It stops on SIGINT or SIGTERM, letting calls in progress end.
+// before. Exec, attach and port-forward streams are served on a loopback
+// address (--streaming-addr, a port of the kernel's choosing by default)
+// that the kubelet reaches on the same host. It stops on SIGINT or
+// SIGTERM, letting calls in progress end; streams are ended (an exec's
+// process killed, an attachment dropped, a forwarded connection closed).
 package main
 
 import (
@@ -58,6 +62,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("berth-cri", flag.ContinueOnError)
 	root := fs.String("root", "/var/lib/berth-cri", "state `DIR`")
 	listen := fs.String("listen", "unix:///run/berth/cri.sock", "unix socket `ADDRESS` to serve on")
+	streamAddr := fs.String("streaming-addr", cri.DefaultStreamAddr, "loopback `IP:PORT` of the streaming server (exec, attach, port-forward); it has no authentication, so only a loopback IP is taken")
 	cniConf := fs.String("cni-conf-dir", "/etc/berth/cni/net.d", "CNI network configuration `DIR` (the first *.conflist in it)")
 	var cniBin list
 	fs.Var(&cniBin, "cni-bin-dir", "CNI plugin `DIR` (repeatable; default /usr/lib/cni, /opt/cni/bin)")
@@ -125,11 +130,16 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rs, err := cri.NewRuntimeService(cri.RuntimeOptions{Handlers: handlers, Images: store, Network: netw, StateDir: filepath.Join(*root, "cri")})
+	rs, err := cri.NewRuntimeService(cri.RuntimeOptions{Handlers: handlers, Images: store, Network: netw, StateDir: filepath.Join(*root, "cri"), StreamAddr: *streamAddr})
 	if err != nil {
 		return err
 	}
-	defer rs.Close()
+	defer func() {
+		if err := rs.Close(); err != nil {
+			log.Printf("close: %v", err)
+		}
+	}()
+	log.Printf("streaming server on %s", rs.StreamAddr())
 	l, err := cri.Listen(*listen)
 	if err != nil {
 		return err
