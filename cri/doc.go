@@ -47,6 +47,11 @@
 // (a mount that is not read-only is refused), held until the container is
 // removed.
 //
+// A container config's tty gives its process a terminal (and TERM=xterm
+// unless set), whose output the CRI log records as stdout; stdin keeps
+// its standard input open for attachments, and stdin_once closes it when
+// the first attachment's input ends.
+//
 // # Metrics
 //
 // ContainerStats and PodSandboxStats read the runtime's Stats;
@@ -55,11 +60,6 @@
 // container_fs_usage_bytes...), with cAdvisor's labels after the base ones
 // (id, image, namespace, pod, container): each running container's, and
 // the pod's network metrics from its infra container's namespace.
-//
-// A container config's tty gives its process a terminal (and TERM=xterm
-// unless set), whose output the CRI log records as stdout; stdin keeps
-// its standard input open for attachments, and stdin_once closes it when
-// the first attachment's input ends.
 //
 // # Streaming
 //
