@@ -77,7 +77,8 @@ type LateTerminalSize interface {
 // once it is set.
 func sttySize(h Harness) string {
 	if l, ok := h.(LateTerminalSize); ok && l.LateTerminalSize() {
-		return `i=0; while [ "$(stty size)" = "0 0" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; stty size`
+		// busybox's stty fails on a terminal of no size yet.
+		return `i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; do sleep 0.05; i=$((i+1)); done; stty size`
 	}
 	return "stty size"
 }
