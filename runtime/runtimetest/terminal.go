@@ -77,8 +77,9 @@ type LateTerminalSize interface {
 // once it is set.
 func sttySize(h Harness) string {
 	if l, ok := h.(LateTerminalSize); ok && l.LateTerminalSize() {
-		// busybox's stty fails on a terminal of no size yet.
-		return `i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; do sleep 0.05; i=$((i+1)); done; stty size`
+		// busybox's stty prints an error, and succeeds, on a terminal
+		// of no size yet.
+		return `i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); case "$s" in [1-9]*" "[1-9]*) break ;; esac; sleep 0.05; i=$((i+1)); done; echo "$s"`
 	}
 	return "stty size"
 }
