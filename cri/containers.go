@@ -432,7 +432,9 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 
 // ExecSync runs a command in a running container and returns its output
 // and exit code; past the timeout the command is killed and the call
-// fails with DeadlineExceeded.
+// fails with DeadlineExceeded. A child the command left behind holding its
+// output holds up neither (runtime.Process.Wait cuts the output), and is
+// not killed: as with containerd and Docker, it is the container's.
 func (s *RuntimeService) ExecSync(ctx context.Context, req *cri.ExecSyncRequest) (*cri.ExecSyncResponse, error) {
 	c, rc, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {

@@ -361,7 +361,11 @@ type Process struct {
 // Pid is the process's pid on the host (0 if the backend cannot tell).
 func (p *Process) Pid() int { return p.p.Pid() }
 
-// Wait blocks until the process exits and its output has been copied.
+// Wait returns once the process has exited and its output was copied;
+// output that a process it left behind keeps writing is copied while it
+// makes progress, and cut after 2 s of none, or 10 s after the exit in all
+// (Docker's daemon cuts it 2 s after the exit), so that a child holding the
+// output, or writing on, never holds up Wait.
 func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 	st, err := p.p.Wait(ctx)
 	return st, wrap(p.c.id, err)

@@ -51,7 +51,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 		return execTerminal(c, &sp, pio)
 	}
 	p := nativeProcess(&sp, false)
-	p.Stdin, p.Stdout, p.Stderr = pio.Stdin, pio.Stdout, pio.Stderr
+	p.Stdin = pio.Stdin
 	stdin, closeStdin, err := stdinPipe(pio.Stdin)
 	if err != nil {
 		return nil, err
@@ -59,14 +59,96 @@ func (r *Runtime) Exec(ctx context.Context, id string, ps *driver.ProcessSpec, p
 	if stdin != nil {
 		p.Stdin = stdin
 	}
+	out, err := outputPipes(p, nilIfNil(pio.Stdout), nilIfNil(pio.Stderr))
+	if err != nil {
+		closeStdin(true)
+		return nil, err
+	}
 	err = c.Run(p)
 	closeStdin(err != nil)
+	tee := out.started(err == nil)
 	if err != nil {
 		return nil, classify(err)
 	}
-	proc := &process{p: p, done: make(chan struct{})}
+	proc := &process{p: p, tee: tee, done: make(chan struct{})}
 	go proc.wait()
 	return proc, nil
+}
+
+// outputs are the pipes an exec'd process writes its output into, which
+// berth copies to the caller's writers (a logfile.Tee): given the writers
+// themselves, libcontainer's exec.Cmd would copy them and its Wait would
+// wait for the copies, which a child the process left behind holding the
+// pipes (a daemon, "cmd &") holds up until it exits. The Tee's Finish
+// cuts them instead. A writer that is a file is the process's own, with
+// nothing to copy.
+type outputs struct {
+	// ours are the pipes' read ends and the writers they go to; theirs
+	// the write ends, closed once the process has them.
+	ours   []*os.File
+	to     []io.Writer
+	theirs []*os.File
+}
+
+// outputPipes sets the process's stdout and stderr: pipes of berth's for
+// stdout and stderr that are not files, one for both when they are the
+// same writer (as exec.Cmd does: writes to it never run at once).
+func outputPipes(p *lc.Process, stdout, stderr io.Writer) (*outputs, error) {
+	o := &outputs{}
+	pipe := func(w io.Writer) (io.Writer, error) {
+		if _, ok := w.(*os.File); ok || w == nil {
+			return w, nil
+		}
+		r, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		o.ours, o.to, o.theirs = append(o.ours, r), append(o.to, w), append(o.theirs, pw)
+		return pw, nil
+	}
+	var err error
+	if p.Stdout, err = pipe(stdout); err != nil {
+		return nil, err
+	}
+	if sameWriter(stdout, stderr) {
+		p.Stderr = p.Stdout
+		return o, nil
+	}
+	if p.Stderr, err = pipe(stderr); err != nil {
+		o.started(false)
+		return nil, err
+	}
+	return o, nil
+}
+
+// started closes the write ends, which the process has now, and starts
+// the copies when it ran (nil when there is nothing to copy); when it did
+// not, the read ends go too.
+func (o *outputs) started(ran bool) *logfile.Tee {
+	closeAll(o.theirs)
+	if !ran {
+		closeAll(o.ours)
+		return nil
+	}
+	if len(o.ours) == 0 {
+		return nil
+	}
+	tee := logfile.NewTee(io.Discard)
+	for i, r := range o.ours {
+		tee.Copy(r, o.to[i])
+	}
+	return tee
+}
+
+// sameWriter reports whether a and b are the same writer, without the
+// panic of comparing writers of a type that is not comparable.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a != nil && a == b
 }
 
 // stdinPipe hands the process the read end of a pipe of berth's, fed from
@@ -159,8 +241,8 @@ func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Pro
 
 type process struct {
 	p *lc.Process
-	// master is the process's terminal, and tee copies its output; nil
-	// without a terminal.
+	// master is the process's terminal; nil without one. tee copies its
+	// output (nil when the caller's writers are files, or none).
 	master *os.File
 	tee    *logfile.Tee
 	done   chan struct{}
@@ -172,7 +254,9 @@ func (p *process) wait() {
 	defer close(p.done)
 	ps, err := p.p.Wait()
 	if p.tee != nil {
-		p.tee.Finish(outputIdle)
+		p.tee.Finish(outputIdle, outputMost)
+	}
+	if p.master != nil {
 		// Held open until now: closing it hangs the terminal up.
 		p.master.Close()
 	}

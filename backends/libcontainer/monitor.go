@@ -109,7 +109,7 @@ func runMonitor(args []string) int {
 		// will ever start it, so do not leave it behind.
 		_ = k.c.Signal(unix.SIGKILL)
 		_, _ = k.p.Wait()
-		k.tee.Finish(outputIdle)
+		k.tee.Finish(outputIdle, outputMost)
 		_ = k.c.Destroy()
 		return 1
 	}
@@ -160,7 +160,7 @@ func monitorInit(dir string, c *lc.Container, p *lc.Process, tee *logfile.Tee) i
 	err := recordExit(dir, c, p)
 	// The exit is known; the output is copied to its end before the
 	// monitor goes (Wait returns once it has).
-	tee.Finish(outputIdle)
+	tee.Finish(outputIdle, outputMost)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth monitor:", err)
 		return 1
@@ -168,9 +168,15 @@ func monitorInit(dir string, c *lc.Container, p *lc.Process, tee *logfile.Tee) i
 	return 0
 }
 
-// outputIdle is how long the copy of a stopped container's output may make
-// no progress before it is cut (see logfile.Tee.Finish).
-const outputIdle = 2 * time.Second
+// outputIdle is how long the copy of an exited process's output (a
+// container's init, an exec'd process) may make no progress before it is
+// cut, and outputMost how long it may go on in all after the exit, so that
+// a process left behind holding the output, or writing on, never holds up
+// the Wait (see logfile.Tee.Finish).
+const (
+	outputIdle = 2 * time.Second
+	outputMost = 10 * time.Second
+)
 
 // outputSpec is where a container's output goes besides the caller's
 // writers, and how its standard input is kept.
@@ -453,7 +459,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		if err := recordExit(dir, c, p); err != nil {
 			fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err)
 		}
-		tee.Finish(outputIdle)
+		tee.Finish(outputIdle, outputMost)
 		unlock()
 		close(exited)
 		k.srv.drain()

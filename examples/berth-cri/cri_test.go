@@ -648,3 +648,44 @@ func TestParallelsHandler(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, leftovers(t, root, pod, cr.ContainerId))
 }
+
+// ExecSync (the kubelet's exec probes) returns once the command exited,
+// even when a child it left behind holds its output; with a timeout, a
+// command killed at it whose child holds the output fails promptly with
+// DeadlineExceeded. As with containerd and Docker, the children are not
+// killed: they are the container's processes.
+func TestExecSyncChildHoldsOutput(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	root := fixture.TempDir(t)
+	busyboxImage(t, root)
+	s := startServer(t, root)
+	pcfg := podConfig("execsync")
+	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
+	require.NoError(t, err)
+	pod := run.PodSandboxId
+	cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("c", "sleep", "1000"), SandboxConfig: pcfg})
+	require.NoError(t, err)
+	cid := cr.ContainerId
+	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cid})
+	require.NoError(t, err)
+
+	for _, timeout := range []int64{0, 10} {
+		ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "sleep 100000 & echo hi"}, Timeout: timeout})
+		require.NoError(t, err)
+		require.Zero(t, ex.ExitCode, "%s", ex.Stderr)
+		require.Equal(t, "hi\n", string(ex.Stdout))
+	}
+	for _, script := range []string{"sleep 100000", "sleep 100001 & sleep 100000"} {
+		_, err = s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", script}, Timeout: 1})
+		requireCode(t, codes.DeadlineExceeded, err)
+	}
+	ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"ps", "-o", "args"}, Timeout: 10})
+	require.NoError(t, err)
+	require.Contains(t, string(ex.Stdout), "sleep 100001", "the child left behind lives on")
+
+	_, err = s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	require.Empty(t, leftovers(t, root, pod, cid))
+}

@@ -104,10 +104,42 @@ func TestTeeFinishCutsIdlePipe(t *testing.T) {
 	tee.OnFinish(func() { w.Close() })
 	_, _ = pw.Write([]byte("hello\n"))
 	start := time.Now()
-	tee.Finish(200 * time.Millisecond)
+	tee.Finish(200*time.Millisecond, 0)
 	assert.Less(t, time.Since(start), 5*time.Second)
 	assert.Equal(t, "hello\n", out.String())
 	assert.Equal(t, "hello\n", readAll(t, path))
+}
+
+// A pipe that a process left behind keeps writing into is never idle: it
+// is cut once the total bound passed, and what was copied before is kept.
+func TestTeeFinishCutsBusyPipe(t *testing.T) {
+	r, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pw.Close()
+	var out bytes.Buffer
+	tee := NewTee(io.Discard)
+	tee.Copy(r, &out)
+	_, err = pw.Write([]byte("first\n"))
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if _, err := pw.Write([]byte("x\n")); err != nil {
+				return
+			}
+		}
+	}()
+	tee.Finish(time.Hour, 300*time.Millisecond)
+	close(stop)
+	<-wrote
+	assert.True(t, strings.HasPrefix(out.String(), "first\n"), out.String())
 }
 
 // closeRecorder is a side writer that records what it got and its close.
@@ -138,7 +170,7 @@ func TestTeeCopyAlso(t *testing.T) {
 	_, _ = pw2.Write([]byte("two\n"))
 	pw1.Close()
 	pw2.Close()
-	tee.Finish(time.Minute) // the pipes end first
+	tee.Finish(time.Minute, 0) // the pipes end first
 	assert.Equal(t, "one\n", out.String())
 	assert.Equal(t, "one\n", side1.String())
 	assert.Equal(t, "two\n", side2.String())

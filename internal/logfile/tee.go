@@ -86,10 +86,14 @@ func (t *Tee) CopyAlso(r *os.File, w io.Writer, also ...io.WriteCloser) {
 }
 
 // Finish returns once every pipe reached its end, which it does when the
-// container's processes are gone. A process that outlives the init (a
-// container sharing the host's PID namespace) may hold a pipe open: once
-// the copies have been idle for idle, Finish closes the pipes and returns.
-func (t *Tee) Finish(idle time.Duration) {
+// container's processes are gone. A process that outlives the one waited
+// for (a child of an exec'd process, a process of a container sharing the
+// host's PID namespace) may hold a pipe open: Finish closes the pipes and
+// returns once the copies have been idle for idle, or, whatever their
+// progress, once most has passed (most <= 0: no such bound), so that a
+// process writing on never holds it up. A write to a caller's writer
+// under way is waited for.
+func (t *Tee) Finish(idle, most time.Duration) {
 	defer func() {
 		for _, f := range t.onFinish {
 			f()
@@ -105,11 +109,21 @@ func (t *Tee) Finish(idle time.Duration) {
 		<-done
 		return
 	}
+	var deadline <-chan time.Time
+	if most > 0 {
+		timer := time.NewTimer(most)
+		defer timer.Stop()
+		deadline = timer.C
+	}
 	tick := time.NewTicker(idle / 4)
 	defer tick.Stop()
 	for {
 		select {
 		case <-done:
+			return
+		case <-deadline:
+			t.cut()
+			<-done
 			return
 		case <-tick.C:
 			if t.busy.Load() == 0 && time.Since(time.Unix(0, t.last.Load())) > idle {

@@ -375,7 +375,11 @@ type ProcessSpec struct {
 // Process is a running extra process.
 type Process interface {
 	Pid() int
-	// Wait blocks until the process exits and its output was copied.
+	// Wait returns once the process has exited and its output was copied;
+	// output that a process it left behind keeps writing is copied while it
+	// makes progress, and cut after 2 s of none, or 10 s after the exit in all
+	// (Docker's daemon cuts it 2 s after the exit), so that a child holding the
+	// output, or writing on, never holds up Wait.
 	Wait(ctx context.Context) (ExitStatus, error)
 	Signal(ctx context.Context, sig syscall.Signal) error
 	// Resize sets the size of the process's terminal;

@@ -27,6 +27,7 @@ func testExec(t *testing.T, h Harness) {
 	execProcesses(ctx, t, c)
 	execIdleStdin(ctx, t, c)
 	execMissingAndSignal(ctx, t, c)
+	execChildHoldsOutput(ctx, t, c, rt.Capabilities().Terminal)
 }
 
 // execRun runs p in c with stdin and returns how it ended and its output.
@@ -102,4 +103,33 @@ func execMissingAndSignal(ctx context.Context, t *testing.T, c *runtime.Containe
 	es, err := proc.Wait(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 137, es.Code)
+}
+
+// execChildHoldsOutput: a process that leaves a child behind holding its
+// output (a daemon, "cmd &") is waited for until it exits, not until the
+// child does; nor does a child that keeps writing hold up Wait. Its
+// output up to its exit is all there. With a terminal too, when the
+// backend has them.
+func execChildHoldsOutput(ctx context.Context, t *testing.T, c *runtime.Container, terminal bool) {
+	for _, tty := range []bool{false, true} {
+		if tty && !terminal {
+			continue
+		}
+		for _, script := range []string{
+			"sleep 100000 & echo hi",
+			"(while :; do echo x; sleep 0.1; done) & echo hi",
+		} {
+			stdout, stderr := newBuffer(), newBuffer()
+			pio := runtime.IO{Stdout: stdout, Stderr: stderr}
+			if tty {
+				pio.Stderr = nil
+			}
+			proc, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", script}, Terminal: tty}, pio)
+			require.NoError(t, err)
+			es, err := proc.Wait(ctx)
+			require.NoErrorf(t, err, "Wait of %q (terminal %v) waits for its child", script, tty)
+			require.Equal(t, 0, es.Code, script)
+			require.Contains(t, stdout.String(), "hi", script)
+		}
+	}
 }
