@@ -145,6 +145,8 @@ func (s *RuntimeService) StartContainer(ctx context.Context, req *cri.StartConta
 	if err != nil {
 		return nil, grpcError(err)
 	}
+	c.emu.Lock()
+	defer c.emu.Unlock()
 	if err := rc.Start(ctx); err != nil {
 		return nil, grpcError(err)
 	}

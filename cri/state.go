@@ -74,6 +74,10 @@ type container struct {
 	cfg *cri.ContainerConfig
 	// fmu guards Started against readers that do not take mu.
 	fmu sync.Mutex
+	// emu is held by a start from before the runtime's start until its
+	// event is published, so that the stop of a container that exits at
+	// once is published after it.
+	emu sync.Mutex
 }
 
 func (c *container) started() time.Time {
