@@ -63,8 +63,12 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 		rec := &imageInfo{Config: p.config.info.Digest, Imported: now, Size: int64(len(p.manifest)) + p.config.info.Size}
 		blobs := append([]*staged{p.config}, p.layers...)
 		for _, b := range blobs {
-			if err := s.placeBlob(b.info.Digest, b.path, &dirs); err != nil {
+			placed, err := s.placeBlob(b.info.Digest, b.path, &dirs)
+			if err != nil {
 				return err
+			}
+			if fi, err := os.Lstat(s.blobPath(b.info.Digest)); placed && err == nil {
+				s.known.remember(fi, in.lim.layerLimits(0), b.info)
 			}
 		}
 		rec.Blobs = append(rec.Blobs, p.config.info.Digest)
@@ -81,7 +85,7 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 				return errclass.OS(err)
 			}
 		}
-		if err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
+		if _, err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
 			return err
 		}
 		idx.Images[p.digest] = rec
@@ -97,26 +101,27 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 	return nil
 }
 
-// placeBlob renames a staged file into blobs/ unless the blob is there.
-func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) error {
+// placeBlob renames a staged file into blobs/ unless the blob is there,
+// and says whether it did.
+func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) (bool, error) {
 	dst := s.blobPath(d)
 	if _, err := os.Lstat(dst); err == nil {
-		return nil
+		return false, nil
 	}
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if err := os.Chmod(staged, 0o444); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if err := os.Rename(staged, dst); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if !contains(*dirs, dir) {
 		*dirs = append(*dirs, dir)
 	}
-	return nil
+	return true, nil
 }
 
 func syncDir(dir string) error {

@@ -39,6 +39,8 @@ type Store struct {
 	fsync bool
 	// trees is the kind of tree Rootfs gives.
 	trees treeKind
+	// known are the analyses of layers in blobs/ (see knownLayers).
+	known knownLayers
 }
 
 type options struct {
@@ -251,6 +253,8 @@ func (s *Store) collect(idx *index) error {
 		blobs, _ := os.ReadDir(filepath.Join(s.dir, blobsDir, a.Name()))
 		for _, b := range blobs {
 			if !used[digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())] {
+				d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())
+				s.known.forget(d)
 				if err := os.Remove(filepath.Join(s.dir, blobsDir, a.Name(), b.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return errclass.OS(err)
 				}
