@@ -150,7 +150,7 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		}
 	}
 	sort.Strings(im.Tags)
-	mb, err := s.readBlob(d, DefaultLimits.MaxJSONBytes)
+	mb, err := s.readDoc(d)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		return nil, fmt.Errorf("stored manifest: %v: %w", err, errdefs.ErrDataLoss)
 	}
 	im.manifest = *m
-	cb, err := s.readBlob(rec.Config, DefaultLimits.MaxJSONBytes)
+	cb, err := s.readDoc(rec.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +167,20 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		return nil, fmt.Errorf("stored config: %v: %w", err, errdefs.ErrDataLoss)
 	}
 	return im, nil
+}
+
+// readDoc reads a manifest or config of the store and verifies it, once
+// (see knownDocs): the bytes are to read only.
+func (s *Store) readDoc(d digest.Digest) ([]byte, error) {
+	if b, ok := s.docs.get(d); ok {
+		return b, nil
+	}
+	b, err := s.readBlob(d, DefaultLimits.MaxJSONBytes)
+	if err != nil {
+		return nil, err
+	}
+	s.docs.put(d, b)
+	return b, nil
 }
 
 // readBlob reads a small blob and verifies it.

@@ -98,3 +98,58 @@ func (k *knownLayers) forget(d digest.Digest) {
 	delete(k.m, d)
 	k.mu.Unlock()
 }
+
+// maxKnownDocBytes bounds the bytes of the documents a store remembers.
+const maxKnownDocBytes = 16 << 20
+
+// knownDocs remembers the manifests and configs of the store that were
+// read and verified, by digest: a blob's content never changes under its
+// digest, so Get and List (the CRI's ImageStatus and ListImages, called
+// all the time) need not open and hash the same two small files for each
+// image at each call. The index is still read at each call: it alone says
+// which images there are. Reads of content for others (OpenContent,
+// Export) read the blobs again.
+type knownDocs struct {
+	mu    sync.Mutex
+	m     map[digest.Digest][]byte
+	bytes int
+}
+
+// get returns the verified bytes of document d, to read only.
+func (k *knownDocs) get(d digest.Digest) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b, ok := k.m[d]
+	return b, ok
+}
+
+// put records the verified bytes b of document d.
+func (k *knownDocs) put(d digest.Digest, b []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[digest.Digest][]byte{}
+	}
+	if _, ok := k.m[d]; ok || len(b) > maxKnownDocBytes {
+		return
+	}
+	for k.bytes+len(b) > maxKnownDocBytes {
+		for od, ob := range k.m { // any one goes
+			delete(k.m, od)
+			k.bytes -= len(ob)
+			break
+		}
+	}
+	k.m[d] = b
+	k.bytes += len(b)
+}
+
+// forget drops document d (the store removed it).
+func (k *knownDocs) forget(d digest.Digest) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if b, ok := k.m[d]; ok {
+		delete(k.m, d)
+		k.bytes -= len(b)
+	}
+}

@@ -122,3 +122,36 @@ func TestPullKnownLayerLimits(t *testing.T) {
 		})
 	}
 }
+
+// What a store remembers of an image's documents never outlives the
+// image: removed through another Store on the same directory (another
+// process), it is not found, and a new image over the same blobs is
+// read as stored.
+func TestGetRemovedElsewhere(t *testing.T) {
+	s := openStore(t)
+	first, _, _ := sharedLayerImages()
+	require.NoError(t, pullImage(s, first, "first:1", image.Limits{}))
+	im, err := s.Get(ctx, "first:1")
+	require.NoError(t, err)
+	list, err := s.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+
+	other, err := image.Open(s.Dir())
+	require.NoError(t, err)
+	_, err = other.Remove(ctx, "first:1")
+	require.NoError(t, err)
+	_, err = s.Get(ctx, "first:1")
+	assert.True(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = s.Get(ctx, im.Digest.String())
+	assert.True(t, errdefs.IsNotFound(err), "%v", err)
+	list, err = s.List(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, list)
+
+	require.NoError(t, pullImage(other, first, "again:1", image.Limits{}))
+	again, err := s.Get(ctx, "again:1")
+	require.NoError(t, err)
+	assert.Equal(t, im.Digest, again.Digest)
+	assert.Equal(t, []string{"again:1"}, again.Tags)
+}

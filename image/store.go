@@ -41,6 +41,8 @@ type Store struct {
 	trees treeKind
 	// known are the analyses of layers in blobs/ (see knownLayers).
 	known knownLayers
+	// docs are the manifests and configs read already (see knownDocs).
+	docs knownDocs
 }
 
 type options struct {
@@ -255,6 +257,7 @@ func (s *Store) collect(idx *index) error {
 			if !used[digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())] {
 				d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())
 				s.known.forget(d)
+				s.docs.forget(d)
 				if err := os.Remove(filepath.Join(s.dir, blobsDir, a.Name(), b.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return errclass.OS(err)
 				}

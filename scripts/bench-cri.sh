@@ -23,7 +23,11 @@
 #   container  CreateContainer (an ImageStatus then CreateContainer),
 #              StartContainer, ContainerStatus, StopContainer, RemoveContainer
 #              of `top` in busybox, each in a pod of its own (made and
-#              removed untimed)
+#              removed untimed). containerd does runc's create in
+#              StartContainer and tears the task down as it stops; berth
+#              creates in CreateContainer and tears down in RemoveContainer:
+#              the table also gives Create+Start and Stop+Remove
+#   sum-of-ops each benchmark's operations summed per sample
 #   image      PullImage, ImageStatus, RemoveImage of a small image
 #   listing    ListImages
 #   scratch    RunPodSandbox + CreateContainer + StartContainer +
@@ -239,6 +243,14 @@ medians() {
 			| (range($ops | length) as $i
 			   | [$dp[].operationsDurationsNs[$i]] as $v
 			   | "\($b)/\($ops[$i]) \($v | median) \($v | length)"),
+			  # containerd runs runc create in StartContainer and tears the
+			  # task down as it stops, berth in CreateContainer and
+			  # RemoveContainer: each pair is compared whole too.
+			  ([["CreateContainer", "StartContainer"], ["StopContainer", "RemoveContainer"]][]
+			   | . as $pair | [$pair[] as $o | $ops | index($o)] as $ix
+			   | select(all($ix[]; . != null))
+			   | [$dp[].operationsDurationsNs | [.[$ix[]]] | add] as $v
+			   | "\($b)/\($pair | join("+")) \($v | median) \($v | length)"),
 			  (if ($ops | length) > 1 then [$dp[].operationsDurationsNs | add] as $v
 			   | "\($b)/sum-of-ops \($v | median) \($v | length)" else empty end)' "$d"/*/"$f.json"
 	done
