@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/ocilayout"
+	"github.com/berthrun/berth/internal/deepcopy"
 	"github.com/berthrun/berth/internal/errclass"
 )
 
@@ -39,11 +40,12 @@ type Image struct {
 }
 
 // Config is what a container of the image runs: entrypoint, command,
-// environment, working directory, user.
-func (i *Image) Config() ocispec.ImageConfig { return i.config.Config }
+// environment, working directory, user (the caller's own copy, as for
+// every method below).
+func (i *Image) Config() ocispec.ImageConfig { return deepcopy.Of(i.config.Config) }
 
 // OCIConfig is the image's whole config document.
-func (i *Image) OCIConfig() ocispec.Image { return i.config }
+func (i *Image) OCIConfig() ocispec.Image { return deepcopy.Of(i.config) }
 
 // RepoDigests are NAME@DIGEST references of the image: its manifest
 // digest under the repository of each of its tags, sorted.
@@ -64,16 +66,16 @@ func (i *Image) RepoDigests() []string {
 }
 
 // Manifest is the image's manifest.
-func (i *Image) Manifest() ocispec.Manifest { return i.manifest }
+func (i *Image) Manifest() ocispec.Manifest { return deepcopy.Of(i.manifest) }
 
 // Platform is the platform the image was built for.
-func (i *Image) Platform() ocispec.Platform { return i.config.Platform }
+func (i *Image) Platform() ocispec.Platform { return deepcopy.Of(i.config.Platform) }
 
 // Get returns the image ref names: a tag (NAME[:TAG], normalized as
 // NormalizeTag does), a manifest digest or a config digest. An unknown
 // image is not-found.
 func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
-	idx, err := s.readIndex()
+	idx, err := s.readIndexShared()
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +88,7 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 		// A removal may have taken the image's blobs between the read of
 		// the index and of the blobs: if the index no longer has it, it
 		// is gone, not damaged.
-		if now, rerr := s.readIndex(); rerr == nil {
+		if now, rerr := s.readIndexShared(); rerr == nil {
 			if _, ok := now.Images[d]; !ok {
 				return nil, fmt.Errorf("image %q: removed meanwhile: %w", ref, errdefs.ErrNotFound)
 			}
@@ -150,7 +152,11 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		}
 	}
 	sort.Strings(im.Tags)
-	mb, err := s.readDoc(d)
+	if e, ok := s.docs.get(d, rec.Config); ok {
+		im.manifest, im.config = e.manifest, e.image
+		return im, nil
+	}
+	mb, err := s.readBlob(d, DefaultLimits.MaxJSONBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -159,28 +165,15 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		return nil, fmt.Errorf("stored manifest: %v: %w", err, errdefs.ErrDataLoss)
 	}
 	im.manifest = *m
-	cb, err := s.readDoc(rec.Config)
+	cb, err := s.readBlob(rec.Config, DefaultLimits.MaxJSONBytes)
 	if err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(cb, &im.config); err != nil {
 		return nil, fmt.Errorf("stored config: %v: %w", err, errdefs.ErrDataLoss)
 	}
+	s.docs.put(d, &knownDoc{config: rec.Config, manifest: im.manifest, image: im.config, size: len(mb) + len(cb)})
 	return im, nil
-}
-
-// readDoc reads a manifest or config of the store and verifies it, once
-// (see knownDocs): the bytes are to read only.
-func (s *Store) readDoc(d digest.Digest) ([]byte, error) {
-	if b, ok := s.docs.get(d); ok {
-		return b, nil
-	}
-	b, err := s.readBlob(d, DefaultLimits.MaxJSONBytes)
-	if err != nil {
-		return nil, err
-	}
-	s.docs.put(d, b)
-	return b, nil
 }
 
 // readBlob reads a small blob and verifies it.
@@ -260,7 +253,7 @@ func (v *verifiedReader) Close() error { return v.f.Close() }
 // List returns every image of the store, tagged ones first by tag, then
 // untagged ones by digest.
 func (s *Store) List(ctx context.Context) ([]*Image, error) {
-	idx, err := s.readIndex()
+	idx, err := s.readIndexShared()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/layer"
 )
@@ -99,57 +100,73 @@ func (k *knownLayers) forget(d digest.Digest) {
 	k.mu.Unlock()
 }
 
-// maxKnownDocBytes bounds the bytes of the documents a store remembers.
+// maxKnownDocBytes bounds the bytes of the documents (as stored) whose
+// parse a store remembers.
 const maxKnownDocBytes = 16 << 20
 
-// knownDocs remembers the manifests and configs of the store that were
-// read and verified, by digest: a blob's content never changes under its
-// digest, so Get and List (the CRI's ImageStatus and ListImages, called
-// all the time) need not open and hash the same two small files for each
-// image at each call. The index is still read at each call: it alone says
-// which images there are. Reads of content for others (OpenContent,
-// Export) read the blobs again.
+// knownDocs remembers, by manifest digest, the parse of the manifests and
+// configs of the store that were read and verified: a blob's content never
+// changes under its digest, so Get and List (the CRI's ImageStatus and
+// ListImages, called all the time) need not open, hash and parse the same
+// two small files for each image at each call. The index is still read at
+// each call: it alone says which images there are. Reads of content for
+// others (OpenContent, Export, Unpack) read the blobs again. The parses are
+// shared by the Images handed out: Image's methods give copies.
 type knownDocs struct {
 	mu    sync.Mutex
-	m     map[digest.Digest][]byte
+	m     map[digest.Digest]*knownDoc
 	bytes int
 }
 
-// get returns the verified bytes of document d, to read only.
-func (k *knownDocs) get(d digest.Digest) ([]byte, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	b, ok := k.m[d]
-	return b, ok
+// knownDoc is an image's manifest and config, parsed.
+type knownDoc struct {
+	config   digest.Digest
+	manifest ocispec.Manifest
+	image    ocispec.Image
+	size     int // bytes of both documents as stored
 }
 
-// put records the verified bytes b of document d.
-func (k *knownDocs) put(d digest.Digest, b []byte) {
+// get returns the parse of manifest d and config c, to read only.
+func (k *knownDocs) get(d, c digest.Digest) (*knownDoc, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.m[d]
+	if !ok || e.config != c {
+		return nil, false
+	}
+	return e, true
+}
+
+// put records the parse of manifest d.
+func (k *knownDocs) put(d digest.Digest, e *knownDoc) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
-		k.m = map[digest.Digest][]byte{}
+		k.m = map[digest.Digest]*knownDoc{}
 	}
-	if _, ok := k.m[d]; ok || len(b) > maxKnownDocBytes {
+	if _, ok := k.m[d]; ok || e.size > maxKnownDocBytes {
 		return
 	}
-	for k.bytes+len(b) > maxKnownDocBytes {
-		for od, ob := range k.m { // any one goes
+	for k.bytes+e.size > maxKnownDocBytes {
+		for od, oe := range k.m { // any one goes
 			delete(k.m, od)
-			k.bytes -= len(ob)
+			k.bytes -= oe.size
 			break
 		}
 	}
-	k.m[d] = b
-	k.bytes += len(b)
+	k.m[d] = e
+	k.bytes += e.size
 }
 
-// forget drops document d (the store removed it).
+// forget drops what is known of blob d (the store removed it): the
+// image it is the manifest of, or the images it is the config of.
 func (k *knownDocs) forget(d digest.Digest) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if b, ok := k.m[d]; ok {
-		delete(k.m, d)
-		k.bytes -= len(b)
+	for md, e := range k.m {
+		if md == d || e.config == d {
+			delete(k.m, md)
+			k.bytes -= e.size
+		}
 	}
 }
