@@ -85,8 +85,41 @@ berth_stop() {
 	berth_pid=
 }
 
+# berth_start NAME: runs berth-cri NAME (berth, or base: the baseline) on
+# its root, its network config written, and waits for its answer.
+berth_start() {
+	local name=$1 dir=$work/$1 bin=$work/bin/berth-cri extra=()
+	[ "$name" = berth ] || bin=$work/bin/berth-cri-base
+	if [ -n "${BENCH_CRI_PROFILE:-}" ] && [ -n "${2:-}" ]; then
+		mkdir -p "$BENCH_CRI_PROFILE"
+		extra=(--cpu-profile "$BENCH_CRI_PROFILE/$name-$2.cpu" --trace "$BENCH_CRI_PROFILE/$name-$2.trace")
+	fi
+	berth_current=$name
+	HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost \
+		"$bin" --root "$dir" --listen "unix://$dir/cri.sock" --cni-conf-dir "$dir/net.d" "${mirrors[@]}" "${extra[@]}" \
+		>>"$work/$name.log" 2>&1 </dev/null &
+	berth_pid=$!
+	for _ in $(seq 300); do
+		"$crictl_bin" --config "$work/crictl.yaml" --runtime-endpoint "unix://$dir/cri.sock" --timeout 2s version >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "bench-cri: berth-cri ($name) does not answer; its log:" >&2
+	tail -n 30 "$work/$name.log" >&2
+	return 1
+}
+
 cleanup() {
 	berth_stop "${berth_current:-}"
+	# Pods a berth-cri that died left: a berth-cri on the same root
+	# serves them again, and removes them.
+	local name
+	for name in berth base; do
+		if ls "$work/$name/cri/sandboxes/"*.json >/dev/null 2>&1; then
+			echo "bench-cri: removing the pods berth-cri ($name) left" >&2
+			berth_start "$name" || true
+			berth_stop "$name"
+		fi
+	done
 	ctd_stop
 	# Monitors of containers a failed run left (re-executions of our
 	# binaries, which no other process runs).
@@ -159,11 +192,10 @@ prepull() {
 	done
 }
 
-# run_berth NAME BINARY ROUND
+# run_berth NAME ROUND
 run_berth() {
-	local name=$1 bin=$2 round=$3 dir=$work/$1
-	rm -rf "$dir"
-	mkdir -p "$dir/net.d"
+	local name=$1 round=$2 dir=$work/$1
+	mkdir -p "$dir/net.d" # the same root every round: what was pulled stays
 	cat >"$dir/net.d/10-bench.conflist" <<CONF
 {
   "cniVersion": "1.0.0",
@@ -187,21 +219,8 @@ run_berth() {
 CONF
 	iptables -C FORWARD -i "$berth_bridge" ! -o "$berth_bridge" -j DROP 2>/dev/null ||
 		iptables -I FORWARD -i "$berth_bridge" ! -o "$berth_bridge" -j DROP
-	local extra=()
-	if [ -n "${BENCH_CRI_PROFILE:-}" ]; then
-		mkdir -p "$BENCH_CRI_PROFILE"
-		extra=(--cpu-profile "$BENCH_CRI_PROFILE/$name-$round.cpu" --trace "$BENCH_CRI_PROFILE/$name-$round.trace")
-	fi
-	berth_current=$name
-	HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost \
-		"$bin" --root "$dir" --listen "unix://$dir/cri.sock" --cni-conf-dir "$dir/net.d" "${mirrors[@]}" "${extra[@]}" \
-		>"$work/$name.log" 2>&1 </dev/null &
-	berth_pid=$!
-	for _ in $(seq 300); do
-		"$crictl_bin" --config "$work/crictl.yaml" --runtime-endpoint "unix://$dir/cri.sock" --timeout 2s version >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	echo "bench-cri: round $round: $name ($bin)"
+	berth_start "$name" "$round"
+	echo "bench-cri: round $round: berth-cri ($name)"
 	prepull "$dir/cri.sock"
 	local rc=0
 	critest_run "$name" "$dir/cri.sock" "$work/out/$name/$round" || rc=$?
@@ -224,8 +243,7 @@ run_containerd() {
 for r in $(seq "$rounds"); do
 	for s in "${servers[@]}"; do
 		case $s in
-		berth) run_berth berth "$work/bin/berth-cri" "$r" ;;
-		base) run_berth base "$work/bin/berth-cri-base" "$r" ;;
+		berth | base) run_berth "$s" "$r" ;;
 		containerd) run_containerd "$r" ;;
 		esac
 	done
