@@ -46,7 +46,21 @@ func (s *Store) commit(ctx context.Context, in *ingest, ps []*pending, pol TagPo
 	if err != nil {
 		return nil, err
 	}
+	s.warm(res)
 	return res, nil
+}
+
+// warm parses the new index and the committed images' documents now, for
+// the Get that follows a pull (the kubelet's ImageStatus) to find them
+// parsed (see readIndexShared, knownDocs).
+func (s *Store) warm(res *ImportResult) {
+	idx, err := s.readIndexShared()
+	if err != nil {
+		return
+	}
+	for _, im := range res.Images {
+		_, _ = s.load(idx, im.Digest)
+	}
 }
 
 // place puts the blobs of new images in blobs/ and records the images.
