@@ -3,9 +3,9 @@
 # berth-cri and against containerd's CRI (Debian's 1.6, set up by
 # scripts/containerd-cri.sh), one after the other in one run so that they
 # never compete for the CPUs, with the same parameters, the same images
-# (from the local registry, pulled once untimed before the first run) and
-# the same ginkgo seed; then a table of the median of each operation, both
-# servers and the ratio berth/containerd.
+# (from the local registry; busybox and pause pulled, untimed, before each
+# run) and the same ginkgo seed; then a table of the median of each
+# operation, both servers and the ratio berth/containerd.
 #
 # Usage: scripts/bench-cri.sh [SAMPLES] [ROUNDS]
 #   SAMPLES  lifecycles per benchmark and per run (default 20)
@@ -27,9 +27,10 @@
 #              StartContainer and tears the task down as it stops; berth
 #              creates in CreateContainer and tears down in RemoveContainer:
 #              the table also gives Create+Start and Stop+Remove
-#   sum-of-ops each benchmark's operations summed per sample
-#   image      PullImage, ImageStatus, RemoveImage of a small image
+#   image      PullImage, ImageStatus, RemoveImage of a small image (busybox
+#              and a small layer: a new layer over one the server holds)
 #   listing    ListImages
+#   sum-of-ops each benchmark's operations summed per sample
 #   scratch    RunPodSandbox + CreateContainer + StartContainer +
 #              StopPodSandbox + RemovePodSandbox, one sample a run (ginkgo's
 #              report; critest times it once, after one untimed warm-up)
