@@ -72,13 +72,19 @@ ctd_stop() {
 	rm -f "$ctd_state/netns.before"
 	if ip link show "$ctd_bridge" >/dev/null 2>&1; then ip link delete "$ctd_bridge"; fi
 	while iptables -D FORWARD -i "$ctd_bridge" ! -o "$ctd_bridge" -j DROP 2>/dev/null; do :; done
-	# runc's cgroups under critest's parent (/test.slice), if we made it.
-	if [ -e "$ctd_state/cgroup.made" ]; then
-		for d in /sys/fs/cgroup/*/test.slice /sys/fs/cgroup/test.slice; do
-			[ -d "$d" ] && rmdir "$d" 2>/dev/null || true
-		done
-		rm -f "$ctd_state/cgroup.made"
-	fi
+	# The parents of runc's cgroups, if this run made them: critest's
+	# validation specs' /test.slice, and /k8s.io, where containerd puts the
+	# pods that name no parent (critest -benchmark's, under cgroupfs).
+	local parent
+	for parent in test.slice k8s.io; do
+		if [ -e "$ctd_state/cgroup.made.$parent" ]; then
+			for d in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/"$parent"; do
+				[ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+			done
+			rm -f "$ctd_state/cgroup.made.$parent"
+		fi
+	done
+	rm -f "$ctd_state/cgroup.made" # an earlier version's mark
 	rm -rf "$ctd_root" "$ctd_run"
 }
 
@@ -86,7 +92,10 @@ ctd_start() {
 	ctd_stop # what an earlier run left
 	mkdir -p "$ctd_root" "$ctd_run/net.d" "$ctd_run/certs.d"
 	ip netns list | awk '{print $1}' >"$ctd_state/netns.before"
-	ls -d /sys/fs/cgroup/*/test.slice /sys/fs/cgroup/test.slice >/dev/null 2>&1 || touch "$ctd_state/cgroup.made"
+	local parent
+	for parent in test.slice k8s.io; do
+		compgen -G "/sys/fs/cgroup/*/$parent" >/dev/null || [ -d "/sys/fs/cgroup/$parent" ] || touch "$ctd_state/cgroup.made.$parent"
+	done
 
 	# containerd 1.6 refuses a hosts.toml without a [host] table (and then
 	# falls back to the real registry): the registry is both.
