@@ -44,6 +44,10 @@ type Image struct {
 // every method below).
 func (i *Image) Config() ocispec.ImageConfig { return deepcopy.Of(i.config.Config) }
 
+// User is the user the image's config names (Config().User, without
+// copying the rest of the config).
+func (i *Image) User() string { return i.config.Config.User }
+
 // OCIConfig is the image's whole config document.
 func (i *Image) OCIConfig() ocispec.Image { return deepcopy.Of(i.config) }
 
