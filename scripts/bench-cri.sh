@@ -9,8 +9,8 @@
 #
 # Usage: scripts/bench-cri.sh [SAMPLES] [ROUNDS]
 #   SAMPLES  lifecycles per benchmark and per run (default 20)
-#   ROUNDS   runs of each server, alternated (default 1); the samples of all
-#            rounds are pooled
+#   ROUNDS   runs of each server, alternated, every other round in reverse
+#            order (default 1); the samples of all rounds are pooled
 # BERTH_CRI_BASELINE=REV adds berth-cri built from git revision REV as a
 # third server (its column and the ratio of this tree to it).
 # BENCH_CRI_PROFILE=DIR writes berth-cri's CPU profile and execution trace
@@ -242,7 +242,14 @@ run_containerd() {
 }
 
 for r in $(seq "$rounds"); do
-	for s in "${servers[@]}"; do
+	# Every other round the other way round: neither server always runs
+	# first, or after the same one.
+	order=("${servers[@]}")
+	if [ $((r % 2)) = 0 ]; then
+		order=()
+		for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[i]}"); done
+	fi
+	for s in "${order[@]}"; do
 		case $s in
 		berth | base) run_berth "$s" "$r" ;;
 		containerd) run_containerd "$r" ;;
