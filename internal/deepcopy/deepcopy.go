@@ -45,12 +45,20 @@ func value(v reflect.Value) reflect.Value {
 			return reflect.Zero(v.Type())
 		}
 		c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		if scalar(v.Type().Elem().Kind()) {
+			reflect.Copy(c, v) // a seccomp profile's hundreds of names at once
+			return c
+		}
 		for i := range v.Len() {
 			c.Index(i).Set(value(v.Index(i)))
 		}
 		return c
 	case reflect.Array:
 		c := reflect.New(v.Type()).Elem()
+		if scalar(v.Type().Elem().Kind()) {
+			c.Set(v)
+			return c
+		}
 		for i := range v.Len() {
 			c.Index(i).Set(value(v.Index(i)))
 		}
@@ -66,4 +74,16 @@ func value(v reflect.Value) reflect.Value {
 		return c
 	}
 	return v // a value: booleans, numbers, strings
+}
+
+// scalar kinds hold no references: copying the value copies all.
+func scalar(k reflect.Kind) bool {
+	switch k {
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return true
+	}
+	return false
 }
