@@ -7,7 +7,7 @@ GO ?= go
 export GOFLAGS += -tags=seccomp
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench bench-volume bench-docker bench-image bench-registry vet
+.PHONY: demo test setup bench bench-volume bench-docker bench-image bench-registry bench-cri vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
@@ -63,3 +63,8 @@ bench-image: setup
 
 bench-registry: setup
 	./scripts/bench-registry.sh
+
+# critest -benchmark against berth-cri and containerd's CRI, one after the
+# other: BENCH_CRI_ARGS="SAMPLES ROUNDS" (default 20 1).
+bench-cri: setup
+	./scripts/bench-cri.sh $(BENCH_CRI_ARGS)

@@ -109,6 +109,20 @@ func (s *RuntimeService) runtimeContainer(ctx context.Context, c *container) (*r
 	return rt.Get(ctx, c.ID)
 }
 
+// runtimeInfo describes the runtime's container of c (one read of its
+// state, where runtimeContainer and Info take two).
+func (s *RuntimeService) runtimeInfo(ctx context.Context, c *container) (*runtime.Info, error) {
+	sb, err := s.state.sandbox(c.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := s.handler(sb.Handler)
+	if err != nil {
+		return nil, err
+	}
+	return rt.Info(ctx, c.ID)
+}
+
 // lookup finds the container id names, and the runtime's.
 func (s *RuntimeService) lookup(ctx context.Context, id string) (*container, *runtime.Container, error) {
 	c, err := s.state.container(id)
@@ -288,16 +302,12 @@ func (s *RuntimeService) containerStatus(ctx context.Context, c *container) (*cr
 	if started := c.started(); !started.IsZero() {
 		st.StartedAt = started.UnixNano()
 	}
-	rc, err := s.runtimeContainer(ctx, c)
+	info, err := s.runtimeInfo(ctx, c)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			st.Reason = "NotFound"
 			return st, nil
 		}
-		return nil, err
-	}
-	info, err := rc.Info(ctx)
-	if err != nil {
 		return nil, err
 	}
 	st.State = containerState(info.Status)

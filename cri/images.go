@@ -42,7 +42,7 @@ func criImage(im *image.Image) *cri.Image {
 	}
 	// The user: a numeric UID goes to Uid, a name to Username (the
 	// group part, if any, is not the CRI's concern).
-	user := im.Config().User
+	user := im.User()
 	for i := range len(user) {
 		if user[i] == ':' {
 			user = user[:i]

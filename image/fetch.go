@@ -90,18 +90,32 @@ func (in *ingest) adopt(ctx context.Context, name, p string, want digest.Digest)
 	}
 	// A link to what is not a file (a FIFO would block the open for
 	// good, a symlink point anywhere) is no copy of a blob.
-	if fi, err := os.Lstat(dst); err != nil || !fi.Mode().IsRegular() {
+	fi, err := os.Lstat(dst)
+	if err != nil || !fi.Mode().IsRegular() {
 		os.Remove(dst)
 		return nil, fmt.Errorf("blob %s: the local copy at %s is not a regular file: %w", want, p, errdefs.ErrDataLoss)
+	}
+	// The store's own copy, analyzed already when it was placed or
+	// last adopted: not decompressed again (see knownLayers).
+	own := p == in.s.blobPath(want)
+	if own {
+		if info, ok := in.s.known.lookup(want, fi, in.lim.layerLimits(in.left())); ok {
+			in.account(info)
+			return &staged{name: name, path: dst, info: info}, nil
+		}
 	}
 	f, err := os.Open(dst)
 	if err != nil {
 		return nil, errclass.OS(err)
 	}
 	defer f.Close()
+	lim := in.lim.layerLimits(in.left())
 	info, err := in.analyze(ctx, name, f, io.Discard, want.Algorithm())
 	if err != nil {
 		return nil, err
+	}
+	if own && info.Digest == want {
+		in.s.known.remember(fi, lim, info)
 	}
 	if info.Digest != want {
 		// A blob of the store that rotted: the pull cannot commit

@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berthrun/berth/image/ocilayout"
+	"github.com/berthrun/berth/internal/deepcopy"
 	"github.com/berthrun/berth/internal/errclass"
 )
 
@@ -39,11 +40,16 @@ type Image struct {
 }
 
 // Config is what a container of the image runs: entrypoint, command,
-// environment, working directory, user.
-func (i *Image) Config() ocispec.ImageConfig { return i.config.Config }
+// environment, working directory, user (the caller's own copy, as for
+// every method below).
+func (i *Image) Config() ocispec.ImageConfig { return deepcopy.Of(i.config.Config) }
+
+// User is the user the image's config names (Config().User, without
+// copying the rest of the config).
+func (i *Image) User() string { return i.config.Config.User }
 
 // OCIConfig is the image's whole config document.
-func (i *Image) OCIConfig() ocispec.Image { return i.config }
+func (i *Image) OCIConfig() ocispec.Image { return deepcopy.Of(i.config) }
 
 // RepoDigests are NAME@DIGEST references of the image: its manifest
 // digest under the repository of each of its tags, sorted.
@@ -64,16 +70,16 @@ func (i *Image) RepoDigests() []string {
 }
 
 // Manifest is the image's manifest.
-func (i *Image) Manifest() ocispec.Manifest { return i.manifest }
+func (i *Image) Manifest() ocispec.Manifest { return deepcopy.Of(i.manifest) }
 
 // Platform is the platform the image was built for.
-func (i *Image) Platform() ocispec.Platform { return i.config.Platform }
+func (i *Image) Platform() ocispec.Platform { return deepcopy.Of(i.config.Platform) }
 
 // Get returns the image ref names: a tag (NAME[:TAG], normalized as
 // NormalizeTag does), a manifest digest or a config digest. An unknown
 // image is not-found.
 func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
-	idx, err := s.readIndex()
+	idx, err := s.readIndexShared()
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +92,7 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 		// A removal may have taken the image's blobs between the read of
 		// the index and of the blobs: if the index no longer has it, it
 		// is gone, not damaged.
-		if now, rerr := s.readIndex(); rerr == nil {
+		if now, rerr := s.readIndexShared(); rerr == nil {
 			if _, ok := now.Images[d]; !ok {
 				return nil, fmt.Errorf("image %q: removed meanwhile: %w", ref, errdefs.ErrNotFound)
 			}
@@ -150,6 +156,10 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 		}
 	}
 	sort.Strings(im.Tags)
+	if e, ok := s.docs.get(d, rec.Config); ok {
+		im.manifest, im.config = e.manifest, e.image
+		return im, nil
+	}
 	mb, err := s.readBlob(d, DefaultLimits.MaxJSONBytes)
 	if err != nil {
 		return nil, err
@@ -166,6 +176,7 @@ func (s *Store) load(idx *index, d digest.Digest) (*Image, error) {
 	if err := json.Unmarshal(cb, &im.config); err != nil {
 		return nil, fmt.Errorf("stored config: %v: %w", err, errdefs.ErrDataLoss)
 	}
+	s.docs.put(d, &knownDoc{config: rec.Config, manifest: im.manifest, image: im.config, size: len(mb) + len(cb)})
 	return im, nil
 }
 
@@ -246,7 +257,7 @@ func (v *verifiedReader) Close() error { return v.f.Close() }
 // List returns every image of the store, tagged ones first by tag, then
 // untagged ones by digest.
 func (s *Store) List(ctx context.Context) ([]*Image, error) {
-	idx, err := s.readIndex()
+	idx, err := s.readIndexShared()
 	if err != nil {
 		return nil, err
 	}

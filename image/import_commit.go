@@ -46,7 +46,21 @@ func (s *Store) commit(ctx context.Context, in *ingest, ps []*pending, pol TagPo
 	if err != nil {
 		return nil, err
 	}
+	s.warm(res)
 	return res, nil
+}
+
+// warm parses the new index and the committed images' documents now, for
+// the Get that follows a pull (the kubelet's ImageStatus) to find them
+// parsed (see readIndexShared, knownDocs).
+func (s *Store) warm(res *ImportResult) {
+	idx, err := s.readIndexShared()
+	if err != nil {
+		return
+	}
+	for _, im := range res.Images {
+		_, _ = s.load(idx, im.Digest)
+	}
 }
 
 // place puts the blobs of new images in blobs/ and records the images.
@@ -63,8 +77,12 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 		rec := &imageInfo{Config: p.config.info.Digest, Imported: now, Size: int64(len(p.manifest)) + p.config.info.Size}
 		blobs := append([]*staged{p.config}, p.layers...)
 		for _, b := range blobs {
-			if err := s.placeBlob(b.info.Digest, b.path, &dirs); err != nil {
+			placed, err := s.placeBlob(b.info.Digest, b.path, &dirs)
+			if err != nil {
 				return err
+			}
+			if fi, err := os.Lstat(s.blobPath(b.info.Digest)); placed && err == nil {
+				s.known.remember(fi, in.lim.layerLimits(0), b.info)
 			}
 		}
 		rec.Blobs = append(rec.Blobs, p.config.info.Digest)
@@ -81,7 +99,7 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 				return errclass.OS(err)
 			}
 		}
-		if err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
+		if _, err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
 			return err
 		}
 		idx.Images[p.digest] = rec
@@ -97,26 +115,27 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 	return nil
 }
 
-// placeBlob renames a staged file into blobs/ unless the blob is there.
-func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) error {
+// placeBlob renames a staged file into blobs/ unless the blob is there,
+// and says whether it did.
+func (s *Store) placeBlob(d digest.Digest, staged string, dirs *[]string) (bool, error) {
 	dst := s.blobPath(d)
 	if _, err := os.Lstat(dst); err == nil {
-		return nil
+		return false, nil
 	}
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if err := os.Chmod(staged, 0o444); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if err := os.Rename(staged, dst); err != nil {
-		return errclass.OS(err)
+		return false, errclass.OS(err)
 	}
 	if !contains(*dirs, dir) {
 		*dirs = append(*dirs, dir)
 	}
-	return nil
+	return true, nil
 }
 
 func syncDir(dir string) error {

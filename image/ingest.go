@@ -127,12 +127,17 @@ func (in *ingest) account(info *layer.Info) {
 	}
 }
 
+// left is what is left of the import's uncompressed budget.
+func (in *ingest) left() int64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.lim.MaxUncompressedBytes - in.uncompressed
+}
+
 // analyze copies r to f (io.Discard for a file already in place) while the layer analyzer reads the same chunks,
 // within what is left of the import's uncompressed budget.
 func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm) (*layer.Info, error) {
-	in.mu.Lock()
-	left := in.lim.MaxUncompressedBytes - in.uncompressed
-	in.mu.Unlock()
+	left := in.left()
 	cp := newChunkPipe()
 	type result struct {
 		info *layer.Info

@@ -38,8 +38,11 @@ const MaxRemoteDocuments = 64
 // streams to disk, opts.Limits, tag confinement, and one atomic commit; on
 // any refusal the store is as it was.
 //
-// Blobs the store holds already are not fetched again (they are read
-// locally to check them against the new image). Concurrent pulls of the
+// Blobs the store holds already are not fetched again: each is checked
+// against the new image by what the store learnt of that file when it
+// placed it or last read it (its digest, diff ID and size; see
+// knownLayers), or read locally when it knows nothing of that file yet.
+// Concurrent pulls of the
 // same blob from the same origin (Remote.Origin), in this process or
 // another, fetch it once: the others wait for it and share the verified
 // file.

@@ -1,15 +1,18 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -39,6 +42,12 @@ type Store struct {
 	fsync bool
 	// trees is the kind of tree Rootfs gives.
 	trees treeKind
+	// known are the analyses of layers in blobs/ (see knownLayers).
+	known knownLayers
+	// docs are the manifests and configs read already (see knownDocs).
+	docs knownDocs
+	// parsed is the last parse of store.json (see readIndexShared).
+	parsed sharedIndex
 }
 
 type options struct {
@@ -143,6 +152,47 @@ func (s *Store) readIndex() (*index, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading %s: %v: %w", indexFile, err, errdefs.ErrDataLoss)
 	}
+	return idx.filled(), nil
+}
+
+// sharedIndex caches the parse of store.json for readIndexShared.
+type sharedIndex struct {
+	mu  sync.Mutex
+	raw []byte
+	idx *index
+}
+
+// readIndexShared is readIndex for callers that only read the index (Get,
+// List): the file is read at every call, but parsed again only when its
+// bytes changed. The index it returns is shared: never to be changed.
+func (s *Store) readIndexShared() (*index, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, indexFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return (&index{Version: 1}).filled(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %v: %w", indexFile, err, errdefs.ErrDataLoss)
+	}
+	s.parsed.mu.Lock()
+	if s.parsed.idx != nil && bytes.Equal(s.parsed.raw, b) {
+		idx := s.parsed.idx
+		s.parsed.mu.Unlock()
+		return idx, nil
+	}
+	s.parsed.mu.Unlock()
+	idx := &index{Version: 1}
+	if err := json.Unmarshal(b, idx); err != nil {
+		return nil, fmt.Errorf("reading %s: %v: %w", indexFile, err, errdefs.ErrDataLoss)
+	}
+	idx = idx.filled()
+	s.parsed.mu.Lock()
+	s.parsed.raw, s.parsed.idx = b, idx
+	s.parsed.mu.Unlock()
+	return idx, nil
+}
+
+// filled gives idx's maps, empty if the file had none.
+func (idx *index) filled() *index {
 	if idx.Images == nil {
 		idx.Images = map[digest.Digest]*imageInfo{}
 	}
@@ -152,7 +202,7 @@ func (s *Store) readIndex() (*index, error) {
 	if idx.Holders == nil {
 		idx.Holders = map[string]digest.Digest{}
 	}
-	return idx, nil
+	return idx
 }
 
 func (s *Store) writeIndex(idx *index) error {
@@ -251,6 +301,9 @@ func (s *Store) collect(idx *index) error {
 		blobs, _ := os.ReadDir(filepath.Join(s.dir, blobsDir, a.Name()))
 		for _, b := range blobs {
 			if !used[digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())] {
+				d := digest.NewDigestFromEncoded(digest.Algorithm(a.Name()), b.Name())
+				s.known.forget(d)
+				s.docs.forget(d)
 				if err := os.Remove(filepath.Join(s.dir, blobsDir, a.Name(), b.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return errclass.OS(err)
 				}

@@ -60,12 +60,10 @@ func (c *Container) info(ctx context.Context) (*Info, error) {
 func ownInfo(id string, i *Info) (*Info, error) {
 	out := *i
 	out.Labels = maps.Clone(i.Labels)
-	if i.Spec != nil {
-		s, err := cloneSpec(i.Spec)
-		if err != nil {
-			return nil, wrap(id, err)
-		}
-		out.Spec = s
+	out.Spec = copySpec(i.Spec)
+	if i.Exit != nil {
+		e := *i.Exit
+		out.Exit = &e
 	}
 	return &out, nil
 }

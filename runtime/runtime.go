@@ -204,6 +204,19 @@ func (r *Runtime) Get(ctx context.Context, id string) (*Container, error) {
 	return &Container{r: r, id: id}, nil
 }
 
+// Info describes container id: Get(id) then Info, with one read of its
+// state instead of two.
+func (r *Runtime) Info(ctx context.Context, id string) (*Info, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	i, err := r.d.State(ctx, id)
+	if err != nil {
+		return nil, wrap(id, err)
+	}
+	return ownInfo(id, i)
+}
+
 // List describes every container of this runtime.
 func (r *Runtime) List(ctx context.Context) ([]*Info, error) {
 	l, err := r.d.List(ctx)

@@ -1,6 +1,7 @@
 package libcontainer_test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -35,5 +36,37 @@ func BenchmarkRunTrue(b *testing.B) {
 				return &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/true")}
 			})
 		})
+	}
+}
+
+// BenchmarkInfoRunning measures Info of a running container: what a CRI
+// server's ContainerStatus and ListContainers cost (critest -benchmark,
+// scripts/bench-cri.sh).
+func BenchmarkInfoRunning(b *testing.B) {
+	fixture.RequireRoot(b)
+	ctx := context.Background()
+	root := filepath.Join(fixture.TempDir(b), "state")
+	engine, err := libcontainer.Open(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	id := runtimetest.NewID("info")
+	c, err := rt.Create(ctx, id, &runtime.Config{Spec: runtime.DefaultSpec(fixture.BusyboxTB(b), "/bin/sleep", "1000")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Delete(ctx, runtime.DeleteOptions{Force: true})
+	if err := c.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if info, err := rt.Info(ctx, id); err != nil || info.Status != runtime.StatusRunning {
+			b.Fatal(info, err)
+		}
 	}
 }

@@ -8,7 +8,13 @@
 //	    [--cni-conf-dir DIR] [--cni-bin-dir DIR]... \
 //	    [--allow-privileged] [--allow-host-namespaces] [--allow-unfiltered-seccomp] \
 //	    [--allow-setid-images] [--streaming-addr 127.0.0.1:PORT] \
-//	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]...
+//	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]... \
+//	    [--cpu-profile FILE] [--trace FILE]
+//
+// --cpu-profile and --trace write a CPU profile (go tool pprof) and an
+// execution trace (go tool trace) of the whole run, for scripts/bench-cri.sh
+// and whoever looks for where berth-cri's time goes; no listener serves
+// them.
 //
 // Containers outlive it: each has a monitor of its own, and a restarted
 // berth-cri on the same root serves the pods and containers it made
@@ -23,10 +29,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -73,11 +82,27 @@ func run(ctx context.Context, args []string) error {
 	var insecure, mirrors list
 	fs.Var(&insecure, "insecure-registry", "reach registry `HOST[:PORT]` over plain HTTP (repeatable)")
 	fs.Var(&mirrors, "registry-mirror", "try the mirror before the registry: `HOST=URL` (repeatable)")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to `FILE`")
+	traceFile := fs.String("trace", "", "write an execution trace of the whole run to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *cpuProfile != "" {
+		stop, err := profile(*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *traceFile != "" {
+		stop, err := profile(*traceFile, trace.Start, trace.Stop)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	opts := registry.Options{Insecure: insecure, Mirrors: map[string][]string{}}
 	for _, m := range mirrors {
@@ -152,6 +177,25 @@ func run(ctx context.Context, args []string) error {
 	err = srv.Serve(l)
 	os.Remove(strings.TrimPrefix(*listen, "unix://"))
 	return err
+}
+
+// profile creates file and starts writing a profile to it; the returned
+// function ends the profile and closes the file.
+func profile(file string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return func() {
+		stop()
+		if err := f.Close(); err != nil {
+			log.Printf("%s: %v", file, err)
+		}
+	}, nil
 }
 
 // logErrors logs every call that fails, with its error, to stderr: what
