@@ -24,74 +24,6 @@ import (
 	"github.com/berthrun/berth/runtime/runtimetest"
 )
 
-// outBuffer is a writer safe for concurrent use that can wait for content.
-type outBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func newOutBuffer() *outBuffer { return &outBuffer{changed: make(chan struct{})} }
-
-func (b *outBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.b.Write(p)
-	close(b.changed)
-	b.changed = make(chan struct{})
-	return n, err
-}
-
-func (b *outBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *outBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Len()
-}
-
-// waitFor blocks until the output contains s.
-func (b *outBuffer) waitFor(ctx context.Context, t *testing.T, s string) {
-	t.Helper()
-	for {
-		b.mu.Lock()
-		ok := strings.Contains(b.b.String(), s)
-		ch := b.changed
-		b.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("waiting for %q in output %q: %v", s, b.String(), ctx.Err())
-		}
-	}
-}
-
-// waitLen blocks until the output holds n bytes at least.
-func (b *outBuffer) waitLen(ctx context.Context, t *testing.T, n int) {
-	t.Helper()
-	for {
-		b.mu.Lock()
-		ok := b.b.Len() >= n
-		ch := b.changed
-		b.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("waiting for %d bytes of output, have %d: %v", n, b.Len(), ctx.Err())
-		}
-	}
-}
-
 // trackingEngine counts the attach connections open.
 type trackingEngine struct {
 	engine
@@ -170,7 +102,7 @@ func TestTerminalInit(t *testing.T) {
 	defer cancel()
 	h := &harness{host: plainHost}
 	rt := h.Open(t)
-	out, errOut := newOutBuffer(), newOutBuffer()
+	out, errOut := runtimetest.NewBuffer(), runtimetest.NewBuffer()
 	stdin, typed := io.Pipe()
 	defer typed.Close()
 	cfg := terminalConfig(h, t, &specs.Box{Height: 31, Width: 97}, "/bin/sh", "-c",
@@ -222,7 +154,7 @@ func TestTerminalExec(t *testing.T) {
 	rt := h.Open(t)
 	c := createStarted(ctx, t, rt, "tty-exec", h.Config(t, "/bin/sleep", "1000"), true)
 
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	stdin, typed := io.Pipe()
 	defer typed.Close()
 	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", `read x; test -t 0 && echo "is a tty"; stty size; read y; stty size; echo "to err" >&2; exit 4`},
@@ -230,7 +162,7 @@ func TestTerminalExec(t *testing.T) {
 	require.NoError(t, err)
 	_, err = typed.Write([]byte("a\n"))
 	require.NoError(t, err)
-	out.waitFor(ctx, t, "20 70\r\n")
+	require.NoError(t, out.WaitFor(ctx, "20 70\r\n"))
 	require.NoError(t, p.Resize(ctx, specs.Box{Height: 40, Width: 120}))
 	_, err = typed.Write([]byte("b\n"))
 	require.NoError(t, err)
@@ -244,12 +176,12 @@ func TestTerminalExec(t *testing.T) {
 	assert.True(t, errdefs.IsFailedPrecondition(err), "resize after the exit: %v", err)
 
 	// ^C typed into the terminal interrupts the process in it.
-	out = newOutBuffer()
+	out = runtimetest.NewBuffer()
 	stdin, typed = io.Pipe()
 	defer typed.Close()
 	p, err = c.Exec(ctx, &runtime.ProcessSpec{Args: []string{"/bin/sh", "-c", "echo ready; sleep 1000"}, Terminal: true}, runtime.IO{Stdin: stdin, Stdout: out})
 	require.NoError(t, err)
-	out.waitFor(ctx, t, "ready")
+	require.NoError(t, out.WaitFor(ctx, "ready"))
 	_, err = typed.Write([]byte{3})
 	require.NoError(t, err)
 	st, err = p.Wait(ctx)
@@ -276,7 +208,7 @@ func TestTerminalResizeInit(t *testing.T) {
 	defer cancel()
 	h := &harness{host: plainHost}
 	rt := h.Open(t)
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	stdin, typed := io.Pipe()
 	defer typed.Close()
 	cfg := terminalConfig(h, t, &specs.Box{Height: 10, Width: 50}, "/bin/sh", "-c", "read x; stty size; read y; stty size")
@@ -289,7 +221,7 @@ func TestTerminalResizeInit(t *testing.T) {
 	require.NoError(t, c.Start(ctx))
 	_, err = typed.Write([]byte("a\n"))
 	require.NoError(t, err)
-	out.waitFor(ctx, t, "10 50\r\n")
+	require.NoError(t, out.WaitFor(ctx, "10 50\r\n"))
 	// Paused: Docker resizes, and refuses an attach.
 	require.NoError(t, c.Pause(ctx))
 	require.NoError(t, c.Resize(ctx, specs.Box{Height: 33, Width: 66}))
@@ -347,14 +279,14 @@ func TestAttach(t *testing.T) {
 	require.NoError(t, err)
 
 	before := attachGoroutines()
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	stdin, typed := io.Pipe()
 	actx, detach := context.WithCancel(ctx)
 	attached := make(chan error, 1)
 	go func() { attached <- c2.Attach(actx, runtime.IO{Stdin: stdin, Stdout: out, Stderr: out}) }()
 	_, err = typed.Write([]byte("hello\n"))
 	require.NoError(t, err)
-	out.waitFor(ctx, t, "hello\n")
+	require.NoError(t, out.WaitFor(ctx, "hello\n"))
 	detach()
 	require.ErrorIs(t, <-attached, context.Canceled)
 	typed.Close() // the copy of the input ends at its next read
@@ -368,9 +300,9 @@ func TestAttach(t *testing.T) {
 
 	// The input ended with the detach, not the init's stdin: the next
 	// attachment feeds it, and sees the init's output to its end.
-	out = newOutBuffer()
+	out = runtimetest.NewBuffer()
 	go func() { attached <- c2.Attach(ctx, runtime.IO{Stdin: strings.NewReader("again\n"), Stdout: out}) }()
-	out.waitFor(ctx, t, "again\n")
+	require.NoError(t, out.WaitFor(ctx, "again\n"))
 	require.NoError(t, c.Kill(ctx, syscall.SIGKILL))
 	require.NoError(t, <-attached, "the output ended")
 	assert.Zero(t, te.open.Load(), "attach connections left open")
@@ -388,7 +320,7 @@ func TestAttachStdinOnce(t *testing.T) {
 	cfg := h.Config(t, "/bin/sh", "-c", `cat; echo "cat ended"; exit 7`)
 	cfg.OpenStdin, cfg.StdinOnce = true, true
 	c := createStarted(ctx, t, rt, "once", cfg, true)
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	require.NoError(t, c.Attach(ctx, runtime.IO{Stdin: strings.NewReader("once\n"), Stdout: out}))
 	assert.Equal(t, "once\ncat ended\n", out.String())
 	st, err := c.Wait(ctx)
@@ -399,7 +331,7 @@ func TestAttachStdinOnce(t *testing.T) {
 	cfg = h.Config(t, "/bin/sh", "-c", `cat; exit 8`)
 	cfg.OpenStdin, cfg.StdinOnce = true, true
 	c = createStarted(ctx, t, rt, "once-detach", cfg, true)
-	out = newOutBuffer()
+	out = runtimetest.NewBuffer()
 	stdin, typed := io.Pipe()
 	defer typed.Close()
 	actx, detach := context.WithCancel(ctx)
@@ -407,7 +339,7 @@ func TestAttachStdinOnce(t *testing.T) {
 	go func() { attached <- c.Attach(actx, runtime.IO{Stdin: stdin, Stdout: out}) }()
 	_, err = typed.Write([]byte("typed\n"))
 	require.NoError(t, err)
-	out.waitFor(ctx, t, "typed\n")
+	require.NoError(t, out.WaitFor(ctx, "typed\n"))
 	detach()
 	require.ErrorIs(t, <-attached, context.Canceled)
 	st, err = c.Wait(ctx)
@@ -450,7 +382,7 @@ func TestAttachCreated(t *testing.T) {
 	h := &harness{host: plainHost}
 	rt := h.Open(t)
 	c := createStarted(ctx, t, rt, "created", h.Config(t, "/bin/sh", "-c", "echo from-the-start"), false)
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	attached := make(chan error, 1)
 	go func() { attached <- c.Attach(ctx, runtime.IO{Stdout: out}) }()
 	// The attachment is made before the start when the start comes
@@ -502,14 +434,14 @@ func TestAttachBlockedWriter(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no output reached the blocked attachment")
 	}
-	out := newOutBuffer()
+	out := runtimetest.NewBuffer()
 	actx, detach := context.WithCancel(ctx)
 	defer detach()
 	attached := make(chan error, 1)
 	go func() { attached <- c.Attach(actx, runtime.IO{Stdout: out}) }()
 	// Well past what Docker holds for a client that does not read, and
 	// what berth holds for a writer before dropping it.
-	out.waitLen(ctx, t, 8<<20)
+	require.NoError(t, out.WaitLen(ctx, 8<<20))
 	err := <-dropped
 	assert.True(t, errdefs.IsResourceExhausted(err), "the blocked attachment is dropped: %v", err)
 	detach()

@@ -60,20 +60,54 @@ func (b *buffer) String() string {
 	return b.b.String()
 }
 
+// Buffer is a writer safe for concurrent use that can wait for content,
+// for backends' own tests of output.
+type Buffer struct{ buffer }
+
+// NewBuffer returns an empty Buffer.
+func NewBuffer() *Buffer { return &Buffer{buffer{changed: make(chan struct{})}} }
+
+// WaitFor blocks until the output contains s, or ctx ends.
+func (b *Buffer) WaitFor(ctx context.Context, s string) error { return b.waitFor(ctx, s) }
+
+// WaitLen blocks until the output holds n bytes at least, or ctx ends.
+func (b *Buffer) WaitLen(ctx context.Context, n int) error {
+	return b.waitUntil(ctx, func(out []byte) bool { return len(out) >= n }, fmt.Sprintf("%d bytes", n))
+}
+
+// Len is the length of the output so far.
+func (b *Buffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Len()
+}
+
 // waitFor blocks until the output contains s.
 func (b *buffer) waitFor(ctx context.Context, s string) error {
+	return b.waitUntil(ctx, func(out []byte) bool { return bytes.Contains(out, []byte(s)) }, fmt.Sprintf("%q", s))
+}
+
+// waitUntil blocks until ok holds of the output, or ctx ends; what names
+// what is waited for.
+func (b *buffer) waitUntil(ctx context.Context, ok func([]byte) bool, what string) error {
 	for {
 		b.mu.Lock()
-		ok := strings.Contains(b.b.String(), s)
+		done := ok(b.b.Bytes())
 		ch := b.changed
 		b.mu.Unlock()
-		if ok {
+		if done {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %q in output %q: %w", s, b.String(), ctx.Err())
+			out := b.String()
+			if len(out) > 4096 {
+				out = fmt.Sprintf("%d bytes ending %q", len(out), out[len(out)-256:])
+			} else {
+				out = fmt.Sprintf("%q", out)
+			}
+			return fmt.Errorf("waiting for %s in output %s: %w", what, out, ctx.Err())
 		}
 	}
 }
