@@ -45,14 +45,20 @@ import (
 // The process never waits on a client: a connection that says nothing is
 // dropped after requestTimeout, an attachment that falls attachQueue bytes
 // behind the output, or does not take a frame within attachWriteTimeout,
-// is dropped, and at most maxConns connections are served at once. A
+// is dropped, and at most maxConns connections are served at once, at
+// most maxAttach of them attachments. A
 // socket nobody listens on (its process is gone) refuses connections.
 const (
-	controlDir         = "control"
-	controlSock        = "sock"
-	requestMax         = 4096
-	requestTimeout     = 10 * time.Second
-	maxConns           = 64
+	controlDir     = "control"
+	controlSock    = "sock"
+	requestMax     = 4096
+	requestTimeout = 10 * time.Second
+	maxConns       = 64
+	// maxAttach is how many of those connections may be attachments,
+	// which last: the others are left for reopen and resize requests,
+	// which the kubelet's log rotation needs however many attachments a
+	// tenant's users open.
+	maxAttach          = 32
 	attachQueue        = 1 << 20
 	attachWriteTimeout = 10 * time.Second
 	attachPing         = 5 * time.Second
@@ -150,6 +156,8 @@ type controlled struct {
 	stdin *stdinFeed
 	// master is the init's terminal, nil without one.
 	master *os.File
+	// attaching holds a token for each attachment served (maxAttach).
+	attaching chan struct{}
 }
 
 // controlServer serves a container's control socket.
@@ -351,6 +359,13 @@ func (ctl *controlled) resize(height, width uint16) error {
 func (ctl *controlled) attach(conn *net.UnixConn, br *bufio.Reader, req controlRequest) {
 	if req.Stdin && ctl.stdin == nil {
 		reply(conn, fmt.Errorf("attach: standard input is not kept open for attachments: %w", errdefs.ErrFailedPrecondition))
+		return
+	}
+	select {
+	case ctl.attaching <- struct{}{}:
+		defer func() { <-ctl.attaching }()
+	default:
+		reply(conn, fmt.Errorf("attach: %d attachments served already: %w", maxAttach, errdefs.ErrResourceExhausted))
 		return
 	}
 	// Joined before the answer: whatever the init writes once the client

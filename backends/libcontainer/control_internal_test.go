@@ -358,3 +358,33 @@ func TestTerminalBrokenWriter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 5, es.Code)
 }
+
+// Attachments that last, as many as a tenant's users open (asking for a
+// stream the container never writes, so that none falls behind), never
+// take the connections reopen and resize need: beyond maxAttach an
+// attachment is refused as resource-exhausted, and the kubelet's log
+// rotation and resizes are answered all the same.
+func TestAttachmentsLeaveRoomForRequests(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rt, e := testRuntime(t)
+	cfg := testSpec(t, "sleep 1000")
+	cfg.Spec.Process.Terminal = true
+	c := startTest(ctx, t, rt, "attach-crowd", cfg)
+	id := c.ID()
+	for i := range maxAttach {
+		conn := dialControl(t, e, id)
+		_, err := conn.Write([]byte(`{"op":"attach","stderr":true}` + "\n"))
+		require.NoError(t, err)
+		require.NoErrorf(t, readReply(t, conn), "attachment %d", i)
+	}
+	conn := dialControl(t, e, id)
+	_, err := conn.Write([]byte(`{"op":"attach","stdout":true}` + "\n"))
+	require.NoError(t, err)
+	err = readReply(t, conn)
+	require.Truef(t, errdefs.IsResourceExhausted(err), "an attachment beyond %d: %v", maxAttach, err)
+	for range maxConns - maxAttach - 1 {
+		require.NoError(t, c.Resize(ctx, specs.Box{Height: 10, Width: 20}))
+	}
+}

@@ -267,7 +267,7 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 		return nil, err
 	}
 	undo = append(undo, func() { log.Close() })
-	ctl := &controlled{fan: logfile.NewFanout()}
+	ctl := &controlled{fan: logfile.NewFanout(), attaching: make(chan struct{}, maxAttach)}
 	if spec.criLog != "" {
 		cri, err := crilog.Open(spec.criLog, spec.report)
 		if err != nil {
