@@ -155,6 +155,12 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 	if f.stdin {
 		cfg.IO.Stdin = a.stdin
 	}
+	// Caught from before the container exists, so that a signal arriving
+	// meanwhile reaches it instead of killing berthctl half-way (and
+	// before berthctl's terminal goes raw, so that no signal ends
+	// berthctl with its terminal left so).
+	proxy := catchSignals()
+	defer proxy.stop()
 	var term *callerTerminal
 	if f.tty {
 		if term, err = a.openTerminal(f.stdin); err != nil {
@@ -171,10 +177,6 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, err
 	}
 	ctx := context.Background()
-	// Caught from before the container exists, so that a signal arriving
-	// meanwhile reaches it instead of killing berthctl half-way.
-	proxy := catchSignals()
-	defer proxy.stop()
 	c, err := rt.Create(ctx, id, cfg)
 	if err != nil {
 		return 0, err
@@ -250,6 +252,8 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	proxy := catchSignals()
+	defer proxy.stop()
 	var term *callerTerminal
 	if tty {
 		if term, err = a.openTerminal(in); err != nil {
@@ -258,8 +262,6 @@ func (a *app) cmdExec(fs *flag.FlagSet, args []string) (int, error) {
 		defer term.close()
 		ps.ConsoleSize = term.size()
 	}
-	proxy := catchSignals()
-	defer proxy.stop()
 	pio := runtime.IO{Stdout: a.stdout, Stderr: a.stderr}
 	if in {
 		pio.Stdin = a.stdin
