@@ -229,8 +229,19 @@ func execTerminal(c *lc.Container, sp *specs.Process, pio driver.IO) (driver.Pro
 	}
 	// The Tee's cut: a process left behind holding the terminal does not
 	// hold up Wait for longer than outputIdle once the process exited.
+	// Written through a duplicate when it is this process's stdout: a
+	// broken pipe there would kill the caller with SIGPIPE.
+	stdout, _, dups, err := noSigpipe(nilIfNil(pio.Stdout), nil)
+	if err != nil {
+		masterR.Close()
+		master.Close()
+		_ = p.Signal(syscall.SIGKILL)
+		_, _ = p.Wait()
+		return nil, err
+	}
 	tee := logfile.NewTee(io.Discard)
-	tee.Copy(masterR, keepGoing(nilIfNil(pio.Stdout)))
+	tee.OnFinish(func() { closeAll(dups) })
+	tee.Copy(masterR, keepGoing(stdout))
 	if pio.Stdin != nil {
 		go func() { _, _ = io.Copy(master, pio.Stdin) }()
 	}
