@@ -446,7 +446,7 @@ func (ctl *controlled) readInput(br *bufio.Reader, stdin bool, done <-chan struc
 	defer func() {
 		if !ended {
 			// A detach ends the input too.
-			ctl.stdin.end(done)
+			ctl.stdin.end()
 		}
 	}()
 	for {
@@ -461,7 +461,7 @@ func (ctl *controlled) readInput(br *bufio.Reader, stdin bool, done <-chan struc
 			}
 		case kind == frameStdinEnd && !ended:
 			ended = true
-			ctl.stdin.end(done)
+			ctl.stdin.end()
 		case kind == frameStdin || kind == frameStdinEnd:
 			// Input after its end, or never asked for: dropped.
 		default:
@@ -480,19 +480,22 @@ type stdinFeed struct {
 	// without a terminal: a terminal has no end of input).
 	closeOnEnd bool
 	in         chan feedMsg
-	stopCh     chan struct{}
-	stopped    chan struct{}
-	stopOnce   sync.Once
+	// ended is closed by the first end of an input: an end is never
+	// lost, however long the write before it blocks.
+	ended    chan struct{}
+	endOnce  sync.Once
+	stopCh   chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 type feedMsg struct {
 	data []byte
-	end  bool
 }
 
 // newStdinFeed starts feeding w; ownW: the feed closes w when it stops.
 func newStdinFeed(w *os.File, closeOnEnd, ownW bool) *stdinFeed {
-	f := &stdinFeed{w: w, closeOnEnd: closeOnEnd, in: make(chan feedMsg), stopCh: make(chan struct{}), stopped: make(chan struct{})}
+	f := &stdinFeed{w: w, closeOnEnd: closeOnEnd, in: make(chan feedMsg), ended: make(chan struct{}), stopCh: make(chan struct{}), stopped: make(chan struct{})}
 	go f.run(ownW)
 	return f
 }
@@ -507,15 +510,19 @@ func (f *stdinFeed) run(ownW bool) {
 		closed = true
 	}
 	defer closeW()
+	ended := f.ended
 	for {
 		select {
+		case <-ended:
+			// Whatever an input handed over before its end was
+			// written already: it was taken before end was called.
+			if f.closeOnEnd {
+				closeW()
+			}
+			ended = nil
 		case m := <-f.in:
 			switch {
 			case closed:
-			case m.end:
-				if f.closeOnEnd {
-					closeW()
-				}
 			default:
 				if _, err := f.w.Write(m.data); err != nil {
 					// The init closed its standard input, or is
@@ -541,13 +548,11 @@ func (f *stdinFeed) write(done <-chan struct{}, p []byte) bool {
 	return false
 }
 
-// end tells the feed an input ended.
-func (f *stdinFeed) end(done <-chan struct{}) {
-	select {
-	case f.in <- feedMsg{end: true}:
-	case <-done:
-	case <-f.stopped:
-	}
+// end tells the feed an input ended. It never blocks: a feed busy with a
+// write the init does not read gets the end once the write is done, even
+// when the attachment that ended is gone by then.
+func (f *stdinFeed) end() {
+	f.endOnce.Do(func() { close(f.ended) })
 }
 
 // copyFrom feeds r (the caller's stdin of an init with a terminal) until
@@ -560,7 +565,7 @@ func (f *stdinFeed) copyFrom(r io.Reader) {
 			return
 		}
 		if err != nil {
-			f.end(nil)
+			f.end()
 			return
 		}
 	}

@@ -388,3 +388,35 @@ func TestAttachmentsLeaveRoomForRequests(t *testing.T) {
 		require.NoError(t, c.Resize(ctx, specs.Box{Height: 10, Width: 20}))
 	}
 }
+
+// StdinOnce's end of input is never lost: a client that sends more than
+// the init's stdin pipe holds, ends its input and goes away while the
+// init reads nothing yet still ends the init's input once the init reads
+// it all (hostile review: the end was dropped when the client's
+// connection ended first, and the init waited for EOF for ever).
+func TestStdinOnceEndOutlivesTheClient(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt, _ := testRuntime(t)
+	cfg := testSpec(t, "sleep 8; wc -c; echo eof-seen")
+	cfg.OpenStdin, cfg.StdinOnce = true, true
+	c := startTest(ctx, t, rt, "stdin-once-end", cfg)
+	actx, acancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Attach(actx, runtime.IO{Stdin: bytes.NewReader(bytes.Repeat([]byte("x"), 300<<10)), Stdout: io.Discard})
+	}()
+	time.Sleep(time.Second) // the input is handed over, the pipe full
+	acancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	st, err := c.Wait(ctx)
+	require.NoError(t, err, "the init saw the end of its input")
+	require.Equal(t, 0, st.Code)
+	rc, err := c.Logs(ctx)
+	require.NoError(t, err)
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(b), "eof-seen")
+}
