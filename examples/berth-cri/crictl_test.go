@@ -29,19 +29,22 @@ func crictlCommand(bin string, s *server, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// crictl, built from the same cri-tools as critest, drives a pod's life
-// against berth-cri as a user would.
-func TestCrictl(t *testing.T) {
+// crictlSession starts a berth-cri of the test's own, busybox:test in its
+// store, and returns crictl's path, the server, and a function that runs
+// crictl with args against it and returns its output (the test fails
+// with crictl's stderr when it does).
+func crictlSession(t *testing.T) (string, *server, func(args ...string) string) {
+	t.Helper()
 	fixture.RequireRoot(t)
-	crictlBin := filepath.Join(critestDir(), "bin", "crictl")
-	_, err := os.Stat(crictlBin)
+	bin := filepath.Join(critestDir(), "bin", "crictl")
+	_, err := os.Stat(bin)
 	fixture.Require(t, err == nil, "needs crictl (scripts/setup-critest.sh builds it)")
 	root := fixture.TempDir(t)
 	busyboxImage(t, root)
 	s := startServer(t, root)
-	crictl := func(args ...string) string {
+	return bin, s, func(args ...string) string {
 		t.Helper()
-		out, err := crictlCommand(crictlBin, s, args...).Output()
+		out, err := crictlCommand(bin, s, args...).Output()
 		var stderr []byte
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
@@ -49,16 +52,26 @@ func TestCrictl(t *testing.T) {
 		require.NoError(t, err, "crictl %s: %s", strings.Join(args, " "), stderr)
 		return strings.TrimSpace(string(out))
 	}
+}
+
+// writeJSON writes v as JSON to dir/name and returns the path.
+func writeJSON(t *testing.T, dir, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	p := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(p, b, 0o644))
+	return p
+}
+
+// crictl, built from the same cri-tools as critest, drives a pod's life
+// against berth-cri as a user would.
+func TestCrictl(t *testing.T) {
+	_, s, crictl := crictlSession(t)
 	dir := t.TempDir()
+	write := func(name string, v any) string { return writeJSON(t, dir, name, v) }
 	logs := filepath.Join(dir, "logs")
 	require.NoError(t, os.MkdirAll(logs, 0o755))
-	write := func(name string, v any) string {
-		b, err := json.Marshal(v)
-		require.NoError(t, err)
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, b, 0o644))
-		return p
-	}
 	pod := write("pod.json", map[string]any{
 		"metadata":      map[string]any{"name": "crictl", "namespace": "test", "uid": "crictl-uid"},
 		"hostname":      "crictl",
@@ -101,7 +114,7 @@ func TestCrictl(t *testing.T) {
 	crictl("pull", ref)
 	require.Contains(t, crictl("images"), "127.0.0.1:5111/e2e-test-images/busybox")
 	crictl("rmi", ref)
-	require.Empty(t, leftovers(t, root, podID, ctrID))
+	require.Empty(t, leftovers(t, s.root, podID, ctrID))
 }
 
 // terminal is a pseudo-terminal for a client to run in, as a user's: what
@@ -186,31 +199,9 @@ func freePort(t *testing.T) int {
 // it), attach with and without a terminal (a client that goes away leaves
 // the container running), port-forward to a web server in the pod.
 func TestCrictlStreaming(t *testing.T) {
-	fixture.RequireRoot(t)
-	crictlBin := filepath.Join(critestDir(), "bin", "crictl")
-	_, err := os.Stat(crictlBin)
-	fixture.Require(t, err == nil, "needs crictl (scripts/setup-critest.sh builds it)")
-	root := fixture.TempDir(t)
-	busyboxImage(t, root)
-	s := startServer(t, root)
-	crictl := func(args ...string) string {
-		t.Helper()
-		out, err := crictlCommand(crictlBin, s, args...).Output()
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		require.NoError(t, err, "crictl %s: %s", strings.Join(args, " "), stderr)
-		return strings.TrimSpace(string(out))
-	}
+	crictlBin, s, crictl := crictlSession(t)
 	dir := t.TempDir()
-	write := func(name string, v any) string {
-		b, err := json.Marshal(v)
-		require.NoError(t, err)
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, b, 0o644))
-		return p
-	}
+	write := func(name string, v any) string { return writeJSON(t, dir, name, v) }
 	pod := write("pod.json", map[string]any{
 		"metadata": map[string]any{"name": "streams", "namespace": "test", "uid": "streams-uid"},
 		"linux":    map[string]any{},
@@ -319,5 +310,5 @@ func TestCrictlStreaming(t *testing.T) {
 	}
 
 	crictl("rmp", "-f", podID)
-	require.Empty(t, leftovers(t, root, podID, web, ttyShell, shell))
+	require.Empty(t, leftovers(t, s.root, podID, web, ttyShell, shell))
 }
