@@ -17,9 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fixture"
@@ -419,4 +422,40 @@ func TestStdinOnceEndOutlivesTheClient(t *testing.T) {
 	rc.Close()
 	require.NoError(t, err)
 	require.Contains(t, string(b), "eof-seen")
+}
+
+// Only a pseudo-terminal's master is taken from the console socket: a
+// descriptor of anything else sent there (a regular file, a FIFO, the
+// slave) is refused, never written to as the container's terminal.
+func TestRecvMasterTakesOnlyAMaster(t *testing.T) {
+	master, slavePath, err := console.NewPty()
+	require.NoError(t, err)
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	defer slave.Close()
+	file, err := os.CreateTemp(t.TempDir(), "not-a-terminal")
+	require.NoError(t, err)
+	defer file.Close()
+	send := func(f *os.File) (*os.File, error) {
+		t.Helper()
+		ours, theirs, err := consoleSocket()
+		require.NoError(t, err)
+		defer ours.Close()
+		require.NoError(t, utils.SendFile(theirs, f))
+		theirs.Close()
+		return recvMaster(ours)
+	}
+	for name, f := range map[string]*os.File{"a regular file": file, "the slave": slave} {
+		got, err := send(f)
+		require.Errorf(t, err, "%s taken as the terminal's master", name)
+		require.Nil(t, got)
+	}
+	fd, err := unix.Dup(int(master.Fd()))
+	require.NoError(t, err)
+	m := os.NewFile(uintptr(fd), "master")
+	defer m.Close()
+	got, err := send(m)
+	require.NoError(t, err, "a master is taken")
+	got.Close()
 }

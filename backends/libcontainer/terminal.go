@@ -41,8 +41,8 @@ func consoleSocket() (ours, theirs *os.File, err error) {
 // master is non-blocking, so that closing it ends a read or a write under
 // way.
 func recvMaster(sock *os.File) (*os.File, error) {
-	// runc's own receiver, deprecated in favour of runc's internal copy
-	// and due to go in runc 1.6: then a copy of its 60 lines here.
+	// runc's own receiver; deprecated, and due to go in runc 1.6: then
+	// x/sys/unix's ParseUnixRights over a Recvmsg.
 	f, err := utils.RecvFile(sock)
 	if err != nil {
 		return nil, fmt.Errorf("receive the terminal: %w", err)
