@@ -661,15 +661,8 @@ func TestExecSyncChildHoldsOutput(t *testing.T) {
 	root := fixture.TempDir(t)
 	busyboxImage(t, root)
 	s := startServer(t, root)
-	pcfg := podConfig("execsync")
-	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
-	require.NoError(t, err)
-	pod := run.PodSandboxId
-	cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("c", "sleep", "1000"), SandboxConfig: pcfg})
-	require.NoError(t, err)
-	cid := cr.ContainerId
-	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cid})
-	require.NoError(t, err)
+	pod, pcfg := runPod(t, s, "execsync")
+	cid := startContainer(t, s, pod, pcfg, containerConfig("c", "sleep", "1000"))
 
 	for _, timeout := range []int64{0, 10} {
 		ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "sleep 100000 & echo hi"}, Timeout: timeout})
@@ -678,7 +671,7 @@ func TestExecSyncChildHoldsOutput(t *testing.T) {
 		require.Equal(t, "hi\n", string(ex.Stdout))
 	}
 	for _, script := range []string{"sleep 100000", "sleep 100001 & sleep 100000"} {
-		_, err = s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", script}, Timeout: 1})
+		_, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", script}, Timeout: 1})
 		requireCode(t, codes.DeadlineExceeded, err)
 	}
 	ex, err := s.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: cid, Cmd: []string{"ps", "-o", "args"}, Timeout: 10})

@@ -201,20 +201,11 @@ func countFDs(t *testing.T) int {
 // client's end (as a hostile server would), and returns their IDs.
 func streamingPod(t *testing.T, s *server, name string, cmd ...string) (pod, ctr string) {
 	t.Helper()
-	ctx := context.Background()
-	pcfg := podConfig(name)
-	run, err := s.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
-	require.NoError(t, err)
-	pod = run.PodSandboxId
-	t.Cleanup(func() { s.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: pod}) })
+	pod, pcfg := runPod(t, s, name)
 	if len(cmd) == 0 {
 		cmd = []string{"sh", "-c", "nc -ll -p 8082 -e sh -c 'cat; exec sleep 1000' & exec nc -ll -p 8080 -e cat"}
 	}
-	cr, err := s.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("main", cmd...), SandboxConfig: pcfg})
-	require.NoError(t, err)
-	_, err = s.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: cr.ContainerId})
-	require.NoError(t, err)
-	return pod, cr.ContainerId
+	return pod, startContainer(t, s, pod, pcfg, containerConfig("main", cmd...))
 }
 
 // Exec through the streaming server: the RPC's checks, the streams, the
