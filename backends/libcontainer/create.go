@@ -21,6 +21,9 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := checkCreate(req); err != nil {
 		return err
 	}
+	if err := checkHostTasks(); err != nil {
+		return err
+	}
 	// Opened first, checked, and held until the init has joined them.
 	joins, err := r.openJoins(req)
 	if err != nil {
@@ -120,7 +123,8 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 }
 
 // startInitOf creates the container's init, in this process when the
-// runtime is Attached, else under a monitor whose pid goes in the record,
+// runtime is Attached, else under a supervisor whose number goes in the
+// record,
 // and records the init's namespaces.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
 	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce}
@@ -131,11 +135,11 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 			return err
 		}
 	} else {
-		pid, err := r.spawnMonitor(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
+		n, err := r.superviseInit(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
 		if err != nil {
 			return err
 		}
-		rec.MonitorPid = pid
+		rec.Supervisor = n + 1
 		if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
 			return err
 		}

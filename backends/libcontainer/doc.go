@@ -4,7 +4,7 @@
 // # The one call in main
 //
 // libcontainer starts a container's init by re-executing the calling
-// binary, and berth keeps a small monitor per container the same way. A
+// binary, and berth keeps its supervisors the same way. A
 // program using this backend must call Init first thing in main (and in
 // TestMain for tests):
 //
@@ -34,20 +34,41 @@
 // holds the whole spec, seccomp profile included, and parsing it on every
 // call cost a container's run more than its profile did.
 //
-// # The monitor
+// # Supervisors
 //
-// Each container's init is the child of a small monitor process (a re-exec
-// of the calling binary, in its own session), like LXC's lxc-start monitor.
-// The monitor records the init's exit status under containers/<id>/ and
-// exits, so Wait works from any process, and the caller may exit while the
-// container runs. The status says whether the kernel's OOM killer killed a
-// process of the container (its memory cgroup's count, read once the init
-// has exited). The monitor holds a lock on containers/<id>/monitor.lock
-// for its lifetime, which is how other processes know it is alive.
+// Each container's init is the child of a supervisor: a re-exec of the
+// calling binary, in its own session, that keeps the containers of one
+// state root that no caller keeps, like containerd's shim but one for
+// many containers rather than one each. The first create starts it; it
+// quits 2 s after its last container ended and no client is connected.
+// Its job for a container is the container's monitor: it records the
+// init's exit status under containers/<id>/, so Wait works from any
+// process, and the caller may exit while the container runs. The status
+// says whether the kernel's OOM killer killed a process of the container
+// (its memory cgroup's count, read once the init has exited). While the
+// job is under way the supervisor holds a lock on
+// containers/<id>/monitor.lock, which is how other processes know it
+// lives; Wait asks the supervisor to answer once the job is over, so no
+// waiter polls or holds a thread.
+//
+// A container costs its supervisor a few goroutines parked on the Go
+// runtime's poller (the init's exit is watched through a pidfd, not a
+// thread blocked in wait4) and about six descriptors, not a process and
+// its threads: the kernel's pid_max counts only the containers' own
+// tasks. A supervisor takes as many containers as its descriptor limit
+// allows (fdsPerContainer each); the next one, supervisor/<n+1>/, takes
+// the rest. They live under supervisor/: supervisor/<n>/lock is held
+// while supervisor n lives, supervisor/<n>/sock (root's alone) is where
+// it is asked, supervisor/<n>/log has what it says.
+//
+// A supervisor killed (kill -9) leaves its containers running, listed and
+// controllable: Wait then follows each init to its end, but its exit
+// code is lost (-1), as with a killed containerd shim; the next create
+// starts a new supervisor.
 //
 // The init's stdout and stderr are pipes (a pipe each, but one for both
 // when the caller gave one writer for both, which keeps the order of
-// their writes) that the monitor copies into the container's log,
+// their writes) that the supervisor copies into the container's log,
 // containers/<id>/container.log, capped with rotation
 // (driver.CreateRequest.Log: container.log.1... hold the older output), to
 // attachments, and on to the caller's writers when there are any: the log
@@ -57,7 +78,7 @@
 // output is copied; FollowLogs reads the log as it grows, across
 // rotations.
 //
-// With the Attached option the calling process plays the monitor's part
+// With the Attached option the calling process plays the supervisor's part
 // itself: one process less per container (what `berthctl run` uses), but
 // if the caller dies first its containers live on as orphans whose exit
 // codes are unknown (-1), as with `runc run`.
@@ -67,20 +88,20 @@
 // A container created with a CRI log (driver.CreateRequest.CRILog, from
 // runtime.Config.CRILog) has its output written to that host file in the
 // Kubernetes CRI log format (package internal/crilog) by the same process
-// that copies it into the kept log: its monitor, which goes on writing
+// that copies it into the kept log: its supervisor, which goes on writing
 // while the program that created the container is down (a CRI server
 // restarting), or, with Attached, the calling process, after whose death
 // nobody does. Each stream then has a pipe of its own. ReopenCRILog, from
 // any process on the root, asks that process over the container's control
 // socket (below) and returns once it answered that the new file is open,
-// or with its error; a socket nobody listens on (the monitor or owner is
+// or with its error; a socket nobody listens on (the supervisor or owner is
 // gone, the output is copied to its end) is failed-precondition. Failures
 // to write the file go to the monitor's log (containers/<id>/monitor.log),
 // or the caller's stderr when Attached, once per run of failures.
 //
 // # The control socket
 //
-// Whoever copies a container's output (the monitor, or the caller when
+// Whoever copies a container's output (the supervisor, or the caller when
 // Attached) serves the container's control socket until the output is
 // copied to its end: containers/<id>/control/sock, mode 0600 in a
 // directory of mode 0700 (the container's directory itself must stay 0711,
@@ -101,7 +122,7 @@
 // chunk there, never an attachment; at most 64 connections are served at
 // once (others are refused, resource-exhausted). Once the init has exited
 // and its output was copied, Wait returns, and then the attachments have 10
-// s more to take the end of the output before the monitor goes.
+// s more to take the end of the output before its job ends.
 //
 // # Terminals and attachments
 //
@@ -121,7 +142,7 @@
 // SIGHUP to its processes). A terminal has no end of input: the end of
 // IO.Stdin, or of an attachment's input under StdinOnce, closes nothing,
 // as with Docker and containerd. An exec with a terminal is the same
-// without a monitor: the caller holds the master, Process.Resize sets its
+// without a supervisor: the caller holds the master, Process.Resize sets its
 // size, and Wait returns once the process exited and its output was copied
 // (a process left holding the terminal is cut off after 2 s of silence).
 //

@@ -14,9 +14,6 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 )
 
-// monitorArg is the first argument of a re-executed monitor.
-const monitorArg = "berth-monitor"
-
 // The main goroutine keeps the main thread for the life of the process, so
 // no other goroutine ever runs there. runc's libcontainer, as it creates a
 // container, joins the container's mount namespace on a goroutine that
@@ -45,7 +42,7 @@ func Init() {
 		if os.Getenv("_LIBCONTAINER_INITPIPE") != "" {
 			lc.Init() // never returns
 		}
-	case monitorArg:
-		os.Exit(runMonitor(os.Args[2:]))
+	case supervisorArg:
+		os.Exit(runSupervisor(os.Args[2:]))
 	}
 }

@@ -42,7 +42,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error
 		case <-ctx.Done():
 			return driver.ExitStatus{}, ctx.Err()
 		}
-	} else if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+	} else if err := r.waitMonitor(ctx, id, rec); err != nil {
 		return driver.ExitStatus{}, err
 	}
 	if err := r.waitOrphan(ctx, id); err != nil {
@@ -148,7 +148,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 			// The init waits on its exec fifo; end it and let the monitor
 			// record that before the cgroup goes.
 			_ = c.Signal(unix.SIGKILL)
-			if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+			if err := r.waitMonitor(ctx, id, rec); err != nil {
 				return err
 			}
 		}
@@ -161,7 +161,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	}
 	// The monitor exits once the init is gone; let it write its record
 	// before the directory goes.
-	if err := r.waitMonitor(ctx, id, rec.MonitorPid); err != nil {
+	if err := r.waitMonitor(ctx, id, rec); err != nil {
 		return err
 	}
 	return r.cleanup(id, rec)

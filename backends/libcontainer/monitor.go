@@ -2,14 +2,12 @@ package libcontainer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,69 +37,92 @@ const (
 	processFile = "process.json"
 )
 
-// monitorStatus is what the monitor reports once the init is created.
+// monitorStatus is what the supervisor reports once the init is created:
+// its pid, or the error and its class; Full says the supervisor takes no
+// more containers (another one must).
 type monitorStatus struct {
 	Pid   int    `json:"pid,omitempty"`
 	Error string `json:"error,omitempty"`
 	Class string `json:"class,omitempty"`
+	Full  bool   `json:"full,omitempty"`
 }
 
-// Descriptors handed to the monitor, in this order after stdio.
-const (
-	fdStatus = 3 + iota
-	fdStdin
-	fdStdout
-	fdStderr
-)
+// fdReady is the descriptor on which a new supervisor reports that it
+// serves.
+const fdReady = 3
 
-// runMonitor is the monitor process: create the init, report, wait for it,
-// record its exit. args: container dir, libcontainer root, ID, the log's
-// limits and the CRI log's path.
-func runMonitor(args []string) int {
-	dir, runcRoot, id, spec, err := parseMonitorArgs(args)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "berth monitor:", err)
-		return 2
-	}
-	status := os.NewFile(fdStatus, "status")
-	report := func(st monitorStatus) bool {
-		b, _ := json.Marshal(st)
-		_, err := status.Write(b)
-		status.Close()
-		return err == nil
-	}
-	fail := func(err error) int {
-		fmt.Fprintln(os.Stderr, "berth monitor:", err)
+// runJob is a container's monitor job, run by its supervisor
+// (supervisor.go): create the init, report, wait for it, record its exit,
+// copy its output to its end. stdin, stdout and stderr are the caller's
+// streams (the job closes them); report tells the caller of the init, or
+// of the failure, and says whether the caller got it; done runs once the
+// exit is recorded and the monitor's lock released (Wait returns then),
+// before the attachments are drained. runJob returns once all is over.
+func runJob(dir, runcRoot, id string, spec outputSpec, stdin, stdout, stderr *os.File, report func(monitorStatus) bool, done func()) {
+	fail := func(err error) {
+		if le := hostLimitError(err); le != nil {
+			monitorLog(dir, err) // the whole story
+			err = le
+		}
 		report(monitorStatus{Error: err.Error(), Class: errclass.Name(classify(err))})
-		return 1
+		done()
 	}
-	// The lock stays held until this process exits: that is how others
-	// know the monitor lives.
+	closeOut := func() {
+		stdout.Close()
+		stderr.Close()
+	}
+	// The lock stays held until the exit is recorded and the output
+	// copied: that is how others know the monitor lives.
 	unlock, err := lockMonitor(dir)
 	if err != nil {
-		return fail(err)
+		stdin.Close()
+		closeOut()
+		fail(err)
+		return
 	}
-	// Unlocked once the exit is recorded and the output copied, or on
-	// return; the defer also keeps the file from being finalized, and
-	// unlocked, earlier. (A second unlock does nothing.)
-	defer unlock()
 	cfg, proc, err := readMonitorJob(dir)
 	if err != nil {
-		return fail(err)
+		stdin.Close()
+		closeOut()
+		unlock()
+		fail(err)
+		return
 	}
-	stdin, stdout, stderr := os.NewFile(fdStdin, "stdin"), os.NewFile(fdStdout, "stdout"), os.NewFile(fdStderr, "stderr")
 	// The container writes into pipes (or a terminal) that this process
 	// copies into its capped log and on to the caller's stdout and stderr.
-	// The CRI log's failures go to the monitor's own log.
-	spec.report = func(err error) { fmt.Fprintln(os.Stderr, "berth monitor:", err) }
-	k, err := startKept(dir, runcRoot, id, cfg, proc, spec, stdin, stdout, stderr)
+	// The CRI log's failures go to the container's monitor log.
+	spec.report = func(err error) { monitorLog(dir, err) }
+	// Streams that go nowhere are not copied at all, and their
+	// descriptors not held.
+	var in io.Reader
+	var out, errw io.Writer
+	if !isDevNull(stdin) {
+		in = stdin
+	}
+	if !isDevNull(stdout) {
+		out = stdout
+	}
+	if !isDevNull(stderr) {
+		errw = stderr
+	}
+	k, err := startKept(dir, runcRoot, id, cfg, proc, spec, in, out, errw)
 	if !proc.Terminal || err != nil {
 		// The init holds its own copy; with a terminal, the copy into
-		// it reads this one.
+		// it reads this one, until the output ends.
 		stdin.Close()
+	} else {
+		k.tee.OnFinish(func() { stdin.Close() })
 	}
 	if err != nil {
-		return fail(err)
+		closeOut()
+		unlock()
+		fail(err)
+		return
+	}
+	if out == nil && errw == nil {
+		closeOut()
+	} else {
+		k.tee.OnFinish(closeOut)
 	}
 	pid, _ := k.p.Pid()
 	if !report(monitorStatus{Pid: pid}) {
@@ -111,33 +132,40 @@ func runMonitor(args []string) int {
 		_, _ = k.p.Wait()
 		k.tee.Finish(outputIdle, outputMost)
 		_ = k.c.Destroy()
-		return 1
+		unlock()
+		done()
+		return
 	}
-	code := monitorInit(dir, k.c, k.p, k.tee)
-	// Wait returns once the lock is released: the attachments have what
-	// is left of the output after that.
+	if err := recordExit(dir, k.c, k.p); err != nil {
+		monitorLog(dir, err)
+	}
+	// The exit is known; the output is copied to its end before the
+	// lock goes (Wait returns once it has).
+	k.tee.Finish(outputIdle, outputMost)
 	unlock()
+	done()
+	// The attachments have what is left of the output after that.
 	k.srv.drain()
-	return code
 }
 
-// parseMonitorArgs reads the monitor's arguments: container dir,
-// libcontainer root, ID, the log's limits, the CRI log's path (empty for
-// none) and the output's flags (outputSpec.flags).
-func parseMonitorArgs(args []string) (dir, runcRoot, id string, out outputSpec, err error) {
-	if len(args) != 7 {
-		return "", "", "", out, errors.New("bad arguments")
+// isDevNull reports whether f is the null device.
+func isDevNull(f *os.File) bool {
+	var st, null unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR &&
+		unix.Stat(os.DevNull, &null) == nil && st.Rdev == null.Rdev
+}
+
+// monitorLog appends a line about err to the container's monitor log
+// (monLogFile), opened for each line: a supervisor holds no descriptor
+// per container for it.
+func monitorLog(dir string, err error) {
+	f, ferr := os.OpenFile(filepath.Join(dir, monLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
+	if ferr != nil {
+		fmt.Fprintf(os.Stderr, "berth supervisor: %s: %v\n", filepath.Base(dir), err)
+		return
 	}
-	maxSize, err1 := strconv.ParseInt(args[3], 10, 64)
-	maxFiles, err2 := strconv.Atoi(args[4])
-	if err1 != nil || err2 != nil {
-		return "", "", "", out, errors.New("bad log limits")
-	}
-	out = outputSpec{limits: logfile.Limits{MaxSize: maxSize, MaxFiles: maxFiles}, criLog: args[5]}
-	if err := out.setFlags(args[6]); err != nil {
-		return "", "", "", out, err
-	}
-	return args[0], args[1], args[2], out, nil
+	fmt.Fprintf(f, "%s berth monitor: %v\n", time.Now().UTC().Format(time.RFC3339Nano), err)
+	f.Close()
 }
 
 // readMonitorJob reads the container's libcontainer config and process,
@@ -152,20 +180,6 @@ func readMonitorJob(dir string) (*configs.Config, *specs.Process, error) {
 		return nil, nil, err
 	}
 	return &cfg, &proc, nil
-}
-
-// monitorInit waits for the reported init, records its exit, and lets the
-// copy of its output end: the monitor's exit code.
-func monitorInit(dir string, c *lc.Container, p *lc.Process, tee *logfile.Tee) int {
-	err := recordExit(dir, c, p)
-	// The exit is known; the output is copied to its end before the
-	// monitor goes (Wait returns once it has).
-	tee.Finish(outputIdle, outputMost)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "berth monitor:", err)
-		return 1
-	}
-	return 0
 }
 
 // outputIdle is how long the copy of an exited process's output (a
@@ -446,7 +460,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 	if err != nil {
 		closeAll(dups)
 		unlock()
-		return classify(err)
+		return classifyStart(err)
 	}
 	tee := k.tee
 	tee.OnFinish(func() { closeAll(dups) })
@@ -526,6 +540,9 @@ func lockMonitor(dir string) (func(), error) {
 // recordExit waits for the init of c and writes how it ended.
 func recordExit(dir string, c *lc.Container, p *lc.Process) error {
 	oom := oomCounter(c)
+	if pid, err := p.Pid(); err == nil {
+		awaitExit(pid)
+	}
 	ps, err := p.Wait()
 	var ee *exec.ExitError
 	if ps == nil && errors.As(err, &ee) {
@@ -545,6 +562,31 @@ func recordExit(dir string, c *lc.Container, p *lc.Process) error {
 		return fmt.Errorf("record exit: %w", err)
 	}
 	return nil
+}
+
+// awaitExit returns once process pid, a child of this process, has exited
+// (or at once if that cannot be watched). It waits on a pidfd through the
+// Go runtime's poller, so a supervisor waiting for thousands of inits
+// holds no thread for each: a plain Wait would block one in wait4.
+func awaitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	// A pidfd polls readable once its process has exited; the check
+	// leaves the zombie to Wait. An error (no poller for the file) ends
+	// the wait here, and Wait blocks instead.
+	_ = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return err != nil || info.Signo != 0
+	})
 }
 
 // oomCounter returns the manager of c's cgroups, which counts the
@@ -568,37 +610,24 @@ func (r *Runtime) monitorAlive(id string) bool {
 	return fsutil.Locked(filepath.Join(r.dir(id), lockFile))
 }
 
-// waitMonitor returns once the container's monitor is gone (and so has
-// recorded the init's exit), or ctx ends. It works from any process. The
-// monitor is alive while it holds its lock; a monitor process is also
-// watched through a pidfd so its exit is seen at once. The pidfd is trusted
-// only while the lock is held, which rules out a reused pid.
-func (r *Runtime) waitMonitor(ctx context.Context, id string, pid int) error {
-	var fds []unix.PollFd
-	if pid > 0 {
-		pidfd, err := unix.PidfdOpen(pid, 0)
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("pidfd_open monitor: %w", err)
-		}
-		if err == nil {
-			defer unix.Close(pidfd)
-			fds = []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+// waitMonitor returns once the container's monitor job is over (and so
+// has recorded the init's exit), or ctx ends. It works from any process.
+// The job is under way while the container's monitor lock is held; a
+// supervised container's supervisor is asked to answer once the job is
+// over, which parks no thread here; the lock is then checked, and watched
+// for a container whose Attached owner keeps it, or whose supervisor
+// cannot be asked.
+func (r *Runtime) waitMonitor(ctx context.Context, id string, rec *record) error {
+	if rec.Supervisor > 0 && r.monitorAlive(id) {
+		if err := r.supervisorWait(ctx, rec.Supervisor-1, id); err != nil && ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
-	for r.monitorAlive(id) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if fds == nil {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		n, err := unix.Poll(fds, 100)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("poll monitor: %w", err)
-		}
-		if n > 0 {
-			return nil
+	for delay := time.Millisecond; r.monitorAlive(id); delay = min(2*delay, 20*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
 		}
 	}
 	return nil

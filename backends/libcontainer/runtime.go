@@ -33,6 +33,9 @@ type Runtime struct {
 	copies map[string]*sync.WaitGroup
 	// exited is closed when an attached container's exit is recorded.
 	exited map[string]chan struct{}
+	// supervisor is the supervisor that took this process's last
+	// container: the first one asked for the next.
+	supervisor int
 	// loads and records keep what was read of containers' state files
 	// (see load.go).
 	loads   fileCache[*lc.Container]
@@ -133,8 +136,10 @@ type record struct {
 	IDMapped  bool              `json:"id_mapped,omitempty"`
 	// ImageTree is the image's shared unpacked tree under an overlay
 	// rootfs, for a container made from an image.
-	ImageTree  string `json:"image_tree,omitempty"`
-	MonitorPid int    `json:"monitor_pid,omitempty"`
+	ImageTree string `json:"image_tree,omitempty"`
+	// Supervisor is the number of the supervisor that keeps the
+	// container, plus one (0: its Attached owner keeps it).
+	Supervisor int `json:"supervisor,omitempty"`
 	// CRILog is the host file the container's output also goes to in
 	// the CRI log format, or empty (see crilog.go).
 	CRILog string `json:"cri_log,omitempty"`
