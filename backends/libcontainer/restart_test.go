@@ -36,6 +36,8 @@ func runChild(mode string) int {
 		return mainThreadChild()
 	case "pod":
 		return podChild()
+	case "step":
+		return stepChild()
 	}
 	root, rootfs, id := os.Getenv("BERTH_TEST_ROOT"), os.Getenv("BERTH_TEST_ROOTFS"), os.Getenv("BERTH_TEST_ID")
 	var opts []libcontainer.Option

@@ -36,6 +36,9 @@ type Runtime struct {
 	// supervisor is the supervisor that took this process's last
 	// container: the first one asked for the next.
 	supervisor int
+	// supervisorShare caps the containers of a supervisor this process
+	// starts (0: its descriptor limit does).
+	supervisorShare int
 	// loads and records keep what was read of containers' state files
 	// (see load.go).
 	loads   fileCache[*lc.Container]

@@ -104,8 +104,9 @@ type supervisor struct {
 	jobs map[string]chan struct{}
 }
 
-// runSupervisor is a supervisor process: args are the state root and the
-// supervisor's number.
+// runSupervisor is a supervisor process: args are the state root, the
+// supervisor's number, and how many containers it takes at most (0: as
+// many as its descriptor limit allows).
 func runSupervisor(args []string) int {
 	ready := os.NewFile(fdReady, "ready")
 	fail := func(err error) int {
@@ -115,8 +116,12 @@ func runSupervisor(args []string) int {
 		ready.Close()
 		return 1
 	}
-	if len(args) != 2 {
+	if len(args) != 3 {
 		return fail(errors.New("bad arguments"))
+	}
+	share, err := strconv.Atoi(args[2])
+	if err != nil || share < 0 {
+		return fail(fmt.Errorf("bad share %q", args[2]))
 	}
 	n, err := strconv.Atoi(args[1])
 	if err != nil || n < 0 || n >= maxSupervisors {
@@ -148,6 +153,9 @@ func runSupervisor(args []string) int {
 		return fail(err)
 	}
 	s.max = containersFor(fdLimit())
+	if share > 0 {
+		s.max = min(s.max, share)
+	}
 	_, _ = ready.Write([]byte("{}"))
 	ready.Close()
 	s.mu.Lock()
@@ -566,7 +574,7 @@ func (r *Runtime) spawnSupervisor(n int) error {
 		return err
 	}
 	defer readyR.Close()
-	cmd := exec.Command("/proc/self/exe", supervisorArg, r.root, strconv.Itoa(n))
+	cmd := exec.Command("/proc/self/exe", supervisorArg, r.root, strconv.Itoa(n), strconv.Itoa(r.supervisorShare))
 	cmd.Args[0] = os.Args[0]
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = log, log

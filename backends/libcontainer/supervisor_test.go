@@ -1,0 +1,268 @@
+package libcontainer_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/runtime"
+	"github.com/berthrun/berth/runtime/runtimetest"
+)
+
+// exitOnUSR1 is a container that exits 5 on SIGUSR1.
+func exitOnUSR1(rootfs string) *runtime.Config {
+	return &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/sh", "-c", "trap 'exit 5' USR1; sleep 1000 & wait")}
+}
+
+// stepChild (BERTH_TEST_CHILD=step): creates a container on
+// BERTH_TEST_ROOT, then starts it, then waits for it, saying "created",
+// "started" and "waiting" as it goes, and stops at BERTH_TEST_STEP until
+// killed.
+func stepChild() int {
+	root, rootfs, id, step := os.Getenv("BERTH_TEST_ROOT"), os.Getenv("BERTH_TEST_ROOTFS"), os.Getenv("BERTH_TEST_ID"), os.Getenv("BERTH_TEST_STEP")
+	ctx := context.Background()
+	engine, err := libcontainer.Open(root)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	c, err := rt.Create(ctx, id, exitOnUSR1(rootfs))
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("created")
+	if step == "created" {
+		select {}
+	}
+	if err := c.Start(ctx); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("started")
+	if step == "started" {
+		select {}
+	}
+	fmt.Println("waiting")
+	_, _ = c.Wait(ctx)
+	select {}
+}
+
+// supervisorPids lists the supervisors of root.
+func supervisorPids(t *testing.T, root string) []int {
+	t.Helper()
+	var pids []int
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 2 && args[1] == "berth-supervisor" && args[2] == root {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// requireNothingLeft checks that the containers ids have left nothing on
+// the host: no state, no cgroup in any hierarchy, no supervisor of root
+// once it had time to quit.
+func requireNothingLeft(t *testing.T, root string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		require.NoDirExists(t, filepath.Join(root, "containers", id))
+		require.NoDirExists(t, filepath.Join(root, "runc", id))
+		hs, err := os.ReadDir("/sys/fs/cgroup")
+		require.NoError(t, err)
+		for _, h := range hs {
+			require.NoDirExists(t, filepath.Join("/sys/fs/cgroup", h.Name(), "berth", id))
+		}
+	}
+	require.Eventually(t, func() bool { return len(supervisorPids(t, root)) == 0 }, 10*time.Second, 100*time.Millisecond, "the supervisor quits once idle")
+}
+
+// A caller killed (kill -9) after each step of a container's life loses
+// nothing: another program starts the container, signals it, waits for it
+// with its exit code, and deletes it, leaving nothing.
+func TestCallerKilledAtEachStep(t *testing.T) {
+	fixture.RequireRoot(t)
+	rootfs := fixture.BusyboxTB(t)
+	for _, step := range []string{"created", "started", "waiting"} {
+		t.Run(step, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			root, id := filepath.Join(fixture.TempDir(t), "state"), runtimetest.NewID("kill9")
+			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			cmd.Env = append(os.Environ(), childEnv+"=step", "BERTH_TEST_ROOT="+root, "BERTH_TEST_ROOTFS="+rootfs, "BERTH_TEST_ID="+id, "BERTH_TEST_STEP="+step)
+			out, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
+			sc := bufio.NewScanner(out)
+			for sc.Scan() && sc.Text() != step {
+			}
+			require.NoError(t, sc.Err())
+			if step == "waiting" {
+				time.Sleep(200 * time.Millisecond) // into Wait
+			}
+			require.NoError(t, cmd.Process.Kill())
+			_ = cmd.Wait()
+
+			engine, err := libcontainer.Open(root)
+			require.NoError(t, err)
+			rt, err := runtime.New(engine, runtime.WithStateDir(root))
+			require.NoError(t, err)
+			c, err := rt.Get(ctx, id)
+			require.NoError(t, err)
+			st, err := c.State(ctx)
+			require.NoError(t, err)
+			if step == "created" {
+				require.Equal(t, runtime.StatusCreated, st)
+				require.NoError(t, c.Start(ctx))
+			} else {
+				require.Equal(t, runtime.StatusRunning, st)
+			}
+			require.Eventually(t, func() bool {
+				_ = c.Kill(ctx, syscall.SIGUSR1)
+				info, err := c.Info(ctx)
+				return err == nil && info.Status == runtime.StatusStopped
+			}, 10*time.Second, 100*time.Millisecond)
+			es, err := c.Wait(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 5, es.Code, "the exit code outlives the killed caller")
+			require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+			requireNothingLeft(t, root, id)
+		})
+	}
+}
+
+// A supervisor killed (kill -9) leaves its containers running, listed and
+// controllable; waiting for one follows its init to its end, with its exit
+// code unknown (-1); the next create starts a new supervisor, which keeps
+// that container's exit code again; all is deleted with nothing left.
+func TestSupervisorKilled(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rootfs := fixture.BusyboxTB(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	engine, err := libcontainer.Open(root)
+	require.NoError(t, err)
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	require.NoError(t, err)
+	var orphans []*runtime.Container
+	for range 2 {
+		c, err := rt.Create(ctx, runtimetest.NewID("orphan"), exitOnUSR1(rootfs))
+		require.NoError(t, err)
+		require.NoError(t, c.Start(ctx))
+		orphans = append(orphans, c)
+	}
+	pids := supervisorPids(t, root)
+	require.Len(t, pids, 1, "one supervisor keeps both containers")
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	require.Eventually(t, func() bool { return len(supervisorPids(t, root)) == 0 }, 10*time.Second, 20*time.Millisecond)
+
+	list, err := rt.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	for _, info := range list {
+		require.Equal(t, runtime.StatusRunning, info.Status, "a container outlives its supervisor")
+	}
+	waited := make(chan runtime.ExitStatus, 1)
+	go func() {
+		es, err := orphans[0].Wait(ctx)
+		require.NoError(t, err)
+		waited <- es
+	}()
+	select {
+	case es := <-waited:
+		t.Fatalf("Wait returned %+v while the container runs", es)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, orphans[0].Kill(ctx, syscall.SIGKILL))
+	require.Equal(t, -1, (<-waited).Code, "nobody recorded the exit")
+
+	c, err := rt.Create(ctx, runtimetest.NewID("after"), exitOnUSR1(rootfs))
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	require.Len(t, supervisorPids(t, root), 1, "a new supervisor")
+	require.Eventually(t, func() bool {
+		_ = c.Kill(ctx, syscall.SIGUSR1)
+		info, err := c.Info(ctx)
+		return err == nil && info.Status == runtime.StatusStopped
+	}, 10*time.Second, 100*time.Millisecond)
+	es, err := c.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 5, es.Code)
+
+	ids := []string{c.ID()}
+	for _, o := range append(orphans, c) {
+		require.NoError(t, o.Delete(ctx, runtime.DeleteOptions{Force: true}))
+		ids = append(ids, o.ID())
+	}
+	requireNothingLeft(t, root, ids...)
+}
+
+// Containers over one supervisor's share go to the next one; each Wait is
+// answered by the supervisor that keeps the container.
+func TestSupervisorsShareContainers(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rootfs := fixture.BusyboxTB(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	rt := openWithSupervisorLimit(t, root, 2)
+	var cs []*runtime.Container
+	for range 5 {
+		c, err := rt.Create(ctx, runtimetest.NewID("share"), exitOnUSR1(rootfs))
+		require.NoError(t, err)
+		require.NoError(t, c.Start(ctx))
+		cs = append(cs, c)
+	}
+	require.Len(t, supervisorPids(t, root), 3, "2 + 2 + 1")
+	var ids []string
+	for _, c := range cs {
+		require.Eventually(t, func() bool {
+			_ = c.Kill(ctx, syscall.SIGUSR1)
+			info, err := c.Info(ctx)
+			return err == nil && info.Status == runtime.StatusStopped
+		}, 10*time.Second, 100*time.Millisecond)
+		es, err := c.Wait(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 5, es.Code)
+		require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+		ids = append(ids, c.ID())
+	}
+	requireNothingLeft(t, root, ids...)
+}
+
+func openWithSupervisorLimit(t *testing.T, root string, n int) *runtime.Runtime {
+	engine, err := libcontainer.Open(root, libcontainer.WithSupervisorShare(n))
+	require.NoError(t, err)
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	require.NoError(t, err)
+	return rt
+}
