@@ -7,7 +7,7 @@ GO ?= go
 export GOFLAGS += -tags=seccomp
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: demo test setup bench bench-volume bench-docker bench-image bench-registry bench-cri vet
+.PHONY: demo test setup bench bench-run bench-memory bench-scale bench-volume bench-docker bench-image bench-registry bench-cri vet
 
 demo: setup
 	$(GO) run ./examples/quickstart
@@ -49,8 +49,24 @@ vet:
 setup:
 	./scripts/setup.sh
 
+# Every row of the performance table, each with its peer measured in the
+# same run: start latency (berthctl, and the library in process, against
+# runc and lxc-execute), host memory per container (against LXC), 10,000
+# containers at once, and image import (against docker load and tar).
 bench: setup
 	./scripts/bench-run.sh
+	./scripts/bench-memory.sh
+	./scripts/bench-scale.sh
+	./scripts/bench-image.sh
+
+bench-run: setup
+	./scripts/bench-run.sh
+
+bench-memory: setup
+	./scripts/bench-memory.sh
+
+bench-scale: setup
+	./scripts/bench-scale.sh
 
 bench-volume: setup
 	./scripts/bench-volume.sh

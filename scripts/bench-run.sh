@@ -17,6 +17,7 @@ trap 'rm -rf "$work"' EXIT
 # copying it for every container.
 mkdir -p "$work/bin"
 go build -tags seccomp -o "$work/bin/berthctl" ./examples/berthctl
+go build -tags seccomp -o "$work/bin/benchinproc" ./scripts/benchinproc
 go run -tags seccomp ./internal/fixture/mkrootfs "$work/rootfs"
 if [ -n "${BASELINE:-}" ]; then
 	mkdir -p "$work/base"
@@ -90,3 +91,7 @@ if [ -n "${BASELINE:-}" ]; then
 		printf "  berthctl@%s/runc without seccomp = %.2f (the ratio before confinement)\n", rev, o/p
 	}'
 fi
+
+# The library path orchestrators use, in process, against runc run of the
+# same bundle, interleaved in a run of its own.
+"$work/bin/benchinproc" -rounds "$rounds" "$work/rootfs" "$work/bundle" "$work/runc"

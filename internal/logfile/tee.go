@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 )
@@ -59,9 +60,9 @@ func (t *Tee) CopyAlso(r *os.File, w io.Writer, also ...io.WriteCloser) {
 		for _, a := range side {
 			defer a.Close()
 		}
-		buf := make([]byte, 32<<10)
 		for {
-			n, err := r.Read(buf)
+			bp, n, err := readPooled(r)
+			buf := *bp
 			if n > 0 {
 				t.last.Store(time.Now().UnixNano())
 				_, _ = t.log.Write(buf[:n])
@@ -73,16 +74,70 @@ func (t *Tee) CopyAlso(r *os.File, w io.Writer, also ...io.WriteCloser) {
 					_, werr := w.Write(buf[:n])
 					t.busy.Add(-1)
 					if werr != nil {
+						copyBufs.Put(bp)
 						return
 					}
 				}
 				t.last.Store(time.Now().UnixNano())
 			}
+			copyBufs.Put(bp)
 			if err != nil {
 				return
 			}
 		}
 	}()
+}
+
+// copyBufs are the copies' buffers, taken only while data is read and
+// written: a container whose output is idle (most are, most of the time)
+// holds none, which matters to a supervisor copying thousands.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+// readPooled waits until r has data (or its end), then reads it into a
+// buffer of copyBufs, which the caller puts back. Waiting, it holds no
+// buffer: a pipe is waited for on the runtime's poller. A file the poller
+// cannot wait for is read as it is.
+func readPooled(r *os.File) (*[]byte, int, error) {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		bp := copyBufs.Get().(*[]byte)
+		n, err := r.Read(*bp)
+		return bp, n, err
+	}
+	var bp *[]byte
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		bp = copyBufs.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), *bp)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			copyBufs.Put(bp)
+			bp = nil
+			return false // wait until readable
+		}
+		return true
+	})
+	if bp == nil {
+		bp = copyBufs.Get().(*[]byte)
+	}
+	if err != nil {
+		return bp, 0, err
+	}
+	if rerr != nil {
+		return bp, 0, &os.PathError{Op: "read", Path: r.Name(), Err: rerr}
+	}
+	if n <= 0 {
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
 }
 
 // Finish returns once every pipe reached its end, which it does when the

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Host memory per running container: the Pss of the processes started for
+# a container other than its own, with N sleeping containers of berth (its
+# supervisors: `berthctl create` + `start`) and of LXC (each lxc-execute
+# monitor and its init.lxc) running at once on the same busybox root
+# filesystem, and the ratio. Usage: scripts/bench-memory.sh [N] (default 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-100}
+
+work=$(mktemp -d /tmp/berth-bench-mem.XXXXXX)
+chmod 711 "$work"
+lxc_pids=()
+cleanup() {
+	for p in "${lxc_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for i in $(seq "$n"); do lxc-stop -P "$work/lxc" -n "m$i" -k >/dev/null 2>&1 || true; done
+	[ ! -x "$work/bin/berthctl" ] || "$work/bin/berthctl" --root "$work/state" rm -f $("$work/bin/berthctl" --root "$work/state" ps -q 2>/dev/null) >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/bin" "$work/lxc"
+go build -tags seccomp -o "$work/bin/berthctl" ./examples/berthctl
+go run -tags seccomp ./internal/fixture/mkrootfs "$work/rootfs"
+cat >"$work/lxc.conf" <<CONF
+lxc.rootfs.path = dir:$work/rootfs
+lxc.uts.name = bench
+lxc.net.0.type = empty
+lxc.mount.auto = proc:mixed sys:ro
+lxc.apparmor.profile = unconfined
+CONF
+
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+sum_pss() { local t=0 p; for p in "$@"; do t=$((t + $(pss "$p"))); done; echo "$t"; }
+
+for i in $(seq "$n"); do
+	id=$("$work/bin/berthctl" --root "$work/state" create --rootfs "$work/rootfs" -- /bin/sleep 100000)
+	"$work/bin/berthctl" --root "$work/state" start "$id"
+done
+sleep 1
+mapfile -t sup < <(pgrep -f "berth-supervisor $work/state" || true)
+berth_kb=$(sum_pss "${sup[@]}")
+
+for i in $(seq "$n"); do
+	lxc-execute -P "$work/lxc" -n "m$i" -f "$work/lxc.conf" -- /bin/sleep 100000 >/dev/null 2>&1 &
+	lxc_pids+=($!)
+done
+sleep 2
+mapfile -t inits < <(pgrep -x init.lxc || true)
+lxc_kb=$(sum_pss "${lxc_pids[@]}" "${inits[@]}")
+
+awk -v b="$berth_kb" -v l="$lxc_kb" -v n="$n" -v ns="${#sup[@]}" -v nl="${#lxc_pids[@]}" -v ni="${#inits[@]}" 'BEGIN {
+	printf "host memory per running container, %d sleeping containers each (Pss of the processes started for them, other than their own)\n", n
+	printf "  berth (%d supervisor process(es))             %6.3f MB\n", ns, b/1024/n
+	printf "  LXC (%d lxc-execute monitors + %d init.lxc)   %6.3f MB\n", nl, ni, l/1024/n
+	printf "  berth/LXC = %.2f; berth %.3f MB (target <= 0.25 MB)\n", b/l, b/1024/n
+}'
