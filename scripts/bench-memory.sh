@@ -2,7 +2,7 @@
 # Host memory per running container: the Pss of the processes started for
 # a container other than its own, with N sleeping containers of berth (its
 # supervisors: `berthctl create` + `start`) and of LXC (each lxc-execute
-# monitor and its init.lxc) running at once on the same busybox root
+# monitor and the init it forks) running at once on the same busybox root
 # filesystem, and the ratio. Usage: scripts/bench-memory.sh [N] (default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ chmod 711 "$work"
 lxc_pids=()
 cleanup() {
 	for p in "${lxc_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	pkill -9 -f "lxc-execute -P $work/lxc" 2>/dev/null || true
 	for i in $(seq "$n"); do lxc-stop -P "$work/lxc" -n "m$i" -k >/dev/null 2>&1 || true; done
 	[ ! -x "$work/bin/berthctl" ] || "$work/bin/berthctl" --root "$work/state" rm -f $("$work/bin/berthctl" --root "$work/state" ps -q 2>/dev/null) >/dev/null 2>&1 || true
 	rm -rf "$work"
@@ -39,18 +40,26 @@ done
 sleep 1
 mapfile -t sup < <(pgrep -f "berth-supervisor $work/state" || true)
 berth_kb=$(sum_pss "${sup[@]}")
+berth_anon=0
+for p in "${sup[@]}"; do berth_anon=$((berth_anon + $(awk '/^Pss_Anon:/ {print $2}' "/proc/$p/smaps_rollup"))); done
 
 for i in $(seq "$n"); do
 	lxc-execute -P "$work/lxc" -n "m$i" -f "$work/lxc.conf" -- /bin/sleep 100000 >/dev/null 2>&1 &
 	lxc_pids+=($!)
 done
 sleep 2
-mapfile -t inits < <(pgrep -x init.lxc || true)
-lxc_kb=$(sum_pss "${lxc_pids[@]}" "${inits[@]}")
+# Each lxc-execute forks the container's init (lxc's own, which then runs
+# the command): both are counted, the command (sleep) is not.
+lxcs=()
+for p in "${lxc_pids[@]}"; do
+	lxcs+=("$p")
+	for c in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do lxcs+=("$c"); done
+done
+lxc_kb=$(sum_pss "${lxcs[@]}")
 
-awk -v b="$berth_kb" -v l="$lxc_kb" -v n="$n" -v ns="${#sup[@]}" -v nl="${#lxc_pids[@]}" -v ni="${#inits[@]}" 'BEGIN {
+awk -v b="$berth_kb" -v ba="$berth_anon" -v l="$lxc_kb" -v n="$n" -v ns="${#sup[@]}" -v nl="${#lxc_pids[@]}" -v ni="$((${#lxcs[@]} - ${#lxc_pids[@]}))" 'BEGIN {
 	printf "host memory per running container, %d sleeping containers each (Pss of the processes started for them, other than their own)\n", n
-	printf "  berth (%d supervisor process(es))             %6.3f MB\n", ns, b/1024/n
-	printf "  LXC (%d lxc-execute monitors + %d init.lxc)   %6.3f MB\n", nl, ni, l/1024/n
+	printf "  berth (%d supervisor process(es))             %6.3f MB (%.3f MB of it anonymous, the rest the binary'"'"'s pages)\n", ns, b/1024/n, ba/1024/n
+	printf "  LXC (%d lxc-execute monitors + %d inits)      %6.3f MB\n", nl, ni, l/1024/n
 	printf "  berth/LXC = %.2f; berth %.3f MB (target <= 0.25 MB)\n", b/l, b/1024/n
 }'

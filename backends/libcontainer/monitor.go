@@ -136,7 +136,7 @@ func runJob(dir, runcRoot, id string, spec outputSpec, stdin, stdout, stderr *os
 		done()
 		return
 	}
-	if err := recordExit(dir, k.c, k.p); err != nil {
+	if err := recordExitOf(dir, k); err != nil {
 		monitorLog(dir, err)
 	}
 	// The exit is known; the output is copied to its end before the
@@ -554,6 +554,11 @@ func recordExit(dir string, c *lc.Container, p *lc.Process) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "berth monitor: wait:", err)
 	}
+	return writeExit(dir, st, oom)
+}
+
+// writeExit records st, with the OOM killer's count from oom (nil: none).
+func writeExit(dir string, st driver.ExitStatus, oom cgroups.Manager) error {
 	if oom != nil {
 		n, err := oom.OOMKillCount()
 		st.OOMKilled = err == nil && n > 0
@@ -562,6 +567,39 @@ func recordExit(dir string, c *lc.Container, p *lc.Process) error {
 		return fmt.Errorf("record exit: %w", err)
 	}
 	return nil
+}
+
+// recordExitOf is recordExit for a supervisor, which keeps thousands of
+// inits: the container and process objects of libcontainer (the whole
+// config, seccomp profile included) are let go once the init runs, and its
+// exit is reaped by pid, unless the init shares the host's PID namespace,
+// whose processes libcontainer's Wait kills as the init exits.
+func recordExitOf(dir string, k *kept) error {
+	c, p := k.c, k.p
+	if cfg := c.Config(); !cfg.Namespaces.Contains(configs.NEWPID) {
+		return recordExit(dir, c, p)
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		return recordExit(dir, c, p)
+	}
+	oom := oomCounter(c)
+	k.c, k.p, c, p = nil, nil, nil, nil
+	awaitExit(pid)
+	var ws unix.WaitStatus
+	for {
+		_, err = unix.Wait4(pid, &ws, 0, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	st := driver.ExitStatus{ExitedAt: time.Now().UTC(), Code: -1}
+	if err == nil {
+		st = exitStatusOf(syscall.WaitStatus(ws))
+	} else {
+		fmt.Fprintln(os.Stderr, "berth monitor: wait:", err)
+	}
+	return writeExit(dir, st, oom)
 }
 
 // awaitExit returns once process pid, a child of this process, has exited

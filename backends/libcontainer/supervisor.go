@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,6 +153,11 @@ func runSupervisor(args []string) int {
 	if err := os.Chmod(filepath.Join(s.dir, supervisorSock), 0o600); err != nil {
 		return fail(err)
 	}
+	// What the supervisor allocates is mostly kept for its containers'
+	// lives, and little churns (the copies' buffers are pooled): a
+	// tighter collector costs little and keeps its memory near what it
+	// keeps.
+	debug.SetGCPercent(25)
 	s.max = containersFor(fdLimit())
 	if share > 0 {
 		s.max = min(s.max, share)
@@ -237,12 +243,16 @@ func (s *supervisor) tryQuit() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.idle = nil
-	if err != nil {
+	if errors.Is(err, unix.EWOULDBLOCK) {
 		// Another is being started: try again later.
 		s.idleLocked()
 		return
 	}
-	defer unlock()
+	// Any other error is a root removed: nobody can reach this
+	// supervisor any more.
+	if err == nil {
+		defer unlock()
+	}
 	if s.busy > 0 || s.quitting {
 		return
 	}

@@ -4,8 +4,8 @@ import (
 	"io"
 	"os"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
