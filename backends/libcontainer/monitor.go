@@ -59,6 +59,9 @@ const fdReady = 3
 // exit is recorded and the monitor's lock released (Wait returns then),
 // before the attachments are drained. runJob returns once all is over.
 func runJob(dir, runcRoot, id string, spec outputSpec, stdin, stdout, stderr *os.File, report func(monitorStatus) bool, done func()) {
+	// Also on a panic (the supervisor's other jobs go on): the lock is
+	// released, then done runs (both may run twice).
+	defer done()
 	fail := func(err error) {
 		if le := hostLimitError(err); le != nil {
 			monitorLog(dir, err) // the whole story
@@ -80,6 +83,7 @@ func runJob(dir, runcRoot, id string, spec outputSpec, stdin, stdout, stderr *os
 		fail(err)
 		return
 	}
+	defer unlock()
 	cfg, proc, err := readMonitorJob(dir)
 	if err != nil {
 		stdin.Close()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -158,6 +159,7 @@ func runSupervisor(args []string) int {
 	// tighter collector costs little and keeps its memory near what it
 	// keeps.
 	debug.SetGCPercent(25)
+	spareThreads(supervisorThreads)
 	s.max = containersFor(fdLimit())
 	if share > 0 {
 		s.max = min(s.max, share)
@@ -169,6 +171,32 @@ func runSupervisor(args []string) int {
 	s.mu.Unlock()
 	s.serve()
 	return 0
+}
+
+// supervisorThreads is how many threads a supervisor makes as it starts
+// and keeps idle.
+const supervisorThreads = 16
+
+// spareThreads has the Go runtime make n threads now, which it then keeps
+// idle for when goroutines block in system calls: a Go process that
+// cannot make a thread when it needs one crashes, and a tenant's fork bomb
+// may have taken every pid of the host by then. (A thread a goroutine
+// locked and let go of is kept; only one locked at the goroutine's end is
+// destroyed.)
+func spareThreads(n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			goruntime.LockOSThread()
+			defer goruntime.UnlockOSThread()
+			// Held in a system call, so that each goroutine
+			// holds a thread of its own at once.
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
+		}()
+	}
+	wg.Wait()
 }
 
 // fdLimit is this process's descriptor limit (Go raises the soft limit to
@@ -204,6 +232,13 @@ func (s *supervisor) serve() {
 		s.enter()
 		go func() {
 			defer s.leave()
+			// One container's failure is not all of them: a
+			// panic ends that request (and its job) alone.
+			defer func() {
+				if p := recover(); p != nil {
+					fmt.Fprintf(os.Stderr, "berth supervisor: panic: %v\n%s", p, debug.Stack())
+				}
+			}()
 			s.handle(conn)
 		}()
 	}
@@ -339,11 +374,14 @@ func (s *supervisor) start(conn *net.UnixConn, req supervisorRequest, files []*o
 		conn.Close()
 		return ok
 	}
+	var once sync.Once
 	done := func() {
-		s.mu.Lock()
-		delete(s.jobs, req.ID)
-		s.mu.Unlock()
-		close(exited)
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.jobs, req.ID)
+			s.mu.Unlock()
+			close(exited)
+		})
 	}
 	runJob(s.r.dir(req.ID), s.r.runcRoot(), req.ID, spec, files[0], files[1], files[2], report, done)
 }

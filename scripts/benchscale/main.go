@@ -16,14 +16,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthrun/berth/backends/libcontainer"
 	"github.com/berthrun/berth/runtime"
@@ -36,10 +40,16 @@ func main() {
 	marksFlag := flag.String("marks", "10,1000,10000", "counts at which to print the costs")
 	guard := flag.Int("min-available-mib", 3072, "stop creating when MemAvailable falls under this")
 	window := flag.Int("window", 16, "creates timed before each mark")
+	share := flag.String("share", "", "namespaces the containers share with the host (network,ipc,uts,cgroup), to see what each costs the kernel")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: benchscale [flags] ROOTFS")
 		os.Exit(2)
+	}
+	for _, ns := range strings.Split(*share, ",") {
+		if ns != "" {
+			shared[specs.LinuxNamespaceType(ns)] = true
+		}
 	}
 	if err := run(flag.Arg(0), *n, *par, parseMarks(*marksFlag, *n), *guard, *window); err != nil {
 		fmt.Fprintln(os.Stderr, "benchscale:", err)
@@ -63,6 +73,16 @@ func parseMarks(s string, n int) []int {
 
 const cgroupParent = "berth-scale"
 
+// shared are the namespaces the containers share with the host.
+var shared = map[specs.LinuxNamespaceType]bool{}
+
+// spec is a sleeping container's.
+func spec(rootfs string) *specs.Spec {
+	s := runtime.DefaultSpec(rootfs, "/bin/sleep", "100000000")
+	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return shared[ns.Type] })
+	return s
+}
+
 func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 	ctx := context.Background()
 	root, err := os.MkdirTemp("/var/tmp", "berth-scale.")
@@ -82,6 +102,9 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 	defer rt.Close()
 	base := sample(root)
 	fmt.Printf("scale: up to %d sleeping containers, %d at a time; kernel.pid_max %d; memory guard: MemAvailable >= %d MiB\n", n, par, readInt("/proc/sys/kernel/pid_max"), guardMiB)
+	if len(shared) > 0 {
+		fmt.Printf("namespaces shared with the host: %v\n", slices.Sorted(maps.Keys(shared)))
+	}
 	fmt.Printf("%8s %10s %10s %10s %10s %10s %10s %10s %9s %8s\n", "running", "ms/create", "MB/ctr", "kernel", "slab", "percpu", "superv.", "init", "tasks/ctr", "fds/ctr")
 
 	var ids []string
@@ -159,7 +182,7 @@ func createN(ctx context.Context, rt *runtime.Runtime, rootfs string, from, to, 
 					return
 				}
 				id := fmt.Sprintf("scale-%05d", i)
-				c, err := rt.Create(ctx, id, &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/sleep", "100000000")})
+				c, err := rt.Create(ctx, id, &runtime.Config{Spec: spec(rootfs)})
 				if err == nil {
 					mu.Lock()
 					*ids = append(*ids, id)
