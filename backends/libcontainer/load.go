@@ -37,6 +37,10 @@ func keyOf(path string) (fileKey, error) {
 	return k, nil
 }
 
+// fileCacheMax bounds the files a cache keeps: a container's state is some
+// 100 KB parsed, and a caller may have thousands.
+const fileCacheMax = 512
+
 // fileCache keeps what load made of each file, by path.
 type fileCache[T any] struct {
 	mu sync.Mutex
@@ -73,6 +77,14 @@ func (c *fileCache[T]) get(path string, load func() (T, error)) (T, error) {
 		c.mu.Lock()
 		if c.m == nil {
 			c.m = map[string]cached[T]{}
+		}
+		if _, ok := c.m[path]; !ok && len(c.m) >= fileCacheMax {
+			// Full: one entry goes, any (a program keeping
+			// thousands of containers reads them again).
+			for k := range c.m {
+				delete(c.m, k)
+				break
+			}
 		}
 		c.m[path] = cached[T]{key, v}
 		c.mu.Unlock()
