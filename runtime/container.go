@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -99,9 +100,11 @@ func (c *Container) capable(op string, ok bool) error {
 
 // Start runs the container's process.
 func (c *Container) Start(ctx context.Context) error {
+	sp := phase.Begin(ctx)
 	if _, err := c.require(ctx, "start", StatusCreated); err != nil {
 		return err
 	}
+	sp.Mark("start.state")
 	return c.r.events.act(c.id, EventStarted, func() error { return wrap(c.id, c.r.d.Start(ctx, c.id)) })
 }
 
@@ -199,15 +202,18 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	var evs []Event
 	c.r.events.begin(c.id)
 	defer func() { c.r.events.done(c.id, evs...) }()
+	sp := phase.Begin(ctx)
 	i, err := c.info(ctx)
 	if err != nil {
 		return err
 	}
+	sp.Mark("delete.state")
 	// Before anything is killed; again under the owner lock below, which
 	// keeps new joiners out.
 	if err := c.r.refuseJoined(ctx, c.id); err != nil {
 		return err
 	}
+	sp.Mark("delete.joins")
 	switch i.Status {
 	case StatusRunning, StatusPaused:
 		if !opts.Force {
@@ -231,17 +237,21 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 		}
 		c.r.events.report(c.id, ev)
 	}
+	sp.Skip()
 	unlock, err := c.r.volumes.LockOwner(c.id)
 	if err != nil {
 		return wrap(c.id, err)
 	}
 	defer unlock()
+	sp.Mark("delete.lock")
 	if err := c.r.refuseJoined(ctx, c.id); err != nil {
 		return err
 	}
+	sp.Mark("delete.joins")
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
+	sp.Skip()
 	evs = append(evs, Event{Type: EventDeleted, ID: c.id})
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
@@ -249,6 +259,7 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	if driver.HasUserNamespace(i.Spec) {
 		errs = append(errs, c.r.ids.release(c.id))
 	}
+	sp.Mark("delete.release")
 	return wrap(c.id, errors.Join(errs...))
 }
 

@@ -13,11 +13,13 @@ import (
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // Create implements driver.Runtime.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
+	sp := phase.Begin(ctx)
 	if err := checkCreate(req); err != nil {
 		return err
 	}
@@ -44,11 +46,13 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := r.planRootfs(ctx, req, rec, userns); err != nil {
 		return err
 	}
+	sp.Mark("create.dir")
 	// The record goes down before anything is mounted or spawned, so that a
 	// crash at any later point leaves something Delete can clean up.
 	if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
 		return err
 	}
+	sp.Mark("create.record")
 	if err := mountRootfs(dir, req, rec, userns); err != nil {
 		return err
 	}
@@ -56,10 +60,16 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err != nil {
 		return err
 	}
+	sp.Mark("create.config")
 	if err := r.startInitOf(ctx, req, cfg, rec); err != nil {
 		return err
 	}
-	return r.recordCreatedVolumes(ctx, req)
+	sp.Skip()
+	if err := r.recordCreatedVolumes(ctx, req); err != nil {
+		return err
+	}
+	sp.Mark("create.volume-mounts")
+	return nil
 }
 
 // checkCreate refuses the requests this engine cannot serve before anything
@@ -123,7 +133,8 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 // runtime is Attached, else under a monitor whose pid goes in the record,
 // and records the init's namespaces.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
-	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce}
+	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce, phases: phase.FromContext(ctx)}
+	sp := phase.Begin(ctx)
 	// One writer for both streams; none is not one.
 	out.same = req.IO.Stdout == req.IO.Stderr && nilIfNil(req.IO.Stdout) != nil
 	if r.attached {
@@ -140,7 +151,12 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 			return err
 		}
 	}
-	return r.recordNamespaces(req.ID)
+	sp.Mark("create.init")
+	if err := r.recordNamespaces(req.ID); err != nil {
+		return err
+	}
+	sp.Mark("create.namespaces")
+	return nil
 }
 
 // recordCreatedVolumes records the volumes' mounts of a created container.
