@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -163,6 +164,9 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 // The init waits on its exec FIFO: the mount table is still berth's alone,
 // and the volumes' mounts are known by their IDs from here on.
 func (r *Runtime) recordCreatedVolumes(ctx context.Context, req *driver.CreateRequest) error {
+	if len(req.Devices) == 0 && !slices.ContainsFunc(req.Spec.Mounts, isBind) {
+		return nil // none: no record (readMounts takes none for empty)
+	}
 	c, err := r.load(req.ID)
 	if err != nil {
 		return err
