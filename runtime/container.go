@@ -278,7 +278,7 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 		return nil, fmt.Errorf("container %q: exec with a console size and no terminal: %w", c.id, errdefs.ErrInvalidArgument)
 	}
 	if p.ConsoleSize != nil && !boxFits(*p.ConsoleSize) {
-		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize)
+		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize())
 	}
 	if p.Terminal && !c.r.caps.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a terminal: %w", c.id, errdefs.ErrNotImplemented)
@@ -327,7 +327,7 @@ func (c *Container) Resize(ctx context.Context, size specs.Box) error {
 		return err
 	}
 	if !boxFits(size) {
-		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize)
+		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize())
 	}
 	i, err := c.require(ctx, "resize the terminal of", StatusCreated, StatusRunning, StatusPaused)
 	if err != nil {
@@ -390,13 +390,17 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 // columns (invalid-argument beyond).
 func (p *Process) Resize(ctx context.Context, size specs.Box) error {
 	if !boxFits(size) {
-		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize)
+		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize())
 	}
 	return wrap(p.c.id, p.p.Resize(ctx, size))
 }
 
-// errBoxSize is a terminal size out of range.
-var errBoxSize = fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+// errBoxSize is a terminal size out of range. (A function, not an error
+// made as the package initializes: every container's init starts the
+// program anew, and runs every package's initialization.)
+func errBoxSize() error {
+	return fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+}
 
 // boxFits reports whether a terminal can have size b: its rows and
 // columns are 16-bit numbers.
