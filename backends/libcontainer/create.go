@@ -70,6 +70,14 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		return err
 	}
 	sp.Mark("create.volume-mounts")
+	// The record is written for good (this create is its only writer):
+	// the next read of it, the start's, need not parse it again. What is
+	// kept reads as the file would (no labels: none, not an empty map).
+	kept := *rec
+	if len(kept.Labels) == 0 {
+		kept.Labels = nil
+	}
+	r.records.put(r.recordPath(req.ID), &kept)
 	return nil
 }
 
