@@ -4,5 +4,6 @@
 // (kernfs), tar writing (tarutil), mounts moved into and out of a running
 // container (mountns), capped and rotated logs (logfile), the Kubernetes
 // CRI log format (crilog), killing what a container left (reap),
-// /etc/subuid parsing (subid) and test fixtures (fixture).
+// /etc/subuid parsing (subid), the phase timings benchmarks report
+// (phase) and test fixtures (fixture).
 package internal

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -99,9 +100,11 @@ func (c *Container) capable(op string, ok bool) error {
 
 // Start runs the container's process.
 func (c *Container) Start(ctx context.Context) error {
+	sp := phase.Begin(ctx)
 	if _, err := c.require(ctx, "start", StatusCreated); err != nil {
 		return err
 	}
+	sp.Mark("start.state")
 	return c.r.events.act(c.id, EventStarted, func() error { return wrap(c.id, c.r.d.Start(ctx, c.id)) })
 }
 
@@ -199,15 +202,18 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	var evs []Event
 	c.r.events.begin(c.id)
 	defer func() { c.r.events.done(c.id, evs...) }()
+	sp := phase.Begin(ctx)
 	i, err := c.info(ctx)
 	if err != nil {
 		return err
 	}
+	sp.Mark("delete.state")
 	// Before anything is killed; again under the owner lock below, which
 	// keeps new joiners out.
 	if err := c.r.refuseJoined(ctx, c.id); err != nil {
 		return err
 	}
+	sp.Mark("delete.joins")
 	switch i.Status {
 	case StatusRunning, StatusPaused:
 		if !opts.Force {
@@ -231,17 +237,21 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 		}
 		c.r.events.report(c.id, ev)
 	}
+	sp.Skip()
 	unlock, err := c.r.volumes.LockOwner(c.id)
 	if err != nil {
 		return wrap(c.id, err)
 	}
 	defer unlock()
+	sp.Mark("delete.lock")
 	if err := c.r.refuseJoined(ctx, c.id); err != nil {
 		return err
 	}
+	sp.Mark("delete.joins")
 	if err := c.r.d.Delete(ctx, c.id); err != nil {
 		return wrap(c.id, err)
 	}
+	sp.Skip()
 	evs = append(evs, Event{Type: EventDeleted, ID: c.id})
 	// The container is gone: release everything it held, each step
 	// whatever the others did.
@@ -249,6 +259,7 @@ func (c *Container) Delete(ctx context.Context, opts DeleteOptions) error {
 	if driver.HasUserNamespace(i.Spec) {
 		errs = append(errs, c.r.ids.release(c.id))
 	}
+	sp.Mark("delete.release")
 	return wrap(c.id, errors.Join(errs...))
 }
 
@@ -267,7 +278,7 @@ func (c *Container) Exec(ctx context.Context, p *ProcessSpec, pio IO) (*Process,
 		return nil, fmt.Errorf("container %q: exec with a console size and no terminal: %w", c.id, errdefs.ErrInvalidArgument)
 	}
 	if p.ConsoleSize != nil && !boxFits(*p.ConsoleSize) {
-		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize)
+		return nil, fmt.Errorf("container %q: exec console size %dx%d: %w", c.id, p.ConsoleSize.Height, p.ConsoleSize.Width, errBoxSize())
 	}
 	if p.Terminal && !c.r.caps.Terminal {
 		return nil, fmt.Errorf("container %q: exec with a terminal: %w", c.id, errdefs.ErrNotImplemented)
@@ -316,7 +327,7 @@ func (c *Container) Resize(ctx context.Context, size specs.Box) error {
 		return err
 	}
 	if !boxFits(size) {
-		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize)
+		return fmt.Errorf("container %q: resize to %dx%d: %w", c.id, size.Height, size.Width, errBoxSize())
 	}
 	i, err := c.require(ctx, "resize the terminal of", StatusCreated, StatusRunning, StatusPaused)
 	if err != nil {
@@ -379,13 +390,17 @@ func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
 // columns (invalid-argument beyond).
 func (p *Process) Resize(ctx context.Context, size specs.Box) error {
 	if !boxFits(size) {
-		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize)
+		return fmt.Errorf("container %q: resize to %dx%d: %w", p.c.id, size.Height, size.Width, errBoxSize())
 	}
 	return wrap(p.c.id, p.p.Resize(ctx, size))
 }
 
-// errBoxSize is a terminal size out of range.
-var errBoxSize = fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+// errBoxSize is a terminal size out of range. (A function, not an error
+// made as the package initializes: every container's init starts the
+// program anew, and runs every package's initialization.)
+func errBoxSize() error {
+	return fmt.Errorf("a terminal has at most 65535 rows and columns: %w", errdefs.ErrInvalidArgument)
+}
 
 // boxFits reports whether a terminal can have size b: its rows and
 // columns are 16-bit numbers.

@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -40,9 +41,11 @@ func (r *Runtime) Create(ctx context.Context, id string, cfg *Config) (*Containe
 
 // create is Create; disk, when set, is cfg.RootDisk already open (Import).
 func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.File) (*Container, error) {
+	sp := phase.Begin(ctx)
 	if err := r.checkCreate(id, cfg); err != nil {
 		return nil, err
 	}
+	sp.Mark("create.check")
 	// The owner lock is held from here until the container exists: two
 	// creates of one ID take turns, and recovery in another process never
 	// takes this create's ID block or volumes for a crash's leftovers.
@@ -51,11 +54,13 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 		return nil, wrap(id, err)
 	}
 	defer unlock()
+	sp.Mark("create.lock")
 	if _, err := r.d.State(ctx, id); err == nil {
 		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
 		return nil, wrap(id, err)
 	}
+	sp.Mark("create.exists")
 	spec, err := cloneSpec(cfg.Spec)
 	if err != nil {
 		return nil, wrap(id, err)
@@ -83,6 +88,7 @@ func (r *Runtime) create(ctx context.Context, id string, cfg *Config, disk *os.F
 		r.undoCreate(ctx, id, rng)
 		return nil, wrap(id, err)
 	}
+	sp.Mark("create.spec")
 	req := &driver.CreateRequest{ID: id, Spec: spec, Image: cfg.Image, Labels: cfg.Labels, IO: cfg.IO, OpenStdin: cfg.OpenStdin, StdinOnce: cfg.StdinOnce, Log: logLimits(cfg.Log), CRILog: cfg.CRILog, Join: cloneJoin(cfg.Join)}
 	err = r.events.act(id, EventCreated, func() error { return r.createWith(ctx, req, cfg, disk, rng) })
 	if err != nil {
@@ -181,13 +187,17 @@ func (r *Runtime) createWith(ctx context.Context, req *driver.CreateRequest, cfg
 	if err := r.mountImages(ctx, req.ID, req.Spec, cfg.ImageMounts); err != nil {
 		return err
 	}
+	sp := phase.Begin(ctx)
 	if err := r.attachVolumes(ctx, req, cfg.Volumes, rng); err != nil {
 		return err
 	}
+	sp.Mark("create.volumes")
 	if err := r.d.Create(ctx, req); err != nil {
 		return err
 	}
+	sp.Skip()
 	r.releaseHostBinds(req.ID)
+	sp.Mark("create.release-binds")
 	return nil
 }
 

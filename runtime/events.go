@@ -105,8 +105,11 @@ func (s *Subscription) Close() error {
 	return nil
 }
 
-// errRuntimeClosed ends the subscriptions of a closed runtime.
-var errRuntimeClosed = fmt.Errorf("events: runtime closed: %w", errdefs.ErrUnavailable)
+// errRuntimeClosed ends the subscriptions of a closed runtime. (A
+// function: see errBoxSize.)
+func errRuntimeClosed() error {
+	return fmt.Errorf("events: runtime closed: %w", errdefs.ErrUnavailable)
+}
 
 // eventHub hands a runtime's events to its subscribers and, while there
 // are any, watches the containers (eventWatch).
@@ -166,7 +169,7 @@ func (h *eventHub) subscribe(ctx context.Context, buffer int) (*Subscription, er
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, errRuntimeClosed
+		return nil, errRuntimeClosed()
 	}
 	if h.watch == nil {
 		if err := h.startLocked(ctx); err != nil {
@@ -283,7 +286,7 @@ func (h *eventHub) close() {
 	h.mu.Lock()
 	h.closed = true
 	for s := range h.subs {
-		h.endLocked(s, errRuntimeClosed)
+		h.endLocked(s, errRuntimeClosed())
 	}
 	h.mu.Unlock()
 	h.wg.Wait()

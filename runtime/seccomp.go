@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -53,7 +54,9 @@ var deniedIoctls = []ioctlBlock{
 
 // allowedIoctls covers every request outside deniedIoctls with as few
 // blocks as a binary split gives (libseccomp has no masked "not equal").
-var allowedIoctls = complementBlocks(deniedIoctls)
+// It is computed on first use: every container's init starts the program
+// anew, and runs every package's initialization.
+var allowedIoctls = sync.OnceValue(func() []ioctlBlock { return complementBlocks(deniedIoctls) })
 
 func complementBlocks(denied []ioctlBlock) []ioctlBlock {
 	var out []ioctlBlock
@@ -126,7 +129,7 @@ func confineDeviceIoctls(sc *specs.LinuxSeccomp) error {
 			out = append(out, ioctl)
 			continue
 		}
-		for _, b := range allowedIoctls {
+		for _, b := range allowedIoctls() {
 			r := ioctl
 			r.Args = append(slices.Clone(rule.Args), b.arg())
 			out = append(out, r)

@@ -15,6 +15,7 @@ import (
 	"github.com/berthrun/berth/image"
 	"github.com/berthrun/berth/image/imagetest"
 	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/internal/fixture/dockerd"
 	"github.com/berthrun/berth/runtime"
 	"github.com/berthrun/berth/runtime/runtimetest"
 )
@@ -38,7 +39,7 @@ func envOr(k, def string) string {
 func requireDaemon(t *testing.T, host string) {
 	t.Helper()
 	fixture.RequireRoot(t)
-	err := fixture.DockerAnswers(context.Background(), host)
+	err := dockerd.Answers(context.Background(), host)
 	fixture.Require(t, err == nil, fmt.Sprintf("no Docker daemon answers at %s (scripts/setup-docker.sh starts one): %v", host, err))
 }
 

@@ -13,8 +13,10 @@ import (
 
 // BenchmarkRunTrue measures create+start+wait+delete of /bin/true, with a
 // monitor process per container (the default) and attached to the calling
-// process (what `berthctl run` uses). scripts/bench-run.sh compares the
-// whole berthctl command with runc and lxc-execute.
+// process (what `berthctl run` uses), and the time of each phase of them
+// (runtimetest.ReportPhases: runtime bookkeeping, state writes, the
+// libcontainer calls). scripts/bench-run.sh compares the whole berthctl
+// command with runc and lxc-execute.
 func BenchmarkRunTrue(b *testing.B) {
 	fixture.RequireRoot(b)
 	rootfs := fixture.BusyboxTB(b)

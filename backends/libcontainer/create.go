@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -13,11 +14,13 @@ import (
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/idmap"
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // Create implements driver.Runtime.
 func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr error) {
+	sp := phase.Begin(ctx)
 	if err := checkCreate(req); err != nil {
 		return err
 	}
@@ -47,11 +50,13 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err := r.planRootfs(ctx, req, rec, userns); err != nil {
 		return err
 	}
+	sp.Mark("create.dir")
 	// The record goes down before anything is mounted or spawned, so that a
 	// crash at any later point leaves something Delete can clean up.
 	if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
 		return err
 	}
+	sp.Mark("create.record")
 	if err := mountRootfs(dir, req, rec, userns); err != nil {
 		return err
 	}
@@ -59,10 +64,24 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 	if err != nil {
 		return err
 	}
+	sp.Mark("create.config")
 	if err := r.startInitOf(ctx, req, cfg, rec); err != nil {
 		return err
 	}
-	return r.recordCreatedVolumes(ctx, req)
+	sp.Skip()
+	if err := r.recordCreatedVolumes(ctx, req); err != nil {
+		return err
+	}
+	sp.Mark("create.volume-mounts")
+	// The record is written for good (this create is its only writer):
+	// the next read of it, the start's, need not parse it again. What is
+	// kept reads as the file would (no labels: none, not an empty map).
+	kept := *rec
+	if len(kept.Labels) == 0 {
+		kept.Labels = nil
+	}
+	r.records.put(r.recordPath(req.ID), &kept)
+	return nil
 }
 
 // checkCreate refuses the requests this engine cannot serve before anything
@@ -127,7 +146,8 @@ func mountRootfs(dir string, req *driver.CreateRequest, rec *record, userns bool
 // record,
 // and records the init's namespaces.
 func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cfg *configs.Config, rec *record) error {
-	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce}
+	out := outputSpec{limits: logLimits(req.Log), criLog: req.CRILog, openStdin: req.OpenStdin, stdinOnce: req.StdinOnce, phases: phase.FromContext(ctx)}
+	sp := phase.Begin(ctx)
 	// One writer for both streams; none is not one.
 	out.same = req.IO.Stdout == req.IO.Stderr && nilIfNil(req.IO.Stdout) != nil
 	if r.attached {
@@ -144,13 +164,21 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 			return err
 		}
 	}
-	return r.recordNamespaces(req.ID)
+	sp.Mark("create.init")
+	if err := r.recordNamespaces(req.ID); err != nil {
+		return err
+	}
+	sp.Mark("create.namespaces")
+	return nil
 }
 
 // recordCreatedVolumes records the volumes' mounts of a created container.
 // The init waits on its exec FIFO: the mount table is still berth's alone,
 // and the volumes' mounts are known by their IDs from here on.
 func (r *Runtime) recordCreatedVolumes(ctx context.Context, req *driver.CreateRequest) error {
+	if len(req.Devices) == 0 && !slices.ContainsFunc(req.Spec.Mounts, isBind) {
+		return nil // none: no record (readMounts takes none for empty)
+	}
 	c, err := r.load(req.ID)
 	if err != nil {
 		return err

@@ -14,21 +14,27 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
 // Start implements driver.Runtime.
 func (r *Runtime) Start(ctx context.Context, id string) error {
+	sp := phase.Begin(ctx)
 	c, err := r.load(id)
 	if err != nil {
 		return err
 	}
-	return classify(c.Exec())
+	sp.Mark("start.load")
+	err = c.Exec()
+	sp.Mark("start.exec")
+	return classify(err)
 }
 
 // Wait implements driver.Runtime.
 func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error) {
+	sp := phase.Begin(ctx)
 	rec, err := r.readRecord(id)
 	if err != nil {
 		return driver.ExitStatus{}, err
@@ -45,6 +51,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error
 	} else if err := r.waitMonitor(ctx, id, rec); err != nil {
 		return driver.ExitStatus{}, err
 	}
+	sp.Mark("wait.exit")
 	if err := r.waitOrphan(ctx, id); err != nil {
 		return driver.ExitStatus{}, err
 	}
@@ -61,6 +68,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (driver.ExitStatus, error
 	if err != nil {
 		return driver.ExitStatus{}, err
 	}
+	sp.Mark("wait.read")
 	return *st, nil
 }
 
@@ -132,6 +140,7 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 
 // Delete implements driver.Runtime.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
+	sp := phase.Begin(ctx)
 	rec, err := r.readRecord(id)
 	if err != nil {
 		return err
@@ -141,6 +150,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 		if err != nil {
 			return classify(err)
 		}
+		sp.Mark("delete.engine-state")
 		switch st {
 		case lc.Running, lc.Paused:
 			return fmt.Errorf("container is %s: %w", st, errdefs.ErrFailedPrecondition)
@@ -152,19 +162,25 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 				return err
 			}
 		}
+		sp.Skip()
 		if err := killRemaining(ctx, c); err != nil {
 			return err
 		}
+		sp.Mark("delete.kill-remaining")
 		if err := c.Destroy(); err != nil {
 			return classify(err)
 		}
+		sp.Mark("delete.destroy")
 	}
 	// The monitor exits once the init is gone; let it write its record
 	// before the directory goes.
 	if err := r.waitMonitor(ctx, id, rec); err != nil {
 		return err
 	}
-	return r.cleanup(id, rec)
+	sp.Mark("delete.wait-monitor")
+	err = r.cleanup(id, rec)
+	sp.Mark("delete.cleanup")
+	return err
 }
 
 // cleanup removes what Create made, in reverse: libcontainer's state, the

@@ -92,6 +92,22 @@ func (c *fileCache[T]) get(path string, load func() (T, error)) (T, error) {
 	return v, nil
 }
 
+// put keeps v as what path holds, for a caller that has just written v
+// there and is its only writer: the next get takes v without reading the
+// file, as long as the file is still that one.
+func (c *fileCache[T]) put(path string, v T) {
+	key, err := keyOf(path)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cached[T]{}
+	}
+	c.m[path] = cached[T]{key, v}
+}
+
 // loadContainer is lc.Load through the cache; errors are libcontainer's.
 func (r *Runtime) loadContainer(id string) (*lc.Container, error) {
 	return r.loads.get(filepath.Join(r.runcRoot(), id, "state.json"), func() (*lc.Container, error) {

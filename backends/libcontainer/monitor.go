@@ -24,6 +24,7 @@ import (
 	"github.com/berthrun/berth/internal/errclass"
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/internal/logfile"
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -211,6 +212,9 @@ type outputSpec struct {
 	// openStdin keeps the init's standard input open for attachments;
 	// stdinOnce closes it at the end of the first one's input.
 	openStdin, stdinOnce bool
+	// phases, when set, records how long startKept's steps take
+	// (internal/phase; the monitor process has none).
+	phases *phase.Recorder
 }
 
 // flags are the spec's switches as the monitor's last argument.
@@ -273,6 +277,7 @@ type kept struct {
 // a CRI log takes a pipe each, and their writes to the one writer take
 // turns.
 func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Process, spec outputSpec, stdin io.Reader, stdout, stderr io.Writer) (*kept, error) {
+	sp := spec.phases.Begin()
 	var undo []func()
 	fail := func(err error) (*kept, error) {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -343,14 +348,17 @@ func startKept(dir, runcRoot, id string, cfg *configs.Config, proc *specs.Proces
 			theirs = append(theirs, inR)
 		}
 	}
+	sp.Mark("create.init/output")
 	c, err := lc.Create(runcRoot, id, cfg)
 	if err != nil {
 		return fail(err)
 	}
+	sp.Mark("create.init/lc.Create")
 	if err := c.Start(np); err != nil {
 		_ = c.Destroy()
 		return fail(err)
 	}
+	sp.Mark("create.init/lc.Start")
 	closeAll(theirs)
 	theirs = nil
 	var masterR *os.File

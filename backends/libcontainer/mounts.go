@@ -45,8 +45,17 @@ func (r *Runtime) readMounts(id string) (map[string]volumeMount, error) {
 	return m, err
 }
 
+// writeMounts records m without waiting for the disk: mount IDs mean
+// nothing once the container's init is gone, as it is after the host's
+// crash, and the record is read only while the container runs.
 func (r *Runtime) writeMounts(id string, m map[string]volumeMount) error {
-	return fsutil.WriteJSON(filepath.Join(r.dir(id), mountsFile), m)
+	return fsutil.WriteJSONVolatile(filepath.Join(r.dir(id), mountsFile), m)
+}
+
+// isBind reports whether mnt is a bind mount, whose mount a container's
+// volume record keeps.
+func isBind(mnt specs.Mount) bool {
+	return mnt.Type == "bind" || slices.Contains(mnt.Options, "bind") || slices.Contains(mnt.Options, "rbind")
 }
 
 // recordVolumeMounts records the mount IDs of the volumes of a container
@@ -64,7 +73,7 @@ func (r *Runtime) recordVolumeMounts(ctx context.Context, id string, pid, uid, g
 		}
 		defer unix.Close(root)
 		for _, mnt := range spec.Mounts {
-			if mnt.Type != "bind" && !slices.Contains(mnt.Options, "bind") && !slices.Contains(mnt.Options, "rbind") {
+			if !isBind(mnt) {
 				continue
 			}
 			mid, err := mountIDAt(root, mnt.Destination)

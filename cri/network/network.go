@@ -42,14 +42,15 @@ const IfName = "eth0"
 
 // loopback is the network that brings lo up in every pod, as containerd
 // and the kubelet do: a network of its own, cached and torn down like the
-// pod's network.
-var loopback = func() *libcni.NetworkConfigList {
+// pod's network. It is parsed on first use, not as the program starts:
+// every container's init is a new start of the program.
+var loopback = sync.OnceValue(func() *libcni.NetworkConfigList {
 	l, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"cni-loopback","plugins":[{"type":"loopback"}]}`))
 	if err != nil {
 		panic(err)
 	}
 	return l
-}()
+})
 
 // cleanupTimeout bounds the teardown of a failed Setup, which runs even
 // when the Setup's context is done.
@@ -145,7 +146,7 @@ func (m *Manager) load() (*libcni.NetworkConfigList, error) {
 	if err == nil {
 		if verr := utils.ValidateNetworkName(list.Name); verr != nil {
 			err = verr
-		} else if list.Name == loopback.Name {
+		} else if list.Name == loopback().Name {
 			err = fmt.Errorf("the name %q is the loopback network's", list.Name)
 		}
 	}
@@ -158,7 +159,7 @@ func (m *Manager) load() (*libcni.NetworkConfigList, error) {
 // findPlugins checks that every plugin of list and the loopback plugin are
 // in BinDirs.
 func (m *Manager) findPlugins(list *libcni.NetworkConfigList) error {
-	for _, l := range []*libcni.NetworkConfigList{loopback, list} {
+	for _, l := range []*libcni.NetworkConfigList{loopback(), list} {
 		for _, p := range l.Plugins {
 			if _, err := invoke.FindInPath(p.Network.Type, m.opts.BinDirs); err != nil {
 				return fmt.Errorf("cni: network %s: plugin %q is in none of %s: %w", l.Name, p.Network.Type, strings.Join(m.opts.BinDirs, ", "), errdefs.ErrUnavailable)
@@ -250,8 +251,8 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 
 	cni := m.cni(m.exec)
 	lo := pod.runtimeConf(pin, "lo")
-	if _, err := cni.AddNetworkList(ctx, loopback, lo); err != nil {
-		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", loopback.Name, classify(ctx, err)), nil)
+	if _, err := cni.AddNetworkList(ctx, loopback(), lo); err != nil {
+		return nil, m.undo(ctx, pod, fmt.Errorf("network %s: %w", loopback().Name, classify(ctx, err)), nil)
 	}
 	res, err := cni.AddNetworkList(ctx, list, pod.runtimeConf(pin, IfName))
 	if err != nil {
@@ -277,7 +278,7 @@ func (m *Manager) undo(ctx context.Context, pod Pod, err error, list *libcni.Net
 	if list != nil {
 		errs = append(errs, m.del(ctx, list, pod.runtimeConf(pin, IfName)))
 	}
-	errs = append(errs, m.del(ctx, loopback, pod.runtimeConf(pin, "lo")))
+	errs = append(errs, m.del(ctx, loopback(), pod.runtimeConf(pin, "lo")))
 	if derr := errors.Join(errs...); derr != nil {
 		// The pin stays, for a Teardown to finish the job.
 		return pod.errorf("%w (and undoing it: %v)", err, derr)
@@ -348,8 +349,8 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 		}
 	}
 	if !seen["lo"] && netns != "" {
-		if err := m.del(ctx, loopback, pod.runtimeConf(netns, "lo")); err != nil {
-			errs = append(errs, fmt.Errorf("network %s: %w", loopback.Name, err))
+		if err := m.del(ctx, loopback(), pod.runtimeConf(netns, "lo")); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", loopback().Name, err))
 		}
 	}
 	if len(errs) > 0 {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -222,6 +223,31 @@ func TestRunForwardsOutput(t *testing.T) {
 	assert.Equal(t, "out\nberth\n", r.stdout)
 	assert.Equal(t, "err\n", r.stderr)
 	assert.Empty(t, psIDs(t), "generated-ID container deleted by --rm")
+}
+
+// TestRunPhases checks what run prints with BERTH_PHASES: a line per
+// phase, from the state directory's opening to the deletion (without it,
+// TestRunForwardsOutput's stderr is the container's alone).
+func TestRunPhases(t *testing.T) {
+	requireEngine(t)
+	cmd := exec.Command(bin, "--root", stateRoot, "run", "--rm", "--rootfs", rootfs, "--", "/bin/true")
+	cmd.Env = append(os.Environ(), phasesEnv+"=1")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Run(), errb.String())
+	seen := map[string]float64{}
+	for _, l := range strings.Split(strings.TrimSuffix(errb.String(), "\n"), "\n") {
+		f := strings.Fields(l)
+		require.Len(t, f, 3, "line %q", l)
+		require.Equal(t, "phase", f[0], "line %q", l)
+		ms, err := strconv.ParseFloat(f[2], 64)
+		require.NoError(t, err, "line %q", l)
+		seen[f[1]] = ms
+	}
+	for _, p := range []string{"open", "create.record", "create.init/lc.Start", "start.exec", "wait.exit", "delete.destroy"} {
+		assert.Greater(t, seen[p], 0.0, "phase %s in %q", p, errb.String())
+	}
+	assert.Empty(t, psIDs(t), "the container is gone")
 }
 
 func TestRunUserNamespace(t *testing.T) {

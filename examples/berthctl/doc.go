@@ -127,6 +127,12 @@
 // never the message. Only run and exec pass a container's own exit code
 // through.
 //
+// With BERTH_PHASES set in its environment, run prints on stderr, once the
+// container is gone, how long each phase of its work took ("phase NAME
+// MS" lines: opening the state directory, then the runtime's and the
+// engine's phases, as BenchmarkRunTrue reports them); scripts/tracestart
+// splits the engine's start of the container's init further.
+//
 // The libcontainer backend re-executes this binary as each container's init
 // and monitor, which is why main calls libcontainer.Init first.
 package main

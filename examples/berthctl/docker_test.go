@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/berthrun/berth/internal/fixture"
+	"github.com/berthrun/berth/internal/fixture/dockerd"
 )
 
 // dockerHost is the plain daemon scripts/setup-docker.sh starts
@@ -25,7 +26,7 @@ var dockerHost = func() string {
 }()
 
 var dockerAnswers = sync.OnceValue(func() error {
-	if err := fixture.DockerAnswers(context.Background(), dockerHost); err != nil {
+	if err := dockerd.Answers(context.Background(), dockerHost); err != nil {
 		return fmt.Errorf("no Docker daemon answers at %s (scripts/setup-docker.sh starts one): %w", dockerHost, err)
 	}
 	return nil

@@ -6,12 +6,15 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berthrun/berth/internal/phase"
 	"github.com/berthrun/berth/runtime"
 )
 
@@ -172,11 +175,14 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 	// run stays in the foreground until the container exits: berthctl
 	// itself can be the container's parent, with no monitor process.
 	a.attached = true
+	ctx, report := phases(context.Background(), a.stderr)
+	defer report()
+	sp := phase.Begin(ctx)
 	rt, err := a.runtime()
 	if err != nil {
 		return 0, err
 	}
-	ctx := context.Background()
+	sp.Mark("open")
 	c, err := rt.Create(ctx, id, cfg)
 	if err != nil {
 		return 0, err
@@ -192,6 +198,25 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 		}
 	}
 	return code, err
+}
+
+// phasesEnv, set to anything, has run print how long each phase of its
+// work took (internal/phase) on stderr, once the container is deleted.
+const phasesEnv = "BERTH_PHASES"
+
+// phases returns ctx carrying a phase recorder when phasesEnv asks for one,
+// and the function that prints what it recorded to w, one "phase NAME MS"
+// line each, in the order they ran.
+func phases(ctx context.Context, w io.Writer) (context.Context, func()) {
+	if os.Getenv(phasesEnv) == "" {
+		return ctx, func() {}
+	}
+	rec := &phase.Recorder{}
+	return phase.NewContext(ctx, rec), func() {
+		for _, p := range rec.Phases() {
+			fmt.Fprintf(w, "phase %s %.3f\n", p.Name, float64(p.Total)/1e6)
+		}
+	}
 }
 
 func startAndWait(ctx context.Context, c *runtime.Container) (int, error) {
