@@ -14,6 +14,16 @@
 # Every round starts with the page cache clean of dirty data (sync, not
 # timed), so that one contender does not pay for another's writeback; the
 # archive itself stays cached for all.
+#
+# Besides the wall time, each contender's CPU time (user + system) is
+# printed: on a shared machine (other jobs on the same 2 cores) wall times
+# swing by several times from one run to the next, CPU times much less.
+# The docker column counts the CPU of the docker client, dockerd and
+# containerd during the load. One effect skews wall and system time alike:
+# on ext4 without a journal (this machine's root), creating files right
+# after many were deleted (by the previous round, or anyone else) scans
+# the recently deleted inodes on every create (recently_deleted in
+# fs/ext4/ialloc.c); tar and berth then both take several times longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -54,7 +64,18 @@ mapfile -t layers < <(tr ',[]"' '\n\n\n\n' <"$work/layers/manifest.json" | grep 
 
 now() { echo "${EPOCHREALTIME/./}"; } # microseconds
 rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
-declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack
+# cpu FILE: user + system seconds of a /usr/bin/time -v report, in microseconds.
+cpu() { awk -F': ' '/User time|System time/ {s += $2} END {printf "%d\n", s * 1e6}' "$1"; }
+# dcpu: CPU ticks (1/100 s) used so far by dockerd and containerd and
+# their children they waited for (docker-untar).
+dcpu() {
+	local t=0 p
+	for p in $(cat /run/docker.pid 2>/dev/null) $(pgrep -x containerd); do
+		t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack c_berth c_tar c_docker
 
 # Warm the archive and the layers into the page cache once.
 cat "$work/image.tar" "${layers[@]/#/$work/layers/}" >/dev/null
@@ -70,6 +91,7 @@ for i in $(seq "$rounds"); do
 	t_import+=($((t1 - t0)))
 	t_unpack+=($((t2 - t1)))
 	t_berth+=($((t2 - t0)))
+	c_berth+=($(($(cpu "$work/time-import") + $(cpu "$work/time-unpack"))))
 	rss_import+=("$(rss "$work/time-import")")
 	rss_unpack+=("$(rss "$work/time-unpack")")
 	rm -rf "$work/state" "$work/rootfs"
@@ -77,18 +99,22 @@ for i in $(seq "$rounds"); do
 	mkdir "$work/tar"
 	sync
 	t0=$(now)
-	for l in "${layers[@]}"; do tar -xf "$work/layers/$l" -C "$work/tar"; done
+	/usr/bin/time -v -o "$work/time-tar" bash -c 'for l in "${@:2}"; do tar -xf "$1/$l" -C "$1/../tar"; done' _ "$work/layers" "${layers[@]}"
 	t1=$(now)
 	t_tar+=($((t1 - t0)))
+	c_tar+=("$(cpu "$work/time-tar")")
 	rm -rf "$work/tar"
 
 	if $docker_ok; then
 		docker rmi -f bench:1 >/dev/null 2>&1 || true
 		sync
+		d0=$(dcpu)
 		t0=$(now)
-		docker load -q -i "$work/image.tar" >/dev/null
+		/usr/bin/time -v -o "$work/time-docker" docker load -q -i "$work/image.tar" >/dev/null
 		t1=$(now)
+		d1=$(dcpu)
 		t_docker+=($((t1 - t0)))
+		c_docker+=($(($(cpu "$work/time-docker") + (d1 - d0) * 10000)))
 		docker rmi -f bench:1 >/dev/null
 	fi
 	echo "bench-image: round $i of $rounds done"
@@ -100,19 +126,25 @@ mu=$(median "${t_unpack[@]}")
 mb=$(median "${t_berth[@]}")
 mt=$(median "${t_tar[@]}")
 md=0
-if $docker_ok; then md=$(median "${t_docker[@]}"); fi
+cd_=0
+if $docker_ok; then
+	md=$(median "${t_docker[@]}")
+	cd_=$(median "${c_docker[@]}")
+fi
+cb=$(median "${c_berth[@]}")
+ct=$(median "${c_tar[@]}")
 ri=$(printf '%s\n' "${rss_import[@]}" | sort -n | tail -1)
 ru=$(printf '%s\n' "${rss_unpack[@]}" | sort -n | tail -1)
 awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v bytes="$archive_bytes" \
-	-v files="$files" -v ri="$ri" -v ru="$ru" 'BEGIN {
+	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" 'BEGIN {
 	printf "docker-save archive: %.2f GB, %d files in 4 layers; median of %d rounds\n", bytes/1e9, files, n
 	printf "  berthctl image import          %7.2f s\n", i/1e6
 	printf "  berthctl image unpack          %7.2f s\n", u/1e6
-	printf "  berthctl import + unpack       %7.2f s\n", b/1e6
-	printf "  tar -xf (the 4 layer tars)     %7.2f s\n", t/1e6
-	if (d > 0) printf "  docker load                    %7.2f s\n", d/1e6
+	printf "  berthctl import + unpack       %7.2f s   CPU %6.2f s\n", b/1e6, cb/1e6
+	printf "  tar -xf (the 4 layer tars)     %7.2f s   CPU %6.2f s\n", t/1e6, ct/1e6
+	if (d > 0) printf "  docker load                    %7.2f s   CPU %6.2f s (client, dockerd, containerd)\n", d/1e6, cd/1e6
 	else       printf "  docker load                    skipped (no docker daemon)\n"
-	printf "  berthctl / tar    = %.2f (target <= 1.50)\n", b/t
-	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)\n", b/d
+	printf "  berthctl / tar    = %.2f (target <= 1.50)   CPU %.2f\n", b/t, cb/ct
+	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)   CPU %.2f\n", b/d, cb/cd
 	printf "  peak RSS: import %.0f MiB, unpack %.0f MiB (target < 256 MiB)\n", ri/1024, ru/1024
 }'
