@@ -7,7 +7,9 @@
 #
 # Usage: scripts/bench-image.sh [ROUNDS]   (default 3)
 # Environment: BENCH_DIR (default /var/tmp) holds the ~5 GB of work files;
-# BENCH_SIZE and BENCH_FILES change the archive.
+# BENCH_SIZE and BENCH_FILES change the archive; BENCH_BASE names another
+# berthctl binary (an earlier build) to time in the same rounds, for a
+# before/after comparison under the same conditions.
 # Without a docker daemon on /run/docker.sock (scripts/setup-docker.sh starts
 # one) the docker column is skipped, and said so.
 #
@@ -75,48 +77,71 @@ dcpu() {
 	done
 	echo "$t"
 }
-declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack c_berth c_tar c_docker
+declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack c_berth c_tar c_docker t_base c_base
 
 # Warm the archive and the layers into the page cache once.
 cat "$work/image.tar" "${layers[@]/#/$work/layers/}" >/dev/null
 
-for i in $(seq "$rounds"); do
-	rm -rf "$work/state" "$work/rootfs" "$work/tar"
+# berth BIN: import + unpack with BIN; sets bt (µs), bc (CPU µs).
+berth() {
+	rm -rf "$work/state" "$work/rootfs"
 	sync
+	local t0 t1 t2
 	t0=$(now)
-	/usr/bin/time -v -o "$work/time-import" "$work/berthctl" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
+	/usr/bin/time -v -o "$work/time-import" "$1" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
 	t1=$(now)
-	/usr/bin/time -v -o "$work/time-unpack" "$work/berthctl" --root "$work/state" image unpack bench:1 "$work/rootfs"
+	/usr/bin/time -v -o "$work/time-unpack" "$1" --root "$work/state" image unpack bench:1 "$work/rootfs"
 	t2=$(now)
-	t_import+=($((t1 - t0)))
-	t_unpack+=($((t2 - t1)))
-	t_berth+=($((t2 - t0)))
-	c_berth+=($(($(cpu "$work/time-import") + $(cpu "$work/time-unpack"))))
+	bi=$((t1 - t0)) bu=$((t2 - t1)) bt=$((t2 - t0))
+	bc=$(($(cpu "$work/time-import") + $(cpu "$work/time-unpack")))
+	rm -rf "$work/state" "$work/rootfs"
+}
+run_berth() {
+	berth "$work/berthctl"
+	t_import+=("$bi") t_unpack+=("$bu") t_berth+=("$bt") c_berth+=("$bc")
 	rss_import+=("$(rss "$work/time-import")")
 	rss_unpack+=("$(rss "$work/time-unpack")")
-	rm -rf "$work/state" "$work/rootfs"
-
+}
+run_base() {
+	berth "$BENCH_BASE"
+	t_base+=("$bt") c_base+=("$bc")
+}
+run_tar() {
+	rm -rf "$work/tar"
 	mkdir "$work/tar"
 	sync
+	local t0 t1
 	t0=$(now)
 	/usr/bin/time -v -o "$work/time-tar" bash -c 'for l in "${@:2}"; do tar -xf "$1/$l" -C "$1/../tar"; done' _ "$work/layers" "${layers[@]}"
 	t1=$(now)
 	t_tar+=($((t1 - t0)))
 	c_tar+=("$(cpu "$work/time-tar")")
 	rm -rf "$work/tar"
+}
+run_docker() {
+	docker rmi -f bench:1 >/dev/null 2>&1 || true
+	sync
+	local t0 t1 d0 d1
+	d0=$(dcpu)
+	t0=$(now)
+	/usr/bin/time -v -o "$work/time-docker" docker load -q -i "$work/image.tar" >/dev/null
+	t1=$(now)
+	d1=$(dcpu)
+	t_docker+=($((t1 - t0)))
+	c_docker+=($(($(cpu "$work/time-docker") + (d1 - d0) * 10000)))
+	docker rmi -f bench:1 >/dev/null
+}
 
-	if $docker_ok; then
-		docker rmi -f bench:1 >/dev/null 2>&1 || true
-		sync
-		d0=$(dcpu)
-		t0=$(now)
-		/usr/bin/time -v -o "$work/time-docker" docker load -q -i "$work/image.tar" >/dev/null
-		t1=$(now)
-		d1=$(dcpu)
-		t_docker+=($((t1 - t0)))
-		c_docker+=($(($(cpu "$work/time-docker") + (d1 - d0) * 10000)))
-		docker rmi -f bench:1 >/dev/null
-	fi
+# The contenders take turns going first: each one's deletions slow the
+# file creations of the next (see above).
+contenders=(berth tar)
+if $docker_ok; then contenders+=(docker); fi
+if [ -n "${BENCH_BASE:-}" ]; then contenders+=(base); fi
+for i in $(seq "$rounds"); do
+	n=${#contenders[@]}
+	for j in $(seq 0 $((n - 1))); do
+		"run_${contenders[$(((i + j) % n))]}"
+	done
 	echo "bench-image: round $i of $rounds done"
 done
 
@@ -133,10 +158,16 @@ if $docker_ok; then
 fi
 cb=$(median "${c_berth[@]}")
 ct=$(median "${c_tar[@]}")
+mba=0
+cba=0
+if [ -n "${BENCH_BASE:-}" ]; then
+	mba=$(median "${t_base[@]}")
+	cba=$(median "${c_base[@]}")
+fi
 ri=$(printf '%s\n' "${rss_import[@]}" | sort -n | tail -1)
 ru=$(printf '%s\n' "${rss_unpack[@]}" | sort -n | tail -1)
 awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v bytes="$archive_bytes" \
-	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" 'BEGIN {
+	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" -v ba="$mba" -v cba="$cba" 'BEGIN {
 	printf "docker-save archive: %.2f GB, %d files in 4 layers; median of %d rounds\n", bytes/1e9, files, n
 	printf "  berthctl image import          %7.2f s\n", i/1e6
 	printf "  berthctl image unpack          %7.2f s\n", u/1e6
@@ -146,5 +177,6 @@ awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v byt
 	else       printf "  docker load                    skipped (no docker daemon)\n"
 	printf "  berthctl / tar    = %.2f (target <= 1.50)   CPU %.2f\n", b/t, cb/ct
 	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)   CPU %.2f\n", b/d, cb/cd
+	if (ba > 0) printf "  baseline import + unpack (BENCH_BASE) %7.2f s   CPU %6.2f s; this one / baseline = %.2f, CPU %.2f\n", ba/1e6, cba/1e6, b/ba, cb/cba
 	printf "  peak RSS: import %.0f MiB, unpack %.0f MiB (target < 256 MiB)\n", ri/1024, ru/1024
 }'
