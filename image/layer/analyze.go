@@ -39,12 +39,27 @@ type Info struct {
 // name it). It returns an error only when reading r fails or a limit is
 // exceeded (resource-exhausted), as soon as that happens.
 func Analyze(r io.Reader, alg digest.Algorithm, l Limits) (*Info, error) {
+	return AnalyzeEach(r, alg, l, nil)
+}
+
+// EachFunc is given each entry of a layer as AnalyzeEach reads it, once the
+// entry passed the checks, with the entry's content readable from r until
+// it returns.
+type EachFunc func(h *tar.Header, r io.Reader) error
+
+// AnalyzeEach is Analyze, giving each entry to each as it goes (unless each
+// is nil): so that a layer can be unpacked in the same pass that checks
+// it. Once each returns an error it is not called again, and the analysis
+// goes on: what each makes of the entries (and of their errors) is the
+// caller's; an entry given to each does not make the blob a layer, only
+// Info.NotLayer tells.
+func AnalyzeEach(r io.Reader, alg digest.Algorithm, l Limits, each EachFunc) (*Info, error) {
 	if !alg.Available() {
 		return nil, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
 	}
 	raw := &hashReader{r: r, h: alg.Hash()}
 	info := &Info{}
-	err := analyze(raw, l, info)
+	err := analyze(raw, l, info, each)
 	if err != nil && (isReadError(err) || errdefs.IsResourceExhausted(err)) {
 		return nil, err
 	}
@@ -64,7 +79,7 @@ func Analyze(r io.Reader, alg digest.Algorithm, l Limits) (*Info, error) {
 	return info, nil
 }
 
-func analyze(raw *hashReader, l Limits, info *Info) error {
+func analyze(raw *hashReader, l Limits, info *Info, each EachFunc) error {
 	br := bufio.NewReaderSize(raw, 64<<10)
 	c, err := Detect(br)
 	if err != nil {
@@ -103,6 +118,11 @@ func analyze(raw *hashReader, l Limits, info *Info) error {
 		}
 		if base := path.Base(name); strings.HasPrefix(base, WhiteoutPrefix) && !strings.HasPrefix(base, WhiteoutMeta) {
 			links.forget(path.Join(path.Dir(name), base[len(WhiteoutPrefix):]))
+		}
+		if each != nil {
+			if err := each(h, tr); err != nil {
+				each = nil
+			}
 		}
 	}
 	// A tar's end marker may be followed by padding: the diff ID covers
