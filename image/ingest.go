@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berthrun/berth/image/layer"
+	"github.com/berthrun/berth/image/unpack"
 	"github.com/berthrun/berth/internal/errclass"
 )
 
@@ -26,6 +27,11 @@ type ingest struct {
 	release func()
 	lim     Limits
 	n       int
+	// trees, when set, unpacks layers as they stream in, for the new
+	// images' trees (see unpacking); recorded counts the memory their
+	// records take.
+	trees    bool
+	recorded int
 
 	mu           sync.Mutex
 	uncompressed int64
@@ -40,6 +46,9 @@ type staged struct {
 	name string // path in the archive
 	path string // staged file
 	info *layer.Info
+	// layer is the layer unpacked on its own as it streamed in, if it
+	// was (see unpacking); nil once an image's tree took it.
+	layer *unpack.Layer
 }
 
 func (s *Store) newIngest(lim Limits) (*ingest, error) {
@@ -99,7 +108,9 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		return nil, errclass.OS(err)
 	}
 	defer f.Close()
-	info, err := in.analyze(ctx, name, r, f, alg)
+	x := in.unpacking(want)
+	defer x.close()
+	info, err := in.analyze(ctx, name, r, f, alg, x.each())
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +126,11 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, info.Digest, errdefs.ErrInvalidArgument)
 	}
 	in.account(info)
-	return &staged{name: name, path: p, info: info}, nil
+	st := &staged{name: name, path: p, info: info}
+	if info.NotLayer == nil {
+		st.layer = x.finish()
+	}
+	return st, nil
 }
 
 // account counts a staged layer against the import's uncompressed budget.
@@ -134,9 +149,10 @@ func (in *ingest) left() int64 {
 	return in.lim.MaxUncompressedBytes - in.uncompressed
 }
 
-// analyze copies r to f (io.Discard for a file already in place) while the layer analyzer reads the same chunks,
-// within what is left of the import's uncompressed budget.
-func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm) (*layer.Info, error) {
+// analyze copies r to f (io.Discard for a file already in place) while the
+// layer analyzer reads the same chunks, within what is left of the
+// import's uncompressed budget, and gives each entry to each (if not nil).
+func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm, each layer.EachFunc) (*layer.Info, error) {
 	left := in.left()
 	cp := newChunkPipe()
 	type result struct {
@@ -145,7 +161,7 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Wr
 	}
 	done := make(chan result, 1)
 	go func() {
-		info, err := layer.Analyze(cp, alg, in.lim.layerLimits(left))
+		info, err := layer.AnalyzeEach(cp, alg, in.lim.layerLimits(left), each)
 		cp.closeRead()
 		done <- result{info, err}
 	}()
