@@ -95,7 +95,12 @@ func (x *unpacking) entry(h *tar.Header, r io.Reader) error {
 		x.lu = lu
 	}
 	if err := x.lu.Entry(h, r); err != nil {
+		// Given up: its files go now, for the disk space the rest of
+		// the import needs.
 		x.failed = true
+		x.lu.Close()
+		x.lu = nil
+		os.RemoveAll(x.dir)
 		return err
 	}
 	return nil

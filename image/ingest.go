@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -153,6 +154,12 @@ func (in *ingest) left() int64 {
 // layer analyzer reads the same chunks, within what is left of the
 // import's uncompressed budget, and gives each entry to each (if not nil).
 func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm, each layer.EachFunc) (*layer.Info, error) {
+	if !alg.Available() {
+		return nil, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
+	}
+	// The copier hashes the blob as it writes it; the analyzer
+	// decompresses, checks and unpacks the same chunks meanwhile.
+	h := alg.Hash()
 	left := in.left()
 	cp := newChunkPipe()
 	type result struct {
@@ -161,11 +168,11 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Wr
 	}
 	done := make(chan result, 1)
 	go func() {
-		info, err := layer.AnalyzeEach(cp, alg, in.lim.layerLimits(left), each)
+		info, err := layer.AnalyzeEach(cp, "", in.lim.layerLimits(left), each)
 		cp.closeRead()
 		done <- result{info, err}
 	}()
-	werr := copyChunks(ctx, r, f, cp)
+	werr := copyChunks(ctx, r, f, h, cp)
 	cp.closeWrite(werr)
 	res := <-done
 	cp.recycle()
@@ -175,12 +182,13 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Wr
 	if res.err != nil {
 		return nil, fmt.Errorf("archive entry %q: %w", name, res.err)
 	}
+	res.info.SetDigest(digest.NewDigest(alg, h))
 	return res.info, nil
 }
 
-// copyChunks reads r into the pipe's chunks and writes each to f, until r
-// ends, ctx is done or the analyzer stops taking chunks.
-func copyChunks(ctx context.Context, r io.Reader, f io.Writer, cp *chunkPipe) error {
+// copyChunks reads r into the pipe's chunks and hashes and writes each to
+// f, until r ends, ctx is done or the analyzer stops taking chunks.
+func copyChunks(ctx context.Context, r io.Reader, f io.Writer, h hash.Hash, cp *chunkPipe) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -190,6 +198,7 @@ func copyChunks(ctx context.Context, r io.Reader, f io.Writer, cp *chunkPipe) er
 			return nil // the analyzer stopped; its result says why
 		}
 		n, err := io.ReadFull(r, buf)
+		h.Write(buf[:n])
 		if n > 0 {
 			if _, werr := f.Write(buf[:n]); werr != nil {
 				cp.put(buf[:0])
