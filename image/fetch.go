@@ -110,7 +110,7 @@ func (in *ingest) adopt(ctx context.Context, name, p string, want digest.Digest)
 	}
 	defer f.Close()
 	lim := in.lim.layerLimits(in.left())
-	info, err := in.analyze(ctx, name, f, io.Discard, want.Algorithm())
+	info, err := in.analyze(ctx, name, f, io.Discard, want.Algorithm(), nil)
 	if err != nil {
 		return nil, err
 	}

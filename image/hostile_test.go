@@ -255,59 +255,74 @@ func hostileCases() []hostileCase {
 // outside the store and the unpack target, nor the store when refused.
 func TestHostileArchives(t *testing.T) {
 	for _, tc := range hostileCases() {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			work := t.TempDir()
-			victim := filepath.Join(work, "victim")
-			require.NoError(t, os.MkdirAll(victim, 0o755))
-			require.NoError(t, os.WriteFile(filepath.Join(victim, "secret"), []byte("keep"), 0o600))
-			require.NoError(t, os.MkdirAll(filepath.Join(victim, "sub"), 0o755))
-			require.NoError(t, os.WriteFile(filepath.Join(victim, "sub", "secret"), []byte("keep"), 0o600))
-			s, err := image.Open(filepath.Join(work, "store"))
-			require.NoError(t, err)
-			// An image and a tag already in the store: nothing may move them.
-			prior := NewImage([][]byte{Tar(File("prior", "p"))})
-			prior.Tags = []string{"x:1"}
-			_, err = s.ImportReader(ctx, bytes.NewReader(DockerSave(prior)), image.ImportOptions{Tags: image.TagPolicy{Expect: prior.Tags}})
-			require.NoError(t, err)
-			storeBefore := validate.Snapshot(t, s.Dir())
-			victimBefore := validate.Snapshot(t, victim)
-
-			opts := tc.opts
-			if opts.Tags.Expect == nil {
-				opts.Tags.Prefix = "t"
+		// With trees, the layers are unpacked as they stream in and the
+		// image's tree put together before the commit (what Unpack
+		// takes); with blobs only, Unpack reads them.
+		for _, noRootfs := range []bool{false, true} {
+			name := tc.name + "/trees"
+			if noRootfs {
+				name = tc.name + "/blobs"
 			}
-			res, err := s.ImportReader(ctx, bytes.NewReader(tc.archive(victim)), opts)
-			assert.Equal(t, victimBefore, validate.Snapshot(t, victim), "nothing outside the store changed")
-			require.NoError(t, validate.Store(s.Dir()))
-			if tc.importErr != nil {
-				require.Error(t, err)
-				assert.True(t, tc.importErr(err), "wrong class: %v", err)
-				assert.Equal(t, storeBefore, validate.Snapshot(t, s.Dir()), "the store is unchanged")
-				im, err := s.Get(ctx, "x:1")
-				require.NoError(t, err)
-				assert.Equal(t, prior.ConfigDigest(), im.ConfigDigest, "x:1 did not move")
-				return
-			}
-			require.NoError(t, err)
-			target := filepath.Join(work, "rootfs")
-			ur, err := s.Unpack(ctx, res.Images[0].Digest.String(), target, image.UnpackOptions{})
-			assert.Equal(t, victimBefore, validate.Snapshot(t, victim), "nothing outside the target changed")
-			if tc.unpackErr != nil {
-				require.Error(t, err)
-				assert.True(t, tc.unpackErr(err), "wrong class: %v", err)
-				_, serr := os.Stat(target)
-				assert.True(t, os.IsNotExist(serr), "a failed unpack leaves no target")
-				return
-			}
-			require.NoError(t, err)
-			t.Logf("unpack: %+v", ur.Stats)
-			require.NoError(t, validate.Tree(target, validate.TreeOptions{}))
-			if tc.check != nil {
-				tc.check(t, target, victim)
-			}
-		})
+			tc := tc
+			tc.opts.NoRootfs = noRootfs
+			hostileArchive(t, name, tc)
+		}
 	}
+}
+
+func hostileArchive(t *testing.T, name string, tc hostileCase) {
+	t.Run(name, func(t *testing.T) {
+		ctx := context.Background()
+		work := t.TempDir()
+		victim := filepath.Join(work, "victim")
+		require.NoError(t, os.MkdirAll(victim, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(victim, "secret"), []byte("keep"), 0o600))
+		require.NoError(t, os.MkdirAll(filepath.Join(victim, "sub"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(victim, "sub", "secret"), []byte("keep"), 0o600))
+		s, err := image.Open(filepath.Join(work, "store"))
+		require.NoError(t, err)
+		// An image and a tag already in the store: nothing may move them.
+		prior := NewImage([][]byte{Tar(File("prior", "p"))})
+		prior.Tags = []string{"x:1"}
+		_, err = s.ImportReader(ctx, bytes.NewReader(DockerSave(prior)), image.ImportOptions{Tags: image.TagPolicy{Expect: prior.Tags}})
+		require.NoError(t, err)
+		storeBefore := validate.Snapshot(t, s.Dir())
+		victimBefore := validate.Snapshot(t, victim)
+
+		opts := tc.opts
+		if opts.Tags.Expect == nil {
+			opts.Tags.Prefix = "t"
+		}
+		res, err := s.ImportReader(ctx, bytes.NewReader(tc.archive(victim)), opts)
+		assert.Equal(t, victimBefore, validate.Snapshot(t, victim), "nothing outside the store changed")
+		require.NoError(t, validate.Store(s.Dir()))
+		if tc.importErr != nil {
+			require.Error(t, err)
+			assert.True(t, tc.importErr(err), "wrong class: %v", err)
+			assert.Equal(t, storeBefore, validate.Snapshot(t, s.Dir()), "the store is unchanged")
+			im, err := s.Get(ctx, "x:1")
+			require.NoError(t, err)
+			assert.Equal(t, prior.ConfigDigest(), im.ConfigDigest, "x:1 did not move")
+			return
+		}
+		require.NoError(t, err)
+		target := filepath.Join(work, "rootfs")
+		ur, err := s.Unpack(ctx, res.Images[0].Digest.String(), target, image.UnpackOptions{})
+		assert.Equal(t, victimBefore, validate.Snapshot(t, victim), "nothing outside the target changed")
+		if tc.unpackErr != nil {
+			require.Error(t, err)
+			assert.True(t, tc.unpackErr(err), "wrong class: %v", err)
+			_, serr := os.Stat(target)
+			assert.True(t, os.IsNotExist(serr), "a failed unpack leaves no target")
+			return
+		}
+		require.NoError(t, err)
+		t.Logf("unpack: %+v", ur.Stats)
+		require.NoError(t, validate.Tree(target, validate.TreeOptions{}))
+		if tc.check != nil {
+			tc.check(t, target, victim)
+		}
+	})
 }
 
 // TestTagCollision: an archive may not move a tag of the store.

@@ -35,6 +35,13 @@ type ImportOptions struct {
 	// before anything is committed; an error aborts the import. Glance
 	// pulls use it to check the image's checksum.
 	Verify func() error
+	// NoRootfs makes the import store the images only. By default (on
+	// Linux) it also unpacks their layers as they stream in, in the same
+	// pass, and puts together each new image's root filesystem, of the
+	// store's kind (see Rootfs), for the image's first Rootfs, or Unpack
+	// with the matching options, to take instead of unpacking: the tree
+	// takes the disk space of the unpacked image until then.
+	NoRootfs bool
 }
 
 // ImportProgress tells how far an import has read.
@@ -119,6 +126,7 @@ func (s *Store) importReader(ctx context.Context, r io.Reader, total int64, opts
 		return nil, err
 	}
 	defer in.close()
+	in.trees = !opts.NoRootfs
 	cr := &countReader{r: r, max: lim.MaxArchiveBytes, total: total, progress: opts.Progress}
 	br := bufio.NewReaderSize(cr, 64<<10)
 	stream := io.Reader(br)
@@ -170,6 +178,7 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions) (
 		return nil, err
 	}
 	defer in.close()
+	in.trees = !opts.NoRootfs
 	src := &dirSource{in: in, root: fd, staged: map[string]*staged{}, count: &countReader{max: lim.MaxArchiveBytes, progress: opts.Progress}}
 	if opts.Verify != nil {
 		return nil, fmt.Errorf("Verify is for archives read as a stream: %w", errdefs.ErrInvalidArgument)
@@ -193,6 +202,9 @@ func (s *Store) finish(ctx context.Context, in *ingest, src source, opts ImportO
 	r := &resolver{src: src, in: in, lim: in.lim, platform: platform, seen: map[digest.Digest]*pending{}}
 	ps, err := r.resolve(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.buildTrees(ctx, in, ps); err != nil {
 		return nil, err
 	}
 	res, err := s.commit(ctx, in, ps, opts.Tags)

@@ -102,6 +102,7 @@ func (s *Store) place(in *ingest, idx *index, ps []*pending, res *ImportResult) 
 		if _, err := s.placeBlob(p.digest, mpath, &dirs); err != nil {
 			return err
 		}
+		s.placeFresh(p)
 		idx.Images[p.digest] = rec
 		res.Images = append(res.Images, im)
 	}

@@ -22,6 +22,8 @@ type pending struct {
 	layers     []*staged
 	tags       []string
 	badTags    []string
+	// tree is the image's tree the import put together (see buildTrees).
+	tree string
 }
 
 func (p *pending) addTags(tags []string) {

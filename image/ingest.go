@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berthrun/berth/image/layer"
+	"github.com/berthrun/berth/image/unpack"
 	"github.com/berthrun/berth/internal/errclass"
 )
 
@@ -26,6 +28,11 @@ type ingest struct {
 	release func()
 	lim     Limits
 	n       int
+	// trees, when set, unpacks layers as they stream in, for the new
+	// images' trees (see unpacking); recorded counts the memory their
+	// records take.
+	trees    bool
+	recorded int
 
 	mu           sync.Mutex
 	uncompressed int64
@@ -40,6 +47,9 @@ type staged struct {
 	name string // path in the archive
 	path string // staged file
 	info *layer.Info
+	// layer is the layer unpacked on its own as it streamed in, if it
+	// was (see unpacking); nil once an image's tree took it.
+	layer *unpack.Layer
 }
 
 func (s *Store) newIngest(lim Limits) (*ingest, error) {
@@ -99,7 +109,9 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		return nil, errclass.OS(err)
 	}
 	defer f.Close()
-	info, err := in.analyze(ctx, name, r, f, alg)
+	x := in.unpacking(want)
+	defer x.close()
+	info, err := in.analyze(ctx, name, r, f, alg, x.each())
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +127,11 @@ func (in *ingest) stage(ctx context.Context, name string, r io.Reader, alg diges
 		return nil, fmt.Errorf("archive entry %q: digest %s does not match its name: %w", name, info.Digest, errdefs.ErrInvalidArgument)
 	}
 	in.account(info)
-	return &staged{name: name, path: p, info: info}, nil
+	st := &staged{name: name, path: p, info: info}
+	if info.NotLayer == nil {
+		st.layer = x.finish()
+	}
+	return st, nil
 }
 
 // account counts a staged layer against the import's uncompressed budget.
@@ -134,9 +150,16 @@ func (in *ingest) left() int64 {
 	return in.lim.MaxUncompressedBytes - in.uncompressed
 }
 
-// analyze copies r to f (io.Discard for a file already in place) while the layer analyzer reads the same chunks,
-// within what is left of the import's uncompressed budget.
-func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm) (*layer.Info, error) {
+// analyze copies r to f (io.Discard for a file already in place) while the
+// layer analyzer reads the same chunks, within what is left of the
+// import's uncompressed budget, and gives each entry to each (if not nil).
+func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Writer, alg digest.Algorithm, each layer.EachFunc) (*layer.Info, error) {
+	if !alg.Available() {
+		return nil, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
+	}
+	// The copier hashes the blob as it writes it; the analyzer
+	// decompresses, checks and unpacks the same chunks meanwhile.
+	h := alg.Hash()
 	left := in.left()
 	cp := newChunkPipe()
 	type result struct {
@@ -145,11 +168,11 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Wr
 	}
 	done := make(chan result, 1)
 	go func() {
-		info, err := layer.Analyze(cp, alg, in.lim.layerLimits(left))
+		info, err := layer.AnalyzeEach(cp, "", in.lim.layerLimits(left), each)
 		cp.closeRead()
 		done <- result{info, err}
 	}()
-	werr := copyChunks(ctx, r, f, cp)
+	werr := copyChunks(ctx, r, f, h, cp)
 	cp.closeWrite(werr)
 	res := <-done
 	cp.recycle()
@@ -159,12 +182,13 @@ func (in *ingest) analyze(ctx context.Context, name string, r io.Reader, f io.Wr
 	if res.err != nil {
 		return nil, fmt.Errorf("archive entry %q: %w", name, res.err)
 	}
+	res.info.SetDigest(digest.NewDigest(alg, h))
 	return res.info, nil
 }
 
-// copyChunks reads r into the pipe's chunks and writes each to f, until r
-// ends, ctx is done or the analyzer stops taking chunks.
-func copyChunks(ctx context.Context, r io.Reader, f io.Writer, cp *chunkPipe) error {
+// copyChunks reads r into the pipe's chunks and hashes and writes each to
+// f, until r ends, ctx is done or the analyzer stops taking chunks.
+func copyChunks(ctx context.Context, r io.Reader, f io.Writer, h hash.Hash, cp *chunkPipe) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -174,6 +198,7 @@ func copyChunks(ctx context.Context, r io.Reader, f io.Writer, cp *chunkPipe) er
 			return nil // the analyzer stopped; its result says why
 		}
 		n, err := io.ReadFull(r, buf)
+		h.Write(buf[:n])
 		if n > 0 {
 			if _, werr := f.Write(buf[:n]); werr != nil {
 				cp.put(buf[:0])

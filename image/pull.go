@@ -72,6 +72,7 @@ func (s *Store) Pull(ctx context.Context, remote Remote, root ocispec.Descriptor
 		return nil, err
 	}
 	defer in.close()
+	in.trees = !opts.NoRootfs
 	idx, err := ocilayout.MarshalIndex(ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}, nil)
 	if err != nil {
 		return nil, err

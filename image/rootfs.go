@@ -40,10 +40,22 @@ type UnpackResult struct {
 // (see package unpack). Each blob's digest and each layer's diff ID is
 // verified again as it streams (data-loss when the store's copy rotted).
 // On failure dir is removed.
+//
+// When the import put the image's tree together already with these
+// options (see ImportOptions.NoRootfs) and dir is on the store's
+// filesystem, the first Unpack or Rootfs takes that tree instead, by a
+// rename: it was unpacked from the same verified bytes when they were
+// imported.
 func (s *Store) Unpack(ctx context.Context, ref, dir string, opts UnpackOptions) (*UnpackResult, error) {
 	im, err := s.Get(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	if st, ok, err := s.takeFreshFor(ctx, im.Digest, opts, dir); err != nil || ok {
+		if err != nil {
+			return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, err)
+		}
+		return &UnpackResult{Stats: st}, nil
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("unpack %q into %q: %w", ref, dir, errclass.OS(err))
@@ -207,12 +219,20 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 	}
 	defer in.close()
 	tree := filepath.Join(in.dir, "tree")
-	if err := os.Mkdir(tree, 0o755); err != nil {
-		return fail(errclass.OS(err))
-	}
-	res, err := s.unpackInto(ctx, im, tree, opts)
+	res := &UnpackResult{}
+	st, ok, err := s.takeFreshFor(ctx, im.Digest, opts, tree)
 	if err != nil {
 		return fail(err)
+	}
+	if ok {
+		res.Stats = st
+	} else {
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			return fail(errclass.OS(err))
+		}
+		if res, err = s.unpackInto(ctx, im, tree, opts); err != nil {
+			return fail(err)
+		}
 	}
 	if size == 0 {
 		if size, err = ext4Size(tree); err != nil {
@@ -373,6 +393,12 @@ func (s *Store) Rootfs(ctx context.Context, ref string, opts RootfsOptions) (str
 	}
 	defer release()
 	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if _, ok, err := s.takeFresh(d, k, dir); err != nil || ok {
+		if err != nil {
+			return "", s.dropHolder(opts.Holder, fmt.Errorf("rootfs of %q: %w", ref, err))
+		}
 		return dir, nil
 	}
 	if err := s.unpackRootfs(ctx, ref, d, k, dir); err != nil {

@@ -54,7 +54,9 @@ func setidStores(t *testing.T) (dir string, plain, setid *image.Store) {
 	setid, err = image.Open(dir, image.WithSetidRootfs())
 	require.NoError(t, err)
 	im := setidImage()
-	_, err = plain.ImportReader(ctx, bytes.NewReader(DockerSave(im)), image.ImportOptions{Tags: image.TagPolicy{Expect: im.Tags}})
+	// Trees unpacked from the blobs, both kinds (TestFreshTreeKinds
+	// has the import's).
+	_, err = plain.ImportReader(ctx, bytes.NewReader(DockerSave(im)), image.ImportOptions{Tags: image.TagPolicy{Expect: im.Tags}, NoRootfs: true})
 	require.NoError(t, err)
 	return dir, plain, setid
 }
@@ -269,7 +271,7 @@ func TestKilledRootfsUnpack(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "store")
 			s, err := image.Open(dir)
 			require.NoError(t, err)
-			_, err = s.ImportReader(ctx, bytes.NewReader(DockerSave(big)), image.ImportOptions{Tags: image.TagPolicy{Expect: big.Tags}})
+			_, err = s.ImportReader(ctx, bytes.NewReader(DockerSave(big)), image.ImportOptions{Tags: image.TagPolicy{Expect: big.Tags}, NoRootfs: true})
 			require.NoError(t, err)
 			before := validate.Snapshot(t, dir)
 

@@ -334,6 +334,13 @@ func (s *Store) collectTrees(idx *index, k treeKind) error {
 	trees, _ := os.ReadDir(dir)
 	for _, t := range trees {
 		n := t.Name()
+		if d, ok := freshImage(n); ok && t.IsDir() {
+			// An import's tree, for its image only.
+			if err := s.collectFresh(idx, k, d); err != nil {
+				return err
+			}
+			continue
+		}
 		if !t.IsDir() || strings.HasPrefix(n, ".") || held[n] {
 			continue
 		}
@@ -354,6 +361,30 @@ func (s *Store) collectTrees(idx *index, k treeKind) error {
 		}
 	}
 	return nil
+}
+
+// collectFresh removes the tree an import put together for image hex, of
+// kind k, if the image is gone or the tree was taken half-way. The caller
+// holds the store lock.
+func (s *Store) collectFresh(idx *index, k treeKind, hex string) error {
+	dir := filepath.Join(s.dir, k.dir)
+	wrap := filepath.Join(dir, freshPrefix+hex)
+	if _, ok := idx.Images[digest.NewDigestFromEncoded(digest.SHA256, hex)]; ok {
+		if _, err := os.Lstat(filepath.Join(wrap, "tree")); err == nil {
+			return nil
+		}
+	}
+	release, err := fsutil.LockFile(filepath.Join(dir, hex+".lock"), fsutil.LockOptions{NoWait: true})
+	if err != nil {
+		return nil // being taken
+	}
+	trash := filepath.Join(dir, ".trash-"+hex+"-"+randomID())
+	err = os.Rename(wrap, trash)
+	release()
+	if err != nil {
+		return errclass.OS(err)
+	}
+	return errclass.OS(os.RemoveAll(trash))
 }
 
 func randomID() string {

@@ -7,13 +7,25 @@
 #
 # Usage: scripts/bench-image.sh [ROUNDS]   (default 3)
 # Environment: BENCH_DIR (default /var/tmp) holds the ~5 GB of work files;
-# BENCH_SIZE and BENCH_FILES change the archive.
+# BENCH_SIZE and BENCH_FILES change the archive; BENCH_BASE names another
+# berthctl binary (an earlier build) to time in the same rounds, for a
+# before/after comparison under the same conditions.
 # Without a docker daemon on /run/docker.sock (scripts/setup-docker.sh starts
 # one) the docker column is skipped, and said so.
 #
 # Every round starts with the page cache clean of dirty data (sync, not
 # timed), so that one contender does not pay for another's writeback; the
 # archive itself stays cached for all.
+#
+# Besides the wall time, each contender's CPU time (user + system) is
+# printed: on a shared machine (other jobs on the same 2 cores) wall times
+# swing by several times from one run to the next, CPU times much less.
+# The docker column counts the CPU of the docker client, dockerd and
+# containerd during the load. One effect skews wall and system time alike:
+# on ext4 without a journal (this machine's root), creating files right
+# after many were deleted (by the previous round, or anyone else) scans
+# the recently deleted inodes on every create (recently_deleted in
+# fs/ext4/ialloc.c); tar and berth then both take several times longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -54,43 +66,82 @@ mapfile -t layers < <(tr ',[]"' '\n\n\n\n' <"$work/layers/manifest.json" | grep 
 
 now() { echo "${EPOCHREALTIME/./}"; } # microseconds
 rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
-declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack
+# cpu FILE: user + system seconds of a /usr/bin/time -v report, in microseconds.
+cpu() { awk -F': ' '/User time|System time/ {s += $2} END {printf "%d\n", s * 1e6}' "$1"; }
+# dcpu: CPU ticks (1/100 s) used so far by dockerd and containerd and
+# their children they waited for (docker-untar).
+dcpu() {
+	local t=0 p
+	for p in $(cat /run/docker.pid 2>/dev/null) $(pgrep -x containerd); do
+		t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack c_berth c_tar c_docker t_base c_base
 
 # Warm the archive and the layers into the page cache once.
 cat "$work/image.tar" "${layers[@]/#/$work/layers/}" >/dev/null
 
-for i in $(seq "$rounds"); do
-	rm -rf "$work/state" "$work/rootfs" "$work/tar"
+# berth BIN: import + unpack with BIN; sets bt (µs), bc (CPU µs).
+berth() {
+	rm -rf "$work/state" "$work/rootfs"
 	sync
+	local t0 t1 t2
 	t0=$(now)
-	/usr/bin/time -v -o "$work/time-import" "$work/berthctl" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
+	/usr/bin/time -v -o "$work/time-import" "$1" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
 	t1=$(now)
-	/usr/bin/time -v -o "$work/time-unpack" "$work/berthctl" --root "$work/state" image unpack bench:1 "$work/rootfs"
+	/usr/bin/time -v -o "$work/time-unpack" "$1" --root "$work/state" image unpack bench:1 "$work/rootfs"
 	t2=$(now)
-	t_import+=($((t1 - t0)))
-	t_unpack+=($((t2 - t1)))
-	t_berth+=($((t2 - t0)))
+	bi=$((t1 - t0)) bu=$((t2 - t1)) bt=$((t2 - t0))
+	bc=$(($(cpu "$work/time-import") + $(cpu "$work/time-unpack")))
+	rm -rf "$work/state" "$work/rootfs"
+}
+run_berth() {
+	berth "$work/berthctl"
+	t_import+=("$bi") t_unpack+=("$bu") t_berth+=("$bt") c_berth+=("$bc")
 	rss_import+=("$(rss "$work/time-import")")
 	rss_unpack+=("$(rss "$work/time-unpack")")
-	rm -rf "$work/state" "$work/rootfs"
-
+}
+run_base() {
+	berth "$BENCH_BASE"
+	t_base+=("$bt") c_base+=("$bc")
+}
+run_tar() {
+	rm -rf "$work/tar"
 	mkdir "$work/tar"
 	sync
+	local t0 t1
 	t0=$(now)
-	for l in "${layers[@]}"; do tar -xf "$work/layers/$l" -C "$work/tar"; done
+	/usr/bin/time -v -o "$work/time-tar" bash -c 'for l in "${@:2}"; do tar -xf "$1/$l" -C "$1/../tar"; done' _ "$work/layers" "${layers[@]}"
 	t1=$(now)
 	t_tar+=($((t1 - t0)))
+	c_tar+=("$(cpu "$work/time-tar")")
 	rm -rf "$work/tar"
+}
+run_docker() {
+	docker rmi -f bench:1 >/dev/null 2>&1 || true
+	sync
+	local t0 t1 d0 d1
+	d0=$(dcpu)
+	t0=$(now)
+	/usr/bin/time -v -o "$work/time-docker" docker load -q -i "$work/image.tar" >/dev/null
+	t1=$(now)
+	d1=$(dcpu)
+	t_docker+=($((t1 - t0)))
+	c_docker+=($(($(cpu "$work/time-docker") + (d1 - d0) * 10000)))
+	docker rmi -f bench:1 >/dev/null
+}
 
-	if $docker_ok; then
-		docker rmi -f bench:1 >/dev/null 2>&1 || true
-		sync
-		t0=$(now)
-		docker load -q -i "$work/image.tar" >/dev/null
-		t1=$(now)
-		t_docker+=($((t1 - t0)))
-		docker rmi -f bench:1 >/dev/null
-	fi
+# The contenders take turns going first: each one's deletions slow the
+# file creations of the next (see above).
+contenders=(berth tar)
+if $docker_ok; then contenders+=(docker); fi
+if [ -n "${BENCH_BASE:-}" ]; then contenders+=(base); fi
+for i in $(seq "$rounds"); do
+	n=${#contenders[@]}
+	for j in $(seq 0 $((n - 1))); do
+		"run_${contenders[$(((i + j) % n))]}"
+	done
 	echo "bench-image: round $i of $rounds done"
 done
 
@@ -100,19 +151,32 @@ mu=$(median "${t_unpack[@]}")
 mb=$(median "${t_berth[@]}")
 mt=$(median "${t_tar[@]}")
 md=0
-if $docker_ok; then md=$(median "${t_docker[@]}"); fi
+cd_=0
+if $docker_ok; then
+	md=$(median "${t_docker[@]}")
+	cd_=$(median "${c_docker[@]}")
+fi
+cb=$(median "${c_berth[@]}")
+ct=$(median "${c_tar[@]}")
+mba=0
+cba=0
+if [ -n "${BENCH_BASE:-}" ]; then
+	mba=$(median "${t_base[@]}")
+	cba=$(median "${c_base[@]}")
+fi
 ri=$(printf '%s\n' "${rss_import[@]}" | sort -n | tail -1)
 ru=$(printf '%s\n' "${rss_unpack[@]}" | sort -n | tail -1)
 awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v bytes="$archive_bytes" \
-	-v files="$files" -v ri="$ri" -v ru="$ru" 'BEGIN {
+	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" -v ba="$mba" -v cba="$cba" 'BEGIN {
 	printf "docker-save archive: %.2f GB, %d files in 4 layers; median of %d rounds\n", bytes/1e9, files, n
 	printf "  berthctl image import          %7.2f s\n", i/1e6
 	printf "  berthctl image unpack          %7.2f s\n", u/1e6
-	printf "  berthctl import + unpack       %7.2f s\n", b/1e6
-	printf "  tar -xf (the 4 layer tars)     %7.2f s\n", t/1e6
-	if (d > 0) printf "  docker load                    %7.2f s\n", d/1e6
+	printf "  berthctl import + unpack       %7.2f s   CPU %6.2f s\n", b/1e6, cb/1e6
+	printf "  tar -xf (the 4 layer tars)     %7.2f s   CPU %6.2f s\n", t/1e6, ct/1e6
+	if (d > 0) printf "  docker load                    %7.2f s   CPU %6.2f s (client, dockerd, containerd)\n", d/1e6, cd/1e6
 	else       printf "  docker load                    skipped (no docker daemon)\n"
-	printf "  berthctl / tar    = %.2f (target <= 1.50)\n", b/t
-	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)\n", b/d
+	printf "  berthctl / tar    = %.2f (target <= 1.50)   CPU %.2f\n", b/t, cb/ct
+	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)   CPU %.2f\n", b/d, cb/cd
+	if (ba > 0) printf "  baseline import + unpack (BENCH_BASE) %7.2f s   CPU %6.2f s; this one / baseline = %.2f, CPU %.2f\n", ba/1e6, cba/1e6, b/ba, cb/cba
 	printf "  peak RSS: import %.0f MiB, unpack %.0f MiB (target < 256 MiB)\n", ri/1024, ru/1024
 }'

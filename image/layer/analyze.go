@@ -39,12 +39,34 @@ type Info struct {
 // name it). It returns an error only when reading r fails or a limit is
 // exceeded (resource-exhausted), as soon as that happens.
 func Analyze(r io.Reader, alg digest.Algorithm, l Limits) (*Info, error) {
-	if !alg.Available() {
-		return nil, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
+	return AnalyzeEach(r, alg, l, nil)
+}
+
+// EachFunc is given each entry of a layer as AnalyzeEach reads it, once the
+// entry passed the checks, with the entry's content readable from r until
+// it returns.
+type EachFunc func(h *tar.Header, r io.Reader) error
+
+// AnalyzeEach is Analyze, giving each entry to each as it goes (unless each
+// is nil): so that a layer can be unpacked in the same pass that checks
+// it. Once each returns an error it is not called again, and the analysis
+// goes on: what each makes of the entries (and of their errors) is the
+// caller's; an entry given to each does not make the blob a layer, only
+// Info.NotLayer tells.
+//
+// An empty alg leaves the blob's digest to the caller, who hashes the
+// same bytes as it hands them over (beside the analysis rather than
+// before it) and records the digest with Info.SetDigest.
+func AnalyzeEach(r io.Reader, alg digest.Algorithm, l Limits, each EachFunc) (*Info, error) {
+	raw := &hashReader{r: r}
+	if alg != "" {
+		if !alg.Available() {
+			return nil, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
+		}
+		raw.h = alg.Hash()
 	}
-	raw := &hashReader{r: r, h: alg.Hash()}
 	info := &Info{}
-	err := analyze(raw, l, info)
+	err := analyze(raw, l, info, each)
 	if err != nil && (isReadError(err) || errdefs.IsResourceExhausted(err)) {
 		return nil, err
 	}
@@ -56,15 +78,24 @@ func Analyze(r io.Reader, alg digest.Algorithm, l Limits) (*Info, error) {
 	if _, err := io.Copy(io.Discard, raw); err != nil {
 		return nil, &readError{err}
 	}
-	info.Digest = digest.NewDigest(alg, raw.h)
 	info.Size = raw.n
-	if info.NotLayer == nil && info.Compression == None && alg == digest.SHA256 {
-		info.DiffID = info.Digest
+	if raw.h != nil {
+		info.SetDigest(digest.NewDigest(alg, raw.h))
 	}
 	return info, nil
 }
 
-func analyze(raw *hashReader, l Limits, info *Info) error {
+// SetDigest records the blob's digest, computed by the caller of an
+// AnalyzeEach with no algorithm: an uncompressed layer's diff ID is its
+// sha256 digest.
+func (i *Info) SetDigest(d digest.Digest) {
+	i.Digest = d
+	if i.NotLayer == nil && i.Compression == None && d.Algorithm() == digest.SHA256 {
+		i.DiffID = d
+	}
+}
+
+func analyze(raw *hashReader, l Limits, info *Info, each EachFunc) error {
 	br := bufio.NewReaderSize(raw, 64<<10)
 	c, err := Detect(br)
 	if err != nil {
@@ -77,10 +108,16 @@ func analyze(raw *hashReader, l Limits, info *Info) error {
 	}
 	defer dr.Close()
 	g := &guardReader{r: dr, raw: raw, l: l}
+	stream := io.Reader(g)
 	if c != None {
 		g.h = digest.SHA256.Hash()
+		// Decompressing and hashing the stream run beside the parse
+		// (and whatever each does with the entries).
+		ra := NewReadahead(g)
+		defer ra.Close()
+		stream = ra
 	}
-	tr := tar.NewReader(g)
+	tr := tar.NewReader(stream)
 	links := &symlinkGuard{}
 	for {
 		h, err := tr.Next()
@@ -104,11 +141,19 @@ func analyze(raw *hashReader, l Limits, info *Info) error {
 		if base := path.Base(name); strings.HasPrefix(base, WhiteoutPrefix) && !strings.HasPrefix(base, WhiteoutMeta) {
 			links.forget(path.Join(path.Dir(name), base[len(WhiteoutPrefix):]))
 		}
+		if each != nil {
+			if err := each(h, tr); err != nil {
+				each = nil
+			}
+		}
 	}
 	// A tar's end marker may be followed by padding: the diff ID covers
 	// the whole uncompressed stream.
-	if _, err := io.Copy(io.Discard, g); err != nil {
+	if _, err := io.Copy(io.Discard, stream); err != nil {
 		return notTar(err)
+	}
+	if ra, ok := stream.(*Readahead); ok {
+		ra.Close() // g is the caller's again
 	}
 	info.UncompressedSize = g.n
 	if g.h != nil {
@@ -138,7 +183,7 @@ func isReadError(err error) bool {
 	return errors.As(err, &re)
 }
 
-// hashReader hashes and counts what it reads; errors of the underlying
+// hashReader hashes (if h is set) and counts what it reads; errors of the underlying
 // reader come out as readErrors.
 type hashReader struct {
 	r io.Reader
@@ -148,7 +193,9 @@ type hashReader struct {
 
 func (r *hashReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
-	r.h.Write(p[:n])
+	if r.h != nil {
+		r.h.Write(p[:n])
+	}
 	r.n += int64(n)
 	if err != nil && err != io.EOF {
 		if _, ok := err.(*readError); !ok {

@@ -14,10 +14,16 @@ import (
 )
 
 func (u *Unpacker) rootEntry(h *tar.Header) error {
-	if err := u.meta(u.root, h, u.perm(h, true), true); err != nil {
+	m := u.plan(h, u.perm(h, true), true)
+	n, err := m.apply(u.root)
+	u.stats.XattrsDropped += n
+	if err != nil {
 		return entryErr(h.Name, "", err)
 	}
 	u.dirTimes["."] = times(h)
+	if u.rec != nil {
+		return u.rec.dir(".", m, times(h), false)
+	}
 	return nil
 }
 
@@ -31,6 +37,9 @@ func (u *Unpacker) dir(pfd int, name, base string, h *tar.Header) error {
 			return err
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if u.rec != nil {
+				u.rec.upper = false // replaced an entry of its own
+			}
 			if err := u.remove(pfd, base); err != nil {
 				return err
 			}
@@ -47,8 +56,22 @@ func (u *Unpacker) dir(pfd int, name, base string, h *tar.Header) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := u.meta(fd, h, perm, existed); err != nil {
+	m := u.plan(h, perm, existed)
+	n, err := m.apply(fd)
+	u.stats.XattrsDropped += n
+	if err != nil {
 		return err
+	}
+	if u.rec != nil {
+		// A directory there already, and not named before (a name
+		// given twice is seen by entry): one this layer made for an
+		// entry under it, before naming it.
+		_, named := u.created[name]
+		late := existed && !named
+		m.chmod = true // over a lower layer's directory, as Apply does
+		if err := u.rec.dir(name, m, times(h), late); err != nil {
+			return err
+		}
 	}
 	if _, ok := u.dirTimes[name]; !ok {
 		if u.nameBytes += len(name); u.nameBytes > maxNameBytes {

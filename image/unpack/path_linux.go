@@ -84,6 +84,9 @@ func (u *Unpacker) replace(pfd int, base string, create func() error) error {
 	if err != unix.EEXIST {
 		return err
 	}
+	if u.rec != nil {
+		u.rec.upper = false // replaces an entry of its own
+	}
 	if err := u.remove(pfd, base); err != nil {
 		return err
 	}

@@ -41,6 +41,11 @@ type Unpacker struct {
 	created   map[string]struct{}
 	nameBytes int
 	buf       []byte
+	entries   int // of the current layer
+
+	// rec, when set, records what Merge needs of the one layer unpacked
+	// (see NewLayer).
+	rec *recorder
 
 	// writers fill small files in parallel with the applying goroutine.
 	jobs        chan writeJob
@@ -107,12 +112,8 @@ func (u *Unpacker) Apply(ctx context.Context, r io.Reader) error {
 	// Whatever happens, no writer is still busy with this layer's files
 	// when Apply returns.
 	defer u.flush()
-	for name := range u.created {
-		u.nameBytes -= len(name)
-	}
-	u.created = map[string]struct{}{}
+	u.begin()
 	tr := tar.NewReader(bufio.NewReaderSize(r, 64<<10))
-	entries := 0
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -124,23 +125,40 @@ func (u *Unpacker) Apply(ctx context.Context, r io.Reader) error {
 			}
 			return fmt.Errorf("layer: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
-		if entries++; entries%256 == 0 {
+		if u.entries%256 == 255 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		if l := u.opts.Limits.MaxEntries; l > 0 && entries > l {
-			return fmt.Errorf("layer has more than %d entries: %w", l, errdefs.ErrResourceExhausted)
-		}
-		name, err := layer.CheckHeader(h, u.opts.Limits)
-		if err != nil {
+		if err := u.next(h, tr); err != nil {
 			return err
 		}
-		if err := u.entry(name, h, tr); err != nil {
-			return err
-		}
-		u.stats.Entries++
 	}
+}
+
+// begin starts a layer.
+func (u *Unpacker) begin() {
+	for name := range u.created {
+		u.nameBytes -= len(name)
+	}
+	u.created = map[string]struct{}{}
+	u.entries = 0
+}
+
+// next checks and applies the layer's next entry, its content read from r.
+func (u *Unpacker) next(h *tar.Header, r io.Reader) error {
+	if u.entries++; u.opts.Limits.MaxEntries > 0 && u.entries > u.opts.Limits.MaxEntries {
+		return fmt.Errorf("layer has more than %d entries: %w", u.opts.Limits.MaxEntries, errdefs.ErrResourceExhausted)
+	}
+	name, err := layer.CheckHeader(h, u.opts.Limits)
+	if err != nil {
+		return err
+	}
+	if err := u.entry(name, h, r); err != nil {
+		return err
+	}
+	u.stats.Entries++
+	return nil
 }
 
 func (u *Unpacker) entry(name string, h *tar.Header, r io.Reader) error {
@@ -154,6 +172,11 @@ func (u *Unpacker) entry(name string, h *tar.Header, r io.Reader) error {
 	}
 	if strings.HasPrefix(base, layer.WhiteoutPrefix) {
 		return u.whiteout(name, dir, base)
+	}
+	if _, dup := u.created[name]; dup && u.rec != nil {
+		// What the layer does to a name it gave twice is not in
+		// its tree alone.
+		u.rec.upper = false
 	}
 	pfd, err := u.parent(dir, true)
 	if err != nil {

@@ -3,6 +3,7 @@
 package unpack
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
 	"io"
@@ -28,5 +29,34 @@ func (u *Unpacker) Close() error { return nil }
 
 // Apply is not implemented off Linux.
 func (u *Unpacker) Apply(ctx context.Context, r io.Reader) error {
+	return fmt.Errorf("unpack on %s: %w", runtime.GOOS, errdefs.ErrNotImplemented)
+}
+
+// dirRecord is unused off Linux.
+type dirRecord struct{}
+
+// LayerUnpacker is not implemented off Linux.
+type LayerUnpacker struct{}
+
+// NewLayer is not implemented off Linux.
+func NewLayer(dir string, opts Options) (*LayerUnpacker, error) {
+	return nil, fmt.Errorf("unpack into %q on %s: %w", dir, runtime.GOOS, errdefs.ErrNotImplemented)
+}
+
+// Entry is not implemented off Linux.
+func (lu *LayerUnpacker) Entry(h *tar.Header, r io.Reader) error {
+	return fmt.Errorf("unpack on %s: %w", runtime.GOOS, errdefs.ErrNotImplemented)
+}
+
+// Finish is not implemented off Linux.
+func (lu *LayerUnpacker) Finish() (*Layer, error) {
+	return nil, fmt.Errorf("unpack on %s: %w", runtime.GOOS, errdefs.ErrNotImplemented)
+}
+
+// Close does nothing off Linux.
+func (lu *LayerUnpacker) Close() error { return nil }
+
+// Merge is not implemented off Linux.
+func (u *Unpacker) Merge(ctx context.Context, l *Layer) error {
 	return fmt.Errorf("unpack on %s: %w", runtime.GOOS, errdefs.ErrNotImplemented)
 }

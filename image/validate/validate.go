@@ -95,7 +95,8 @@ type storeIndex struct {
 // digests, no blob is stored that no image uses, blobs are read-only, and
 // no import is left in progress. Of the unpacked trees: every one belongs
 // to an image or to a holder of its kind, no unpack or removal is left in
-// progress, and no tree under rootfs/ (setuid bits cleared) holds a
+// progress, an import's tree (.fresh-HEX) is there only for an image of
+// the store, and no tree under rootfs/ (setuid bits cleared) holds a
 // setuid or setgid file or a file capability.
 func Store(dir string) error {
 	var idx storeIndex
@@ -156,9 +157,10 @@ var treeKinds = []struct {
 func checkTrees(dir string, idx *storeIndex) []error {
 	var errs []error
 	for _, k := range treeKinds {
-		held := map[string]bool{}
+		held, images := map[string]bool{}, map[string]bool{}
 		for d := range idx.Images {
 			held[d.Encoded()] = true
+			images[d.Encoded()] = true
 		}
 		for key, d := range idx.Holders {
 			holder, ok := strings.CutSuffix(key, k.suffix)
@@ -171,6 +173,21 @@ func checkTrees(dir string, idx *storeIndex) []error {
 			n, p := e.Name(), filepath.Join(dir, k.dir, e.Name())
 			switch {
 			case strings.HasSuffix(n, ".lock") && e.Type().IsRegular():
+			case strings.HasPrefix(n, ".fresh-"):
+				// A tree an import put together, for its image's first
+				// Rootfs or Unpack: its tree and the unpack's stats.
+				if !images[strings.TrimPrefix(n, ".fresh-")] {
+					errs = append(errs, fmt.Errorf("%s: an import's tree of no image", p))
+					continue
+				}
+				ents, _ := os.ReadDir(p)
+				if len(ents) != 2 {
+					errs = append(errs, fmt.Errorf("%s: %d entries, want tree and stats.json", p, len(ents)))
+					continue
+				}
+				if err := Tree(filepath.Join(p, "tree"), k.opts); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p, err))
+				}
 			case strings.HasPrefix(n, "."):
 				errs = append(errs, fmt.Errorf("%s: left by an unpack or a removal", p))
 			case !held[n]:
