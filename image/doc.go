@@ -25,6 +25,14 @@
 //     mounting untrusted content. Rootfs keeps one unpacked tree per image
 //     for containers to share read-only, setuid/setgid bits and file
 //     capabilities cleared.
+//   - Import unpacks the layers in the pass that writes and verifies them
+//     (each layer on its own as it streams in, in the archive's order;
+//     each new image's tree put together from them once the documents
+//     say which layers it has, by moving files), and keeps the tree for
+//     the image's first Rootfs or Unpack, which then only rename it. What
+//     the import accepts is decided by the blobs, as before: a layer that
+//     fails to unpack on its own is only unpacked later, from its blob,
+//     with the same checks. ImportOptions.NoRootfs keeps the blobs only.
 //   - WithSetidRootfs is the switch that keeps them in Rootfs' trees, as
 //     Docker and containerd do (Kubernetes workloads expect a setuid
 //     program to work where no_new_privs is off). Such trees are a kind

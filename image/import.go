@@ -140,7 +140,12 @@ func (s *Store) importReader(ctx context.Context, r io.Reader, total int64, opts
 			return nil, err
 		}
 		defer dr.Close()
-		stream = &ratioReader{r: dr, raw: cr, max: lim.MaxArchiveBytes, ratio: lim.MaxRatio}
+		// Decompressed beside the hashing and the writing of the
+		// blobs, progress reported from here.
+		cr.aside = true
+		ra := layer.NewReadahead(&ratioReader{r: dr, raw: cr, max: lim.MaxArchiveBytes, ratio: lim.MaxRatio})
+		defer ra.Close()
+		stream = &reportReader{r: ra, c: cr}
 	}
 	src := &tarSource{in: in, files: map[string]*staged{}, links: map[string]string{}, docs: map[string][]byte{}}
 	if err := src.read(ctx, stream, lim); err != nil {
@@ -160,7 +165,7 @@ func (s *Store) importReader(ctx context.Context, r io.Reader, total int64, opts
 			return nil, err
 		}
 	}
-	return s.finish(ctx, in, src, opts, cr.n)
+	return s.finish(ctx, in, src, opts, cr.n.Load())
 }
 
 func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions) (*ImportResult, error) {
@@ -212,7 +217,7 @@ func (s *Store) finish(ctx context.Context, in *ingest, src source, opts ImportO
 		return nil, err
 	}
 	if ds, ok := src.(*dirSource); ok {
-		read = ds.count.n
+		read = ds.count.n.Load()
 	}
 	res.Read = read
 	return res, nil

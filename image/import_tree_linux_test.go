@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,4 +256,39 @@ func TestRefusedAfterUnpacking(t *testing.T) {
 	assert.Contains(t, err.Error(), "does not match")
 	assert.Equal(t, before, validate.Snapshot(t, dir), "nothing left, nothing changed")
 	require.NoError(t, validate.Store(dir))
+}
+
+// Rootfs and Unpack racing for the import's tree: one takes it, the
+// others unpack the blobs, and every tree is the same.
+func TestFreshTreeRace(t *testing.T) {
+	im := busybox(t)
+	want, _ := fromBlobs(t, im, image.UnpackOptions{})
+	s := openStore(t)
+	res, err := s.ImportReader(ctx, bytes.NewReader(DockerSave(im)), image.ImportOptions{Tags: image.TagPolicy{Expect: im.Tags}})
+	require.NoError(t, err)
+	d := res.Images[0].Digest
+	require.True(t, exists(fresh(s, d)))
+	work := t.TempDir()
+	trees := make([]string, 6)
+	errs := make([]error, len(trees))
+	var wg sync.WaitGroup
+	for i := range trees {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				trees[i], errs[i] = s.Rootfs(ctx, "busybox:1", image.RootfsOptions{Holder: fmt.Sprintf("h%d", i)})
+				return
+			}
+			trees[i] = filepath.Join(work, fmt.Sprint(i))
+			_, errs[i] = s.Unpack(ctx, "busybox:1", trees[i], image.UnpackOptions{})
+		}()
+	}
+	wg.Wait()
+	for i, tree := range trees {
+		require.NoError(t, errs[i])
+		assert.Equal(t, validate.Snapshot(t, want), validate.Snapshot(t, tree), "tree %d", i)
+	}
+	assert.False(t, exists(fresh(s, d)))
+	require.NoError(t, validate.Store(s.Dir()))
 }

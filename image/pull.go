@@ -88,7 +88,7 @@ func (s *Store) Pull(ctx context.Context, remote Remote, root ocispec.Descriptor
 		return nil, err
 	}
 	src.count.report(true)
-	res.Read = src.count.n
+	res.Read = src.count.n.Load()
 	return res, nil
 }
 

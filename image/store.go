@@ -31,6 +31,8 @@ import (
 //	rootfs/HEX/       unpacked root filesystems, one per image digest,
 //	                  setuid/setgid bits and file capabilities cleared
 //	rootfs-setid/HEX/ the same with them kept (WithSetidRootfs)
+//	KIND/.fresh-HEX/  a tree the import put together (tree/, stats.json),
+//	                  for the image's first Rootfs or Unpack to take
 //	lock, *.lock      file locks
 //
 // store.json is the truth: it is replaced atomically, under the lock, after
