@@ -7,9 +7,10 @@
 #
 # Usage: scripts/bench-image.sh [ROUNDS]   (default 3)
 # Environment: BENCH_DIR (default /var/tmp) holds the ~5 GB of work files;
-# BENCH_SIZE and BENCH_FILES change the archive; BENCH_BASE names another
-# berthctl binary (an earlier build) to time in the same rounds, for a
-# before/after comparison under the same conditions.
+# BENCH_SIZE and BENCH_FILES change the archive. With BASELINE=REV (a git
+# revision), berthctl built from REV is timed in the same rounds too (or
+# BENCH_BASE=BINARY, a berthctl built already), for a before/after
+# comparison under the same conditions.
 # Without a docker daemon on /run/docker.sock (scripts/setup-docker.sh starts
 # one) the docker column is skipped, and said so.
 #
@@ -74,6 +75,13 @@ else
 fi
 
 go build -tags seccomp -o "$work/berthctl" ./examples/berthctl
+if [ -n "${BASELINE:-}" ]; then
+	mkdir "$work/base"
+	git archive "$BASELINE" | tar -x -C "$work/base"
+	(cd "$work/base" && go build -tags seccomp -o "$work/berthctl-base" ./examples/berthctl)
+	rm -rf "$work/base"
+	BENCH_BASE="$work/berthctl-base"
+fi
 go build -tags seccomp -o "$work/mkarchive" ./image/imagetest/mkarchive
 echo "bench-image: building a docker-save archive of $size bytes in $files files..."
 "$work/mkarchive" -size "$size" -files "$files" -layers 4 -tag bench:1 "$work/image.tar"
@@ -197,6 +205,6 @@ awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v byt
 	else       printf "  docker load                    skipped (no docker daemon)\n"
 	printf "  berthctl / tar    = %.2f (target <= 1.50)   CPU %.2f\n", b/t, cb/ct
 	if (d > 0) printf "  berthctl / docker = %.2f (target <= 0.20)   CPU %.2f\n", b/d, cb/cd
-	if (ba > 0) printf "  baseline import + unpack (BENCH_BASE) %7.2f s   CPU %6.2f s; this one / baseline = %.2f, CPU %.2f\n", ba/1e6, cba/1e6, b/ba, cb/cba
+	if (ba > 0) printf "  baseline import + unpack       %7.2f s   CPU %6.2f s; this tree / baseline = %.2f, CPU %.2f\n", ba/1e6, cba/1e6, b/ba, cb/cba
 	printf "  peak RSS: import %.0f MiB, unpack %.0f MiB (target < 256 MiB)\n", ri/1024, ru/1024
 }'
