@@ -233,6 +233,16 @@ type streamListener struct {
 	mu     sync.Mutex
 	conns  map[*streamConn]struct{}
 	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Close closes the listener once: both close and the server's Shutdown
+// do, in either order.
+func (l *streamListener) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	return l.closeErr
 }
 
 func (l *streamListener) Accept() (net.Conn, error) {
@@ -253,8 +263,12 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	return sc, nil
 }
 
-// closeConns closes every connection, and those accepted later.
+// closeConns closes the listener and every connection, and refuses
+// those accepted later. The listener is closed here, not only by the
+// server's Shutdown: a server closed before its Serve goroutine ran
+// would otherwise keep listening until that goroutine got to run.
 func (l *streamListener) closeConns() {
+	_ = l.Close()
 	l.mu.Lock()
 	l.closed = true
 	conns := make([]*streamConn, 0, len(l.conns))

@@ -617,12 +617,16 @@ func (r *Runtime) control(ctx context.Context, id string, req controlRequest) (*
 		return nil, nil, err
 	}
 	b, _ := json.Marshal(req)
-	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return fail(controlConnErr(req.Op, err))
-	}
+	// A server that refuses the connection (too many) answers before it
+	// reads the request and closes: the write may then fail, with the
+	// answer waiting to be read.
+	_, werr := conn.Write(append(b, '\n'))
 	br := bufio.NewReader(conn)
 	line, err := readLine(br, 1<<20)
 	if err != nil {
+		if werr != nil {
+			err = werr
+		}
 		return fail(controlConnErr(req.Op, err))
 	}
 	var rep controlReply
