@@ -367,7 +367,9 @@ type RootfsOptions struct {
 // cleared. A store opened WithSetidRootfs gives a tree that keeps them,
 // kept apart under rootfs-setid/. The tree is shared: callers use it
 // read-only, for example as an overlay's lower directory under a
-// per-container upper one.
+// per-container upper one. The first time, the tree the import put
+// together is taken if there is one of this kind (see
+// ImportOptions.NoRootfs), by a rename.
 //
 // Garbage collection: a tree goes when its image is removed and no holder
 // holds it any more: Remove deletes it when nobody holds it, and

@@ -6,8 +6,10 @@
 # the ratios and the peak resident memory of berthctl (/usr/bin/time -v).
 #
 # Usage: scripts/bench-image.sh [ROUNDS]   (default 3)
-# Environment: BENCH_DIR (default /var/tmp) holds the ~5 GB of work files;
-# BENCH_SIZE and BENCH_FILES change the archive. With BASELINE=REV (a git
+# Environment: BENCH_DIR (default /var/tmp) holds the work files (~2 GB, and
+# 2 GB per round and contender, kept until the end unless BENCH_FS=ext4);
+# BENCH_SIZE and BENCH_FILES change the archive, BENCH_GZIP=1 gzips its
+# layers (tar -xf then decompresses them too). With BASELINE=REV (a git
 # revision), berthctl built from REV is timed in the same rounds too (or
 # BENCH_BASE=BINARY, a berthctl built already), for a before/after
 # comparison under the same conditions.
@@ -84,7 +86,7 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 go build -tags seccomp -o "$work/mkarchive" ./image/imagetest/mkarchive
 echo "bench-image: building a docker-save archive of $size bytes in $files files..."
-"$work/mkarchive" -size "$size" -files "$files" -layers 4 -tag bench:1 "$work/image.tar"
+"$work/mkarchive" -size "$size" -files "$files" -layers 4 ${BENCH_GZIP:+-gzip} -tag bench:1 "$work/image.tar"
 archive_bytes=$(stat -c %s "$work/image.tar")
 
 # The same layers as plain tar files, in the image's order, for tar -xf.
@@ -110,41 +112,51 @@ declare -a t_import t_unpack t_berth t_tar t_docker rss_import rss_unpack c_bert
 # Warm the archive and the layers into the page cache once.
 cat "$work/image.tar" "${layers[@]/#/$work/layers/}" >/dev/null
 
-# berth BIN: import + unpack with BIN; sets bt (µs), bc (CPU µs).
+# Each contender writes into out/ROUND-NAME. On the fresh ext4 that is
+# removed after it, so that the page cache does not fill up with what
+# earlier contenders wrote (reclaiming it is charged to whoever
+# allocates). Elsewhere nothing is deleted before the end of the run: on
+# ext4 without a journal, creating files after many were deleted is slow
+# for a minute or more (see above), and one contender would pay for
+# another's deletions. Docker's own removals happen in its data root.
+mkdir "$work/out"
+done_with() {
+	if [ "${BENCH_FS:-}" = ext4 ]; then rm -rf "$1"; fi
+}
+
+# berth BIN NAME: import + unpack with BIN; sets bt (µs), bc (CPU µs).
 berth() {
-	rm -rf "$work/state" "$work/rootfs"
+	local out="$work/out/$round-$2" t0 t1 t2
 	sync
-	local t0 t1 t2
 	t0=$(now)
-	/usr/bin/time -v -o "$work/time-import" "$1" --root "$work/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
+	/usr/bin/time -v -o "$work/time-import" "$1" --root "$out/state" image import --expect-tag bench:1 "$work/image.tar" >/dev/null
 	t1=$(now)
-	/usr/bin/time -v -o "$work/time-unpack" "$1" --root "$work/state" image unpack bench:1 "$work/rootfs"
+	/usr/bin/time -v -o "$work/time-unpack" "$1" --root "$out/state" image unpack bench:1 "$out/rootfs"
 	t2=$(now)
 	bi=$((t1 - t0)) bu=$((t2 - t1)) bt=$((t2 - t0))
 	bc=$(($(cpu "$work/time-import") + $(cpu "$work/time-unpack")))
-	rm -rf "$work/state" "$work/rootfs"
+	done_with "$out"
 }
 run_berth() {
-	berth "$work/berthctl"
+	berth "$work/berthctl" berth
 	t_import+=("$bi") t_unpack+=("$bu") t_berth+=("$bt") c_berth+=("$bc")
 	rss_import+=("$(rss "$work/time-import")")
 	rss_unpack+=("$(rss "$work/time-unpack")")
 }
 run_base() {
-	berth "$BENCH_BASE"
+	berth "$BENCH_BASE" base
 	t_base+=("$bt") c_base+=("$bc")
 }
 run_tar() {
-	rm -rf "$work/tar"
-	mkdir "$work/tar"
+	local out="$work/out/$round-tar" t0 t1
+	mkdir "$out"
 	sync
-	local t0 t1
 	t0=$(now)
-	/usr/bin/time -v -o "$work/time-tar" bash -c 'for l in "${@:2}"; do tar -xf "$1/$l" -C "$1/../tar"; done' _ "$work/layers" "${layers[@]}"
+	/usr/bin/time -v -o "$work/time-tar" bash -c 'for l in "${@:3}"; do tar -xf "$1/$l" -C "$2"; done' _ "$work/layers" "$out" "${layers[@]}"
 	t1=$(now)
 	t_tar+=($((t1 - t0)))
 	c_tar+=("$(cpu "$work/time-tar")")
-	rm -rf "$work/tar"
+	done_with "$out"
 }
 run_docker() {
 	docker rmi -f bench:1 >/dev/null 2>&1 || true
@@ -160,17 +172,16 @@ run_docker() {
 	docker rmi -f bench:1 >/dev/null
 }
 
-# The contenders take turns going first: each one's deletions slow the
-# file creations of the next (see above).
+# The contenders take turns going first.
 contenders=(berth tar)
 if $docker_ok; then contenders+=(docker); fi
 if [ -n "${BENCH_BASE:-}" ]; then contenders+=(base); fi
-for i in $(seq "$rounds"); do
+for round in $(seq "$rounds"); do
 	n=${#contenders[@]}
 	for j in $(seq 0 $((n - 1))); do
-		"run_${contenders[$(((i + j) % n))]}"
+		"run_${contenders[$(((round + j) % n))]}"
 	done
-	echo "bench-image: round $i of $rounds done"
+	echo "bench-image: round $round of $rounds done"
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -195,8 +206,8 @@ fi
 ri=$(printf '%s\n' "${rss_import[@]}" | sort -n | tail -1)
 ru=$(printf '%s\n' "${rss_unpack[@]}" | sort -n | tail -1)
 awk -v i="$mi" -v u="$mu" -v b="$mb" -v t="$mt" -v d="$md" -v n="$rounds" -v bytes="$archive_bytes" \
-	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" -v ba="$mba" -v cba="$cba" -v fs="$fsname" 'BEGIN {
-	printf "docker-save archive: %.2f GB, %d files in 4 layers; median of %d rounds; on %s\n", bytes/1e9, files, n, fs
+	-v files="$files" -v ri="$ri" -v ru="$ru" -v cb="$cb" -v ct="$ct" -v cd="$cd_" -v ba="$mba" -v cba="$cba" -v fs="$fsname" -v gz="${BENCH_GZIP:+gzipped }" 'BEGIN {
+	printf "docker-save archive: %.2f GB, %d files in 4 %slayers; median of %d rounds; on %s\n", bytes/1e9, files, gz, n, fs
 	printf "  berthctl image import          %7.2f s\n", i/1e6
 	printf "  berthctl image unpack          %7.2f s\n", u/1e6
 	printf "  berthctl import + unpack       %7.2f s   CPU %6.2f s\n", b/1e6, cb/1e6

@@ -55,7 +55,7 @@
 //	volume probe PATH
 //	attach ID SRC:DST[:ro][:raw]
 //	detach ID DST
-//	image import [--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR|-
+//	image import [--expect-tag REF]... [--tag-prefix P] [--allow-retag] [--no-rootfs] FILE|DIR|-
 //	image ls [-q]
 //	image rm REF...
 //	image export [--format docker|oci] REF FILE
@@ -80,6 +80,9 @@
 // a tag that names another image moves only with --force. On a terminal,
 // pull and push show a progress bar per blob and import one for the
 // archive, on stderr; nothing is shown when stderr is not a terminal.
+// import and pull unpack a new image's root filesystem in the same pass
+// that reads and verifies its layers, and keep it for the image's first
+// unpack (or run) to take at once; --no-rootfs keeps the image only.
 //
 // BYTES is an integer, optionally suffixed with k, m, g, t or p (KiB, MiB,
 // GiB, TiB, PiB; any case; a trailing b or ib is allowed: 64m, 64MB and

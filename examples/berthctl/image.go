@@ -25,7 +25,7 @@ var imageCommands []command
 
 func init() {
 	imageCommands = []command{
-		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] FILE|DIR|-",
+		{"import", "[--expect-tag REF]... [--tag-prefix P] [--allow-retag] [--no-rootfs] FILE|DIR|-",
 			"import a docker-save archive or OCI layout (- reads it from stdin); print REF DIGEST per tag, or the digest", (*app).cmdImageImport},
 		{"ls", "[-q]", "list images", (*app).cmdImageLs},
 		{"rm", "REF...", "remove tags or images (a tag's image goes with its last tag)", (*app).cmdImageRm},
@@ -109,6 +109,7 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 	fs.Var((*stringList)(&pol.Expect), "expect-tag", "create this archive tag (`REF`, repeatable); the archive must hold it")
 	fs.StringVar(&pol.Prefix, "tag-prefix", "", "create every archive tag under repository path `P`")
 	fs.BoolVar(&pol.AllowRetag, "allow-retag", false, "let the import move tags that name other images")
+	noRootfs := fs.Bool("no-rootfs", false, "keep the images only: do not unpack their root filesystems as they stream in, for the first unpack or run to take")
 	if err := a.parseImage(fs, args, 1, 1); err != nil {
 		return 0, err
 	}
@@ -117,7 +118,7 @@ func (a *app) cmdImageImport(fs *flag.FlagSet, args []string) (int, error) {
 		return 0, err
 	}
 	src := fs.Arg(0)
-	opts := image.ImportOptions{Tags: pol}
+	opts := image.ImportOptions{Tags: pol, NoRootfs: *noRootfs}
 	name := filepath.Base(src)
 	if src == "-" {
 		name = "standard input"

@@ -124,6 +124,25 @@ func TestImageExportUnpackRm(t *testing.T) {
 	assert.Equal(t, "REFERENCE   DIGEST   SIZE   IMPORTED\n", c.ok("ls"))
 }
 
+// import unpacks the image's tree for the first unpack to take;
+// --no-rootfs keeps the image only; both unpack the same tree.
+func TestImageImportNoRootfs(t *testing.T) {
+	a := archive(t, "hello\n", false, "app:1")
+	var trees []string
+	for _, flags := range [][]string{nil, {"--no-rootfs"}} {
+		c := newImageCtl(t)
+		c.ok(append(append([]string{"import"}, flags...), a)...)
+		fresh, err := filepath.Glob(filepath.Join(c.root, "images", "rootfs", ".fresh-*"))
+		require.NoError(t, err)
+		assert.Len(t, fresh, 1-len(flags), "flags %v", flags)
+		dir := filepath.Join(t.TempDir(), "rootfs")
+		c.ok("unpack", strings.Fields(c.ok("ls", "-q"))[0], dir)
+		trees = append(trees, validate.Snapshot(t, dir))
+		require.NoError(t, validate.Store(filepath.Join(c.root, "images")))
+	}
+	assert.Equal(t, trees[0], trees[1])
+}
+
 func TestImageHostileArchive(t *testing.T) {
 	c := newImageCtl(t)
 	c.ok("import", archive(t, "x", false)) // the store exists

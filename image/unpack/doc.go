@@ -16,4 +16,11 @@
 // cleared (with security.capability) unless Options allow them; trusted.*
 // extended attributes are always dropped. Ownership is applied when the
 // process is root.
+//
+// A LayerUnpacker unpacks one layer on its own, entry by entry, as it
+// streams in (an import reads the layers in the archive's order, before
+// it knows the image's); Merge then lays such layers over each other by
+// moving their files, after checking that this gives the tree applying
+// them in order gives, and ErrMergeConflict (nothing changed) when it
+// cannot tell: the caller applies that layer's stream instead.
 package unpack
