@@ -11,10 +11,21 @@ n=${1:-100}
 work=$(mktemp -d /tmp/berth-bench-mem.XXXXXX)
 chmod 711 "$work"
 lxc_pids=()
+# LXC's containers are named after the work directory: a monitor killed
+# with SIGKILL leaves its cgroups (lxc.monitor.NAME, lxc.payload.NAME in
+# every hierarchy), which the cleanup then removes by name.
+name=mem-${work##*.}
 cleanup() {
-	for p in "${lxc_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	# Stopped one by one, each monitor removes its container's cgroups.
+	for i in $(seq "$n"); do lxc-stop -P "$work/lxc" -n "$name-$i" -k >/dev/null 2>&1 || true; done
+	for _ in $(seq 50); do
+		pgrep -f "lxc-execute -P $work/lxc" >/dev/null || break
+		sleep 0.1
+	done
 	pkill -9 -f "lxc-execute -P $work/lxc" 2>/dev/null || true
-	for i in $(seq "$n"); do lxc-stop -P "$work/lxc" -n "m$i" -k >/dev/null 2>&1 || true; done
+	for d in /sys/fs/cgroup/*/lxc.payload."$name"-* /sys/fs/cgroup/*/lxc.monitor."$name"-*; do
+		[ ! -d "$d" ] || find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
 	[ ! -x "$work/bin/berthctl" ] || "$work/bin/berthctl" --root "$work/state" rm -f $("$work/bin/berthctl" --root "$work/state" ps -q 2>/dev/null) >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -44,7 +55,7 @@ berth_anon=0
 for p in "${sup[@]}"; do berth_anon=$((berth_anon + $(awk '/^Pss_Anon:/ {print $2}' "/proc/$p/smaps_rollup"))); done
 
 for i in $(seq "$n"); do
-	lxc-execute -P "$work/lxc" -n "m$i" -f "$work/lxc.conf" -- /bin/sleep 100000 >/dev/null 2>&1 &
+	lxc-execute -P "$work/lxc" -n "$name-$i" -f "$work/lxc.conf" -- /bin/sleep 100000 >/dev/null 2>&1 &
 	lxc_pids+=($!)
 done
 sleep 2

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -25,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -115,6 +117,19 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 	var ids []string
 	var mu sync.Mutex
 	var stopped atomic.Bool
+	// SIGINT or SIGTERM stops the creates: what runs is measured, listed
+	// and removed as at the end.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	reason := fmt.Sprintf("MemAvailable under %d MiB", guardMiB)
+	go func() {
+		s := <-sigs
+		mu.Lock()
+		reason = "interrupted by " + s.String()
+		mu.Unlock()
+		stopped.Store(true)
+	}()
 	created := 0
 	for _, mark := range marks {
 		// Up to the window before the mark untimed, then the window
@@ -143,7 +158,9 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 			per(s.supervisorPss, base.supervisorPss), per(s.initPss, base.initPss),
 			float64(s.tasks-base.tasks)/float64(created), float64(s.supervisorFds-base.supervisorFds)/float64(created))
 		if stopped.Load() {
-			fmt.Printf("stopped at %d containers: MemAvailable under %d MiB\n", created, guardMiB)
+			mu.Lock()
+			fmt.Printf("stopped at %d containers: %s\n", created, reason)
+			mu.Unlock()
 			break
 		}
 	}
@@ -185,6 +202,9 @@ func createN(ctx context.Context, rt *runtime.Runtime, rootfs string, from, to, 
 				if i%par == 0 && memAvailableMiB() < guardMiB {
 					stopped.Store(true)
 					return
+				}
+				if i > 0 && i%500 == 0 {
+					fmt.Fprintf(os.Stderr, "scale: %d created, MemAvailable %d MiB\n", i, memAvailableMiB())
 				}
 				id := fmt.Sprintf("scale-%05d", i)
 				c, err := rt.Create(ctx, id, &runtime.Config{Spec: spec(rootfs)})
