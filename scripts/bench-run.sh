@@ -93,5 +93,14 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 
 # The library path orchestrators use, in process, against runc run of the
-# same bundle, interleaved in a run of its own.
-"$work/bin/benchinproc" -rounds "$rounds" "$work/rootfs" "$work/bundle" "$work/runc"
+# same bundle, interleaved in a run of its own. benchinproc is a small
+# program (the backend and little else); the containers' inits are re-execs
+# of it, attached or supervised. Two rows more: supervisors running
+# examples/berth-supervisor (what berthctl and berth-cri use when it lies
+# beside them), and supervisors running berthctl, as a large caller's
+# re-exec would (berth-cri, an orchestrator linking all of berth).
+go build -tags seccomp -o "$work/bin/berth-supervisor" ./examples/berth-supervisor
+"$work/bin/benchinproc" -rounds "$rounds" \
+	-supervisor "berth-supervisor=$work/bin/berth-supervisor" \
+	-supervisor "a re-exec of berthctl (a large caller)=$work/bin/berthctl" \
+	"$work/rootfs" "$work/bundle" "$work/runc"

@@ -61,6 +61,15 @@
 // while supervisor n lives, supervisor/<n>/sock (root's alone) is where
 // it is asked, supervisor/<n>/log has what it says.
 //
+// A supervisor is a re-exec of the calling binary unless the caller names
+// another with WithSupervisorBinary: examples/berth-supervisor, a small
+// program built from the same berth that links this backend alone.
+// libcontainer starts each container's init as a re-exec of the binary of
+// whoever creates it, so with a small supervisor every supervised init
+// starts from the small binary too: its Go runtime and package
+// initialization are the biggest part of an init's start. berthctl and
+// berth-cri use a berth-supervisor lying beside them.
+//
 // A supervisor killed (kill -9) leaves its containers running, listed and
 // controllable: Wait then follows each init to its end, but its exit
 // code is lost (-1), as with a killed containerd shim; the next create

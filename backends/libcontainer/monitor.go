@@ -42,6 +42,8 @@ const (
 // its pid, or the error and its class; Full says the supervisor takes no
 // more containers (another one must).
 type monitorStatus struct {
+	// Proto is a new supervisor's protocol version, in its ready report.
+	Proto int    `json:"proto,omitempty"`
 	Pid   int    `json:"pid,omitempty"`
 	Error string `json:"error,omitempty"`
 	Class string `json:"class,omitempty"`

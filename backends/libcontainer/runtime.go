@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	lc "github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/runtime/driver"
@@ -39,6 +40,9 @@ type Runtime struct {
 	// supervisorShare caps the containers of a supervisor this process
 	// starts (0: its descriptor limit does).
 	supervisorShare int
+	// supervisorExe, when set, is the binary supervisors are started
+	// from (WithSupervisorBinary), held open since Open checked it.
+	supervisorExe *os.File
 	// loads and records keep what was read of containers' state files
 	// (see load.go).
 	loads   fileCache[*lc.Container]
@@ -74,6 +78,95 @@ func Attached() Option {
 	}
 }
 
+// WithSupervisorBinary makes the supervisors this process starts run
+// path, a program whose main calls Init first and links little else, such
+// as examples/berth-supervisor, instead of a re-exec of the calling
+// binary. The supervisor is the parent of its containers' inits, which
+// libcontainer starts as re-execs of the supervisor's own binary: a small
+// binary starts every supervised container sooner (its Go runtime and
+// package initialization are the biggest part of an init's start) and
+// costs less memory than a large caller. The binary must come from the
+// same berth (their protocol is checked as it starts): build it with the
+// program that ships it, as containerd ships its shims.
+//
+// path must be absolute, a regular executable file owned by root (or by
+// this process's user) and not writable by group or others, for it runs
+// as root and keeps every container. It is opened and checked here, and
+// what was opened is what runs, whatever happens to path later.
+func WithSupervisorBinary(path string) Option {
+	return func(r *Runtime) error {
+		f, err := openSupervisorBinary(path)
+		if err != nil {
+			return err
+		}
+		if r.supervisorExe != nil {
+			r.supervisorExe.Close()
+		}
+		r.supervisorExe = f
+		return nil
+	}
+}
+
+// SupervisorBinaryName is the file name programs ship
+// examples/berth-supervisor under.
+const SupervisorBinaryName = "berth-supervisor"
+
+// SupervisorBinaryBeside returns the path of SupervisorBinaryName in the
+// running program's directory if there is such a file, else "": where a
+// program that ships the supervisor beside itself finds it, for
+// WithSupervisorBinary.
+func SupervisorBinaryBeside() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(exe), SupervisorBinaryName)
+	if _, err := os.Lstat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// openSupervisorBinary opens path (O_PATH, following no symlink at its
+// last element) and checks what it is.
+func openSupervisorBinary(path string) (*os.File, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("supervisor binary %q: %s: %w", path, why, errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(path) || path != filepath.Clean(path) {
+		return nil, bad("not a clean absolute path")
+	}
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return nil, bad(err.Error())
+		}
+		return nil, fmt.Errorf("supervisor binary %q: %w", path, classify(err))
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("supervisor binary %q: %w", path, classify(err))
+	}
+	why := ""
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = "not a regular file"
+	case st.Mode&0o111 == 0:
+		why = "not executable"
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		why = fmt.Sprintf("owned by uid %d, neither root nor this process's user", st.Uid)
+	case st.Mode&0o022 != 0:
+		why = fmt.Sprintf("writable by group or others (mode %o)", st.Mode&0o7777)
+	}
+	if why != "" {
+		f.Close()
+		return nil, bad(why)
+	}
+	return f, nil
+}
+
 // Open returns the engine keeping its state under root (created if needed).
 // Containers created by earlier processes on the same root are found again.
 func Open(root string, opts ...Option) (*Runtime, error) {
@@ -87,6 +180,7 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	r := &Runtime{root: abs, cgroupParent: "berth", copies: map[string]*sync.WaitGroup{}, exited: map[string]chan struct{}{}}
 	for _, o := range opts {
 		if err := o(r); err != nil {
+			r.Close()
 			return nil, err
 		}
 	}
@@ -94,9 +188,11 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	// ID-mapped root filesystem, but must not list other containers.
 	for _, d := range []string{r.root, r.containersDir(), r.runcRoot()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
+			r.Close()
 			return nil, fmt.Errorf("state root: %w", classify(err))
 		}
 		if err := os.Chmod(d, 0o711); err != nil {
+			r.Close()
 			return nil, fmt.Errorf("state root: %w", classify(err))
 		}
 	}
@@ -219,7 +315,15 @@ func (r *Runtime) As(i any) bool {
 }
 
 // Close implements driver.Runtime. Containers keep running.
-func (r *Runtime) Close() error { return nil }
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.supervisorExe != nil {
+		r.supervisorExe.Close()
+		r.supervisorExe = nil
+	}
+	return nil
+}
 
 func (r *Runtime) load(id string) (*lc.Container, error) {
 	c, err := r.loadContainer(id)

@@ -60,6 +60,9 @@ const (
 	fdReserve       = 256
 	// maxSupervisors bounds the supervisors of one root.
 	maxSupervisors = 64
+	// supervisorStartTimeout bounds how long a new supervisor may take to
+	// report that it serves.
+	supervisorStartTimeout = 30 * time.Second
 	// supervisorLogMax is the size past which a supervisor's log is
 	// emptied as a new supervisor starts.
 	supervisorLogMax = 1 << 20
@@ -164,7 +167,8 @@ func runSupervisor(args []string) int {
 	if share > 0 {
 		s.max = min(s.max, share)
 	}
-	_, _ = ready.Write([]byte("{}"))
+	b, _ := json.Marshal(monitorStatus{Proto: supervisorProto})
+	_, _ = ready.Write(b)
 	ready.Close()
 	s.mu.Lock()
 	s.idleLocked()
@@ -598,15 +602,16 @@ func (r *Runtime) dialSupervisor(ctx context.Context, n int, start bool) (*net.U
 	if c, err := dial(); err == nil || !absent(err) {
 		return c, err
 	}
-	if err := r.spawnSupervisor(n); err != nil {
+	if err := r.spawnSupervisor(ctx, n); err != nil {
 		return nil, err
 	}
 	return dial()
 }
 
 // spawnSupervisor starts supervisor n (the start lock is held) and returns
-// once it serves.
-func (r *Runtime) spawnSupervisor(n int) error {
+// once it serves. One that has not said so within supervisorStartTimeout,
+// or when ctx ends, is killed.
+func (r *Runtime) spawnSupervisor(ctx context.Context, n int) error {
 	dir := r.supervisorDir(n)
 	logPath := filepath.Join(dir, supervisorLogFile)
 	if fi, err := os.Stat(logPath); err == nil && fi.Size() > supervisorLogMax {
@@ -622,8 +627,13 @@ func (r *Runtime) spawnSupervisor(n int) error {
 		return err
 	}
 	defer readyR.Close()
-	cmd := exec.Command("/proc/self/exe", supervisorArg, r.root, strconv.Itoa(n), strconv.Itoa(r.supervisorShare))
-	cmd.Args[0] = os.Args[0]
+	exe, name, release, err := r.supervisorBinary()
+	if err != nil {
+		return err
+	}
+	defer release()
+	cmd := exec.Command(exe, supervisorArg, r.root, strconv.Itoa(n), strconv.Itoa(r.supervisorShare))
+	cmd.Args[0] = name
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.ExtraFiles = []*os.File{readyW}
@@ -638,8 +648,18 @@ func (r *Runtime) spawnSupervisor(n int) error {
 	// Reaped whenever it ends, so that it does not linger as a zombie of
 	// a long-lived caller.
 	go func() { _ = cmd.Wait() }()
+	_ = readyR.SetReadDeadline(time.Now().Add(supervisorStartTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = readyR.SetReadDeadline(time.Unix(1, 0)) })
 	b, err := io.ReadAll(io.LimitReader(readyR, 1<<20))
+	stop()
 	if err != nil {
+		_ = cmd.Process.Kill()
+		if ctx.Err() != nil {
+			return fmt.Errorf("supervisor %d (%s) starting: %w", n, name, ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("supervisor %d (%s) did not report within %s: %w", n, name, supervisorStartTimeout, errdefs.ErrUnavailable)
+		}
 		return fmt.Errorf("supervisor %d: %w", n, err)
 	}
 	var st monitorStatus
@@ -648,12 +668,43 @@ func (r *Runtime) spawnSupervisor(n int) error {
 		if len(tail) > 4096 {
 			tail = tail[len(tail)-4096:]
 		}
-		return fmt.Errorf("supervisor %d failed as it started: %s: %w", n, strings.TrimSpace(string(tail)), errdefs.ErrUnknown)
+		var class error = errdefs.ErrUnknown
+		if exe != "/proc/self/exe" {
+			// The binary named is not a supervisor.
+			class = errdefs.ErrFailedPrecondition
+		}
+		_ = cmd.Process.Kill()
+		return fmt.Errorf("supervisor %d (%s) failed as it started: %s: %w", n, name, strings.TrimSpace(string(tail)), class)
 	}
 	if st.Error != "" {
 		return fmt.Errorf("supervisor %d: %s: %w", n, st.Error, errclass.FromName(st.Class))
 	}
+	if st.Proto != supervisorProto {
+		// Another berth's supervisor: it serves (its lock is held and
+		// its socket bound) but would refuse every request. It is told
+		// to go; the socket is another's to take once it has.
+		_ = cmd.Process.Kill()
+		return fmt.Errorf("supervisor %d (%s) speaks protocol %d, this berth %d: build the supervisor binary with this program: %w", n, name, st.Proto, supervisorProto, errdefs.ErrFailedPrecondition)
+	}
 	return nil
+}
+
+// supervisorBinary returns the path a new supervisor is executed from
+// (/proc/self/exe, or a copy of the descriptor WithSupervisorBinary
+// opened, to release once it is started) and its name for argv[0].
+func (r *Runtime) supervisorBinary() (path, name string, release func(), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.supervisorExe == nil {
+		return "/proc/self/exe", os.Args[0], func() {}, nil
+	}
+	// Above the descriptors the child is given (0-3), which it sets
+	// before it executes this path.
+	fd, err := unix.FcntlInt(r.supervisorExe.Fd(), unix.F_DUPFD_CLOEXEC, 16)
+	if err != nil {
+		return "", "", nil, classify(err)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd), r.supervisorExe.Name(), func() { unix.Close(fd) }, nil
 }
 
 // supervisorWait returns once supervisor n has no job for container id

@@ -9,14 +9,19 @@
 //	    [--allow-privileged] [--allow-host-namespaces] [--allow-unfiltered-seccomp] \
 //	    [--allow-setid-images] [--streaming-addr 127.0.0.1:PORT] \
 //	    [--insecure-registry HOST]... [--registry-mirror HOST=URL]... \
-//	    [--cpu-profile FILE] [--trace FILE]
+//	    [--cpu-profile FILE] [--trace FILE] [--supervisor BINARY]
+//
+// --supervisor names what keeps the containers: examples/berth-supervisor
+// built from the same berth (see libcontainer.WithSupervisorBinary; by
+// default berth-supervisor beside berth-cri if there is one, else
+// berth-cri itself, as with "self").
 //
 // --cpu-profile and --trace write a CPU profile (go tool pprof) and an
 // execution trace (go tool trace) of the whole run, for scripts/bench-cri.sh
 // and whoever looks for where berth-cri's time goes; no listener serves
 // them.
 //
-// Containers outlive it: each has a monitor of its own, and a restarted
+// Containers outlive it: their supervisors keep them, and a restarted
 // berth-cri on the same root serves the pods and containers it made
 // before. Exec, attach and port-forward streams are served on a loopback
 // address (--streaming-addr, a port of the kernel's choosing by default)
@@ -84,6 +89,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Var(&mirrors, "registry-mirror", "try the mirror before the registry: `HOST=URL` (repeatable)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to `FILE`")
 	traceFile := fs.String("trace", "", "write an execution trace of the whole run to `FILE`")
+	supervisor := fs.String("supervisor", "", "supervisor `BINARY` of the containers (default: berth-supervisor beside berth-cri if there, else berth-cri itself; self: berth-cri)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -125,13 +131,22 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	security := runtime.SecurityPolicy{AllowPrivileged: *allowPriv, AllowHostNamespaces: *allowHost, AllowUnfilteredSeccomp: *unfiltered}
+	var engineOpts []libcontainer.Option
+	if *supervisor == "" {
+		*supervisor = libcontainer.SupervisorBinaryBeside()
+	}
+	if *supervisor != "" && *supervisor != "self" {
+		engineOpts = append(engineOpts, libcontainer.WithSupervisorBinary(*supervisor))
+	}
 	handlers := map[string]*runtime.Runtime{}
 	for _, h := range []struct {
 		names []string
 		open  func(string) (driver.Runtime, error)
 	}{
-		{[]string{"", "libcontainer"}, func(dir string) (driver.Runtime, error) { return libcontainer.Open(dir) }},
-		{[]string{"parallels"}, func(dir string) (driver.Runtime, error) { return parallels.Open(dir) }},
+		{[]string{"", "libcontainer"}, func(dir string) (driver.Runtime, error) { return libcontainer.Open(dir, engineOpts...) }},
+		{[]string{"parallels"}, func(dir string) (driver.Runtime, error) {
+			return parallels.Open(dir, parallels.WithEngineOptions(engineOpts...))
+		}},
 	} {
 		dir := filepath.Join(*root, "handlers", h.names[len(h.names)-1])
 		engine, err := h.open(dir)

@@ -38,6 +38,10 @@ type openOptions struct {
 	security runtime.SecurityPolicy
 	// dockerHost is the Docker daemon's address (docker backend).
 	dockerHost string
+	// supervisor is the supervisor binary (libcontainer and parallels):
+	// "" for berth-supervisor beside berthctl if there, "self" for
+	// berthctl itself.
+	supervisor string
 	// diskFS is what new root disks are made of (parallels backend).
 	diskFS string
 }
@@ -59,12 +63,25 @@ func backendNames() string {
 	return strings.Join(names, ", ")
 }
 
-func openLibcontainer(root string, o openOptions) (*runtime.Runtime, error) {
+// engineOptions are the embedded engine's options, for libcontainer and
+// parallels.
+func (o openOptions) engineOptions() []libcontainer.Option {
 	var opts []libcontainer.Option
 	if o.attached {
 		opts = append(opts, libcontainer.Attached())
 	}
-	engine, err := libcontainer.Open(root, opts...)
+	sup := o.supervisor
+	if sup == "" {
+		sup = libcontainer.SupervisorBinaryBeside()
+	}
+	if sup != "" && sup != "self" {
+		opts = append(opts, libcontainer.WithSupervisorBinary(sup))
+	}
+	return opts
+}
+
+func openLibcontainer(root string, o openOptions) (*runtime.Runtime, error) {
+	engine, err := libcontainer.Open(root, o.engineOptions()...)
 	if err != nil {
 		return nil, err
 	}
@@ -95,9 +112,7 @@ func openParallels(root string, o openOptions) (*runtime.Runtime, error) {
 	if o.diskFS != "" {
 		opts = append(opts, parallels.WithFilesystem(o.diskFS))
 	}
-	if o.attached {
-		opts = append(opts, parallels.WithEngineOptions(libcontainer.Attached()))
-	}
+	opts = append(opts, parallels.WithEngineOptions(o.engineOptions()...))
 	engine, err := parallels.Open(root, opts...)
 	if err != nil {
 		return nil, err

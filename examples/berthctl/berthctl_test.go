@@ -653,3 +653,71 @@ func TestErrorClass(t *testing.T) {
 	report(&b, fmt.Errorf("line one\nline two\r\nthree\n: %w", errdefs.ErrNotFound))
 	assert.Equal(t, "berthctl: not-found: line one line two three : not found\n", b.String())
 }
+
+// Detached containers are kept by berth-supervisor when it lies beside
+// berthctl (or --supervisor names it), by berthctl itself with
+// --supervisor self; a binary that may not be trusted is refused.
+func TestSupervisorBinary(t *testing.T) {
+	requireEngine(t)
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o711))
+	ctl := filepath.Join(dir, "berthctl")
+	data, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(ctl, data, 0o755))
+	sup := filepath.Join(dir, "berth-supervisor")
+	build := exec.Command(goTool(), "build", "-tags", buildTags, "-o", sup, "../berth-supervisor")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	root := filepath.Join(dir, "state")
+
+	exeOf := func(args ...string) string {
+		t.Helper()
+		id := strings.TrimSpace(ok(t, append(append([]string{"--root", root}, args...), "create", "--rootfs", rootfs, "--", "/bin/sh", "-c", "exit 7")...))
+		ok(t, "--root", root, "start", id)
+		var pid int
+		for _, p := range procs(t) {
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+			if a := strings.Split(string(cmd), "\x00"); len(a) > 2 && a[1] == "berth-supervisor" && a[2] == root {
+				pid = p
+			}
+		}
+		require.NotZero(t, pid, "a supervisor keeps %s", id)
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		require.NoError(t, err)
+		assert.Equal(t, "7\n", ok(t, "--root", root, "wait", id))
+		ok(t, "--root", root, "rm", id)
+		// Let it quit, so that the next create starts another.
+		require.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 10*time.Second, 50*time.Millisecond)
+		return exe
+	}
+	t.Run("beside", func(t *testing.T) {
+		bin0 := bin
+		bin = ctl // berthctl beside berth-supervisor
+		defer func() { bin = bin0 }()
+		assert.Equal(t, sup, exeOf())
+		assert.Equal(t, ctl, exeOf("--supervisor", "self"))
+	})
+	t.Run("named", func(t *testing.T) {
+		assert.Equal(t, sup, exeOf("--supervisor", sup))
+	})
+	t.Run("refused", func(t *testing.T) {
+		require.NoError(t, os.Chmod(sup, 0o775))
+		requireFailure(t, invoke(t, "", "--root", root, "--supervisor", sup, "ps"), "invalid-argument")
+		requireFailure(t, invoke(t, "", "--root", root, "--supervisor", "berth-supervisor", "ps"), "invalid-argument")
+	})
+}
+
+// procs lists the host's processes.
+func procs(t *testing.T) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var pids []int
+	for _, e := range ents {
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}

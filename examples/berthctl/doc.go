@@ -15,6 +15,13 @@
 //	                 the Docker daemon of --backend docker (default
 //	                 $DOCKER_HOST, else unix:///var/run/docker.sock)
 //	--disk-fs TYPE   root disks of --backend parallels: ext4 (default) or xfs
+//	--supervisor BINARY
+//	                 what supervises detached containers of --backend
+//	                 libcontainer and parallels: examples/berth-supervisor
+//	                 built from the same berth (default: berth-supervisor
+//	                 beside berthctl if there is one, else berthctl
+//	                 itself; self: berthctl). A small supervisor starts
+//	                 each container sooner and costs less memory.
 //	--allow-fs TYPE  also allow volumes of this filesystem (repeatable)
 //	--fsck           check block and image volumes read-only before mounting
 //	--allow-raw-block-without-userns

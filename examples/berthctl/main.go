@@ -26,6 +26,8 @@ type app struct {
 	backend    string
 	dockerHost string
 	diskFS     string
+	// supervisor names the supervisor binary (see openOptions).
+	supervisor string
 
 	open func(root string, o openOptions) (*runtime.Runtime, error)
 	rt   *runtime.Runtime
@@ -69,6 +71,7 @@ func (a *app) execute(args []string) (int, error) {
 	fs.StringVar(&a.backend, "backend", defaultBackend, "engine `NAME`")
 	fs.StringVar(&a.dockerHost, "docker-host", "", "Docker daemon `ADDRESS` for --backend docker")
 	fs.StringVar(&a.diskFS, "disk-fs", "", "filesystem `TYPE` of new root disks for --backend parallels: ext4 (default) or xfs")
+	fs.StringVar(&a.supervisor, "supervisor", "", "supervisor `BINARY` of --backend libcontainer and parallels (default: berth-supervisor beside berthctl if there, else berthctl itself; self: berthctl)")
 	a.policy.register(fs)
 	a.registries.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -122,7 +125,7 @@ func (a *app) runtime() (*runtime.Runtime, error) {
 		}
 		a.open = open
 	}
-	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), security: a.policy.security(), dockerHost: a.dockerHost, diskFS: a.diskFS})
+	rt, err := a.open(a.root, openOptions{attached: a.attached, policy: a.policy.policy(), security: a.policy.security(), dockerHost: a.dockerHost, diskFS: a.diskFS, supervisor: a.supervisor})
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +148,8 @@ func (a *app) usage(w io.Writer) {
 	fmt.Fprintf(w, "  --backend NAME  engine: %s (default %s)\n", backendNames(), defaultBackend)
 	fmt.Fprintf(w, "  --docker-host ADDRESS  Docker daemon of --backend docker (default $DOCKER_HOST, else unix:///var/run/docker.sock)\n")
 	fmt.Fprintf(w, "  --disk-fs TYPE  root disks of --backend parallels: ext4 (default) or xfs\n")
+	fmt.Fprintf(w, "  --supervisor BINARY  what supervises detached containers of --backend libcontainer and parallels\n")
+	fmt.Fprintf(w, "                  (default: berth-supervisor beside berthctl if there, else berthctl; self: berthctl)\n")
 	fmt.Fprintf(w, "  --allow-fs TYPE, --fsck, --allow-raw-block-without-userns, --volume-noexec\n")
 	fmt.Fprintf(w, "                  relax the volume policy, each by name\n")
 	fmt.Fprintf(w, "  --allow-privileged  allow specs that loosen confinement (capabilities, hooks, host namespaces, devices)\n")

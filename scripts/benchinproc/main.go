@@ -2,9 +2,13 @@
 // create+start+wait+delete of /bin/true through the library, as an
 // orchestrator calls it (attached to the calling process, and kept by a
 // supervisor), against `runc run` of a bundle doing the same, interleaved
-// in one run, and prints the medians and the ratios.
+// in one run, and prints the medians and the ratios. Each -supervisor
+// NAME=BINARY adds a row kept by supervisors running BINARY
+// (libcontainer.WithSupervisorBinary): a container's init is a re-exec of
+// its supervisor's binary, so the binary's size and package
+// initialization count in every start.
 //
-//	benchinproc [-rounds 30] ROOTFS BUNDLE RUNC_ROOT
+//	benchinproc [-rounds 30] [-supervisor NAME=BINARY]... ROOTFS BUNDLE RUNC_ROOT
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/berthrun/berth/backends/libcontainer"
@@ -24,15 +29,29 @@ import (
 func main() {
 	libcontainer.Init()
 	rounds := flag.Int("rounds", 30, "runs of each")
+	var sups supervisorFlags
+	flag.Var(&sups, "supervisor", "a row kept by supervisors running `NAME=BINARY` (repeatable)")
 	flag.Parse()
 	if flag.NArg() != 3 {
 		fmt.Fprintln(os.Stderr, "usage: benchinproc [-rounds N] ROOTFS BUNDLE RUNC_ROOT")
 		os.Exit(2)
 	}
-	if err := run(*rounds, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+	if err := run(*rounds, sups, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 		fmt.Fprintln(os.Stderr, "benchinproc:", err)
 		os.Exit(1)
 	}
+}
+
+type supervisorFlags [][2]string
+
+func (f *supervisorFlags) String() string { return fmt.Sprint(*f) }
+func (f *supervisorFlags) Set(v string) error {
+	name, bin, ok := strings.Cut(v, "=")
+	if !ok || name == "" || bin == "" {
+		return fmt.Errorf("want NAME=BINARY, not %q", v)
+	}
+	*f = append(*f, [2]string{name, bin})
+	return nil
 }
 
 func open(root string, opts ...libcontainer.Option) (*runtime.Runtime, error) {
@@ -43,7 +62,14 @@ func open(root string, opts ...libcontainer.Option) (*runtime.Runtime, error) {
 	return runtime.New(e, runtime.WithStateDir(root))
 }
 
-func run(rounds int, rootfs, bundle, runcRoot string) error {
+// row is a way of running the container, and its times.
+type row struct {
+	name string
+	rt   *runtime.Runtime
+	t    []time.Duration
+}
+
+func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("/var/tmp", "berth-inproc.")
 	if err != nil {
@@ -58,6 +84,14 @@ func run(rounds int, rootfs, bundle, runcRoot string) error {
 	supervised, err := open(filepath.Join(dir, "supervised"))
 	if err != nil {
 		return err
+	}
+	rows := []*row{{name: "attached to the caller", rt: attached}, {name: "kept by a supervisor", rt: supervised}}
+	for i, sup := range sups {
+		rt, err := open(filepath.Join(dir, fmt.Sprintf("sup%d", i)), libcontainer.WithSupervisorBinary(sup[1]))
+		if err != nil {
+			return err
+		}
+		rows = append(rows, &row{name: "kept by " + sup[0], rt: rt})
 	}
 	one := func(rt *runtime.Runtime, id string) error {
 		c, err := rt.Create(ctx, id, &runtime.Config{Spec: runtime.DefaultSpec(rootfs, "/bin/true")})
@@ -79,7 +113,7 @@ func run(rounds int, rootfs, bundle, runcRoot string) error {
 		}
 		return nil
 	}
-	var ta, ts, tr []time.Duration
+	var tr []time.Duration
 	timed := func(into *[]time.Duration, f func() error) error {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -88,35 +122,35 @@ func run(rounds int, rootfs, bundle, runcRoot string) error {
 		*into = append(*into, time.Since(t0))
 		return nil
 	}
-	// One untimed round of each warms caches (and starts the supervisor).
+	// One untimed round of each warms caches (and starts the supervisors).
 	var warm []time.Duration
-	if err := timed(&warm, func() error { return one(attached, "warm-a") }); err != nil {
-		return err
-	}
-	if err := timed(&warm, func() error { return one(supervised, "warm-s") }); err != nil {
-		return err
+	for i, r := range rows {
+		if err := timed(&warm, func() error { return one(r.rt, fmt.Sprintf("warm-%d", i)) }); err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
 	}
 	if err := timed(&warm, func() error { return runc("warm-inproc") }); err != nil {
 		return err
 	}
 	for i := range rounds {
-		if err := timed(&ta, func() error { return one(attached, fmt.Sprintf("a%d", i)) }); err != nil {
-			return err
-		}
-		if err := timed(&ts, func() error { return one(supervised, fmt.Sprintf("s%d", i)) }); err != nil {
-			return err
+		for j, r := range rows {
+			if err := timed(&r.t, func() error { return one(r.rt, fmt.Sprintf("r%d-%d", j, i)) }); err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
 		}
 		if err := timed(&tr, func() error { return runc(fmt.Sprintf("inproc%d", i)) }); err != nil {
 			return err
 		}
 	}
-	ma, ms, mr := median(ta), median(ts), median(tr)
+	mr := median(tr)
 	fmt.Printf("create+start+wait+delete of /bin/true in process (the library), median of %d runs each\n", rounds)
-	fmt.Printf("  attached to the caller   %7.1f ms\n", ms2(ma))
-	fmt.Printf("  kept by a supervisor     %7.1f ms\n", ms2(ms))
-	fmt.Printf("  runc run (same run)      %7.1f ms\n", ms2(mr))
-	fmt.Printf("  attached/runc   = %.2f (target <= 0.50)\n", float64(ma)/float64(mr))
-	fmt.Printf("  supervised/runc = %.2f (target <= 0.50)\n", float64(ms)/float64(mr))
+	for _, r := range rows {
+		fmt.Printf("  %-40s %7.1f ms\n", r.name, ms2(median(r.t)))
+	}
+	fmt.Printf("  %-40s %7.1f ms\n", "runc run (same run)", ms2(mr))
+	for _, r := range rows {
+		fmt.Printf("  %-40s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
+	}
 	return nil
 }
 
