@@ -8,7 +8,7 @@ import (
 )
 
 func main() {
-	libcontainer.Init() // a supervisor or an init: never returns
+	libcontainer.Init() // as a supervisor or a container's init, it does not return
 	fmt.Fprintln(os.Stderr, "berth-supervisor: started by berth's libcontainer backend only (see libcontainer.WithSupervisorBinary)")
 	os.Exit(2)
 }
