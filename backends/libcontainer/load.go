@@ -75,21 +75,33 @@ func (c *fileCache[T]) get(path string, load func() (T, error)) (T, error) {
 	// Kept only if the file did not change while it was read.
 	if after, err := keyOf(path); err == nil && after == key {
 		c.mu.Lock()
-		if c.m == nil {
-			c.m = map[string]cached[T]{}
-		}
-		if _, ok := c.m[path]; !ok && len(c.m) >= fileCacheMax {
-			// Full: one entry goes, any (a program keeping
-			// thousands of containers reads them again).
-			for k := range c.m {
-				delete(c.m, k)
-				break
-			}
-		}
-		c.m[path] = cached[T]{key, v}
+		c.keep(path, cached[T]{key, v})
 		c.mu.Unlock()
 	}
 	return v, nil
+}
+
+// keep stores e for path, within fileCacheMax entries (c.mu is held).
+func (c *fileCache[T]) keep(path string, e cached[T]) {
+	if c.m == nil {
+		c.m = map[string]cached[T]{}
+	}
+	if _, ok := c.m[path]; !ok && len(c.m) >= fileCacheMax {
+		// Full: one entry goes, any (a program keeping thousands of
+		// containers reads them again).
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[path] = e
+}
+
+// len is how many files c keeps.
+func (c *fileCache[T]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 // put keeps v as what path holds, for a caller that has just written v
@@ -102,10 +114,7 @@ func (c *fileCache[T]) put(path string, v T) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]cached[T]{}
-	}
-	c.m[path] = cached[T]{key, v}
+	c.keep(path, cached[T]{key, v})
 }
 
 // loadContainer is lc.Load through the cache; errors are libcontainer's.
