@@ -3,7 +3,8 @@
 // up to N (or until the host's available memory falls under a guard),
 // printing at each mark the time per container and what each container
 // costs the host: memory (the kernel's share apart), tasks against
-// kernel.pid_max, descriptors and the supervisors' memory. Then it lists
+// kernel.pid_max, descriptors, the supervisors' memory and what the
+// library keeps in the calling process (its live heap). Then it lists
 // them, removes them, and checks that nothing is left: no container, no
 // cgroup in any hierarchy, no mount, no supervisor, no task.
 //
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -112,7 +114,7 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 	if len(shared) > 0 {
 		fmt.Printf("namespaces shared with the host: %v\n", slices.Sorted(maps.Keys(shared)))
 	}
-	fmt.Printf("%8s %10s %10s %10s %10s %10s %10s %10s %9s %8s\n", "running", "ms/create", "MB/ctr", "kernel", "slab", "percpu", "superv.", "init", "tasks/ctr", "fds/ctr")
+	fmt.Printf("%8s %10s %10s %10s %10s %10s %10s %10s %10s %9s %8s\n", "running", "ms/create", "MB/ctr", "kernel", "slab", "percpu", "superv.", "init", "caller", "tasks/ctr", "fds/ctr")
 
 	var ids []string
 	var mu sync.Mutex
@@ -153,9 +155,9 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 		if timed > 0 {
 			ms = float64(elapsed.Microseconds()) / 1000 / float64(timed)
 		}
-		fmt.Printf("%8d %10.1f %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %9.2f %8.2f\n", created, ms,
+		fmt.Printf("%8d %10.1f %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %9.2f %8.2f\n", created, ms,
 			per(s.used, base.used), per(s.kernel, base.kernel), per(s.slab, base.slab), per(s.percpu, base.percpu),
-			per(s.supervisorPss, base.supervisorPss), per(s.initPss, base.initPss),
+			per(s.supervisorPss, base.supervisorPss), per(s.initPss, base.initPss), per(s.callerHeap, base.callerHeap),
 			float64(s.tasks-base.tasks)/float64(created), float64(s.supervisorFds-base.supervisorFds)/float64(created))
 		if stopped.Load() {
 			mu.Lock()
@@ -264,9 +266,12 @@ func cleanupAfter(ctx context.Context, rt *runtime.Runtime, ids []string, par in
 type stats struct {
 	used, kernel, slab, percpu int64
 	supervisorPss, initPss     int64
-	tasks, mounts              int
-	supervisorFds              int
-	cgroups                    int
+	// callerHeap is this program's live heap: what the library keeps
+	// in the calling process.
+	callerHeap    int64
+	tasks, mounts int
+	supervisorFds int
+	cgroups       int
 }
 
 func sample(root string) stats {
@@ -280,6 +285,10 @@ func sample(root string) stats {
 		kernel: (m["SUnreclaim"] + m["Percpu"] + m["KernelStack"] + m["PageTables"] + m["VmallocUsed"]) * 1024,
 	}
 	s.tasks = readTasks()
+	var ms goruntime.MemStats
+	goruntime.GC()
+	goruntime.ReadMemStats(&ms)
+	s.callerHeap = int64(ms.HeapAlloc)
 	s.mounts = countLines("/proc/self/mountinfo")
 	s.cgroups = countCgroups()
 	procs, _ := os.ReadDir("/proc")
