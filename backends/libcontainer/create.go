@@ -41,6 +41,12 @@ func (r *Runtime) Create(ctx context.Context, req *driver.CreateRequest) (retErr
 		return err
 	}
 	rec := &record{ID: req.ID, CreatedAt: time.Now().UTC(), Labels: req.Labels, Spec: req.Spec, Rootfs: req.Spec.Root.Path, CRILog: req.CRILog, OpenStdin: req.OpenStdin}
+	if req.Spec.Linux == nil || req.Spec.Linux.CgroupsPath == "" {
+		// A cgroup of berth's making, the container's alone (a
+		// privileged spec naming its own may name anything, even the
+		// root: that one is never removed without libcontainer).
+		rec.CgroupsPath = cgroupsPathOf(req.ID, r.cgroupParent, req.Spec)
+	}
 	defer func() {
 		if retErr != nil {
 			_ = r.cleanup(req.ID, rec)

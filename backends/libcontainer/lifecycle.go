@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
 	lc "github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
@@ -191,6 +193,10 @@ func (r *Runtime) cleanup(id string, rec *record) error {
 		_ = c.Signal(unix.SIGKILL)
 		_ = killRemaining(context.Background(), c)
 		_ = c.Destroy()
+	} else if rec.CgroupsPath != "" {
+		if err := destroyCgroups(rec.CgroupsPath); err != nil {
+			return fmt.Errorf("remove cgroups %s: %w", rec.CgroupsPath, classify(err))
+		}
 	}
 	_ = os.RemoveAll(filepath.Join(r.runcRoot(), id))
 	if rec.IDMapped {
@@ -264,4 +270,20 @@ func (r *Runtime) Update(ctx context.Context, id string, res *driver.Resources) 
 // its cgroup: the container could never be deleted.
 func killRemaining(ctx context.Context, c *lc.Container) error {
 	return reap.KillAll(ctx, c.Processes)
+}
+
+// destroyCgroups kills what is left in the cgroup at path, in every
+// hierarchy, and removes it: a container's whose libcontainer state is
+// gone. A cgroup that does not exist is no error.
+func destroyCgroups(path string) error {
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := reap.KillAll(ctx, m.GetAllPids); err != nil {
+		return err
+	}
+	return m.Destroy()
 }

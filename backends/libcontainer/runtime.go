@@ -245,6 +245,11 @@ type record struct {
 	// OpenStdin: the init's standard input is kept open for attachments
 	// (control.go).
 	OpenStdin bool `json:"open_stdin,omitempty"`
+	// CgroupsPath is the container's cgroup when berth named it (parent/
+	// id), for a cleanup that finds no libcontainer state (its create was
+	// killed while the init started, after the cgroups were made and
+	// before the state was written).
+	CgroupsPath string `json:"cgroups_path,omitempty"`
 }
 
 // readRecord reads the container's record, shared through the cache (see

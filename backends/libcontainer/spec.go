@@ -30,15 +30,21 @@ var rlimits = map[string]int{
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
 }
 
+// cgroupsPathOf is the cgroup of container id: the spec's, or parent/id.
+func cgroupsPathOf(id, parent string, spec *specs.Spec) string {
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		return spec.Linux.CgroupsPath
+	}
+	return "/" + filepath.Join(parent, id)
+}
+
 // nativeConfig turns a checked OCI spec into libcontainer's config, with the
 // root filesystem at rootfs and the cgroup under parent/id.
 func nativeConfig(id, parent string, spec *specs.Spec, rootfs string) (*configs.Config, error) {
 	s := *spec
 	s.Root = &specs.Root{Path: rootfs, Readonly: spec.Root.Readonly}
 	l := *spec.Linux
-	if l.CgroupsPath == "" {
-		l.CgroupsPath = "/" + filepath.Join(parent, id)
-	}
+	l.CgroupsPath = cgroupsPathOf(id, parent, spec)
 	if driver.UnfilteredSeccomp(l.Seccomp) {
 		// No filter at all: given the profile, libcontainer would
 		// install one that allows everything (Seccomp: 2).

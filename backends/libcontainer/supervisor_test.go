@@ -260,3 +260,26 @@ func requireExit5(ctx context.Context, t *testing.T, c *runtime.Container, msg .
 	require.NoError(t, err)
 	require.Equal(t, 5, es.Code, msg...)
 }
+
+// A container whose libcontainer state is gone (its create was killed
+// after the init's cgroups were made, before the state was written) is
+// deleted with its cgroups, in every hierarchy.
+func TestDeleteWithoutEngineStateRemovesCgroups(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rootfs := fixture.BusyboxTB(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	engine, err := libcontainer.Open(root, libcontainer.Attached())
+	require.NoError(t, err)
+	rt, err := runtime.New(engine, runtime.WithStateDir(root))
+	require.NoError(t, err)
+	c, err := rt.Create(ctx, runtimetest.NewID("nostate"), exitOnUSR1(rootfs))
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	requireExit5(ctx, t, c)
+	require.DirExists(t, filepath.Join("/sys/fs/cgroup/memory/berth", c.ID()), "the cgroups stay until the delete")
+	require.NoError(t, os.Remove(filepath.Join(root, "runc", c.ID(), "state.json")))
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireNothingLeft(t, root, c.ID())
+}
