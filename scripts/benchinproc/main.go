@@ -145,11 +145,11 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 	mr := median(tr)
 	fmt.Printf("create+start+wait+delete of /bin/true in process (the library), median of %d runs each\n", rounds)
 	for _, r := range rows {
-		fmt.Printf("  %-40s %7.1f ms\n", r.name, ms2(median(r.t)))
+		fmt.Printf("  %-48s %7.1f ms\n", r.name, ms2(median(r.t)))
 	}
-	fmt.Printf("  %-40s %7.1f ms\n", "runc run (same run)", ms2(mr))
+	fmt.Printf("  %-48s %7.1f ms\n", "runc run (same run)", ms2(mr))
 	for _, r := range rows {
-		fmt.Printf("  %-40s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
+		fmt.Printf("  %-48s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
 	}
 	return nil
 }
