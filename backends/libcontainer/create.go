@@ -156,22 +156,26 @@ func (r *Runtime) startInitOf(ctx context.Context, req *driver.CreateRequest, cf
 	sp := phase.Begin(ctx)
 	// One writer for both streams; none is not one.
 	out.same = req.IO.Stdout == req.IO.Stderr && nilIfNil(req.IO.Stdout) != nil
+	var init monitorStatus
 	if r.attached {
-		if err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out); err != nil {
-			return err
-		}
-	} else {
-		n, err := r.superviseInit(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
+		st, err := r.startAttached(req.ID, cfg, req.Spec.Process, req.IO, out)
 		if err != nil {
 			return err
 		}
+		init = st
+	} else {
+		n, st, err := r.superviseInit(ctx, req.ID, cfg, req.Spec.Process, req.IO, out)
+		if err != nil {
+			return err
+		}
+		init = st
 		rec.Supervisor = n + 1
 		if err := fsutil.WriteJSON(r.recordPath(req.ID), rec); err != nil {
 			return err
 		}
 	}
 	sp.Mark("create.init")
-	if err := r.recordNamespaces(req.ID); err != nil {
+	if err := r.recordNamespaces(req.ID, init.Pid, init.Start); err != nil {
 		return err
 	}
 	sp.Mark("create.namespaces")

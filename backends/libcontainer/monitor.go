@@ -43,8 +43,11 @@ const (
 // more containers (another one must).
 type monitorStatus struct {
 	// Proto is a new supervisor's protocol version, in its ready report.
-	Proto int    `json:"proto,omitempty"`
-	Pid   int    `json:"pid,omitempty"`
+	Proto int `json:"proto,omitempty"`
+	Pid   int `json:"pid,omitempty"`
+	// Start is the init's start time (clock ticks since boot, as in
+	// /proc/<pid>/stat), which with Pid names it for good.
+	Start uint64 `json:"start,omitempty"`
 	Error string `json:"error,omitempty"`
 	Class string `json:"class,omitempty"`
 	Full  bool   `json:"full,omitempty"`
@@ -132,7 +135,8 @@ func runJob(dir, runcRoot, id string, spec outputSpec, stdin, stdout, stderr *os
 		k.tee.OnFinish(closeOut)
 	}
 	pid, _ := k.p.Pid()
-	if !report(monitorStatus{Pid: pid}) {
+	start, _ := procStartTime(pid)
+	if !report(monitorStatus{Pid: pid, Start: start}) {
 		// The caller is gone before learning of the container: nobody
 		// will ever start it, so do not leave it behind.
 		_ = k.c.Signal(unix.SIGKILL)
@@ -453,29 +457,31 @@ func (l *locked) Write(p []byte) (int, error) {
 
 // startAttached runs the monitor's job in this process: it becomes the
 // init's parent and records its exit.
-func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, spec outputSpec) error {
+func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, spec outputSpec) (monitorStatus, error) {
 	dir := r.dir(id)
 	lockf, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return err
+		return monitorStatus{}, err
 	}
 	lockf.Close()
 	unlock, err := lockMonitor(dir)
 	if err != nil {
-		return err
+		return monitorStatus{}, err
 	}
 	stdout, stderr, dups, err := noSigpipe(nilIfNil(pio.Stdout), nilIfNil(pio.Stderr))
 	if err != nil {
 		unlock()
-		return err
+		return monitorStatus{}, err
 	}
 	spec.report = func(err error) { fmt.Fprintf(os.Stderr, "berth: container %s: %v\n", id, err) }
 	k, err := startKept(dir, r.runcRoot(), id, cfg, proc, spec, pio.Stdin, stdout, stderr)
 	if err != nil {
 		closeAll(dups)
 		unlock()
-		return classifyStart(err)
+		return monitorStatus{}, classifyStart(err)
 	}
+	pid, _ := k.p.Pid()
+	start, _ := procStartTime(pid)
 	tee := k.tee
 	tee.OnFinish(func() { closeAll(dups) })
 	c, p := k.c, k.p
@@ -492,7 +498,7 @@ func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Proc
 		close(exited)
 		k.srv.drain()
 	}()
-	return nil
+	return monitorStatus{Pid: pid, Start: start}, nil
 }
 
 // noSigpipe replaces writers that are this process's stdout or stderr by

@@ -87,6 +87,15 @@ func initGone(err error) error {
 // command's name (field 2) is in parentheses and may hold anything, a
 // closing parenthesis or spaces included: the fields are counted from the
 // last one.
+// procStartTime is process pid's start time, as statStartTime reads it.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	return statStartTime(b)
+}
+
 func statStartTime(stat []byte) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
@@ -212,8 +221,15 @@ const nsFile = "namespaces.json"
 // recordNamespaces records the namespaces of the new container's init,
 // before anything of the tenant runs in it: what OpenNamespace and joins
 // hold it to.
-func (r *Runtime) recordNamespaces(id string) error {
-	p, err := r.openInit(id)
+func (r *Runtime) recordNamespaces(id string, pid int, start uint64) error {
+	var p *initProc
+	var err error
+	if pid > 0 && start > 0 {
+		// The init whoever started it named (no state to load).
+		p, err = openInitProc(pid, start)
+	} else {
+		p, err = r.openInit(id)
+	}
 	if err != nil {
 		return err
 	}

@@ -474,15 +474,15 @@ func writeStatus(conn net.Conn, st monitorStatus) bool {
 // superviseInit has a supervisor create the container's init and keep it,
 // and returns the supervisor's number. The job's files are written in the
 // container's directory first.
-func (r *Runtime) superviseInit(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, out outputSpec) (int, error) {
+func (r *Runtime) superviseInit(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, out outputSpec) (int, monitorStatus, error) {
 	dir := r.dir(id)
 	if err := writeMonitorJob(dir, cfg, proc); err != nil {
-		return 0, err
+		return 0, monitorStatus{}, err
 	}
 	stdio, copyWG, closeAfter, err := r.containerStdio(dir, pio)
 	defer closeAll(closeAfter)
 	if err != nil {
-		return 0, err
+		return 0, monitorStatus{}, err
 	}
 	req := supervisorRequest{Proto: supervisorProto, Op: opStart, ID: id, MaxSize: out.limits.MaxSize, MaxFiles: out.limits.MaxFiles, CRILog: out.criLog, Flags: out.flags()}
 	r.mu.Lock()
@@ -492,13 +492,13 @@ func (r *Runtime) superviseInit(ctx context.Context, id string, cfg *configs.Con
 		n := (first + i) % maxSupervisors
 		st, err := r.askSupervisor(ctx, n, req, stdio[:])
 		if err != nil {
-			return 0, err
+			return 0, monitorStatus{}, err
 		}
 		if st.Full {
 			continue
 		}
 		if st.Error != "" {
-			return 0, fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
+			return 0, monitorStatus{}, fmt.Errorf("%s: %w", st.Error, errclass.FromName(st.Class))
 		}
 		r.mu.Lock()
 		r.supervisor = n
@@ -506,9 +506,9 @@ func (r *Runtime) superviseInit(ctx context.Context, id string, cfg *configs.Con
 			r.copies[id] = copyWG
 		}
 		r.mu.Unlock()
-		return n, nil
+		return n, st, nil
 	}
-	return 0, fmt.Errorf("all %d supervisors of %s are full: %w", maxSupervisors, r.root, errdefs.ErrResourceExhausted)
+	return 0, monitorStatus{}, fmt.Errorf("all %d supervisors of %s are full: %w", maxSupervisors, r.root, errdefs.ErrResourceExhausted)
 }
 
 // askSupervisor sends a start to supervisor n, started if it is not
