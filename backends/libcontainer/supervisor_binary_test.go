@@ -29,16 +29,6 @@ func buildSupervisor(t *testing.T, dir string) string {
 	return bin
 }
 
-func openSupervised(t *testing.T, root, bin string) *runtime.Runtime {
-	t.Helper()
-	engine, err := libcontainer.Open(root, libcontainer.WithSupervisorBinary(bin))
-	require.NoError(t, err)
-	t.Cleanup(func() { engine.Close() })
-	rt, err := runtime.New(engine, runtime.WithStateDir(root))
-	require.NoError(t, err)
-	return rt
-}
-
 // Supervisors run the binary named, what was opened even if the path is
 // replaced later, and keep exit codes for any process on the root.
 func TestSupervisorBinary(t *testing.T) {
@@ -51,7 +41,7 @@ func TestSupervisorBinary(t *testing.T) {
 	var want syscall.Stat_t
 	require.NoError(t, syscall.Stat(bin, &want))
 	root := filepath.Join(dir, "state")
-	rt := openSupervised(t, root, bin)
+	rt := openRoot(t, root, libcontainer.WithSupervisorBinary(bin))
 
 	// The path now names something else: what Open checked still runs.
 	notSupervisor := filepath.Join(dir, "other")
@@ -68,11 +58,7 @@ func TestSupervisorBinary(t *testing.T) {
 	require.Equal(t, [2]uint64{want.Dev, want.Ino}, [2]uint64{got.Dev, got.Ino}, "the supervisor runs the binary Open checked")
 
 	// Another process on the root, without the option, waits through it.
-	other, err := libcontainer.Open(root)
-	require.NoError(t, err)
-	ort, err := runtime.New(other, runtime.WithStateDir(root))
-	require.NoError(t, err)
-	oc, err := ort.Get(ctx, c.ID())
+	oc, err := openRoot(t, root).Get(ctx, c.ID())
 	require.NoError(t, err)
 	requireExit5(ctx, t, oc, "the small supervisor keeps the exit code")
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
@@ -166,7 +152,7 @@ func TestSupervisorBinaryNotASupervisor(t *testing.T) {
 			out, err := cmd.CombinedOutput()
 			require.NoError(t, err, "%s", out)
 			root := filepath.Join(dir, "state-"+name)
-			rt := openSupervised(t, root, bin)
+			rt := openRoot(t, root, libcontainer.WithSupervisorBinary(bin))
 			id := runtimetest.NewID("notsup")
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()

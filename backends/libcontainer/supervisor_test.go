@@ -131,10 +131,7 @@ func TestCallerKilledAtEachStep(t *testing.T) {
 			require.NoError(t, cmd.Process.Kill())
 			_ = cmd.Wait()
 
-			engine, err := libcontainer.Open(root)
-			require.NoError(t, err)
-			rt, err := runtime.New(engine, runtime.WithStateDir(root))
-			require.NoError(t, err)
+			rt := openRoot(t, root)
 			c, err := rt.Get(ctx, id)
 			require.NoError(t, err)
 			st, err := c.State(ctx)
@@ -162,10 +159,7 @@ func TestSupervisorKilled(t *testing.T) {
 	defer cancel()
 	rootfs := fixture.BusyboxTB(t)
 	root := filepath.Join(fixture.TempDir(t), "state")
-	engine, err := libcontainer.Open(root)
-	require.NoError(t, err)
-	rt, err := runtime.New(engine, runtime.WithStateDir(root))
-	require.NoError(t, err)
+	rt := openRoot(t, root)
 	var orphans []*runtime.Container
 	for range 2 {
 		c, err := rt.Create(ctx, runtimetest.NewID("orphan"), exitOnUSR1(rootfs))
@@ -220,7 +214,7 @@ func TestSupervisorsShareContainers(t *testing.T) {
 	defer cancel()
 	rootfs := fixture.BusyboxTB(t)
 	root := filepath.Join(fixture.TempDir(t), "state")
-	rt := openWithSupervisorLimit(t, root, 2)
+	rt := openRoot(t, root, libcontainer.WithSupervisorShare(2))
 	var cs []*runtime.Container
 	for range 5 {
 		c, err := rt.Create(ctx, runtimetest.NewID("share"), exitOnUSR1(rootfs))
@@ -238,11 +232,15 @@ func TestSupervisorsShareContainers(t *testing.T) {
 	requireNothingLeft(t, root, ids...)
 }
 
-func openWithSupervisorLimit(t *testing.T, root string, n int) *runtime.Runtime {
-	engine, err := libcontainer.Open(root, libcontainer.WithSupervisorShare(n))
+// openRoot opens the runtime on root with the engine's options, closed
+// when the test ends.
+func openRoot(t *testing.T, root string, opts ...libcontainer.Option) *runtime.Runtime {
+	t.Helper()
+	engine, err := libcontainer.Open(root, opts...)
 	require.NoError(t, err)
 	rt, err := runtime.New(engine, runtime.WithStateDir(root))
 	require.NoError(t, err)
+	t.Cleanup(func() { rt.Close() })
 	return rt
 }
 
@@ -270,10 +268,7 @@ func TestDeleteWithoutEngineStateRemovesCgroups(t *testing.T) {
 	defer cancel()
 	rootfs := fixture.BusyboxTB(t)
 	root := filepath.Join(fixture.TempDir(t), "state")
-	engine, err := libcontainer.Open(root, libcontainer.Attached())
-	require.NoError(t, err)
-	rt, err := runtime.New(engine, runtime.WithStateDir(root))
-	require.NoError(t, err)
+	rt := openRoot(t, root, libcontainer.Attached())
 	c, err := rt.Create(ctx, runtimetest.NewID("nostate"), exitOnUSR1(rootfs))
 	require.NoError(t, err)
 	require.NoError(t, c.Start(ctx))
