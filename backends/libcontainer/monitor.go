@@ -456,7 +456,8 @@ func (l *locked) Write(p []byte) (int, error) {
 }
 
 // startAttached runs the monitor's job in this process: it becomes the
-// init's parent and records its exit.
+// init's parent and records its exit. It returns the init's pid and start
+// time.
 func (r *Runtime) startAttached(id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, spec outputSpec) (monitorStatus, error) {
 	dir := r.dir(id)
 	lockf, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)

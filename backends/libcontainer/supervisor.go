@@ -472,8 +472,8 @@ func writeStatus(conn net.Conn, st monitorStatus) bool {
 }
 
 // superviseInit has a supervisor create the container's init and keep it,
-// and returns the supervisor's number. The job's files are written in the
-// container's directory first.
+// and returns the supervisor's number and answer (the init's pid and start
+// time). The job's files are written in the container's directory first.
 func (r *Runtime) superviseInit(ctx context.Context, id string, cfg *configs.Config, proc *specs.Process, pio driver.IO, out outputSpec) (int, monitorStatus, error) {
 	dir := r.dir(id)
 	if err := writeMonitorJob(dir, cfg, proc); err != nil {
