@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times `berthctl run --rm` against `runc run` and `lxc-execute` on the same
 # busybox root filesystem, interleaved in one run, and prints the median of
-# each and the ratios. Usage: scripts/bench-run.sh [ROUNDS] (default 30).
+# each and the ratios, then the median of each phase of berthctl's run.
+# Usage: scripts/bench-run.sh [ROUNDS] (default 30).
 # With BASELINE=REV (a git revision), berthctl built from REV runs in the
 # same rounds too, and the ratio of this tree's median to REV's is printed.
 set -euo pipefail
@@ -91,6 +92,27 @@ if [ -n "${BASELINE:-}" ]; then
 		printf "  berthctl@%s/runc without seccomp = %.2f (the ratio before confinement)\n", rev, o/p
 	}'
 fi
+
+# Where berthctl's time goes: the same run again ROUNDS times with
+# BERTH_PHASES=1 (apart from the timed rounds, so that printing the phases
+# costs them nothing), and the median of each phase, in the order they come.
+for i in $(seq "$rounds"); do
+	BERTH_PHASES=1 "$work/bin/berthctl" --root "$work/state" run --rm --rootfs "$work/rootfs" -- /bin/true 2>>"$work/phases" >/dev/null
+done
+echo "berthctl run --rm by phase (BERTH_PHASES=1), median of $rounds runs; lc.Start is libcontainer's start of the init (scripts/trace-start.sh splits it)"
+awk '$1 == "phase" {
+	if (!($2 in n)) order[++k] = $2
+	v[$2, ++n[$2]] = $3
+}
+END {
+	for (i = 1; i <= k; i++) {
+		p = order[i]; m = n[p]
+		# insertion sort of the phase'"'"'s values
+		for (a = 2; a <= m; a++) { x = v[p, a]; for (b = a - 1; b >= 1 && v[p, b] > x; b--) v[p, b + 1] = v[p, b]; v[p, b + 1] = x }
+		med = (m % 2) ? v[p, (m + 1) / 2] : (v[p, m / 2] + v[p, m / 2 + 1]) / 2
+		printf "  %-28s %7.2f ms\n", p, med
+	}
+}' "$work/phases"
 
 # The library path orchestrators use, in process, against runc run of the
 # same bundle, interleaved in a run of its own. benchinproc is a small
