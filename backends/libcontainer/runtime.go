@@ -92,7 +92,9 @@ func Attached() Option {
 // path must be absolute, a regular executable file owned by root (or by
 // this process's user) and not writable by group or others, for it runs
 // as root and keeps every container. It is opened and checked here, and
-// what was opened is what runs, whatever happens to path later.
+// what was opened is what runs, whatever happens to path later (through
+// a descriptor closed on exec: a script's interpreter could not open it,
+// so the binary is a program, not a script).
 func WithSupervisorBinary(path string) Option {
 	return func(r *Runtime) error {
 		f, err := openSupervisorBinary(path)
