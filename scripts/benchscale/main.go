@@ -188,73 +188,72 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 
 // createN creates and starts containers from..to-1, par at a time.
 func createN(ctx context.Context, rt *runtime.Runtime, rootfs string, from, to, par, guardMiB int, ids *[]string, mu *sync.Mutex, stopped *atomic.Bool) error {
-	next := int64(from - 1)
-	var wg sync.WaitGroup
+	var errMu sync.Mutex
 	var firstErr error
-	var errOnce sync.Once
-	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(atomic.AddInt64(&next, 1))
-				if i >= to || stopped.Load() || firstErr != nil {
-					return
-				}
-				if i%par == 0 && memAvailableMiB() < guardMiB {
-					stopped.Store(true)
-					return
-				}
-				if i > 0 && i%500 == 0 {
-					fmt.Fprintf(os.Stderr, "scale: %d created, MemAvailable %d MiB\n", i, memAvailableMiB())
-				}
-				id := fmt.Sprintf("scale-%05d", i)
-				c, err := rt.Create(ctx, id, &runtime.Config{Spec: spec(rootfs)})
-				if err == nil {
-					mu.Lock()
-					*ids = append(*ids, id)
-					mu.Unlock()
-					err = c.Start(ctx)
-				}
-				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("container %d: %w", i, err) })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	each(par, from, to, func(i int) bool {
+		if stopped.Load() {
+			return false
+		}
+		if i%par == 0 && memAvailableMiB() < guardMiB {
+			stopped.Store(true)
+			return false
+		}
+		if i > 0 && i%500 == 0 {
+			fmt.Fprintf(os.Stderr, "scale: %d created, MemAvailable %d MiB\n", i, memAvailableMiB())
+		}
+		id := fmt.Sprintf("scale-%05d", i)
+		c, err := rt.Create(ctx, id, &runtime.Config{Spec: spec(rootfs)})
+		if err == nil {
+			mu.Lock()
+			*ids = append(*ids, id)
+			mu.Unlock()
+			err = c.Start(ctx)
+		}
+		errMu.Lock()
+		defer errMu.Unlock()
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("container %d: %w", i, err)
+		}
+		return firstErr == nil
+	})
 	return firstErr
 }
 
 func removeAll(ctx context.Context, rt *runtime.Runtime, ids []string, par int) error {
-	next := int64(-1)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	each(par, 0, len(ids), func(i int) bool {
+		c, err := rt.Get(ctx, ids[i])
+		if err == nil {
+			err = c.Delete(ctx, runtime.DeleteOptions{Force: true})
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s: %w", ids[i], err))
+			mu.Unlock()
+		}
+		return true
+	})
+	return errors.Join(errs...)
+}
+
+// each calls f for from..to-1, par calls at a time, each worker until f
+// returns false.
+func each(par, from, to int, f func(i int) bool) {
+	var next atomic.Int64
+	next.Store(int64(from))
+	var wg sync.WaitGroup
 	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
-				i := int(atomic.AddInt64(&next, 1))
-				if i >= len(ids) {
+				i := int(next.Add(1) - 1)
+				if i >= to || !f(i) {
 					return
 				}
-				c, err := rt.Get(ctx, ids[i])
-				if err == nil {
-					err = c.Delete(ctx, runtime.DeleteOptions{Force: true})
-				}
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, fmt.Errorf("%s: %w", ids[i], err))
-					mu.Unlock()
-				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
 }
 
 func cleanupAfter(ctx context.Context, rt *runtime.Runtime, ids []string, par int, err error) error {
