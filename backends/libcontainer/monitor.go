@@ -219,7 +219,7 @@ type outputSpec struct {
 	// stdinOnce closes it at the end of the first one's input.
 	openStdin, stdinOnce bool
 	// phases, when set, records how long startKept's steps take
-	// (internal/phase; the monitor process has none).
+	// (internal/phase; a supervisor's job has none).
 	phases *phase.Recorder
 }
 

@@ -65,8 +65,9 @@ func WithCgroupParent(p string) Option {
 }
 
 // Attached makes the calling process the direct parent of the containers it
-// creates, instead of a monitor process per container: creation is faster
-// (one process less to start) and this process records their exits. It
+// creates, instead of the state root's supervisor: this process copies
+// their output and records their exits, with no request to a supervisor
+// (nor one started for the first container). It
 // suits a foreground run such as `berthctl run`. Other processes list,
 // control and wait for these containers as for any other. If the owner dies
 // first, its containers live on as orphans, as with `runc run`: still

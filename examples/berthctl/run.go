@@ -173,7 +173,7 @@ func (a *app) cmdRun(fs *flag.FlagSet, args []string) (int, error) {
 		cfg.Spec.Process.ConsoleSize = term.size()
 	}
 	// run stays in the foreground until the container exits: berthctl
-	// itself can be the container's parent, with no monitor process.
+	// itself can be the container's parent, with no supervisor.
 	a.attached = true
 	ctx, report := phases(context.Background(), a.stderr)
 	defer report()
