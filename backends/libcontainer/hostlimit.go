@@ -90,10 +90,11 @@ func hostLimitError(err error) error {
 		tasks, _ := hostTasks()
 		name, limit := taskLimit()
 		what = fmt.Sprintf("no process or thread could be made: %d tasks run, %s is %d (or the pids cgroup's limit)", tasks, name, limit)
+	case errors.Is(err, syscall.ENFILE), has("too many open files in system", "file table overflow"):
+		// Before EMFILE: its message begins the same.
+		what = "the host's descriptor limit (fs.file-max) is reached"
 	case errors.Is(err, syscall.EMFILE), has("too many open files"):
 		what = "a process's descriptor limit (RLIMIT_NOFILE) is reached"
-	case errors.Is(err, syscall.ENFILE), has("file table overflow"):
-		what = "the host's descriptor limit (fs.file-max) is reached"
 	case errors.Is(err, syscall.ENOMEM), has("cannot allocate memory", "out of memory"):
 		what = "out of memory"
 	default:
