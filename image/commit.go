@@ -36,7 +36,7 @@ type CommitOptions struct {
 func (s *Store) Commit(ctx context.Context, layer io.Reader, opts CommitOptions) (*ImportResult, error) {
 	// A locked ingest directory: if this process dies, the next Open
 	// removes it like any interrupted import.
-	in, err := s.newIngest(opts.Limits)
+	in, err := s.newIngest(opts.Limits, false)
 	if err != nil {
 		return nil, err
 	}

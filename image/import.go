@@ -121,12 +121,11 @@ func (s *Store) importReader(ctx context.Context, r io.Reader, total int64, opts
 		return nil, err
 	}
 	lim := opts.Limits.resolved()
-	in, err := s.newIngest(lim)
+	in, err := s.newIngest(lim, !opts.NoRootfs)
 	if err != nil {
 		return nil, err
 	}
 	defer in.close()
-	in.trees = !opts.NoRootfs
 	cr := &countReader{r: r, max: lim.MaxArchiveBytes, total: total, progress: opts.Progress}
 	br := bufio.NewReaderSize(cr, 64<<10)
 	stream := io.Reader(br)
@@ -178,12 +177,11 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions) (
 		return nil, errclass.OS(err)
 	}
 	defer unix.Close(fd)
-	in, err := s.newIngest(lim)
+	in, err := s.newIngest(lim, !opts.NoRootfs)
 	if err != nil {
 		return nil, err
 	}
 	defer in.close()
-	in.trees = !opts.NoRootfs
 	src := &dirSource{in: in, root: fd, staged: map[string]*staged{}, count: &countReader{max: lim.MaxArchiveBytes, progress: opts.Progress}}
 	if opts.Verify != nil {
 		return nil, fmt.Errorf("Verify is for archives read as a stream: %w", errdefs.ErrInvalidArgument)

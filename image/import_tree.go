@@ -46,10 +46,10 @@ const maxRecorded = 64 << 20
 // unpacking unpacks one staged blob, should it be a layer, on its own into
 // a directory of the ingest as it streams in.
 type unpacking struct {
-	in     *ingest
-	dir    string
-	lu     *unpack.LayerUnpacker
-	failed bool
+	in   *ingest
+	dir  string
+	lu   *unpack.LayerUnpacker
+	kept bool // finish handed the layer out: its files stay for the merge
 }
 
 // unpacking returns how to unpack the blob about to be staged (want: its
@@ -77,19 +77,15 @@ func (x *unpacking) each() layer.EachFunc {
 }
 
 // entry unpacks the blob's next entry. The first failure ends the unpack
-// of the blob (not its analysis, which judges it).
+// of the blob (not its analysis, which judges it, and gives no entry
+// after it).
 func (x *unpacking) entry(h *tar.Header, r io.Reader) error {
-	if x.failed {
-		return errUnpackingFailed
-	}
 	if x.lu == nil {
 		if err := os.Mkdir(x.dir, 0o755); err != nil {
-			x.failed = true
 			return err
 		}
-		lu, err := unpack.NewLayer(x.dir, x.in.s.trees.unpackOptions())
+		lu, err := unpack.NewLayer(x.dir, x.in.s.trees.opts.unpack())
 		if err != nil {
-			x.failed = true
 			return err
 		}
 		x.lu = lu
@@ -97,21 +93,16 @@ func (x *unpacking) entry(h *tar.Header, r io.Reader) error {
 	if err := x.lu.Entry(h, r); err != nil {
 		// Given up: its files go now, for the disk space the rest of
 		// the import needs.
-		x.failed = true
-		x.lu.Close()
-		x.lu = nil
-		os.RemoveAll(x.dir)
+		x.close()
 		return err
 	}
 	return nil
 }
 
-var errUnpackingFailed = errors.New("unpacking failed")
-
 // finish ends the unpack of a blob that is a layer and returns it, or nil
 // if it failed or the import keeps too much already.
 func (x *unpacking) finish() *unpack.Layer {
-	if x == nil || x.lu == nil || x.failed {
+	if x == nil || x.lu == nil {
 		return nil
 	}
 	l, err := x.lu.Finish()
@@ -122,20 +113,21 @@ func (x *unpacking) finish() *unpack.Layer {
 	if x.in.recorded += l.Bytes(); x.in.recorded > maxRecorded {
 		return nil
 	}
+	x.kept = true
 	return l
 }
 
-// close ends an unpack that did not finish.
+// close ends an unpack whose layer was not handed out (it failed, was
+// not a layer, or was one too many to keep): its files go.
 func (x *unpacking) close() {
-	if x != nil && x.lu != nil {
+	if x == nil || x.kept {
+		return
+	}
+	if x.lu != nil {
 		x.lu.Close()
 		x.lu = nil
 	}
-}
-
-// unpackOptions are the options trees of kind k are unpacked with.
-func (k treeKind) unpackOptions() unpack.Options {
-	return unpack.Options{AllowDevices: k.opts.AllowDevices, AllowSetid: k.opts.AllowSetid}
+	os.RemoveAll(x.dir)
 }
 
 // kindOf is the kind of tree an unpack with opts gives, if a store keeps
@@ -195,7 +187,7 @@ func (in *ingest) tree(ctx context.Context, p *pending) error {
 	if os.Mkdir(wrap, 0o700) != nil || os.Mkdir(tree, 0o755) != nil {
 		return nil
 	}
-	u, err := unpack.New(tree, in.s.trees.unpackOptions())
+	u, err := unpack.New(tree, in.s.trees.opts.unpack())
 	if err != nil {
 		return nil
 	}

@@ -188,6 +188,7 @@ func TestFreshTreeCollected(t *testing.T) {
 	_, err = image.Open(dir)
 	require.NoError(t, err)
 	assert.False(t, exists(orphan))
+	assert.NoFileExists(t, filepath.Join(dir, "rootfs", strings.Repeat("ab", 32)+".lock"), "collecting it made no lock file")
 	require.NoError(t, validate.Store(dir))
 	for _, l := range strings.Split(validate.Snapshot(t, dir), "\n") {
 		// Trash and lock files aside, the store is as it was.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"sync"
 
@@ -52,7 +53,10 @@ type staged struct {
 	layer *unpack.Layer
 }
 
-func (s *Store) newIngest(lim Limits) (*ingest, error) {
+// newIngest makes an import's working directory; trees asks that layers be
+// unpacked as they stream in, for the new images' trees (on Linux: the
+// unpacker's platform).
+func (s *Store) newIngest(lim Limits, trees bool) (*ingest, error) {
 	dir := filepath.Join(s.dir, ingestDir, randomID())
 	var release func()
 	// Created and locked under the store lock (shared), so that a
@@ -71,7 +75,7 @@ func (s *Store) newIngest(lim Limits) (*ingest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ingest{s: s, dir: dir, release: release, lim: lim}, nil
+	return &ingest{s: s, dir: dir, release: release, lim: lim, trees: trees && goruntime.GOOS == "linux"}, nil
 }
 
 // close removes what was not committed, and what it shared.

@@ -67,12 +67,11 @@ func (s *Store) Pull(ctx context.Context, remote Remote, root ocispec.Descriptor
 		return nil, fmt.Errorf("image %s: media type %q is neither an image manifest nor an index: %w", root.Digest, root.MediaType, errdefs.ErrInvalidArgument)
 	}
 	lim := opts.Limits.resolved()
-	in, err := s.newIngest(lim)
+	in, err := s.newIngest(lim, !opts.NoRootfs)
 	if err != nil {
 		return nil, err
 	}
 	defer in.close()
-	in.trees = !opts.NoRootfs
 	idx, err := ocilayout.MarshalIndex(ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}, nil)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,11 @@ type UnpackOptions struct {
 	AllowSetid bool
 }
 
+// unpack are the unpacker's options for opts.
+func (opts UnpackOptions) unpack() unpack.Options {
+	return unpack.Options{AllowDevices: opts.AllowDevices, AllowSetid: opts.AllowSetid}
+}
+
 // UnpackResult says what an unpack did and dropped.
 type UnpackResult struct {
 	unpack.Stats
@@ -73,7 +78,7 @@ func (s *Store) Unpack(ctx context.Context, ref, dir string, opts UnpackOptions)
 func (s *Store) unpackInto(ctx context.Context, im *Image, dir string, opts UnpackOptions) (*UnpackResult, error) {
 	// The import enforced the limits it was given; the unpacker checks
 	// every name and type again, whatever they were.
-	u, err := unpack.New(dir, unpack.Options{AllowDevices: opts.AllowDevices, AllowSetid: opts.AllowSetid})
+	u, err := unpack.New(dir, opts.unpack())
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +218,7 @@ func (s *Store) UnpackExt4(ctx context.Context, ref, file string, size int64, op
 	if err != nil {
 		return nil, err
 	}
-	in, err := s.newIngest(DefaultLimits)
+	in, err := s.newIngest(DefaultLimits, false)
 	if err != nil {
 		return fail(err)
 	}

@@ -54,7 +54,7 @@ func setidStores(t *testing.T) (dir string, plain, setid *image.Store) {
 	setid, err = image.Open(dir, image.WithSetidRootfs())
 	require.NoError(t, err)
 	im := setidImage()
-	// Trees unpacked from the blobs, both kinds (TestFreshTreeKinds
+	// Trees unpacked from the blobs, both kinds (TestFreshTreeSetidStore
 	// has the import's).
 	_, err = plain.ImportReader(ctx, bytes.NewReader(DockerSave(im)), image.ImportOptions{Tags: image.TagPolicy{Expect: im.Tags}, NoRootfs: true})
 	require.NoError(t, err)

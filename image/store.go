@@ -376,7 +376,12 @@ func (s *Store) collectFresh(idx *index, k treeKind, hex string) error {
 			return nil
 		}
 	}
-	release, err := fsutil.LockFile(filepath.Join(dir, hex+".lock"), fsutil.LockOptions{NoWait: true})
+	// An unpack taking it holds its lock; with no lock file, none ever
+	// did (and one that starts now finds the tree gone, and unpacks).
+	release, err := fsutil.LockFile(filepath.Join(dir, hex+".lock"), fsutil.LockOptions{Existing: true, NoWait: true})
+	if errors.Is(err, fs.ErrNotExist) {
+		release, err = func() {}, nil
+	}
 	if err != nil {
 		return nil // being taken
 	}

@@ -77,10 +77,7 @@ func (ra *Readahead) Read(p []byte) (int, error) {
 			ra.free <- ra.cur[:cap(ra.cur)]
 			ra.cur = nil
 		}
-		c, ok := <-ra.data
-		if !ok {
-			return 0, io.ErrClosedPipe
-		}
+		c := <-ra.data
 		ra.cur, ra.off, ra.err = c.b, 0, c.err
 	}
 	n := copy(p, ra.cur[ra.off:])

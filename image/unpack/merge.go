@@ -28,12 +28,6 @@ type Layer struct {
 	used  bool
 }
 
-// Dir is the directory the layer was unpacked into.
-func (l *Layer) Dir() string { return l.dir }
-
-// Stats tells what unpacking the layer did and dropped.
-func (l *Layer) Stats() Stats { return l.stats }
-
 // Bytes is about how much memory the layer's record takes.
 func (l *Layer) Bytes() int { return l.bytes }
 

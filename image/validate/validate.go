@@ -180,9 +180,9 @@ func checkTrees(dir string, idx *storeIndex) []error {
 					errs = append(errs, fmt.Errorf("%s: an import's tree of no image", p))
 					continue
 				}
-				ents, _ := os.ReadDir(p)
-				if len(ents) != 2 {
-					errs = append(errs, fmt.Errorf("%s: %d entries, want tree and stats.json", p, len(ents)))
+				ents, err := os.ReadDir(p)
+				if err != nil || len(ents) != 2 || ents[0].Name() != "stats.json" || ents[1].Name() != "tree" {
+					errs = append(errs, fmt.Errorf("%s: want tree and stats.json, have %d entries (%v)", p, len(ents), err))
 					continue
 				}
 				if err := Tree(filepath.Join(p, "tree"), k.opts); err != nil {
