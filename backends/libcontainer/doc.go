@@ -53,10 +53,11 @@
 //
 // A container costs its supervisor a few goroutines parked on the Go
 // runtime's poller (the init's exit is watched through a pidfd, not a
-// thread blocked in wait4) and about six descriptors, not a process and
-// its threads: the kernel's pid_max counts only the containers' own
-// tasks. A supervisor takes as many containers as its descriptor limit
-// allows (fdsPerContainer each); the next one, supervisor/<n+1>/, takes
+// thread blocked in wait4) and six descriptors for a container without
+// a terminal, CRI log or standard input (ten at most, what a supervisor
+// counts), not a process and its threads: the kernel's pid_max counts
+// only the containers' own tasks. A supervisor takes as many containers
+// as its descriptor limit allows at ten each; the next one, supervisor/<n+1>/, takes
 // the rest. They live under supervisor/: supervisor/<n>/lock is held
 // while supervisor n lives, supervisor/<n>/sock (root's alone) is where
 // it is asked, supervisor/<n>/log has what it says.
@@ -71,9 +72,13 @@
 // berth-cri use a berth-supervisor lying beside them.
 //
 // A supervisor killed (kill -9) leaves its containers running, listed and
-// controllable: Wait then follows each init to its end, but its exit
-// code is lost (-1), as with a killed containerd shim; the next create
-// starts a new supervisor.
+// controllable (signals, Wait, delete): Wait then follows each init to
+// its end, but its exit code is lost (-1), as with a killed containerd
+// shim; the next create starts a new supervisor. What the supervisor held
+// goes with it, as with a shim: the read ends of the init's output pipes
+// (its next write fails, with SIGPIPE unless it ignores it), a terminal's
+// master (the terminal hangs up), the control socket (attach, resize and
+// reopen of the CRI log).
 //
 // The init's stdout and stderr are pipes (a pipe each, but one for both
 // when the caller gave one writer for both, which keeps the order of
@@ -88,7 +93,7 @@
 // rotations.
 //
 // With the Attached option the calling process plays the supervisor's part
-// itself: one process less per container (what `berthctl run` uses), but
+// itself, with no request to a supervisor (what `berthctl run` uses), but
 // if the caller dies first its containers live on as orphans whose exit
 // codes are unknown (-1), as with `runc run`.
 //

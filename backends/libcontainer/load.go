@@ -97,13 +97,6 @@ func (c *fileCache[T]) keep(path string, e cached[T]) {
 	c.m[path] = e
 }
 
-// len is how many files c keeps.
-func (c *fileCache[T]) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.m)
-}
-
 // put keeps v as what path holds, for a caller that has just written v
 // there and is its only writer: the next get takes v without reading the
 // file, as long as the file is still that one.

@@ -39,3 +39,10 @@ func TestFileCacheBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, -1, v)
 }
+
+// len is how many files c keeps.
+func (c *fileCache[T]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}

@@ -83,10 +83,6 @@ func initGone(err error) error {
 	return err
 }
 
-// statStartTime reads the start time (field 22) of a /proc/<pid>/stat. The
-// command's name (field 2) is in parentheses and may hold anything, a
-// closing parenthesis or spaces included: the fields are counted from the
-// last one.
 // procStartTime is process pid's start time, as statStartTime reads it.
 func procStartTime(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -96,6 +92,10 @@ func procStartTime(pid int) (uint64, error) {
 	return statStartTime(b)
 }
 
+// statStartTime reads the start time (field 22) of a /proc/<pid>/stat. The
+// command's name (field 2) is in parentheses and may hold anything, a
+// closing parenthesis or spaces included: the fields are counted from the
+// last one.
 func statStartTime(stat []byte) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {

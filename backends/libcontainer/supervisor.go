@@ -233,7 +233,14 @@ func (s *supervisor) serve() {
 			time.Sleep(10 * time.Millisecond) // out of descriptors, say
 			continue
 		}
-		s.enter()
+		if !s.enter() {
+			// Accepted as it quits: closed unread, which the client
+			// sees as a supervisor gone before taking its request, and
+			// tries again (it waits for the start lock, which this one
+			// holds until it exits).
+			conn.Close()
+			continue
+		}
 		go func() {
 			defer s.leave()
 			// One container's failure is not all of them: a
@@ -248,14 +255,19 @@ func (s *supervisor) serve() {
 	}
 }
 
-func (s *supervisor) enter() {
+// enter counts a connection under way, unless the supervisor quits.
+func (s *supervisor) enter() bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.quitting {
+		return false
+	}
 	s.busy++
 	if s.idle != nil {
 		s.idle.Stop()
 		s.idle = nil
 	}
-	s.mu.Unlock()
+	return true
 }
 
 func (s *supervisor) leave() {
@@ -276,7 +288,9 @@ func (s *supervisor) idleLocked() {
 // the listener closes, so that a client either reached this supervisor
 // before (and keeps it busy) or finds no socket and starts another. A
 // client that connected just before is reset, before anything was done
-// for it, and tries again.
+// for it, and tries again. A supervisor that quits keeps the start lock
+// until it exits, with its own lock: a new one started before would find
+// that lock still held and fail.
 func (s *supervisor) tryQuit() {
 	unlock, err := fsutil.LockFile(filepath.Join(filepath.Dir(s.dir), supervisorStartLock), fsutil.LockOptions{NoWait: true})
 	s.mu.Lock()
@@ -289,12 +303,13 @@ func (s *supervisor) tryQuit() {
 	}
 	// Any other error is a root removed: nobody can reach this
 	// supervisor any more.
-	if err == nil {
-		defer unlock()
-	}
 	if s.busy > 0 || s.quitting {
+		if err == nil {
+			unlock()
+		}
 		return
 	}
+	// Quitting: the start lock is released by the process's exit.
 	s.quitting = true
 	_ = os.Remove(filepath.Join(s.dir, supervisorSock))
 	s.l.Close()
@@ -426,6 +441,11 @@ func readRequest(conn *net.UnixConn) ([]byte, []*os.File, error) {
 			files = append(files, fs...)
 			if perr != nil {
 				return nil, files, perr
+			}
+			if len(files) > 3 {
+				// A start carries three streams; more would eat the
+				// descriptors every container's job needs.
+				return nil, files, fmt.Errorf("%d descriptors sent, at most 3: %w", len(files), errdefs.ErrInvalidArgument)
 			}
 		}
 		n += k

@@ -17,10 +17,11 @@ import (
 // directory: the libcontainer config, the process, and the monitor's lock
 // file.
 func writeMonitorJob(dir string, cfg *configs.Config, proc *specs.Process) error {
-	if err := fsutil.WriteJSON(filepath.Join(dir, configFile), cfg); err != nil {
+	// Read at once by the supervisor, never after a crash: not synced.
+	if err := fsutil.WriteJSONVolatile(filepath.Join(dir, configFile), cfg); err != nil {
 		return err
 	}
-	if err := fsutil.WriteJSON(filepath.Join(dir, processFile), proc); err != nil {
+	if err := fsutil.WriteJSONVolatile(filepath.Join(dir, processFile), proc); err != nil {
 		return err
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)

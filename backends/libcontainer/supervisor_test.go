@@ -3,7 +3,9 @@ package libcontainer_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/backends/libcontainer"
 	"github.com/berthrun/berth/internal/fixture"
@@ -181,7 +184,10 @@ func TestSupervisorKilled(t *testing.T) {
 	waited := make(chan runtime.ExitStatus, 1)
 	go func() {
 		es, err := orphans[0].Wait(ctx)
-		require.NoError(t, err)
+		if err != nil {
+			es = runtime.ExitStatus{Code: -2} // told below
+			t.Errorf("Wait: %v", err)
+		}
 		waited <- es
 	}()
 	select {
@@ -276,5 +282,75 @@ func TestDeleteWithoutEngineStateRemovesCgroups(t *testing.T) {
 	require.DirExists(t, filepath.Join("/sys/fs/cgroup/memory/berth", c.ID()), "the cgroups stay until the delete")
 	require.NoError(t, os.Remove(filepath.Join(root, "runc", c.ID(), "state.json")))
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireNothingLeft(t, root, c.ID())
+}
+
+// Whoever reaches a supervisor's socket (root) gets an error for a
+// request it must not take: more descriptors than a start's three,
+// another protocol, an ID that is not one path element; the supervisor
+// keeps serving its containers.
+func TestSupervisorRefusesBadRequests(t *testing.T) {
+	fixture.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rootfs := fixture.BusyboxTB(t)
+	root := filepath.Join(fixture.TempDir(t), "state")
+	rt := openRoot(t, root)
+	c, err := rt.Create(ctx, runtimetest.NewID("bad"), exitOnUSR1(rootfs))
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	fd := int(null.Fd())
+	for _, tc := range []struct {
+		req   string
+		fds   []int
+		class string
+	}{
+		{`{"proto":1,"op":"start","id":"x"}`, []int{fd, fd, fd, fd}, "invalid-argument"},
+		{`{"proto":99,"op":"wait","id":"` + c.ID() + `"}`, nil, "failed-precondition"},
+		{`{"proto":1,"op":"wait","id":"../` + c.ID() + `"}`, nil, "invalid-argument"},
+		{`{"proto":1,"op":"start","id":"a/b"}`, []int{fd, fd, fd}, "invalid-argument"},
+	} {
+		conn, err := net.Dial("unix", filepath.Join(root, "supervisor", "0", "sock"))
+		require.NoError(t, err)
+		var oob []byte
+		if tc.fds != nil {
+			oob = unix.UnixRights(tc.fds...)
+		}
+		_, _, err = conn.(*net.UnixConn).WriteMsgUnix([]byte(tc.req+"\n"), oob, nil)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		line, err := bufio.NewReader(conn).ReadBytes('\n')
+		require.NoError(t, err, tc.req)
+		var st struct{ Error, Class string }
+		require.NoError(t, json.Unmarshal(line, &st))
+		require.Equal(t, tc.class, st.Class, "%s: %s", tc.req, st.Error)
+		conn.Close()
+	}
+
+	// A flood: descriptors sent a few at a time, the line never ended,
+	// are not piled up until the request's size or time is up.
+	pids := supervisorPids(t, root)
+	require.Len(t, pids, 1)
+	fdsOf := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pids[0]))
+		require.NoError(t, err)
+		return len(ents)
+	}
+	before := fdsOf()
+	conn, err := net.Dial("unix", filepath.Join(root, "supervisor", "0", "sock"))
+	require.NoError(t, err)
+	for range 200 {
+		if _, _, err := conn.(*net.UnixConn).WriteMsgUnix([]byte(" "), unix.UnixRights(fd, fd, fd, fd), nil); err != nil {
+			break // refused and closed
+		}
+	}
+	require.Less(t, fdsOf(), before+16, "the supervisor holds the flood's descriptors")
+	conn.Close()
+
+	requireExit5(ctx, t, c, "the supervisor still keeps its container")
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
 	requireNothingLeft(t, root, c.ID())
 }

@@ -71,7 +71,8 @@ func (o openOptions) engineOptions() []libcontainer.Option {
 		opts = append(opts, libcontainer.Attached())
 	}
 	sup := o.supervisor
-	if sup == "" {
+	if sup == "" && !o.attached {
+		// Found, not named: an attached run starts no supervisor.
 		sup = libcontainer.SupervisorBinaryBeside()
 	}
 	if sup != "" && sup != "self" {

@@ -143,6 +143,7 @@
 // engine's phases, as BenchmarkRunTrue reports them); scripts/tracestart
 // splits the engine's start of the container's init further.
 //
-// The libcontainer backend re-executes this binary as each container's init
-// and monitor, which is why main calls libcontainer.Init first.
+// The libcontainer backend re-executes this binary as a container's init
+// and, without a berth-supervisor beside it, as the state root's
+// supervisor, which is why main calls libcontainer.Init first.
 package main

@@ -13,8 +13,8 @@ import (
 )
 
 func main() {
-	// In a re-executed container init or monitor this does that job and
-	// never returns.
+	// In a re-executed container init or supervisor this does that job
+	// and never returns.
 	libcontainer.Init()
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
 	os.Exit(a.main(os.Args[1:]))
