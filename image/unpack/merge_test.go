@@ -307,3 +307,35 @@ func TestMergeRandom(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) { merged += same(t, unpack.Options{}, ls...) })
 	}
 }
+
+// A directory with a default ACL gives what is created in it an ACL of
+// its own, which a file moved in would lack: no merge there, and no layer
+// merged twice.
+func TestMergeRefusesDefaultACLAndReuse(t *testing.T) {
+	work := t.TempDir()
+	root := filepath.Join(work, "root")
+	require.NoError(t, os.Mkdir(root, 0o755))
+	// version 2; user::rwx, group::r-x, other::r-x.
+	acl := []byte{2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 5, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff}
+	if err := unix.Setxattr(root, "system.posix_acl_default", acl, 0); errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("no ACLs on %s: %v", work, err)
+	} else {
+		require.NoError(t, err)
+	}
+	u, err := unpack.New(root, unpack.Options{})
+	require.NoError(t, err)
+	defer u.Close()
+	require.NoError(t, u.Apply(context.Background(), bytes.NewReader(Tar(File("a", "a")))))
+	l := unpackLayer(t, work, unpack.Options{}, Tar(File("f", "x")))
+	require.NotNil(t, l)
+	assert.ErrorIs(t, u.Merge(context.Background(), l), unpack.ErrMergeConflict)
+
+	plain := filepath.Join(work, "plain")
+	require.NoError(t, os.Mkdir(plain, 0o755))
+	u2, err := unpack.New(plain, unpack.Options{})
+	require.NoError(t, err)
+	defer u2.Close()
+	l2 := unpackLayer(t, work, unpack.Options{}, Tar(File("g", "y")))
+	require.NoError(t, u2.Merge(context.Background(), l2))
+	assert.Error(t, u2.Merge(context.Background(), l2), "a layer merged twice")
+}
