@@ -120,7 +120,9 @@ END {
 # of it, attached or supervised. Two rows more: supervisors running
 # examples/berth-supervisor (what berthctl and berth-cri use when it lies
 # beside them), and supervisors running berthctl, as a large caller's
-# re-exec would (berth-cri, an orchestrator linking all of berth).
+# re-exec would (berth-cri, an orchestrator linking all of berth). A last
+# row is libcontainer alone on the bundle, without berth: runc run less its
+# command line, the floor under every row.
 go build -tags seccomp -o "$work/bin/berth-supervisor" ./examples/berth-supervisor
 "$work/bin/benchinproc" -rounds "$rounds" \
 	-supervisor "berth-supervisor=$work/bin/berth-supervisor" \

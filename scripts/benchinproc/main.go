@@ -6,13 +6,17 @@
 // NAME=BINARY adds a row kept by supervisors running BINARY
 // (libcontainer.WithSupervisorBinary): a container's init is a re-exec of
 // its supervisor's binary, so the binary's size and package
-// initialization count in every start.
+// initialization count in every start. A last row is libcontainer alone,
+// in process, on runc's bundle and without berth: what runc run costs
+// without its command line's boot, the floor of any library that starts
+// containers through libcontainer's init.
 //
 //	benchinproc [-rounds 30] [-supervisor NAME=BINARY]... ROOTFS BUNDLE RUNC_ROOT
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -22,7 +26,14 @@ import (
 	"strings"
 	"time"
 
+	lc "github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
 	"github.com/berthrun/berth/backends/libcontainer"
+	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/runtime"
 )
 
@@ -113,7 +124,40 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		}
 		return nil
 	}
-	var tr []time.Duration
+	var spec specs.Spec
+	if err := fsutil.ReadJSON(filepath.Join(bundle, "config.json"), &spec); err != nil {
+		return err
+	}
+	lcRoot := filepath.Join(dir, "libcontainer")
+	// libcontainer's init warns that it cannot raise the bundle's ambient
+	// capabilities (none is inheritable); the runc installed here does
+	// not say so.
+	logrus.SetLevel(logrus.ErrorLevel)
+	// bare is what runc run does for the bundle, less its command line:
+	// libcontainer's create, start, wait and destroy, in process.
+	bare := func(id string) error {
+		cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &spec})
+		if err != nil {
+			return err
+		}
+		c, err := lc.Create(lcRoot, id, cfg)
+		if err != nil {
+			return err
+		}
+		// As runc's command line makes it from the bundle.
+		p := &lc.Process{Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true, NoNewPrivileges: &spec.Process.NoNewPrivileges}
+		if c := spec.Process.Capabilities; c != nil {
+			p.Capabilities = &configs.Capabilities{Bounding: c.Bounding, Effective: c.Effective, Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
+		}
+		err = c.Run(p)
+		if err == nil {
+			if st, werr := p.Wait(); werr != nil || !st.Success() {
+				err = fmt.Errorf("wait: %v %v", st, werr)
+			}
+		}
+		return errors.Join(err, c.Destroy())
+	}
+	var tr, tb []time.Duration
 	timed := func(into *[]time.Duration, f func() error) error {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -132,6 +176,9 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 	if err := timed(&warm, func() error { return runc("warm-inproc") }); err != nil {
 		return err
 	}
+	if err := timed(&warm, func() error { return bare("warm-bare") }); err != nil {
+		return fmt.Errorf("libcontainer alone: %w", err)
+	}
 	for i := range rounds {
 		for j, r := range rows {
 			if err := timed(&r.t, func() error { return one(r.rt, fmt.Sprintf("r%d-%d", j, i)) }); err != nil {
@@ -141,6 +188,9 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		if err := timed(&tr, func() error { return runc(fmt.Sprintf("inproc%d", i)) }); err != nil {
 			return err
 		}
+		if err := timed(&tb, func() error { return bare(fmt.Sprintf("bare%d", i)) }); err != nil {
+			return fmt.Errorf("libcontainer alone: %w", err)
+		}
 	}
 	mr := median(tr)
 	fmt.Printf("create+start+wait+delete of /bin/true in process (the library), median of %d runs each\n", rounds)
@@ -148,9 +198,11 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		fmt.Printf("  %-48s %7.1f ms\n", r.name, ms2(median(r.t)))
 	}
 	fmt.Printf("  %-48s %7.1f ms\n", "runc run (same run)", ms2(mr))
+	fmt.Printf("  %-48s %7.1f ms\n", "libcontainer alone, runc's bundle, no berth", ms2(median(tb)))
 	for _, r := range rows {
 		fmt.Printf("  %-48s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
 	}
+	fmt.Printf("  %-48s = %.2f (the floor on libcontainer)\n", "libcontainer alone / runc", float64(median(tb))/float64(mr))
 	return nil
 }
 

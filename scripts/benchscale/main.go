@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -44,6 +45,7 @@ func main() {
 	marksFlag := flag.String("marks", "10,1000,10000", "counts at which to print the costs")
 	guard := flag.Int("min-available-mib", 3072, "stop creating when MemAvailable falls under this")
 	window := flag.Int("window", 16, "creates timed before each mark")
+	listProfile := flag.String("list-profile", "", "write a CPU profile of the lists to this file")
 	share := flag.String("share", "", "namespaces the containers share with the host (network,ipc,cgroup), to see what each costs the kernel")
 	flag.Parse()
 	if flag.NArg() != 1 {
@@ -55,7 +57,7 @@ func main() {
 			shared[specs.LinuxNamespaceType(ns)] = true
 		}
 	}
-	if err := run(flag.Arg(0), *n, *par, parseMarks(*marksFlag, *n), *guard, *window); err != nil {
+	if err := run(flag.Arg(0), *n, *par, parseMarks(*marksFlag, *n), *guard, *window, *listProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "benchscale:", err)
 		os.Exit(1)
 	}
@@ -87,7 +89,7 @@ func spec(rootfs string) *specs.Spec {
 	return s
 }
 
-func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
+func run(rootfs string, n, par int, marks []int, guardMiB, window int, listProfile string) error {
 	ctx := context.Background()
 	root, err := os.MkdirTemp("/var/tmp", "berth-scale.")
 	if err != nil {
@@ -166,19 +168,35 @@ func run(rootfs string, n, par int, marks []int, guardMiB, window int) error {
 			break
 		}
 	}
-	t0 := time.Now()
-	list, err := rt.List(ctx)
-	if err != nil {
-		return cleanupAfter(ctx, rt, ids, par, err)
-	}
-	running := 0
-	for _, c := range list {
-		if c.Status == runtime.StatusRunning {
-			running++
+	if listProfile != "" {
+		f, err := os.Create(listProfile)
+		if err != nil {
+			return cleanupAfter(ctx, rt, ids, par, err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return cleanupAfter(ctx, rt, ids, par, err)
 		}
 	}
-	fmt.Printf("list: %d containers (%d running) in %.0f ms\n", len(list), running, float64(time.Since(t0).Microseconds())/1000)
-	t0 = time.Now()
+	// Twice: the first list is what a new process pays, the second what
+	// a process that listed before does.
+	for _, which := range []string{"first", "again"} {
+		t0 := time.Now()
+		list, err := rt.List(ctx)
+		if err != nil {
+			pprof.StopCPUProfile()
+			return cleanupAfter(ctx, rt, ids, par, err)
+		}
+		running := 0
+		for _, c := range list {
+			if c.Status == runtime.StatusRunning {
+				running++
+			}
+		}
+		fmt.Printf("list (%s): %d containers (%d running) in %.0f ms\n", which, len(list), running, float64(time.Since(t0).Microseconds())/1000)
+	}
+	pprof.StopCPUProfile()
+	t0 := time.Now()
 	if err := removeAll(ctx, rt, ids, par); err != nil {
 		return err
 	}
