@@ -122,9 +122,11 @@ END {
 # beside them), and supervisors running berthctl, as a large caller's
 # re-exec would (berth-cri, an orchestrator linking all of berth). A last
 # row is libcontainer alone on the bundle, without berth: runc run less its
-# command line, the floor under every row.
+# command line, the floor under every row; with the boot of a program that
+# only links libcontainer's nsenter, it gives the floor of a command line.
 go build -tags seccomp -o "$work/bin/berth-supervisor" ./examples/berth-supervisor
-"$work/bin/benchinproc" -rounds "$rounds" \
+go build -o "$work/bin/bootfloor" ./scripts/bootfloor
+"$work/bin/benchinproc" -rounds "$rounds" -cli-boot "$work/bin/bootfloor" \
 	-supervisor "berth-supervisor=$work/bin/berth-supervisor" \
 	-supervisor "a re-exec of berthctl (a large caller)=$work/bin/berthctl" \
 	"$work/rootfs" "$work/bundle" "$work/runc"

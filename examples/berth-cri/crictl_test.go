@@ -168,7 +168,7 @@ func (tm *terminal) output() string {
 // waitFor waits until the terminal has shown each of want.
 func (tm *terminal) waitFor(t *testing.T, want ...string) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	fixture.Eventually(t, func() bool {
 		out := tm.output()
 		for _, w := range want {
 			if !strings.Contains(out, w) {
@@ -176,7 +176,9 @@ func (tm *terminal) waitFor(t *testing.T, want ...string) {
 			}
 		}
 		return true
-	}, time.Minute, 100*time.Millisecond, "waiting for %q; the terminal shows %q", want, tm.output())
+	}, time.Minute, 100*time.Millisecond, func() string {
+		return fmt.Sprintf("waiting for %q; the terminal shows %q", want, tm.output())
+	})
 }
 
 func (tm *terminal) typeIn(t *testing.T, s string) {
@@ -236,11 +238,11 @@ func TestCrictlStreaming(t *testing.T) {
 		tm.typeIn(t, "stty size; tty; echo tty-$((6*7)) $TERM\r")
 		tm.waitFor(t, "40 100", "/dev/pts/", "tty-42 xterm")
 		require.NoError(t, tm.master.Resize(console.WinSize{Height: 50, Width: 120}))
-		require.Eventually(t, func() bool {
+		fixture.Eventually(t, func() bool {
 			tm.typeIn(t, "stty size\r")
 			time.Sleep(200 * time.Millisecond)
 			return strings.Contains(tm.output(), "50 120")
-		}, time.Minute, 100*time.Millisecond, "the resize did not reach the exec: %q", tm.output())
+		}, time.Minute, 100*time.Millisecond, func() string { return fmt.Sprintf("the resize did not reach the exec: %q", tm.output()) })
 		tm.typeIn(t, "exit 5\r")
 		// crictl fails, and says the code.
 		require.Error(t, cmd.Wait(), "%s: %q", transport, tm.output())
@@ -253,13 +255,13 @@ func TestCrictlStreaming(t *testing.T) {
 		tm := newTerminal(t, 30, 90)
 		cmd := crictlCommand(crictlBin, s, "attach", "-it", ttyShell)
 		tm.start(t, cmd)
-		require.Eventually(t, func() bool {
+		fixture.Eventually(t, func() bool {
 			// The attachment may not be joined yet when the first
 			// line is typed.
 			tm.typeIn(t, "echo att-$((2+3))\r")
 			time.Sleep(200 * time.Millisecond)
 			return strings.Contains(tm.output(), "att-5")
-		}, time.Minute, 100*time.Millisecond, "%q", tm.output())
+		}, time.Minute, 100*time.Millisecond, func() string { return fmt.Sprintf("the terminal shows %q", tm.output()) })
 		require.NoError(t, cmd.Process.Kill())
 		_ = cmd.Wait()
 		require.Contains(t, crictl("inspect", "-o", "go-template", "--template", "{{.status.state}}", ttyShell), "CONTAINER_RUNNING")
@@ -272,12 +274,12 @@ func TestCrictlStreaming(t *testing.T) {
 	var out fixture.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
-	require.Eventually(t, func() bool {
+	fixture.Eventually(t, func() bool {
 		_, err := in.Write([]byte("echo plain-$((3+4))\n"))
 		require.NoError(t, err)
 		time.Sleep(200 * time.Millisecond)
 		return strings.Contains(out.String(), "plain-7")
-	}, time.Minute, 100*time.Millisecond, "%q", out.String())
+	}, time.Minute, 100*time.Millisecond, func() string { return fmt.Sprintf("crictl shows %q", out.String()) })
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 	require.Contains(t, crictl("inspect", "-o", "go-template", "--template", "{{.status.state}}", shell), "CONTAINER_RUNNING")
@@ -294,7 +296,7 @@ func TestCrictlStreaming(t *testing.T) {
 		require.NoError(t, cmd.Start())
 		for i := range 3 {
 			var body []byte
-			require.Eventually(t, func() bool {
+			fixture.Eventually(t, func() bool {
 				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
 				if err != nil {
 					return false
@@ -302,7 +304,7 @@ func TestCrictlStreaming(t *testing.T) {
 				defer resp.Body.Close()
 				body, err = io.ReadAll(resp.Body)
 				return err == nil && resp.StatusCode == http.StatusOK
-			}, time.Minute, 200*time.Millisecond, "%s fetch %d; crictl says %s", transport, i, log.String())
+			}, time.Minute, 200*time.Millisecond, func() string { return fmt.Sprintf("%s fetch %d; crictl says %s", transport, i, log.String()) })
 			require.Equal(t, "hello-httpd\n", string(body))
 		}
 		require.NoError(t, cmd.Process.Kill())

@@ -40,6 +40,7 @@ import (
 func main() {
 	libcontainer.Init()
 	rounds := flag.Int("rounds", 30, "runs of each")
+	boot := flag.String("cli-boot", "", "a `PROGRAM` that does nothing (scripts/bootfloor), timed in the rounds: the floor of a command line is libcontainer alone and its boot")
 	var sups supervisorFlags
 	flag.Var(&sups, "supervisor", "a row kept by supervisors running `NAME=BINARY` (repeatable)")
 	flag.Parse()
@@ -47,7 +48,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: benchinproc [-rounds N] ROOTFS BUNDLE RUNC_ROOT")
 		os.Exit(2)
 	}
-	if err := run(*rounds, sups, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+	if err := run(*rounds, *boot, sups, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 		fmt.Fprintln(os.Stderr, "benchinproc:", err)
 		os.Exit(1)
 	}
@@ -80,7 +81,7 @@ type row struct {
 	t    []time.Duration
 }
 
-func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) error {
+func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("/var/tmp", "berth-inproc.")
 	if err != nil {
@@ -157,7 +158,7 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		}
 		return errors.Join(err, c.Destroy())
 	}
-	var tr, tb []time.Duration
+	var tr, tb, tboot []time.Duration
 	timed := func(into *[]time.Duration, f func() error) error {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -191,6 +192,11 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		if err := timed(&tb, func() error { return bare(fmt.Sprintf("bare%d", i)) }); err != nil {
 			return fmt.Errorf("libcontainer alone: %w", err)
 		}
+		if boot != "" {
+			if err := timed(&tboot, func() error { return exec.Command(boot).Run() }); err != nil {
+				return fmt.Errorf("%s: %w", boot, err)
+			}
+		}
 	}
 	mr := median(tr)
 	fmt.Printf("create+start+wait+delete of /bin/true in process (the library), median of %d runs each\n", rounds)
@@ -203,6 +209,10 @@ func run(rounds int, sups supervisorFlags, rootfs, bundle, runcRoot string) erro
 		fmt.Printf("  %-48s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
 	}
 	fmt.Printf("  %-48s = %.2f (the floor on libcontainer)\n", "libcontainer alone / runc", float64(median(tb))/float64(mr))
+	if boot != "" {
+		fmt.Printf("  %-48s %7.1f ms\n", "a Go program linking nsenter, doing nothing", ms2(median(tboot)))
+		fmt.Printf("  %-48s = %.2f (the floor of a command line on libcontainer; berthctl's target <= 0.80)\n", "(libcontainer alone + that boot) / runc", float64(median(tb)+median(tboot))/float64(mr))
+	}
 	return nil
 }
 
