@@ -40,7 +40,7 @@ func TestSnapshotSparseFileTakesNoHostDisk(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = c.Delete(context.Background(), runtime.DeleteOptions{Force: true}) })
 			require.NoError(t, c.Start(ctx))
-			require.Eventually(t, func() bool { return strings.Contains(out.String(), "ready") }, time.Minute, 20*time.Millisecond, "%s", out.String())
+			fixture.Eventually(t, func() bool { return strings.Contains(out.String(), "ready") }, time.Minute, 20*time.Millisecond, out.String)
 
 			// The most host disk any snapshot temporary file held.
 			var most atomic.Int64

@@ -118,7 +118,7 @@ func TestJoinRefusesAMovedInit(t *testing.T) {
 	before, err := target.NamespacePath(ctx, specs.NetworkNamespace)
 	require.NoError(t, err)
 	require.NoError(t, target.Start(ctx))
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "unshare-net: ok") }, 30*time.Second, 20*time.Millisecond, "output: %q", out.String())
+	fixture.Eventually(t, func() bool { return strings.Contains(out.String(), "unshare-net: ok") }, 30*time.Second, 20*time.Millisecond, out.String)
 	_, err = os.Readlink(before)
 	require.NoError(t, err, "the init lives")
 

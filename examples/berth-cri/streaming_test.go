@@ -291,7 +291,9 @@ func TestStreamingExec(t *testing.T) {
 		}
 		require.NoError(t, e.conn.Close())
 		if c.gone != "" {
-			require.Eventually(t, func() bool { return len(procsWith(c.gone)) == 0 }, time.Minute, 50*time.Millisecond, "%s: the exec's process outlived its client: %v", c.name, procsWith(c.gone))
+			fixture.Eventually(t, func() bool { return len(procsWith(c.gone)) == 0 }, time.Minute, 50*time.Millisecond, func() string {
+				return fmt.Sprintf("%s: the exec's process outlived its client: %v", c.name, procsWith(c.gone))
+			})
 		}
 	}
 	requireSettled(t, goroutines, fds)
@@ -539,13 +541,16 @@ func TestStreamingAttach(t *testing.T) {
 	// may not be joined yet when the first line is typed).
 	typeUntil := func(e *execSession, line, want string) {
 		t.Helper()
-		require.Eventually(t, func() bool {
+		fixture.Eventually(t, func() bool {
 			_, err := e.stdin.Write([]byte(line))
 			require.NoError(t, err)
 			time.Sleep(100 * time.Millisecond)
 			o, _ := e.out()
 			return strings.Contains(o, want)
-		}, time.Minute, 100*time.Millisecond)
+		}, time.Minute, 100*time.Millisecond, func() string {
+			o, er := e.out()
+			return fmt.Sprintf("waiting for %q; stdout %q, stderr %q", want, o, er)
+		})
 	}
 	warm := attach(plain, streams{stdin: true, stdout: true, stderr: true})
 	typeUntil(warm, "echo warm-$((1+1))\n", "warm-2")
