@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/require"
@@ -138,6 +139,38 @@ func (h *harness) Leftovers(t *testing.T, rt *runtime.Runtime, id string) []stri
 		left = append(left, "cached Docker ID of "+id)
 	}
 	return left
+}
+
+// Track implements runtimetest.EngineTracker: the containerd task Docker
+// made for the container (its bundle) and the shim serving it, which
+// Docker no longer names once it removed the container. They are looked
+// for on this host only; a shim quits a moment after its task is deleted.
+func (h *harness) Track(t *testing.T, rt *runtime.Runtime, id string) func() []string {
+	var cli *client.Client
+	require.True(t, rt.As(&cli))
+	c, err := cli.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
+	require.NoError(t, err)
+	did := c.Container.ID
+	return func() []string {
+		var left []string
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			left = nil
+			bundles, _ := filepath.Glob("/run/containerd/io.containerd.runtime.v2.task/*/" + did)
+			for _, b := range bundles {
+				left = append(left, "containerd task bundle "+b)
+			}
+			cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range cmdlines {
+				b, err := os.ReadFile(p)
+				if err == nil && bytes.Contains(b, []byte("containerd-shim")) && bytes.Contains(b, []byte("\x00-id\x00"+did+"\x00")) {
+					left = append(left, "containerd shim "+filepath.Dir(p)+" serving "+did)
+				}
+			}
+			if len(left) == 0 || time.Now().After(deadline) {
+				return left
+			}
+		}
+	}
 }
 
 func TestConformance(t *testing.T) {

@@ -234,6 +234,14 @@
 // after checking it still runs), which needs the daemon on this host (a
 // unix socket); otherwise it is not-implemented.
 //
+// A container's init may end its main thread alone and run on in its
+// other threads. Docker's SIGKILL then reaches a zombie; Docker waits 10 s,
+// takes the container for stopped, and never deletes containerd's task,
+// whose shim would live on for good. With the daemon on this host, Kill
+// with SIGKILL kills whatever the container's cgroup holds once the init's
+// leader is a zombie, so Docker sees the init exit; Delete kills what is
+// left in the cgroup too.
+//
 // # Daemon restarts
 //
 // Run dockerd with --live-restore (scripts/setup-docker.sh does): containers

@@ -10,6 +10,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -41,9 +42,13 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 		}
 	}
 	return r.do(ctx, id, func(did string) error {
-		_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
-		if err == nil || sig != syscall.SIGKILL {
+		if sig != syscall.SIGKILL {
+			_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
 			return err
+		}
+		err := r.sigkill(ctx, did)
+		if err == nil {
+			return nil
 		}
 		// Docker refuses to kill a container whose init ended its leader
 		// thread alone ("PID ... is zombie and can not be killed") while
@@ -56,6 +61,66 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 		}
 		return err
 	})
+}
+
+// leaderGrace bounds how long sigkill's watch goes on killing through the
+// cgroup once Docker's kill returned.
+const leaderGrace = 10 * time.Second
+
+// sigkill has Docker kill the container with SIGKILL, and sees that an
+// init that ended its main thread alone while its other threads run on (a
+// tenant's process can do that) dies whole meanwhile. Docker's SIGKILL
+// reaches the leader alone, a zombie; Docker waits 10 s for an exit that
+// does not come, takes the container for stopped, and then takes the
+// real exit, once the rest is killed, for an exec's: it never deletes
+// containerd's task, and its shim lives on for good, a process and its
+// memory per such container. So while Docker's kill waits, berth kills
+// whatever the container's cgroup holds as soon as the init's leader is a
+// zombie, and the init's exit reaches Docker as the container's.
+func (r *Runtime) sigkill(ctx context.Context, did string) error {
+	c, err := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	pid := 0
+	if c.Container.State != nil {
+		pid = c.Container.State.Pid
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		if pid <= 0 {
+			return
+		}
+		for delay := time.Millisecond; ; delay = min(2*delay, 20*time.Millisecond) {
+			if reap.Zombie(pid) {
+				// Only the cgroup's members are killed: a pid reused
+				// meanwhile by another zombie costs nothing.
+				_ = killLeftInCgroup(wctx, did)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-wctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	}()
+	_, err = r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: "9"})
+	close(stop)
+	// A kill under way through the cgroup finishes (its processes may be
+	// frozen until Docker thaws them), within a bound.
+	select {
+	case <-watched:
+	case <-time.After(leaderGrace):
+		cancel()
+		<-watched
+	}
+	return err
 }
 
 // Delete implements driver.Runtime.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/fsutil"
+	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -92,16 +93,12 @@ func procStartTime(pid int) (uint64, error) {
 	return statStartTime(b)
 }
 
-// statStartTime reads the start time (field 22) of a /proc/<pid>/stat. The
-// command's name (field 2) is in parentheses and may hold anything, a
-// closing parenthesis or spaces included: the fields are counted from the
-// last one.
+// statStartTime reads the start time (field 22) of a /proc/<pid>/stat.
 func statStartTime(stat []byte) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc stat %q", stat)
+	f, err := reap.StatFields(stat)
+	if err != nil {
+		return 0, err
 	}
-	f := bytes.Fields(stat[i+1:])
 	if len(f) < 20 {
 		return 0, fmt.Errorf("malformed /proc stat %q", stat)
 	}

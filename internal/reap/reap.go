@@ -5,8 +5,11 @@
 package reap
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,4 +32,32 @@ func KillAll(ctx context.Context, list func() ([]int, error)) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// StatFields splits a /proc/<pid>/stat into its fields from the third on
+// (the state first). The command's name, the second, is in parentheses
+// and may hold anything, closing parentheses and spaces included: the
+// fields are counted from the last closing parenthesis.
+func StatFields(stat []byte) ([][]byte, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("malformed /proc stat %q", stat)
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) == 0 {
+		return nil, fmt.Errorf("malformed /proc stat %q", stat)
+	}
+	return f, nil
+}
+
+// Zombie reports whether process pid of this host is a zombie. A
+// container's init whose main thread ended alone is one while its other
+// threads run on.
+func Zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f, err := StatFields(b)
+	return err == nil && string(f[0]) == "Z"
 }

@@ -24,3 +24,21 @@ type Harness interface {
 	// empty list means nothing was left behind.
 	Leftovers(t *testing.T, rt *runtime.Runtime, id string) []string
 }
+
+// EngineTracker is a Harness whose engine keeps state of its own for each
+// container that the runtime no longer names once the container is
+// deleted (a daemon's task, the process that serves it). Track is called
+// while container id exists; the func it returns lists, after Delete,
+// what of that state is left (an empty list: nothing).
+type EngineTracker interface {
+	Track(t *testing.T, rt *runtime.Runtime, id string) func() []string
+}
+
+// engineLeftovers returns h's check for what the engine keeps of
+// container id, or one that finds nothing.
+func engineLeftovers(t *testing.T, h Harness, rt *runtime.Runtime, id string) func() []string {
+	if et, ok := h.(EngineTracker); ok {
+		return et.Track(t, rt, id)
+	}
+	return func() []string { return nil }
+}

@@ -29,11 +29,15 @@ func testLeaderExitedAlone(t *testing.T, h Harness) {
 	require.NoError(t, c.Start(ctx))
 	require.NoError(t, out.waitFor(ctx, "leader exiting"))
 	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	engineLeft := engineLeftovers(t, h, rt, id)
 	// The leader's own cgroup file no longer tells (it is a zombie):
 	// the harness's leftovers name the container's cgroups.
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireGone(t, h, rt, id, nil)
 	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
+	// Nor does the engine keep anything of it (Docker's containerd
+	// task and its shim).
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
 }
 
 // threadsWith lists the host's threads whose command line holds marker.

@@ -285,10 +285,12 @@ type stats struct {
 	supervisorPss, initPss     int64
 	// callerHeap is this program's live heap: what the library keeps
 	// in the calling process.
-	callerHeap    int64
-	tasks, mounts int
-	supervisorFds int
-	cgroups       int
+	callerHeap int64
+	// tasks are the host's; callerThreads this program's own (the Go
+	// runtime keeps the threads it made for parallel creates).
+	tasks, callerThreads, mounts int
+	supervisorFds                int
+	cgroups                      int
 }
 
 func sample(root string) stats {
@@ -302,6 +304,7 @@ func sample(root string) stats {
 		kernel: (m["SUnreclaim"] + m["Percpu"] + m["KernelStack"] + m["PageTables"] + m["VmallocUsed"]) * 1024,
 	}
 	s.tasks = readTasks()
+	s.callerThreads = countDirs("/proc/self/task")
 	var ms goruntime.MemStats
 	goruntime.GC()
 	goruntime.ReadMemStats(&ms)
@@ -384,6 +387,12 @@ func readTasks() int {
 	return n
 }
 
+// countDirs counts the entries of dir.
+func countDirs(dir string) int {
+	ents, _ := os.ReadDir(dir)
+	return len(ents)
+}
+
 func readInt(path string) int {
 	b, _ := os.ReadFile(path)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
@@ -439,7 +448,7 @@ func leftovers(root string, base stats) error {
 			left = append(left, "a supervisor")
 		}
 		if len(left) == 0 {
-			fmt.Printf("after rm -f: nothing left (tasks %+d, mounts %+d, cgroups %+d, supervisors gone)\n", s.tasks-base.tasks, s.mounts-base.mounts, s.cgroups-base.cgroups)
+			fmt.Printf("after rm -f: nothing left (tasks %+d, of which this program's own threads %+d; mounts %+d, cgroups %+d, supervisors gone)\n", s.tasks-base.tasks, s.callerThreads-base.callerThreads, s.mounts-base.mounts, s.cgroups-base.cgroups)
 			return nil
 		}
 		if time.Now().After(deadline) {
