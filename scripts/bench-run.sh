@@ -120,13 +120,14 @@ END {
 # of it, attached or supervised. Two rows more: supervisors running
 # examples/berth-supervisor (what berthctl and berth-cri use when it lies
 # beside them), and supervisors running berthctl, as a large caller's
-# re-exec would (berth-cri, an orchestrator linking all of berth). A last
-# row is libcontainer alone on the bundle, without berth: runc run less its
-# command line, the floor under every row; with the boot of a program that
-# only links libcontainer's nsenter, it gives the floor of a command line.
+# re-exec would (berth-cri, an orchestrator linking all of berth). Two rows
+# more come from scripts/bootfloor, which links libcontainer and nothing of
+# berth: libcontainer alone on the bundle (runc run less its command line,
+# the floor under every row), and its boot (with the first, the floor of a
+# command line).
 go build -tags seccomp -o "$work/bin/berth-supervisor" ./examples/berth-supervisor
-go build -o "$work/bin/bootfloor" ./scripts/bootfloor
-"$work/bin/benchinproc" -rounds "$rounds" -cli-boot "$work/bin/bootfloor" \
+go build -tags seccomp -o "$work/bin/bootfloor" ./scripts/bootfloor
+"$work/bin/benchinproc" -rounds "$rounds" -floor "$work/bin/bootfloor" \
 	-supervisor "berth-supervisor=$work/bin/berth-supervisor" \
 	-supervisor "a re-exec of berthctl (a large caller)=$work/bin/berthctl" \
 	"$work/rootfs" "$work/bundle" "$work/runc"

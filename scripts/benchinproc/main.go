@@ -6,49 +6,44 @@
 // NAME=BINARY adds a row kept by supervisors running BINARY
 // (libcontainer.WithSupervisorBinary): a container's init is a re-exec of
 // its supervisor's binary, so the binary's size and package
-// initialization count in every start. A last row is libcontainer alone,
-// in process, on runc's bundle and without berth: what runc run costs
-// without its command line's boot, the floor of any library that starts
-// containers through libcontainer's init.
+// initialization count in every start. Two rows more come from
+// scripts/bootfloor, a program linking libcontainer and nothing of berth:
+// libcontainer alone on runc's bundle (what runc run costs without its
+// command line, the floor of any library that starts containers through
+// libcontainer's init), and that program's boot doing nothing (with the
+// first, the floor of a command line).
 //
-//	benchinproc [-rounds 30] [-supervisor NAME=BINARY]... ROOTFS BUNDLE RUNC_ROOT
+//	benchinproc [-rounds 30] [-supervisor NAME=BINARY]... -floor BOOTFLOOR ROOTFS BUNDLE RUNC_ROOT
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	lc "github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runc/libcontainer/specconv"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/sirupsen/logrus"
-
 	"github.com/berthrun/berth/backends/libcontainer"
-	"github.com/berthrun/berth/internal/fsutil"
 	"github.com/berthrun/berth/runtime"
 )
 
 func main() {
 	libcontainer.Init()
 	rounds := flag.Int("rounds", 30, "runs of each")
-	boot := flag.String("cli-boot", "", "a `PROGRAM` that does nothing (scripts/bootfloor), timed in the rounds: the floor of a command line is libcontainer alone and its boot")
+	floor := flag.String("floor", "", "scripts/bootfloor's `PROGRAM`: libcontainer alone, and a boot, timed in the rounds")
 	var sups supervisorFlags
 	flag.Var(&sups, "supervisor", "a row kept by supervisors running `NAME=BINARY` (repeatable)")
 	flag.Parse()
-	if flag.NArg() != 3 {
-		fmt.Fprintln(os.Stderr, "usage: benchinproc [-rounds N] ROOTFS BUNDLE RUNC_ROOT")
+	if flag.NArg() != 3 || *floor == "" {
+		fmt.Fprintln(os.Stderr, "usage: benchinproc [-rounds N] [-supervisor NAME=BINARY]... -floor BOOTFLOOR ROOTFS BUNDLE RUNC_ROOT")
 		os.Exit(2)
 	}
-	if err := run(*rounds, *boot, sups, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
+	if err := run(*rounds, *floor, sups, flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 		fmt.Fprintln(os.Stderr, "benchinproc:", err)
 		os.Exit(1)
 	}
@@ -81,7 +76,7 @@ type row struct {
 	t    []time.Duration
 }
 
-func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot string) error {
+func run(rounds int, floor string, sups supervisorFlags, rootfs, bundle, runcRoot string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("/var/tmp", "berth-inproc.")
 	if err != nil {
@@ -125,40 +120,27 @@ func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot
 		}
 		return nil
 	}
-	var spec specs.Spec
-	if err := fsutil.ReadJSON(filepath.Join(bundle, "config.json"), &spec); err != nil {
-		return err
-	}
-	lcRoot := filepath.Join(dir, "libcontainer")
-	// libcontainer's init warns that it cannot raise the bundle's ambient
-	// capabilities (none is inheritable); the runc installed here does
-	// not say so.
-	logrus.SetLevel(logrus.ErrorLevel)
 	// bare is what runc run does for the bundle, less its command line:
-	// libcontainer's create, start, wait and destroy, in process.
+	// libcontainer's create, start, wait and destroy, timed by a program
+	// that links libcontainer alone (scripts/bootfloor), whose init
+	// initializes nothing of berth's.
+	lcState := filepath.Join(dir, "libcontainer")
+	var tb, tboot []time.Duration
 	bare := func(id string) error {
-		cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &spec})
+		out, err := exec.Command(floor, "run", bundle, lcState, id).Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return fmt.Errorf("%s run: %w: %s", floor, err, ee.Stderr)
+		} else if err != nil {
+			return fmt.Errorf("%s run: %w", floor, err)
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s run: %w", floor, err)
 		}
-		c, err := lc.Create(lcRoot, id, cfg)
-		if err != nil {
-			return err
-		}
-		// As runc's command line makes it from the bundle.
-		p := &lc.Process{Args: spec.Process.Args, Env: spec.Process.Env, Cwd: spec.Process.Cwd, Init: true, NoNewPrivileges: &spec.Process.NoNewPrivileges}
-		if c := spec.Process.Capabilities; c != nil {
-			p.Capabilities = &configs.Capabilities{Bounding: c.Bounding, Effective: c.Effective, Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
-		}
-		err = c.Run(p)
-		if err == nil {
-			if st, werr := p.Wait(); werr != nil || !st.Success() {
-				err = fmt.Errorf("wait: %v %v", st, werr)
-			}
-		}
-		return errors.Join(err, c.Destroy())
+		tb = append(tb, time.Duration(ms*float64(time.Millisecond)))
+		return nil
 	}
-	var tr, tb, tboot []time.Duration
+	var tr []time.Duration
 	timed := func(into *[]time.Duration, f func() error) error {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -177,9 +159,10 @@ func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot
 	if err := timed(&warm, func() error { return runc("warm-inproc") }); err != nil {
 		return err
 	}
-	if err := timed(&warm, func() error { return bare("warm-bare") }); err != nil {
+	if err := bare("warm-bare"); err != nil {
 		return fmt.Errorf("libcontainer alone: %w", err)
 	}
+	tb = nil
 	for i := range rounds {
 		for j, r := range rows {
 			if err := timed(&r.t, func() error { return one(r.rt, fmt.Sprintf("r%d-%d", j, i)) }); err != nil {
@@ -189,13 +172,11 @@ func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot
 		if err := timed(&tr, func() error { return runc(fmt.Sprintf("inproc%d", i)) }); err != nil {
 			return err
 		}
-		if err := timed(&tb, func() error { return bare(fmt.Sprintf("bare%d", i)) }); err != nil {
+		if err := bare(fmt.Sprintf("bare%d", i)); err != nil {
 			return fmt.Errorf("libcontainer alone: %w", err)
 		}
-		if boot != "" {
-			if err := timed(&tboot, func() error { return exec.Command(boot).Run() }); err != nil {
-				return fmt.Errorf("%s: %w", boot, err)
-			}
+		if err := timed(&tboot, func() error { return exec.Command(floor).Run() }); err != nil {
+			return fmt.Errorf("%s: %w", floor, err)
 		}
 	}
 	mr := median(tr)
@@ -209,10 +190,8 @@ func run(rounds int, boot string, sups supervisorFlags, rootfs, bundle, runcRoot
 		fmt.Printf("  %-48s = %.2f (target <= 0.50)\n", r.name+" / runc", float64(median(r.t))/float64(mr))
 	}
 	fmt.Printf("  %-48s = %.2f (the floor on libcontainer)\n", "libcontainer alone / runc", float64(median(tb))/float64(mr))
-	if boot != "" {
-		fmt.Printf("  %-48s %7.1f ms\n", "a Go program linking nsenter, doing nothing", ms2(median(tboot)))
-		fmt.Printf("  %-48s = %.2f (the floor of a command line on libcontainer; berthctl's target <= 0.80)\n", "(libcontainer alone + that boot) / runc", float64(median(tb)+median(tboot))/float64(mr))
-	}
+	fmt.Printf("  %-48s %7.1f ms\n", "a Go program linking libcontainer, doing nothing", ms2(median(tboot)))
+	fmt.Printf("  %-48s = %.2f (the floor of a command line on libcontainer; berthctl's target <= 0.80)\n", "(libcontainer alone + that boot) / runc", float64(median(tb)+median(tboot))/float64(mr))
 	return nil
 }
 
