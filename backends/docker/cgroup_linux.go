@@ -52,3 +52,20 @@ func cgroupDirsOf(dockerID string) []string {
 	}
 	return out
 }
+
+// inCgroupOf reports whether process pid is in one of the cgroups Docker
+// made for the container.
+func inCgroupOf(pid int, dockerID string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// hierarchy-ID:controllers:path
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (strings.HasSuffix(parts[2], "/docker/"+dockerID) || strings.HasSuffix(parts[2], "/docker-"+dockerID+".scope")) {
+			return true
+		}
+	}
+	return false
+}

@@ -235,12 +235,16 @@
 // unix socket); otherwise it is not-implemented.
 //
 // A container's init may end its main thread alone and run on in its
-// other threads. Docker's SIGKILL then reaches a zombie; Docker waits 10 s,
-// takes the container for stopped, and never deletes containerd's task,
+// other threads. runc then takes it for stopped: Docker's kill fails
+// quietly, Docker waits out the stop timeout, marks the container exited
+// (255) while the tenant runs on, and never deletes containerd's task,
 // whose shim would live on for good. With the daemon on this host, Kill
-// with SIGKILL kills whatever the container's cgroup holds once the init's
-// leader is a zombie, so Docker sees the init exit; Delete kills what is
-// left in the cgroup too.
+// sends signals other than SIGKILL to the init's pid through a pidfd
+// (checked to be in the container's cgroup), which reaches the whole
+// thread group; with SIGKILL, Docker's kill goes on while berth kills
+// whatever the container's cgroup holds once the init's leader is a
+// zombie. Either way Docker sees the init's real exit. Delete kills what
+// is left in the cgroup too.
 //
 // # Daemon restarts
 //

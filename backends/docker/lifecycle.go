@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
@@ -43,6 +45,9 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	return r.do(ctx, id, func(did string) error {
 		if sig != syscall.SIGKILL {
+			if r.local {
+				return r.signalInit(ctx, did, sig)
+			}
 			_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
 			return err
 		}
@@ -61,6 +66,44 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 		}
 		return err
 	})
+}
+
+// signalInit sends sig to the container's init through a pidfd, not
+// through Docker, when the daemon is on this host. Docker's kill goes
+// through runc, which takes an init that ended its main thread alone
+// (its other threads running on: a tenant's process can do that) for not
+// running; Docker answers the kill, waits out the stop timeout, and marks
+// the container exited (255) while the tenant runs on; the real exit,
+// later, it takes for an exec's, and containerd's task and shim are never
+// deleted. A signal to the init's pid reaches its whole thread group,
+// zombie leader or not, and the init's exit reaches Docker as the
+// container's. The pidfd is opened first and the process checked to be in
+// the container's cgroup after, so a reused pid is never signalled.
+func (r *Runtime) signalInit(ctx context.Context, did string, sig syscall.Signal) error {
+	notRunning := fmt.Errorf("container is not running: %w", errdefs.ErrFailedPrecondition)
+	c, err := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	st := c.Container.State
+	if st == nil || !st.Running || st.Pid <= 0 {
+		return notRunning
+	}
+	fd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		return notRunning
+	}
+	defer unix.Close(fd)
+	if !inCgroupOf(st.Pid, did) {
+		return notRunning
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return notRunning
+		}
+		return fmt.Errorf("signal %d: %w: %w", sig, err, errdefs.ErrUnknown)
+	}
+	return nil
 }
 
 // leaderGrace bounds how long sigkill's watch goes on killing through the

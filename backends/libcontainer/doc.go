@@ -34,6 +34,13 @@
 // holds the whole spec, seccomp profile included, and parsing it on every
 // call cost a container's run more than its profile did.
 //
+// An init whose main thread ended alone while its other threads run on (a
+// tenant's process can do that) is a zombie to runc, which takes the
+// container for stopped and refuses to signal it. Berth reports it
+// running while that thread group lives (the init libcontainer recorded,
+// same start time), and Kill signals the group through a pidfd: Stop and
+// Wait end when the tenant's threads do, with their real exit.
+//
 // # Supervisors
 //
 // Each container's init is the child of a supervisor: a re-exec of the

@@ -131,13 +131,73 @@ func (r *Runtime) readExit(id string) (*driver.ExitStatus, error) {
 	return &st, nil
 }
 
-// Kill implements driver.Runtime.
+// Kill implements driver.Runtime. libcontainer refuses to signal an init
+// whose main thread ended alone while its other threads run on (see
+// leftInit): berth signals what is left of it itself.
 func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
 	c, err := r.load(id)
 	if err != nil {
 		return err
 	}
-	return classify(c.Signal(sig))
+	err = c.Signal(sig)
+	if errors.Is(err, lc.ErrNotRunning) {
+		if pid, start, ok := leftInit(c); ok {
+			return signalLeftInit(pid, start, sig)
+		}
+	}
+	return classify(err)
+}
+
+// leftInit returns the pid and start time of the container's init when
+// libcontainer takes the container for stopped but it is not: the init's
+// main thread ended alone, a zombie, while its other threads run on (a
+// tenant's process can do that). runc takes a zombie init for gone; the
+// thread group lives on, in the container's cgroup and namespaces, and
+// the monitor waits for it. The process is the init libcontainer
+// recorded (same start time).
+func leftInit(c *lc.Container) (int, uint64, bool) {
+	s, err := c.State()
+	if err != nil || s.InitProcessPid <= 0 {
+		return 0, 0, false
+	}
+	pid, start := s.InitProcessPid, s.InitProcessStartTime
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	f, err := reap.StatFields(b)
+	if err != nil || string(f[0]) != "Z" {
+		return 0, 0, false
+	}
+	if st, err := statStartTime(b); err != nil || st != start {
+		return 0, 0, false
+	}
+	// A zombie whose threads all ended has only its leader left.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return pid, start, err == nil && len(tasks) > 1
+}
+
+// signalLeftInit sends sig to what is left of an init (leftInit): a
+// signal to the leader's pid reaches its whole thread group. The pidfd is
+// opened first and the start time checked after, so a reused pid is never
+// signalled.
+func signalLeftInit(pid int, start uint64, sig syscall.Signal) error {
+	gone := fmt.Errorf("the container's init has exited: %w", errdefs.ErrFailedPrecondition)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return gone
+	}
+	defer unix.Close(fd)
+	if st, err := procStartTime(pid); err != nil || st != start {
+		return gone
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return gone
+		}
+		return fmt.Errorf("signal %d: %w: %w", sig, err, errdefs.ErrUnknown)
+	}
+	return nil
 }
 
 // Delete implements driver.Runtime.

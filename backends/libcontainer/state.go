@@ -34,6 +34,9 @@ func (r *Runtime) State(ctx context.Context, id string) (*driver.Info, error) {
 			if s, err := c.State(); err == nil {
 				info.Pid = s.InitProcessPid
 			}
+		} else if pid, _, ok := leftInit(c); ok {
+			// Not stopped: the init's threads run on.
+			info.Status, info.Pid = driver.StatusRunning, pid
 		}
 	case errors.Is(err, lc.ErrNotExist) || errors.Is(err, os.ErrNotExist):
 		// No engine state: a create in progress or one that crashed.

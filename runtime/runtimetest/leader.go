@@ -1,10 +1,12 @@
 package runtimetest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -50,4 +52,34 @@ func threadsWith(marker string) []string {
 		}
 	}
 	return out
+}
+
+// The same container stopped: Stop delivers SIGTERM to what is left of
+// the init (the leader a zombie, the tenant's threads running on) and
+// returns once they are gone; the container is then stopped, with the
+// real exit, and its deletion leaves nothing, in the engine either.
+func testLeaderExitedAloneStopped(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	out := newBuffer()
+	marker := NewID("leader-exits")
+	cfg := h.Config(t, tenantDir+"/tenant", "leader-exits", marker)
+	withTenant(t, cfg)
+	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+	id := NewID("leader")
+	c, err := rt.Create(ctx, id, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), runtime.DeleteOptions{Force: true}) })
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, out.waitFor(ctx, "leader exiting"))
+	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	engineLeft := engineLeftovers(t, h, rt, id)
+	require.NoError(t, c.Stop(ctx, time.Minute))
+	require.Empty(t, threadsWith(marker), "the tenant's threads outlive Stop")
+	st, err := c.State(ctx)
+	require.NoError(t, err)
+	require.Equal(t, runtime.StatusStopped, st)
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	requireGone(t, h, rt, id, nil)
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"RawDeviceIoctls", testRawDeviceIoctls},
 		{"DeviceHandedOver", testDeviceHandedOver},
 		{"LeaderExitedAlone", testLeaderExitedAlone},
+		{"LeaderExitedAloneStopped", testLeaderExitedAloneStopped},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},
