@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,6 +81,36 @@ func testLeaderExitedAloneStopped(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.Equal(t, runtime.StatusStopped, st)
 	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{}))
+	requireGone(t, h, rt, id, nil)
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+}
+
+// An exec'd process that ended its main thread alone (its other threads
+// running on) is still signalled whole, waited for, and leaves nothing
+// when the container is deleted.
+func testExecLeaderExitedAlone(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt := h.Open(t)
+	cfg := h.Config(t, "/bin/sleep", "1000")
+	withTenant(t, cfg)
+	id := NewID("exec-leader")
+	c, err := rt.Create(ctx, id, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), runtime.DeleteOptions{Force: true}) })
+	require.NoError(t, c.Start(ctx))
+	engineLeft := engineLeftovers(t, h, rt, id)
+	marker := NewID("exec-leader-exits")
+	out := newBuffer()
+	p, err := c.Exec(ctx, &runtime.ProcessSpec{Args: []string{tenantDir + "/tenant", "leader-exits", marker}}, runtime.IO{Stdout: out, Stderr: out})
+	require.NoError(t, err)
+	require.NoError(t, out.waitFor(ctx, "leader exiting"))
+	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	require.NoError(t, p.Signal(ctx, syscall.SIGKILL))
+	es, err := p.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 137, es.Code)
+	require.Empty(t, threadsWith(marker), "the exec's threads outlive its Wait")
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
 	requireGone(t, h, rt, id, nil)
 	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, h Harness) {
 		{"DeviceHandedOver", testDeviceHandedOver},
 		{"LeaderExitedAlone", testLeaderExitedAlone},
 		{"LeaderExitedAloneStopped", testLeaderExitedAloneStopped},
+		{"ExecLeaderExitedAlone", testExecLeaderExitedAlone},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},
