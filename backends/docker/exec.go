@@ -11,8 +11,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
+	"github.com/berthrun/berth/internal/errclass"
+	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
 )
 
@@ -208,25 +209,23 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
 	if err != nil {
 		return err
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("process is not running: %v: %w", err, errdefs.ErrFailedPrecondition)
-	}
-	defer unix.Close(fd)
-	again, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
-	if err != nil {
-		return classify(err)
-	}
-	if !again.Running || again.PID != pid {
+	err = reap.Signal(pid, sig, func() error {
+		again, err := p.r.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+		if err != nil {
+			return classify(err)
+		}
+		if !again.Running || again.PID != pid {
+			return reap.ErrGone
+		}
+		return nil
+	})
+	if errors.Is(err, reap.ErrGone) {
 		return fmt.Errorf("process is not running: %w", errdefs.ErrFailedPrecondition)
 	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("process exited: %w", errdefs.ErrFailedPrecondition)
-		}
-		return fmt.Errorf("signal: %w: %w", err, errdefs.ErrUnknown)
+	if err != nil && !errclass.Has(err) {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
 	}
-	return nil
+	return err
 }
 
 // Resize implements driver.Process.

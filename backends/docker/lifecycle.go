@@ -10,7 +10,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthrun/berth/internal/reap"
 	"github.com/berthrun/berth/runtime/driver"
@@ -89,19 +88,17 @@ func (r *Runtime) signalInit(ctx context.Context, did string, sig syscall.Signal
 	if st == nil || !st.Running || st.Pid <= 0 {
 		return notRunning
 	}
-	fd, err := unix.PidfdOpen(st.Pid, 0)
-	if err != nil {
-		return notRunning
-	}
-	defer unix.Close(fd)
-	if !inCgroupOf(st.Pid, did) {
-		return notRunning
-	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return notRunning
+	err = reap.Signal(st.Pid, sig, func() error {
+		if !inCgroupOf(st.Pid, did) {
+			return reap.ErrGone
 		}
-		return fmt.Errorf("signal %d: %w: %w", sig, err, errdefs.ErrUnknown)
+		return nil
+	})
+	if errors.Is(err, reap.ErrGone) {
+		return notRunning
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
 	}
 	return nil
 }

@@ -182,20 +182,17 @@ func leftInit(c *lc.Container) (int, uint64, bool) {
 // opened first and the start time checked after, so a reused pid is never
 // signalled.
 func signalLeftInit(pid int, start uint64, sig syscall.Signal) error {
-	gone := fmt.Errorf("the container's init has exited: %w", errdefs.ErrFailedPrecondition)
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return gone
-	}
-	defer unix.Close(fd)
-	if st, err := procStartTime(pid); err != nil || st != start {
-		return gone
-	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return gone
+	err := reap.Signal(pid, sig, func() error {
+		if st, err := procStartTime(pid); err != nil || st != start {
+			return reap.ErrGone
 		}
-		return fmt.Errorf("signal %d: %w: %w", sig, err, errdefs.ErrUnknown)
+		return nil
+	})
+	if errors.Is(err, reap.ErrGone) {
+		return fmt.Errorf("the container's init has exited: %w", errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnknown)
 	}
 	return nil
 }

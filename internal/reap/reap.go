@@ -7,9 +7,11 @@ package reap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,4 +62,34 @@ func Zombie(pid int) bool {
 	}
 	f, err := StatFields(b)
 	return err == nil && string(f[0]) == "Z"
+}
+
+// ErrGone is Signal's error for a process that is gone, or is no longer
+// the one its check accepts.
+var ErrGone = errors.New("the process is gone")
+
+// Signal sends sig to process pid of this host through a pidfd. check
+// runs once the pidfd is open, to confirm that pid is still the process
+// meant: a pid reused before is refused by it (ErrGone, or check's own
+// error), and one reused after cannot be reached through the pidfd. Other
+// errors are the kernel's.
+func Signal(pid int, sig syscall.Signal, check func() error) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return ErrGone
+		}
+		return fmt.Errorf("pidfd of %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	if err := check(); err != nil {
+		return err
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return ErrGone
+		}
+		return fmt.Errorf("signal %d to %d: %w", sig, pid, err)
+	}
+	return nil
 }

@@ -1,8 +1,10 @@
 package reap
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,4 +33,22 @@ func TestZombie(t *testing.T) {
 	require.Eventually(t, func() bool { return Zombie(cmd.Process.Pid) }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, cmd.Wait())
 	require.False(t, Zombie(cmd.Process.Pid))
+}
+
+// Signal reaches the process its check accepts, and nothing once the
+// process is gone or the check refuses it.
+func TestSignal(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	refused := errors.New("not the one")
+	require.ErrorIs(t, Signal(pid, syscall.SIGTERM, func() error { return refused }), refused)
+	require.NoError(t, Signal(pid, syscall.SIGTERM, func() error { return nil }))
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal())
+	// Reaped: its pid names nothing (or another process the check refuses).
+	err = Signal(pid, syscall.SIGKILL, func() error { return ErrGone })
+	require.ErrorIs(t, err, ErrGone)
 }

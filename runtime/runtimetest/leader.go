@@ -20,18 +20,8 @@ import (
 // cgroups removed.
 func testLeaderExitedAlone(t *testing.T, h Harness) {
 	ctx := testContext(t)
-	rt := h.Open(t)
-	out := newBuffer()
-	marker := NewID("leader-exits")
-	cfg := h.Config(t, tenantDir+"/tenant", "leader-exits", marker)
-	withTenant(t, cfg)
-	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
-	id := NewID("leader")
-	c, err := rt.Create(ctx, id, cfg)
-	require.NoError(t, err)
-	require.NoError(t, c.Start(ctx))
-	require.NoError(t, out.waitFor(ctx, "leader exiting"))
-	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	rt, c, marker := startLeaderExited(t, h)
+	id := c.ID()
 	engineLeft := engineLeftovers(t, h, rt, id)
 	// The leader's own cgroup file no longer tells (it is a zombie):
 	// the harness's leftovers name the container's cgroups.
@@ -41,6 +31,25 @@ func testLeaderExitedAlone(t *testing.T, h Harness) {
 	// Nor does the engine keep anything of it (Docker's containerd
 	// task and its shim).
 	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+}
+
+// startLeaderExited starts a container whose init ends its main thread
+// alone while its other threads, whose command line holds marker, run on.
+func startLeaderExited(t *testing.T, h Harness) (rt *runtime.Runtime, c *runtime.Container, marker string) {
+	ctx := testContext(t)
+	rt = h.Open(t)
+	out := newBuffer()
+	marker = NewID("leader-exits")
+	cfg := h.Config(t, tenantDir+"/tenant", "leader-exits", marker)
+	withTenant(t, cfg)
+	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
+	c, err := rt.Create(ctx, NewID("leader"), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), runtime.DeleteOptions{Force: true}) })
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, out.waitFor(ctx, "leader exiting"))
+	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	return rt, c, marker
 }
 
 // threadsWith lists the host's threads whose command line holds marker.
@@ -61,19 +70,8 @@ func threadsWith(marker string) []string {
 // real exit, and its deletion leaves nothing, in the engine either.
 func testLeaderExitedAloneStopped(t *testing.T, h Harness) {
 	ctx := testContext(t)
-	rt := h.Open(t)
-	out := newBuffer()
-	marker := NewID("leader-exits")
-	cfg := h.Config(t, tenantDir+"/tenant", "leader-exits", marker)
-	withTenant(t, cfg)
-	cfg.IO = runtime.IO{Stdout: out, Stderr: out}
-	id := NewID("leader")
-	c, err := rt.Create(ctx, id, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Delete(context.Background(), runtime.DeleteOptions{Force: true}) })
-	require.NoError(t, c.Start(ctx))
-	require.NoError(t, out.waitFor(ctx, "leader exiting"))
-	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
+	rt, c, marker := startLeaderExited(t, h)
+	id := c.ID()
 	engineLeft := engineLeftovers(t, h, rt, id)
 	require.NoError(t, c.Stop(ctx, time.Minute))
 	require.Empty(t, threadsWith(marker), "the tenant's threads outlive Stop")
