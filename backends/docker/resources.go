@@ -20,6 +20,12 @@ import (
 func (r *Runtime) Pause(ctx context.Context, id string) error {
 	return r.do(ctx, id, func(did string) error {
 		_, err := r.eng.ContainerPause(ctx, did, client.ContainerPauseOptions{})
+		if err != nil && strings.Contains(err.Error(), "container not running") {
+			// runc refuses to freeze an init that ended its main thread
+			// alone while its other threads run on (a zombie to runc);
+			// Docker answers 500.
+			return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		}
 		return err
 	})
 }

@@ -112,3 +112,20 @@ func testExecLeaderExitedAlone(t *testing.T, h Harness) {
 	requireGone(t, h, rt, id, nil)
 	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
 }
+
+// Pausing the same container either freezes it or is refused as
+// failed-precondition (runc takes the zombie init for gone); either way
+// it is then deleted whole, with nothing left in the engine.
+func testLeaderExitedAlonePaused(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt, c, marker := startLeaderExited(t, h)
+	id := c.ID()
+	engineLeft := engineLeftovers(t, h, rt, id)
+	if err := c.Pause(ctx); err != nil {
+		require.Truef(t, isFailedPrecondition(err), "Pause: %v", err)
+	}
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, id, nil)
+	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+}

@@ -66,6 +66,7 @@ func Run(t *testing.T, h Harness) {
 		{"LeaderExitedAlone", testLeaderExitedAlone},
 		{"LeaderExitedAloneStopped", testLeaderExitedAloneStopped},
 		{"ExecLeaderExitedAlone", testExecLeaderExitedAlone},
+		{"LeaderExitedAlonePaused", testLeaderExitedAlonePaused},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},
