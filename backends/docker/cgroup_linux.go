@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/berthrun/berth/internal/reap"
+	"golang.org/x/sys/unix"
 )
 
 // killLeftInCgroup kills what is left of a stopped container in its
@@ -17,9 +18,13 @@ import (
 // removes the container, and its processes live on outside any control.
 // The pids are read from the container's own cgroup (Docker's cgroupfs or
 // systemd layout, v1 or v2), so a reused pid is still the container's.
+//
+// A frozen process dies of SIGKILL only once thawed: the first SIGKILLs are
+// sent, then the container's freezer thawed (a pause may have caught the
+// threads as their leader ended; runc thaws for SIGKILL likewise).
 func killLeftInCgroup(ctx context.Context, dockerID string) error {
 	dirs := cgroupDirsOf(dockerID)
-	return reap.KillAll(ctx, func() ([]int, error) {
+	list := func() ([]int, error) {
 		var pids []int
 		for _, d := range dirs {
 			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
@@ -33,7 +38,17 @@ func killLeftInCgroup(ctx context.Context, dockerID string) error {
 			}
 		}
 		return pids, nil
-	})
+	}
+	pids, _ := list()
+	for _, pid := range pids {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	for _, d := range dirs {
+		// cgroup v1's freezer, or v2's.
+		_ = os.WriteFile(filepath.Join(d, "freezer.state"), []byte("THAWED"), 0)
+		_ = os.WriteFile(filepath.Join(d, "cgroup.freeze"), []byte("0"), 0)
+	}
+	return reap.KillAll(ctx, list)
 }
 
 // cgroupDirsOf lists the cgroup directories Docker may have made for the

@@ -142,7 +142,16 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	err = c.Signal(sig)
 	if errors.Is(err, lc.ErrNotRunning) {
 		if pid, start, ok := leftInit(c); ok {
-			return signalLeftInit(pid, start, sig)
+			if err := signalLeftInit(pid, start, sig); err != nil || sig != syscall.SIGKILL {
+				return err
+			}
+			// As libcontainer does for SIGKILL: a frozen process dies
+			// only once thawed (a pause may have caught the threads as
+			// their leader ended).
+			if st, err := c.Status(); err == nil && st == lc.Paused {
+				return classify(c.Resume())
+			}
+			return nil
 		}
 	}
 	return classify(err)

@@ -129,3 +129,34 @@ func testLeaderExitedAlonePaused(t *testing.T, h Harness) {
 	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
 	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
 }
+
+// The same container frozen as its leader ended (a pause that raced the
+// tenant's exit; the freezer is written here directly, as runc refuses to
+// pause a zombie init): a forced delete still kills the frozen threads,
+// thawing them, and ends, with nothing left.
+func testLeaderExitedAloneFrozen(t *testing.T, h Harness) {
+	ctx := testContext(t)
+	rt, c, marker := startLeaderExited(t, h)
+	id := c.ID()
+	engineLeft := engineLeftovers(t, h, rt, id)
+	threads := threadsWith(marker)
+	b, err := os.ReadFile(filepath.Join(threads[len(threads)-1], "cgroup"))
+	require.NoError(t, err)
+	freezer := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && f[1] == "freezer" {
+			freezer = filepath.Join("/sys/fs/cgroup/freezer", f[2], "freezer.state")
+		}
+	}
+	if freezer == "" {
+		t.Skip("needs cgroup v1's freezer")
+	}
+	require.NoError(t, os.WriteFile(freezer, []byte("FROZEN"), 0))
+	require.Eventually(t, func() bool { b, _ := os.ReadFile(freezer); return strings.TrimSpace(string(b)) == "FROZEN" }, 10*time.Second, 10*time.Millisecond)
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	require.NoError(t, c.Delete(dctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, id, nil)
+	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+}

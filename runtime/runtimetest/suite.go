@@ -67,6 +67,7 @@ func Run(t *testing.T, h Harness) {
 		{"LeaderExitedAloneStopped", testLeaderExitedAloneStopped},
 		{"ExecLeaderExitedAlone", testExecLeaderExitedAlone},
 		{"LeaderExitedAlonePaused", testLeaderExitedAlonePaused},
+		{"LeaderExitedAloneFrozen", testLeaderExitedAloneFrozen},
 		{"HotAttachPlanted", testHotAttachPlanted},
 		{"HotDetachMovedVolume", testHotDetachMovedVolume},
 		{"DetachUnderTenantViews", testDetachUnderTenantViews},
