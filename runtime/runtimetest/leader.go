@@ -21,16 +21,12 @@ import (
 func testLeaderExitedAlone(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt, c, marker := startLeaderExited(t, h)
-	id := c.ID()
-	engineLeft := engineLeftovers(t, h, rt, id)
+	engineLeft := engineLeftovers(t, h, rt, c.ID())
 	// The leader's own cgroup file no longer tells (it is a zombie):
-	// the harness's leftovers name the container's cgroups.
-	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
-	requireGone(t, h, rt, id, nil)
-	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
-	// Nor does the engine keep anything of it (Docker's containerd
-	// task and its shim).
-	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+	// the harness's leftovers name the container's cgroups; nor does
+	// the engine keep anything of it (Docker's containerd task and its
+	// shim).
+	requireDeletedWhole(ctx, t, h, rt, c, marker, engineLeft)
 }
 
 // startLeaderExited starts a container whose init ends its main thread
@@ -50,6 +46,17 @@ func startLeaderExited(t *testing.T, h Harness) (rt *runtime.Runtime, c *runtime
 	require.NoError(t, out.waitFor(ctx, "leader exiting"))
 	require.NotEmpty(t, threadsWith(marker), "the tenant's threads run on")
 	return rt, c, marker
+}
+
+// requireDeletedWhole deletes c with force and checks that nothing is
+// left of it: not in berth, not in the engine (engineLeft), and no thread
+// whose command line holds marker.
+func requireDeletedWhole(ctx context.Context, t *testing.T, h Harness, rt *runtime.Runtime, c *runtime.Container, marker string, engineLeft func() []string) {
+	t.Helper()
+	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
+	requireGone(t, h, rt, c.ID(), nil)
+	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
+	require.Empty(t, engineLeft(), "the engine keeps what served %s", c.ID())
 }
 
 // threadsWith lists the host's threads whose command line holds marker.
@@ -119,15 +126,11 @@ func testExecLeaderExitedAlone(t *testing.T, h Harness) {
 func testLeaderExitedAlonePaused(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt, c, marker := startLeaderExited(t, h)
-	id := c.ID()
-	engineLeft := engineLeftovers(t, h, rt, id)
+	engineLeft := engineLeftovers(t, h, rt, c.ID())
 	if err := c.Pause(ctx); err != nil {
 		require.Truef(t, isFailedPrecondition(err), "Pause: %v", err)
 	}
-	require.NoError(t, c.Delete(ctx, runtime.DeleteOptions{Force: true}))
-	requireGone(t, h, rt, id, nil)
-	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
-	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+	requireDeletedWhole(ctx, t, h, rt, c, marker, engineLeft)
 }
 
 // The same container frozen as its leader ended (a pause that raced the
@@ -137,8 +140,7 @@ func testLeaderExitedAlonePaused(t *testing.T, h Harness) {
 func testLeaderExitedAloneFrozen(t *testing.T, h Harness) {
 	ctx := testContext(t)
 	rt, c, marker := startLeaderExited(t, h)
-	id := c.ID()
-	engineLeft := engineLeftovers(t, h, rt, id)
+	engineLeft := engineLeftovers(t, h, rt, c.ID())
 	threads := threadsWith(marker)
 	b, err := os.ReadFile(filepath.Join(threads[len(threads)-1], "cgroup"))
 	require.NoError(t, err)
@@ -155,8 +157,5 @@ func testLeaderExitedAloneFrozen(t *testing.T, h Harness) {
 	require.Eventually(t, func() bool { b, _ := os.ReadFile(freezer); return strings.TrimSpace(string(b)) == "FROZEN" }, 10*time.Second, 10*time.Millisecond)
 	dctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	require.NoError(t, c.Delete(dctx, runtime.DeleteOptions{Force: true}))
-	requireGone(t, h, rt, id, nil)
-	require.Empty(t, threadsWith(marker), "the container's threads outlive its deletion")
-	require.Empty(t, engineLeft(), "the engine keeps what served %s", id)
+	requireDeletedWhole(dctx, t, h, rt, c, marker, engineLeft)
 }
