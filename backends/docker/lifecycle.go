@@ -41,12 +41,12 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 		if c.State != nil && c.State.Status == container.StatePaused {
 			return fmt.Errorf("Docker would resume the paused container to deliver signal %d: %w", sig, errdefs.ErrFailedPrecondition)
 		}
+		if r.local {
+			return classify(signalInit(c, sig))
+		}
 	}
 	return r.do(ctx, id, func(did string) error {
 		if sig != syscall.SIGKILL {
-			if r.local {
-				return r.signalInit(ctx, did, sig)
-			}
 			_, err := r.eng.ContainerKill(ctx, did, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
 			return err
 		}
@@ -78,17 +78,13 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 // zombie leader or not, and the init's exit reaches Docker as the
 // container's. The pidfd is opened first and the process checked to be in
 // the container's cgroup after, so a reused pid is never signalled.
-func (r *Runtime) signalInit(ctx context.Context, did string, sig syscall.Signal) error {
+func signalInit(c *container.InspectResponse, sig syscall.Signal) error {
 	notRunning := fmt.Errorf("container is not running: %w", errdefs.ErrFailedPrecondition)
-	c, err := r.eng.ContainerInspect(ctx, did, client.ContainerInspectOptions{})
-	if err != nil {
-		return err
-	}
-	st := c.Container.State
+	st, did := c.State, c.ID
 	if st == nil || !st.Running || st.Pid <= 0 {
 		return notRunning
 	}
-	err = reap.Signal(st.Pid, sig, func() error {
+	err := reap.Signal(st.Pid, sig, func() error {
 		if !inCgroupOf(st.Pid, did) {
 			return reap.ErrGone
 		}
